@@ -1,0 +1,1 @@
+"""The booking API behind the waiting room."""

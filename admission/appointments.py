@@ -1,0 +1,251 @@
+"""Booking endpoints: turn a request into a queued attempt, wait briefly, answer; read; cancel.
+
+``POST /api/v1/appointments`` never writes a booking itself. It derives the attempt id from the
+admission token and the ``Idempotency-Key``, answers a repeat from the stored outcome, and
+otherwise enqueues the attempt on arq with ``_job_id`` = attempt id (a duplicate enqueue is a no-op)
+and waits up to ``booking_wait_s`` for the worker's outcome: 201 confirmed, 409 rejected, or 202
+pending with a status URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import re
+import uuid
+from datetime import date
+from typing import Any
+
+import redis.exceptions
+from aiohttp import web
+from arq.jobs import Job, JobStatus, ResultNotFound
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from admission import queries
+from admission.keys import ARQ, METRICS, POOL, SETTINGS, VAULT, admission_of
+from shared import queries as shared_queries
+from shared.booking import BookingJob, BookingOutcome, attempt_id_for, local_iso, utc_iso
+from shared.errors import BookingRejected, IdempotencyConflict, NotFound, Overloaded, ValidationFailed
+from shared.http import json_response, read_json
+
+log = logging.getLogger("surgegate.admission")
+
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_PENDING = {JobStatus.queued, JobStatus.deferred, JobStatus.in_progress}
+
+
+class PersonIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    id_number: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=200)
+    email: str = Field(min_length=3, max_length=254)
+    birth_date: date
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        if not _EMAIL.match(value):
+            raise ValueError("not an email address")
+        return value
+
+    @field_validator("birth_date")
+    @classmethod
+    def _birth_date(cls, value: date) -> date:
+        if not date(1900, 1, 1) <= value <= date.today():
+            raise ValueError("must be a past date after 1900")
+        return value
+
+
+class BookingIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    slot_id: uuid.UUID
+    person: PersonIn
+
+
+def _request_hash(key: bytes, body: BookingIn) -> str:
+    # Keyed, so the stored hash of a body that holds a person's data cannot be brute-forced.
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()
+
+
+def _answer(request: web.Request, outcome: BookingOutcome, request_hash: str) -> web.Response:
+    metrics = request.app[METRICS]
+    if not hmac.compare_digest(outcome.request_hash, request_hash):
+        metrics.booking_requests.labels(outcome.event_id, "idempotency_conflict").inc()
+        raise IdempotencyConflict("this Idempotency-Key was already used with a different request")
+    if outcome.status == "confirmed":
+        metrics.booking_requests.labels(outcome.event_id, "confirmed").inc()
+        return json_response(outcome.confirmation(), status=201)
+    assert outcome.code is not None
+    metrics.booking_requests.labels(outcome.event_id, outcome.code).inc()
+    raise BookingRejected(outcome.code, _REJECTION_DETAIL.get(outcome.code, outcome.code))
+
+
+_REJECTION_DETAIL = {
+    "slot_full": "that slot has no seat left; pick another",
+    "already_booked": "this person already holds an appointment for this event",
+    "admission_used": "this admission has already been used to book",
+    "not_found": "no such slot",
+    "token_scope": "this admission does not cover that slot's site",
+}
+
+
+async def _stored_outcome(request: web.Request, attempt_id: uuid.UUID) -> BookingOutcome | None:
+    async with request.app[POOL].acquire() as con:
+        row = await con.fetchrow(shared_queries.ATTEMPT_OUTCOME, attempt_id)
+    return None if row is None else BookingOutcome.from_row(row)
+
+
+async def create_appointment(request: web.Request) -> web.Response:
+    admission = admission_of(request)
+    settings = request.app[SETTINGS]
+    vault = request.app[VAULT]
+    key = request.headers.get("Idempotency-Key")
+    if key is None or not _IDEMPOTENCY_KEY.match(key):
+        raise ValidationFailed("an Idempotency-Key header (1-255 visible ASCII characters) is required")
+    body = await read_json(request, BookingIn)
+    request_hash = _request_hash(vault.hash_key, body)
+    attempt_id = attempt_id_for(admission.token_id, key)
+
+    stored = await _stored_outcome(request, attempt_id)
+    if stored is not None:
+        return _answer(request, stored, request_hash)
+
+    arq = request.app[ARQ]
+    job = BookingJob(
+        attempt_id=str(attempt_id),
+        token_id=admission.token_id,
+        event_id=admission.event_id,
+        scope=None if admission.scope is None else list(admission.scope),
+        slot_id=str(body.slot_id),
+        request_hash=request_hash,
+        person_ref=vault.ref(body.person.id_number).hex(),
+        person_sealed=vault.seal(
+            {"name": body.person.name, "email": body.person.email, "birth_date": body.person.birth_date.isoformat()}
+        ).decode(),
+    )
+    try:
+        if await arq.zcard(settings.queue_name) >= settings.max_queue_depth:
+            request.app[METRICS].booking_requests.labels(admission.event_id, "overloaded").inc()
+            raise Overloaded("the booking queue is full; retry shortly", retry_after=5)
+        await arq.enqueue_job("book", job.to_dict(), _job_id=str(attempt_id))
+        result = await Job(str(attempt_id), arq, _queue_name=settings.queue_name).result(
+            timeout=settings.booking_wait_s, poll_delay=0.05
+        )
+    except (asyncio.TimeoutError, TimeoutError):
+        return _pending(request, attempt_id, admission.event_id)
+    except ResultNotFound:
+        # Finished and its result already expired from Redis: the database has the outcome.
+        stored = await _stored_outcome(request, attempt_id)
+        if stored is None:
+            return _pending(request, attempt_id, admission.event_id)
+        return _answer(request, stored, request_hash)
+    except (redis.exceptions.RedisError, OSError):
+        request.app[METRICS].booking_requests.labels(admission.event_id, "overloaded").inc()
+        raise Overloaded("the booking queue is unavailable; retry shortly") from None
+    except Overloaded:
+        raise
+    except Exception as exc:
+        # The job itself failed after all its retries; nothing was committed for it.
+        log.warning("booking attempt %s failed: %s", attempt_id, type(exc).__name__)
+        raise Overloaded("the booking could not be processed; retry with the same Idempotency-Key") from None
+    return _answer(request, BookingOutcome.from_dict(result), request_hash)
+
+
+def _pending(request: web.Request, attempt_id: uuid.UUID, event_id: str) -> web.Response:
+    request.app[METRICS].booking_requests.labels(event_id, "pending").inc()
+    return json_response(
+        {"attempt_id": str(attempt_id), "status": "pending", "status_url": f"/api/v1/attempts/{attempt_id}"},
+        status=202,
+        headers={"Location": f"/api/v1/attempts/{attempt_id}"},
+    )
+
+
+def _uuid(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise NotFound("no such id") from None
+
+
+async def get_attempt(request: web.Request) -> web.Response:
+    admission = admission_of(request)
+    attempt_id = _uuid(request.match_info["attempt_id"])
+    async with request.app[POOL].acquire() as con:
+        row = await con.fetchrow(shared_queries.ATTEMPT_OUTCOME, attempt_id)
+    if row is not None:
+        if row["token_id"] != admission.token_id:
+            raise NotFound("no such attempt")
+        outcome = BookingOutcome.from_row(row)
+        return json_response(
+            {
+                "attempt_id": outcome.attempt_id,
+                "status": outcome.status,
+                "appointment_id": outcome.appointment_id,
+                "code": outcome.code,
+            }
+        )
+    job = Job(str(attempt_id), request.app[ARQ], _queue_name=request.app[SETTINGS].queue_name)
+    if await job.status() in _PENDING:
+        info = await job.info()
+        if info is not None and info.args and info.args[0].get("token_id") == admission.token_id:
+            return json_response(
+                {"attempt_id": str(attempt_id), "status": "pending", "appointment_id": None, "code": None}
+            )
+    raise NotFound("no such attempt")
+
+
+def _appointment_json(row: Any) -> dict[str, Any]:
+    return {
+        "appointment_id": str(row["appointment_id"]),
+        "status": row["status"],
+        "event_id": row["event_id"],
+        "slot_id": str(row["slot_id"]),
+        "site_id": row["site_id"],
+        "starts_at": utc_iso(row["starts_at"]),
+        "ends_at": utc_iso(row["ends_at"]),
+        "local_starts_at": local_iso(row["starts_at"], row["timezone"]),
+        "timezone": row["timezone"],
+        "created_at": utc_iso(row["created_at"]),
+        "cancelled_at": None if row["cancelled_at"] is None else utc_iso(row["cancelled_at"]),
+    }
+
+
+async def get_appointment(request: web.Request) -> web.Response:
+    admission = admission_of(request)
+    appointment_id = _uuid(request.match_info["appointment_id"])
+    async with request.app[POOL].acquire() as con:
+        row = await con.fetchrow(queries.GET_APPOINTMENT, appointment_id, admission.token_id)
+    if row is None:
+        raise NotFound("no such appointment")
+    return json_response(_appointment_json(row))
+
+
+async def cancel_appointment(request: web.Request) -> web.Response:
+    """Cancel and return the seat in one transaction. Cancelling twice is harmless."""
+    admission = admission_of(request)
+    appointment_id = _uuid(request.match_info["appointment_id"])
+    async with request.app[POOL].acquire() as con, con.transaction():
+        cancelled = await con.fetchrow(queries.CANCEL_APPOINTMENT, appointment_id, admission.token_id)
+        if cancelled is None:
+            row = await con.fetchrow(queries.GET_APPOINTMENT, appointment_id, admission.token_id)
+            if row is None:
+                raise NotFound("no such appointment")
+            return json_response({"appointment_id": str(appointment_id), "status": row["status"]})
+        await con.execute(queries.RETURN_SEAT, cancelled["slot_id"])
+        await con.execute(
+            shared_queries.INSERT_AUDIT,
+            "cancelled",
+            cancelled["event_id"],
+            cancelled["slot_id"],
+            appointment_id,
+            None,
+            admission.token_id,
+            {},
+        )
+    request.app[METRICS].cancellations.labels(cancelled["event_id"]).inc()
+    return json_response({"appointment_id": str(appointment_id), "status": "cancelled"})

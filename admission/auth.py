@@ -1,0 +1,64 @@
+"""Admission token verification and CORS, as middlewares of the booking API.
+
+Every ``/api/v1/*`` request must carry ``Authorization: Bearer <admission token>``. The token is
+verified offline (signature under any configured kid, type, expiry); each verification is counted
+in ``surgegate_token_verify_total{event,result}`` with ``result`` = ok or the failure reason.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from admission.keys import ADMISSION, CODEC, METRICS, SETTINGS
+from shared.errors import TokenExpired, TokenInvalid
+from shared.http import Handler, bearer
+
+_CORS_HEADERS = "Authorization, Content-Type, Idempotency-Key"
+_CORS_METHODS = "GET, POST, DELETE, OPTIONS"
+
+
+@web.middleware
+async def token_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not request.path.startswith("/api/v1/"):
+        return await handler(request)
+    metrics = request.app[METRICS]
+    token = bearer(request)
+    try:
+        if token is None:
+            raise TokenInvalid("an admission token is required (Authorization: Bearer ...)", reason="missing")
+        admission = request.app[CODEC].verify_admission(token)
+    except TokenInvalid as exc:
+        # The event of an unverified token is unknown and attacker-chosen: never a label.
+        metrics.token_verify.labels("-", exc.reason).inc()
+        raise
+    except TokenExpired:
+        metrics.token_verify.labels("-", "expired").inc()
+        raise
+    metrics.token_verify.labels(admission.event_id, "ok").inc()
+    request[ADMISSION] = admission
+    return await handler(request)
+
+
+@web.middleware
+async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Let the queue page (another origin under ``up``) call the API.
+
+    Hand-written because it is a dozen lines for a fixed policy: allowed origins from settings,
+    no cookies (the admission token travels in a header).
+    """
+    origin = request.headers.get("Origin")
+    allowed = origin is not None and origin in request.app[SETTINGS].allowed_origins
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        response: web.StreamResponse = web.Response(status=204 if allowed else 403)
+        if allowed:
+            response.headers["Access-Control-Allow-Methods"] = _CORS_METHODS
+            response.headers["Access-Control-Allow-Headers"] = _CORS_HEADERS
+            response.headers["Access-Control-Max-Age"] = "600"
+    else:
+        response = await handler(request)
+    if allowed:
+        assert origin is not None
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = "Retry-After"
+    response.headers.add("Vary", "Origin")
+    return response

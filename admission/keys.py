@@ -1,0 +1,26 @@
+"""Typed application keys of the booking API."""
+
+from __future__ import annotations
+
+import asyncpg
+from aiohttp import web
+from arq.connections import ArqRedis
+
+from shared.metrics import Metrics
+from shared.persons import PersonVault
+from shared.settings import Settings
+from shared.tokens import Admission, TokenCodec
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+CODEC = web.AppKey("codec", TokenCodec)
+VAULT = web.AppKey("vault", PersonVault)
+POOL = web.AppKey("pool", asyncpg.Pool)
+ARQ = web.AppKey("arq", ArqRedis)
+
+ADMISSION = "admission"  # request key holding the verified Admission
+
+
+def admission_of(request: web.Request) -> Admission:
+    admission: Admission = request[ADMISSION]
+    return admission

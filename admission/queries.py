@@ -1,0 +1,51 @@
+"""SQL of the booking API. Named statements with $n placeholders; callers own the transaction."""
+
+LIST_SITES = "SELECT site_id, name, region, timezone, lat, lng FROM sites ORDER BY site_id"
+
+GET_SITE = "SELECT site_id, name, region, timezone, lat, lng FROM sites WHERE site_id = $1"
+
+UPSERT_SITE = """
+INSERT INTO sites (site_id, name, region, timezone, lat, lng)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (site_id) DO UPDATE SET
+    name = EXCLUDED.name, region = EXCLUDED.region, timezone = EXCLUDED.timezone,
+    lat = EXCLUDED.lat, lng = EXCLUDED.lng
+RETURNING site_id, name, region, timezone, lat, lng
+"""
+
+SEARCH_SLOTS = """
+SELECT s.slot_id, s.site_id, s.starts_at, s.ends_at, s.capacity, s.booked, si.timezone
+FROM slots s JOIN sites si ON si.site_id = s.site_id
+WHERE s.site_id = $1 AND s.starts_at >= $2 AND s.starts_at < $3
+ORDER BY s.starts_at
+LIMIT $4
+"""
+
+INSERT_SLOT = """
+INSERT INTO slots (slot_id, site_id, starts_at, ends_at, capacity)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (slot_id) DO NOTHING
+"""
+
+GET_SLOT = """
+SELECT s.slot_id, s.site_id, s.starts_at, s.ends_at, s.capacity, s.booked, si.timezone
+FROM slots s JOIN sites si ON si.site_id = s.site_id
+WHERE s.slot_id = $1
+"""
+
+GET_APPOINTMENT = """
+SELECT ap.appointment_id, ap.event_id, ap.status, ap.slot_id, ap.created_at, ap.cancelled_at,
+       s.site_id, s.starts_at, s.ends_at, si.timezone
+FROM appointments ap
+JOIN slots s ON s.slot_id = ap.slot_id
+JOIN sites si ON si.site_id = s.site_id
+WHERE ap.appointment_id = $1 AND ap.token_id = $2
+"""
+
+CANCEL_APPOINTMENT = """
+UPDATE appointments SET status = 'cancelled', cancelled_at = now()
+WHERE appointment_id = $1 AND token_id = $2 AND status = 'confirmed'
+RETURNING slot_id, event_id
+"""
+
+RETURN_SEAT = "UPDATE slots SET booked = booked - 1 WHERE slot_id = $1"

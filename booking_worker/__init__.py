@@ -1,0 +1,1 @@
+"""The arq worker that commits booking attempts exactly once."""

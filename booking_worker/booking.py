@@ -1,0 +1,161 @@
+"""The booking job: one booking attempt, committed exactly once in effect.
+
+arq delivers a job at least once (retries, a worker dying mid-job, a duplicate enqueue after its
+result expired). The attempt id is the primary key of ``booking_attempts`` and is claimed in the
+same transaction that takes the seat, inserts the appointment and writes the audit row, so:
+
+* an execution that finds the attempt already claimed returns the stored outcome and changes nothing;
+* an execution that fails before commit leaves no trace, and the retry starts from scratch;
+* two executions running at once serialise on the claim; the second sees the first's outcome.
+
+Business outcomes (slot full, already booked, admission used) are results, not exceptions;
+serialisation failures, deadlocks and lost connections raise arq's ``Retry``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+from arq import Retry
+
+from booking_worker import queries
+from shared.booking import (
+    ADMISSION_USED,
+    ALREADY_BOOKED,
+    OUT_OF_SCOPE,
+    SLOT_FULL,
+    SLOT_NOT_FOUND,
+    BookingJob,
+    BookingOutcome,
+    local_iso,
+    utc_iso,
+)
+from shared import queries as shared_queries
+from shared.metrics import Metrics
+
+_CONSTRAINT_CODES = {
+    "appointments_token_once": ADMISSION_USED,
+    "appointments_person_active": ALREADY_BOOKED,
+}
+
+
+class _Rejected(Exception):
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+async def take_seat(con: asyncpg.Connection, slot_id: uuid.UUID) -> bool:
+    """Take one seat if one is free; the only way a seat is ever taken."""
+    return await con.fetchval(queries.TAKE_SEAT, slot_id) is not None
+
+
+async def _attempt_outcome(con: asyncpg.Connection, attempt_id: uuid.UUID) -> BookingOutcome:
+    return BookingOutcome.from_row(await con.fetchrow(shared_queries.ATTEMPT_OUTCOME, attempt_id))
+
+
+async def run_attempt(con: asyncpg.Connection, job: BookingJob) -> tuple[BookingOutcome, bool]:
+    """Execute the attempt inside the caller's transaction.
+
+    Returns (outcome, executed): ``executed`` is False when the attempt had already been recorded
+    and the stored outcome is returned unchanged.
+    """
+    attempt_id = uuid.UUID(job.attempt_id)
+    claimed = await con.fetchval(
+        queries.CLAIM_ATTEMPT, attempt_id, job.token_id, job.event_id, job.slot_id, bytes.fromhex(job.request_hash)
+    )
+    if not claimed:
+        return await _attempt_outcome(con, attempt_id), False
+
+    appointment_id: uuid.UUID | None = None
+    slot = None
+    try:
+        try:
+            slot_uuid = uuid.UUID(job.slot_id)
+        except ValueError:
+            raise _Rejected(SLOT_NOT_FOUND) from None
+        slot = await con.fetchrow(queries.SLOT_WITH_SITE, slot_uuid)
+        if slot is None:
+            raise _Rejected(SLOT_NOT_FOUND)
+        if job.scope is not None and slot["site_id"] not in job.scope:
+            raise _Rejected(OUT_OF_SCOPE)
+        async with con.transaction():  # savepoint: a unique violation undoes the seat too
+            if not await take_seat(con, slot_uuid):
+                raise _Rejected(SLOT_FULL)
+            appointment_id = uuid.uuid4()
+            try:
+                await con.execute(
+                    queries.INSERT_APPOINTMENT,
+                    appointment_id,
+                    job.event_id,
+                    slot_uuid,
+                    job.token_id,
+                    bytes.fromhex(job.person_ref),
+                    job.person_sealed.encode(),
+                )
+            except asyncpg.UniqueViolationError as exc:
+                code = _CONSTRAINT_CODES.get(exc.constraint_name or "")
+                if code is None:
+                    raise
+                raise _Rejected(code) from None
+    except _Rejected as rejected:
+        appointment_id = None
+        code: str | None = rejected.code
+    else:
+        code = None
+
+    status = "confirmed" if code is None else "rejected"
+    await con.execute(queries.FINISH_ATTEMPT, attempt_id, status, code, appointment_id)
+    await con.execute(
+        shared_queries.INSERT_AUDIT,
+        "booked" if code is None else "booking_rejected",
+        job.event_id,
+        None if slot is None else slot["slot_id"],
+        appointment_id,
+        attempt_id,
+        job.token_id,
+        {} if code is None else {"code": code},
+    )
+    outcome = BookingOutcome(
+        attempt_id=job.attempt_id,
+        status=status,
+        code=code,
+        request_hash=job.request_hash,
+        event_id=job.event_id,
+        appointment_id=None if appointment_id is None else str(appointment_id),
+        slot_id=job.slot_id,
+        site_id=None if code is not None or slot is None else slot["site_id"],
+        starts_at=None if code is not None or slot is None else utc_iso(slot["starts_at"]),
+        local_starts_at=None if code is not None or slot is None else local_iso(slot["starts_at"], slot["timezone"]),
+    )
+    return outcome, True
+
+
+RETRYABLE = (
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    ConnectionError,
+    OSError,
+)
+
+
+async def book(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    """arq job: run one booking attempt in its own transaction and return its outcome (a dict)."""
+    job = BookingJob.from_dict(payload)
+    pool: asyncpg.Pool = ctx["pool"]
+    metrics: Metrics = ctx["metrics"]
+    started = time.perf_counter()
+    try:
+        async with pool.acquire() as con, con.transaction():
+            outcome, executed = await run_attempt(con, job)
+    except RETRYABLE:
+        raise Retry(defer=min(5.0, 0.1 * ctx.get("job_try", 1))) from None
+    if executed:
+        metrics.booking_seconds.labels(job.event_id).observe(time.perf_counter() - started)
+        metrics.booking_attempts.labels(job.event_id, outcome.code or "confirmed").inc()
+    return outcome.to_dict()

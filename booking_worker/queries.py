@@ -1,0 +1,33 @@
+"""SQL of the booking worker. Named statements with $n placeholders; callers own the transaction."""
+
+# Claims the attempt: inserted only by the first execution to commit. A concurrent duplicate
+# blocks on the primary key until the first commits, then inserts nothing.
+CLAIM_ATTEMPT = """
+INSERT INTO booking_attempts (attempt_id, token_id, event_id, slot_id, request_hash, status)
+VALUES ($1, $2, $3, $4, $5, 'rejected')
+ON CONFLICT (attempt_id) DO NOTHING
+RETURNING true
+"""
+
+SLOT_WITH_SITE = """
+SELECT s.slot_id, s.site_id, s.starts_at, si.timezone
+FROM slots s JOIN sites si ON si.site_id = s.site_id
+WHERE s.slot_id = $1
+"""
+
+# The capacity guard: the row lock serialises concurrent takers, and the condition is re-checked
+# on the locked row, so a seat is taken only while one is free. Never read-then-write.
+TAKE_SEAT = """
+UPDATE slots SET booked = booked + 1
+WHERE slot_id = $1 AND booked < capacity
+RETURNING booked
+"""
+
+INSERT_APPOINTMENT = """
+INSERT INTO appointments (appointment_id, event_id, slot_id, token_id, person_ref, person_sealed, status)
+VALUES ($1, $2, $3, $4, $5, $6, 'confirmed')
+"""
+
+FINISH_ATTEMPT = """
+UPDATE booking_attempts SET status = $2, code = $3, appointment_id = $4 WHERE attempt_id = $1
+"""

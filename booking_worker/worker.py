@@ -1,0 +1,72 @@
+"""arq worker settings and lifecycle for the booking worker.
+
+``on_startup`` fills ``ctx`` with the settings, a PostgreSQL pool, the metrics object and (unless
+``ctx["serve_metrics"]`` is False, as in tests) a small aiohttp server for ``/metrics``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from aiohttp import web
+from arq import func
+from arq.worker import Worker, create_worker
+
+from booking_worker.booking import book
+from shared.db import create_pool
+from shared.http import healthz, metrics_handler
+from shared.metrics import Metrics
+from shared.redis import redis_settings
+from shared.settings import Settings
+
+MAX_JOBS = 10
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx.get("settings") or Settings.from_env()
+    ctx["settings"] = settings
+    ctx["pool"] = await create_pool(settings.require_database(), min_size=1, max_size=MAX_JOBS + 1)
+    metrics: Metrics = ctx.get("metrics") or Metrics()
+    ctx["metrics"] = metrics
+    if ctx.get("serve_metrics", True):
+        app = web.Application()
+        app.router.add_get("/metrics", metrics_handler(metrics))
+        app.router.add_get("/healthz", healthz)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, settings.host, settings.worker_metrics_port).start()
+        ctx["metrics_runner"] = runner
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    runner: web.AppRunner | None = ctx.get("metrics_runner")
+    if runner is not None:
+        await runner.cleanup()
+    pool = ctx.get("pool")
+    if pool is not None:
+        await pool.close()
+
+
+class WorkerSettings:
+    functions: ClassVar[list[Any]] = [func(book, name="book", max_tries=10)]
+    on_startup = startup
+    on_shutdown = shutdown
+    max_jobs = MAX_JOBS
+    job_timeout = 60
+    keep_result = 3600
+    poll_delay = 0.05
+    # Results hold no identity data, but keep logs lean on the hottest job anyway.
+    log_results = False
+
+
+def build_worker(settings: Settings, **overrides: Any) -> Worker:
+    """A worker bound to the configured Redis and queue; ``overrides`` go to arq's Worker."""
+    ctx = {"settings": settings, **overrides.pop("ctx", {})}
+    worker: Worker = create_worker(
+        WorkerSettings,
+        redis_settings=redis_settings(settings.require_redis()),
+        queue_name=settings.queue_name,
+        ctx=ctx,
+        **overrides,
+    )
+    return worker

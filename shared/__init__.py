@@ -1,0 +1,1 @@
+"""What two or more surgegate processes need: settings, database, Redis, tokens, metrics, schema."""

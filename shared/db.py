@@ -1,0 +1,60 @@
+"""PostgreSQL access: pool creation and versioned migrations.
+
+Migrations are the ``NNNN_name.sql`` files in ``shared/migrations``, applied in order, each in its
+own transaction together with its row in ``schema_migrations``; a session advisory lock makes
+concurrent ``migrate`` runs wait for each other, so running it again is always safe.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+import asyncpg
+
+_MIGRATION_LOCK = 0x5375726765  # arbitrary, constant: "Surge"
+
+
+async def _init_connection(con: asyncpg.Connection) -> None:
+    await con.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=30
+    )
+    return pool
+
+
+def migration_files() -> list[tuple[str, str]]:
+    """[(version, sql)] sorted by version."""
+    folder = resources.files("shared") / "migrations"
+    found = [(f.name.removesuffix(".sql"), f.read_text()) for f in folder.iterdir() if f.name.endswith(".sql")]
+    return sorted(found)
+
+
+async def migrate(con: asyncpg.Connection) -> list[str]:
+    """Apply pending migrations; return the versions applied now (empty when up to date)."""
+    await con.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+    try:
+        await con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await con.fetch("SELECT version FROM schema_migrations")}
+        applied: list[str] = []
+        for version, sql in migration_files():
+            if version in done:
+                continue
+            async with con.transaction():
+                await con.execute(sql)
+                await con.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+            applied.append(version)
+        return applied
+    finally:
+        await con.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+
+
+def record(row: asyncpg.Record | None) -> dict[str, Any] | None:
+    return None if row is None else dict(row)

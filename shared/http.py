@@ -1,0 +1,175 @@
+"""HTTP pieces both aiohttp services share: problem+json errors, JSON bodies, admin auth, probes.
+
+:func:`problem_middleware` is the one place where domain errors become HTTP: it maps the
+contract's ``code`` to a status, answers every error as ``application/problem+json`` (RFC 9457)
+and turns anything unexpected into a problem too, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+import pydantic
+import redis.exceptions
+from aiohttp import web
+
+from shared.errors import DomainError, Overloaded, Unauthorized, ValidationFailed
+from shared.metrics import Metrics
+
+log = logging.getLogger("surgegate.http")
+
+PROBLEM_TYPE = "application/problem+json"
+
+STATUS_OF_CODE: dict[str, int] = {
+    "not_found": 404,
+    "validation_error": 400,
+    "ticket_invalid": 401,
+    "token_invalid": 401,
+    "token_expired": 401,
+    "token_scope": 403,
+    "admission_used": 409,
+    "slot_full": 409,
+    "already_booked": 409,
+    "hold_expired": 409,
+    "ineligible": 403,
+    "event_closed": 410,
+    "rate_limited": 429,
+    "overloaded": 503,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "idempotency_conflict": 409,
+    "event_not_open": 409,
+    "payload_too_large": 413,
+}
+
+_HTTP_CODES = {
+    400: "validation_error",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+M = TypeVar("M", bound=pydantic.BaseModel)
+
+
+def problem(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    retry_after: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> web.Response:
+    body: dict[str, Any] = {
+        "type": f"https://surgegate.dev/problems/{code.replace('_', '-')}",
+        "title": code.replace("_", " ").capitalize(),
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if extra:
+        body.update(extra)
+    headers = {"Cache-Control": "no-store"}
+    if retry_after is not None or status in (429, 503):
+        headers["Retry-After"] = str(retry_after if retry_after is not None else 1)
+    return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_TYPE, headers=headers)
+
+
+def domain_problem(exc: DomainError) -> web.Response:
+    extra: dict[str, Any] | None = None
+    if isinstance(exc, ValidationFailed) and exc.errors:
+        extra = {"errors": exc.errors}
+    return problem(STATUS_OF_CODE.get(exc.code, 400), exc.code, exc.detail, retry_after=exc.retry_after, extra=extra)
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except DomainError as exc:
+        return domain_problem(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        detail = exc.reason if exc.status != 413 else "request body too large"
+        resp = problem(exc.status, code, detail)
+        if exc.status == 405 and "Allow" in exc.headers:
+            resp.headers["Allow"] = exc.headers["Allow"]
+        return resp
+    except (redis.exceptions.RedisError, OSError, asyncpg.PostgresConnectionStatusError) as exc:
+        log.warning("backend unavailable: %s", type(exc).__name__)
+        return domain_problem(Overloaded("a backing service is unavailable; retry shortly"))
+    except (asyncpg.InterfaceError, asyncpg.exceptions.TooManyConnectionsError) as exc:
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return domain_problem(Overloaded("the database is unavailable; retry shortly"))
+    except Exception:
+        # Unexpected: log the type and place, never the request body (it may hold a person's data).
+        log.exception("unhandled error on %s %s", request.method, request.rel_url.path)
+        return problem(500, "internal_error", "an unexpected error occurred")
+
+
+async def read_json(request: web.Request, model: type[M]) -> M:
+    """Parse and validate a JSON body; bad input becomes ValidationFailed (never echoing values)."""
+    if request.content_length is not None and request.content_length > request.app["max_body_bytes"]:
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=request.app["max_body_bytes"], actual_size=request.content_length
+        )
+    raw = await request.read()
+    try:
+        data = json.loads(raw) if raw else None
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationFailed("the body is not valid JSON") from None
+    return validate(model, data)
+
+
+def validate(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        errors: list[dict[str, object]] = [
+            {"loc": [str(p) for p in e["loc"]], "msg": e["msg"]}
+            for e in exc.errors(include_url=False, include_input=False, include_context=False)
+        ]
+        raise ValidationFailed("the request is invalid", errors) from None
+
+
+def bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def require_admin(request: web.Request, tokens: Sequence[str]) -> None:
+    given = bearer(request)
+    if given is None or not any(hmac.compare_digest(given.encode(), t.encode()) for t in tokens):
+        raise Unauthorized("an admin bearer token is required")
+
+
+def json_response(data: Any, status: int = 200, *, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(data, status=status, headers=headers, dumps=lambda v: json.dumps(v, default=str))
+
+
+def metrics_handler(metrics: Metrics) -> Handler:
+    async def handle(request: web.Request) -> web.Response:
+        resp = web.Response(body=metrics.render())
+        resp.content_type = "text/plain"
+        resp.charset = "utf-8"
+        return resp
+
+    return handle
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})

@@ -1,0 +1,58 @@
+"""Prometheus metrics, as an object each app owns (so tests read real values, not mocks).
+
+The funnel, labelled by event: joined -> admitted -> token verified -> attempt -> booked.
+Labels carry event ids, outcomes and reasons only, never anything about a person.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.queue_joined = Counter(
+            "surgegate_queue_joined", "Visitors who joined an event's queue", ["event"], registry=r
+        )
+        self.admitted = Counter(
+            "surgegate_admitted", "Queue positions admitted (serving position advanced)", ["event"], registry=r
+        )
+        self.queue_waiting = Gauge(
+            "surgegate_queue_waiting", "Visitors waiting (joined minus admitted)", ["event"], registry=r
+        )
+        self.admission_rate = Gauge(
+            "surgegate_admission_rate_per_s", "Configured admission rate (0 while paused)", ["event"], registry=r
+        )
+        self.token_verify = Counter(
+            "surgegate_token_verify",
+            "Admission token verifications by result (ok or the failure reason)",
+            ["event", "result"],
+            registry=r,
+        )
+        self.booking_requests = Counter(
+            "surgegate_booking_requests",
+            "Booking requests answered by the API, by outcome",
+            ["event", "outcome"],
+            registry=r,
+        )
+        self.booking_attempts = Counter(
+            "surgegate_booking_attempts",
+            "Booking attempts executed by the worker, by outcome (confirmed or the rejection code)",
+            ["event", "outcome"],
+            registry=r,
+        )
+        self.booking_seconds = Histogram(
+            "surgegate_booking_seconds",
+            "Booking transaction latency, start to commit",
+            ["event"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=r,
+        )
+        self.cancellations = Counter(
+            "surgegate_cancellations", "Appointments cancelled", ["event"], registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,17 @@
+"""SQL used by more than one process. Named statements; callers own the transaction."""
+
+# An attempt with what the client needs to hear again (appointment, slot, site: NULL if rejected).
+ATTEMPT_OUTCOME = """
+SELECT a.attempt_id, a.status, a.code, a.request_hash, a.event_id, a.appointment_id, a.slot_id, a.token_id,
+       s.site_id, s.starts_at, si.timezone
+FROM booking_attempts a
+LEFT JOIN appointments ap ON ap.appointment_id = a.appointment_id
+LEFT JOIN slots s ON s.slot_id = ap.slot_id
+LEFT JOIN sites si ON si.site_id = s.site_id
+WHERE a.attempt_id = $1
+"""
+
+INSERT_AUDIT = """
+INSERT INTO audit_log (action, event_id, slot_id, appointment_id, attempt_id, actor, detail)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+"""

@@ -1,0 +1,23 @@
+"""Redis access: a plain asyncio client for the edge, an arq pool for whoever enqueues jobs."""
+
+from __future__ import annotations
+
+from arq.connections import ArqRedis, RedisSettings, create_pool
+from redis.asyncio import Redis
+
+
+def redis_settings(url: str) -> RedisSettings:
+    settings: RedisSettings = RedisSettings.from_dsn(url)
+    settings.conn_timeout = 2
+    settings.conn_retries = 2
+    return settings
+
+
+def create_redis(url: str) -> Redis:
+    """A pooled client; commands fail fast (2 s) when the server is gone instead of hanging."""
+    return Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=15)
+
+
+async def create_arq_pool(url: str, queue_name: str) -> ArqRedis:
+    pool: ArqRedis = await create_pool(redis_settings(url), default_queue_name=queue_name)
+    return pool

@@ -1,0 +1,162 @@
+"""Signed tickets and admission tokens (itsdangerous, HMAC-SHA256).
+
+A token is ``<kid>.<itsdangerous payload>``: the kid says which configured key signed it, so keys
+rotate by appending a new ``kid:secret`` (it signs) while the old ones still verify. Each token type
+has its own salt, so a ticket can never pass as an admission token. Verification is offline: no
+database or Redis is needed to check a token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from itsdangerous import BadSignature, URLSafeSerializer
+
+from shared.errors import TicketInvalid, TokenExpired, TokenInvalid
+
+TICKET_SALT = "surgegate.ticket.v1"
+ADMISSION_SALT = "surgegate.admission.v1"
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A visitor's place in one event's queue: ``seq`` is the arrival number (1 = first)."""
+
+    event_id: str
+    visitor_id: str
+    seq: int
+    issued_at: float
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The verified claims of an admission token. ``token_id`` is unique per admitted visitor."""
+
+    token_id: str
+    event_id: str
+    visitor_id: str
+    scope: tuple[str, ...] | None
+    expires_at: float
+    kid: str
+
+    def allows_site(self, site_id: str) -> bool:
+        return self.scope is None or site_id in self.scope
+
+
+class TokenCodec:
+    """Signs with the last configured key, verifies under any. Safe to share across tasks."""
+
+    def __init__(
+        self,
+        keys: Sequence[tuple[str, str]],
+        *,
+        leeway_s: int = 5,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not keys:
+            raise ValueError("at least one signing key is required")
+        self._keys = dict(keys)
+        self._signing_kid = keys[-1][0]
+        self._leeway_s = leeway_s
+        self._clock = clock
+        self._serializers: dict[tuple[str, str], URLSafeSerializer] = {}
+
+    def _serializer(self, kid: str, salt: str) -> URLSafeSerializer:
+        key = (kid, salt)
+        serializer = self._serializers.get(key)
+        if serializer is None:
+            serializer = URLSafeSerializer(
+                self._keys[kid], salt=salt, signer_kwargs={"digest_method": hashlib.sha256}
+            )
+            self._serializers[key] = serializer
+        return serializer
+
+    def _sign(self, salt: str, payload: dict[str, Any]) -> str:
+        kid = self._signing_kid
+        return f"{kid}.{self._serializer(kid, salt).dumps(payload)}"
+
+    def _load(self, token: str, salt: str) -> tuple[str, dict[str, Any]]:
+        """Return (kid, payload); raise TokenInvalid with the failure reason."""
+        if not isinstance(token, str) or len(token) > 4096:
+            raise TokenInvalid(reason="malformed")
+        kid, sep, body = token.partition(".")
+        if not sep or not body:
+            raise TokenInvalid(reason="malformed")
+        if kid not in self._keys:
+            raise TokenInvalid(reason="unknown_kid")
+        try:
+            payload = self._serializer(kid, salt).loads(body)
+        except BadSignature:
+            raise TokenInvalid(reason="signature") from None
+        if not isinstance(payload, dict):
+            raise TokenInvalid(reason="malformed")
+        return kid, payload
+
+    # --- tickets ------------------------------------------------------------------------------
+
+    def sign_ticket(self, ticket: Ticket) -> str:
+        return self._sign(
+            TICKET_SALT,
+            {"e": ticket.event_id, "v": ticket.visitor_id, "n": ticket.seq, "iat": int(ticket.issued_at)},
+        )
+
+    def read_ticket(self, token: str) -> Ticket:
+        try:
+            _, p = self._load(token, TICKET_SALT)
+            return Ticket(event_id=str(p["e"]), visitor_id=str(p["v"]), seq=int(p["n"]), issued_at=float(p["iat"]))
+        except (TokenInvalid, KeyError, TypeError, ValueError):
+            raise TicketInvalid("the queue ticket is missing or invalid") from None
+
+    # --- admission tokens ---------------------------------------------------------------------
+
+    def sign_admission(
+        self, *, event_id: str, visitor_id: str, scope: Sequence[str] | None, expires_at: float
+    ) -> str:
+        return self._sign(
+            ADMISSION_SALT,
+            {
+                "jti": visitor_id,
+                "e": event_id,
+                "sub": visitor_id,
+                "scope": None if scope is None else list(scope),
+                "exp": int(expires_at),
+            },
+        )
+
+    def verify_admission(self, token: str) -> Admission:
+        """Verify signature (any configured kid), type and expiry (with clock-skew leeway).
+
+        Raises TokenInvalid (``reason`` in malformed, unknown_kid, signature, type) or TokenExpired.
+        """
+        try:
+            kid, p = self._load(token, ADMISSION_SALT)
+        except TokenInvalid as exc:
+            if exc.reason == "signature" and self._is_ticket(token):
+                raise TokenInvalid("a queue ticket is not an admission token", reason="type") from None
+            raise
+        try:
+            scope = p["scope"]
+            admission = Admission(
+                token_id=str(p["jti"]),
+                event_id=str(p["e"]),
+                visitor_id=str(p["sub"]),
+                scope=None if scope is None else tuple(str(s) for s in scope),
+                expires_at=float(p["exp"]),
+                kid=kid,
+            )
+        except (KeyError, TypeError, ValueError):
+            raise TokenInvalid(reason="malformed") from None
+        if self._clock() > admission.expires_at + self._leeway_s:
+            raise TokenExpired("the admission token has expired; rejoin the queue")
+        return admission
+
+    def _is_ticket(self, token: str) -> bool:
+        try:
+            self._load(token, TICKET_SALT)
+        except TokenInvalid:
+            return False
+        return True

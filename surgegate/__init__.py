@@ -1,0 +1,1 @@
+"""The surgegate command line: runs the edge, API, worker, migrations, seeding, and `up`."""

@@ -1,0 +1,3 @@
+from surgegate.cli import main
+
+raise SystemExit(main())

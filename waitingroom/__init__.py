@@ -1,0 +1,1 @@
+"""The waiting room: the aiohttp edge service visitors queue in."""

@@ -1,0 +1,74 @@
+"""The edge service: ``create_app(settings)`` builds the waiting room's aiohttp application."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from shared.db import create_pool
+from shared.http import healthz, json_response, metrics_handler, problem_middleware
+from shared.metrics import Metrics
+from shared.redis import create_redis
+from shared.settings import Settings
+from shared.tokens import TokenCodec
+from waitingroom import admin, page, views
+from waitingroom.keys import METRICS, ROOM, SETTINGS
+from waitingroom.page import STATIC
+from waitingroom.room import Clock, Room
+
+
+def create_app(
+    settings: Settings,
+    *,
+    metrics: Metrics | None = None,
+    clock: Clock = time.time,
+    run_ticker: bool = True,
+) -> web.Application:
+    """The waiting room app. ``run_ticker=False`` leaves admission ticks to the caller (tests)."""
+    settings.require_keys()
+    settings.require_admin()
+    app = web.Application(middlewares=[problem_middleware], client_max_size=settings.max_body_bytes)
+    app["max_body_bytes"] = settings.max_body_bytes
+    app[SETTINGS] = settings
+    app[METRICS] = metrics or Metrics()
+
+    async def resources_ctx(app: web.Application) -> AsyncIterator[None]:
+        pool = await create_pool(settings.require_database(), min_size=1, max_size=4)
+        redis = create_redis(settings.require_redis())
+        codec = TokenCodec(settings.secret_keys, leeway_s=settings.token_leeway_s, clock=clock)
+        room = Room(settings=settings, pool=pool, redis=redis, codec=codec, metrics=app[METRICS], clock=clock)
+        await room.refresh_events()
+        app[ROOM] = room
+        ticker = asyncio.create_task(room.run()) if run_ticker else None
+        try:
+            yield
+        finally:
+            if ticker is not None:
+                ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticker
+            await redis.aclose()
+            await pool.close()
+
+    app.cleanup_ctx.append(resources_ctx)
+
+    async def readyz(request: web.Request) -> web.Response:
+        await request.app[ROOM].check_ready()
+        return json_response({"status": "ready"})
+
+    app.router.add_post("/api/v1/events/{event_id}/join", views.join)
+    app.router.add_get("/api/v1/events/{event_id}/status", views.status)
+    app.router.add_put("/admin/v1/events/{event_id}", admin.put_event)
+    app.router.add_get("/admin/v1/events/{event_id}", admin.get_event)
+    app.router.add_get("/e/{event_id}", page.queue_page)
+    app.router.add_get("/", page.index)
+    app.router.add_static("/static", Path(str(STATIC)))
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_handler(app[METRICS]))
+    return app

@@ -1,0 +1,167 @@
+"""Events (a cohort opening, a clinic's schedule): their definition, validation and storage.
+
+PostgreSQL holds the definition; the live rate and pause flag are mirrored into the queue state in
+Redis (see :mod:`waitingroom.queue`) so all edge processes apply a change together.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Literal
+
+import asyncpg
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from waitingroom import queries
+from waitingroom.queue import QueueConfig
+
+EVENT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+Phase = Literal["not_open", "prequeue", "open", "closed"]
+
+
+@dataclass(frozen=True)
+class Event:
+    event_id: str
+    name: str
+    rate_per_s: float
+    opens_at: datetime | None
+    prequeue_opens_at: datetime | None
+    closes_at: datetime | None
+    paused: bool
+    admission_ttl_s: int
+    site_ids: tuple[str, ...] | None
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Event:
+        site_ids = row["site_ids"]
+        return cls(
+            event_id=row["event_id"],
+            name=row["name"],
+            rate_per_s=float(row["rate_per_s"]),
+            opens_at=row["opens_at"],
+            prequeue_opens_at=row["prequeue_opens_at"],
+            closes_at=row["closes_at"],
+            paused=row["paused"],
+            admission_ttl_s=row["admission_ttl_s"],
+            site_ids=None if site_ids is None else tuple(site_ids),
+        )
+
+    def phase(self, now: float) -> Phase:
+        if self.closes_at is not None and now >= self.closes_at.timestamp():
+            return "closed"
+        if self.opens_at is not None and now < self.opens_at.timestamp():
+            if self.prequeue_opens_at is not None and now < self.prequeue_opens_at.timestamp():
+                return "not_open"
+            return "prequeue"
+        return "open"
+
+    @property
+    def queue_config(self) -> QueueConfig:
+        return QueueConfig(
+            rate_per_s=self.rate_per_s,
+            paused=self.paused,
+            opens_at=0.0 if self.opens_at is None else self.opens_at.timestamp(),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        def iso(value: datetime | None) -> str | None:
+            return None if value is None else value.isoformat()
+
+        return {
+            "event_id": self.event_id,
+            "name": self.name,
+            "rate_per_s": self.rate_per_s,
+            "opens_at": iso(self.opens_at),
+            "prequeue_opens_at": iso(self.prequeue_opens_at),
+            "closes_at": iso(self.closes_at),
+            "paused": self.paused,
+            "admission_ttl_s": self.admission_ttl_s,
+            "site_ids": None if self.site_ids is None else list(self.site_ids),
+        }
+
+
+class EventUpdate(BaseModel):
+    """Body of ``PUT /admin/v1/events/{id}``. Fields left out keep their current value
+    (or the default, when the event is new); ``name`` and ``rate_per_s`` are needed to create."""
+
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    rate_per_s: float | None = Field(default=None, ge=0, le=100_000, allow_inf_nan=False)
+    opens_at: datetime | None = None
+    prequeue_opens_at: datetime | None = None
+    closes_at: datetime | None = None
+    paused: bool | None = None
+    admission_ttl_s: int | None = Field(default=None, ge=10, le=7 * 86400)
+    site_ids: list[str] | None = Field(default=None, max_length=1000)
+
+    @field_validator("opens_at", "prequeue_opens_at", "closes_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("must include a UTC offset (e.g. 2026-11-21T09:00:00Z)")
+        return value
+
+    @field_validator("site_ids")
+    @classmethod
+    def _site_ids(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            for site_id in value:
+                if not SITE_ID.match(site_id):
+                    raise ValueError("site ids are letters, digits, - and _ (at most 64)")
+        return value
+
+    @model_validator(mode="after")
+    def _order(self) -> EventUpdate:
+        if self.prequeue_opens_at and self.opens_at and self.prequeue_opens_at > self.opens_at:
+            raise ValueError("prequeue_opens_at must not be after opens_at")
+        if self.opens_at and self.closes_at and self.closes_at <= self.opens_at:
+            raise ValueError("closes_at must be after opens_at")
+        return self
+
+    def apply(self, event_id: str, current: Event | None) -> Event:
+        """The event after this update; raises ValueError if a new event lacks name or rate."""
+        given = self.model_fields_set
+        for name in ("name", "rate_per_s", "paused", "admission_ttl_s"):
+            if name in given and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        if current is None and (self.name is None or self.rate_per_s is None):
+            raise ValueError("a new event needs name and rate_per_s")
+        base = current or Event(event_id, "", 0.0, None, None, None, False, 900, None)
+        changes = {name: getattr(self, name) for name in given}
+        if "site_ids" in changes and changes["site_ids"] is not None:
+            changes["site_ids"] = tuple(changes["site_ids"])
+        return replace(base, event_id=event_id, **changes)
+
+
+async def get_event(con: asyncpg.Connection, event_id: str) -> Event | None:
+    row = await con.fetchrow(queries.GET_EVENT, event_id)
+    return None if row is None else Event.from_row(row)
+
+
+async def list_events(con: asyncpg.Connection) -> list[Event]:
+    return [Event.from_row(r) for r in await con.fetch(queries.LIST_EVENTS)]
+
+
+async def save_event(con: asyncpg.Connection, event: Event) -> Event:
+    row = await con.fetchrow(
+        queries.UPSERT_EVENT,
+        event.event_id,
+        event.name,
+        event.rate_per_s,
+        event.opens_at,
+        event.prequeue_opens_at,
+        event.closes_at,
+        event.paused,
+        event.admission_ttl_s,
+        None if event.site_ids is None else list(event.site_ids),
+    )
+    return Event.from_row(row)
+
+
+async def count_events(con: asyncpg.Connection) -> int:
+    return int(await con.fetchval(queries.COUNT_EVENTS))

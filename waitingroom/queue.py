@@ -1,0 +1,121 @@
+"""An event's queue state in Redis: arrivals and the serving position.
+
+Arrivals get consecutive numbers (``joined``). The serving position ``served`` is a real number
+that advances at ``rate`` per second while the event is open and not paused, and never passes
+``joined`` (so an empty queue banks no credit for a later burst). A visitor with number ``n`` is
+admitted once ``floor(served) >= n``: FIFO by construction, and over T seconds exactly
+``floor(rate * T)`` (+-1) positions are admitted while enough visitors wait.
+
+All state changes happen in one Lua script, so every edge process computes the same position from
+the same Redis hash; the rate and pause flag live there too, which is why a change made through any
+edge applies to all of them at once. The clock is passed in by the caller (tests inject one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+_SCRIPT = """
+local key = KEYS[1]
+local mode = ARGV[1]
+local now = tonumber(ARGV[2])
+local h = redis.call('HMGET', key, 'joined', 'served', 't', 'rate', 'paused', 'opens')
+local joined = tonumber(h[1]) or 0
+local served = tonumber(h[2]) or 0
+local t = tonumber(h[3]) or now
+local rate = tonumber(h[4])
+local paused = h[5]
+local opens = tonumber(h[6])
+if rate == nil then
+  -- fresh state: take the configuration the caller read from the database
+  rate = tonumber(ARGV[3]); paused = ARGV[4]; opens = tonumber(ARGV[5])
+end
+local before = math.floor(served)
+local from = math.max(t, opens)
+if paused ~= '1' and now > from then
+  served = math.min(joined, served + rate * (now - from))
+end
+if now > t then t = now end
+if mode == 'join' then joined = joined + 1 end
+if mode == 'configure' then
+  rate = tonumber(ARGV[3]); paused = ARGV[4]; opens = tonumber(ARGV[5])
+end
+local fmt = '%.17g'
+redis.call('HSET', key, 'joined', tostring(joined), 'served', string.format(fmt, served),
+  't', string.format(fmt, t), 'rate', string.format(fmt, rate), 'paused', paused,
+  'opens', string.format(fmt, opens))
+return {tostring(joined), string.format(fmt, served), tostring(math.floor(served) - before),
+  string.format(fmt, rate), paused}
+"""
+
+
+@dataclass(frozen=True)
+class QueueState:
+    joined: int
+    served: float
+    newly_admitted: int
+    rate_per_s: float
+    paused: bool
+
+    @property
+    def admitted(self) -> int:
+        return int(self.served)
+
+    @property
+    def waiting(self) -> int:
+        return self.joined - self.admitted
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    rate_per_s: float
+    paused: bool
+    opens_at: float  # epoch seconds; 0 when open from the start
+
+
+class QueueStore:
+    """Atomic operations on ``sg:q:{event_id}``. Each is one Redis round trip."""
+
+    def __init__(self, redis: Redis, prefix: str = "sg") -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._script = redis.register_script(_SCRIPT)
+
+    def _key(self, event_id: str) -> str:
+        return f"{self._prefix}:q:{event_id}"
+
+    async def _run(self, mode: str, event_id: str, now: float, config: QueueConfig) -> QueueState:
+        joined, served, new, rate, paused = await self._script(
+            keys=[self._key(event_id)],
+            args=[mode, repr(now), repr(config.rate_per_s), "1" if config.paused else "0", repr(config.opens_at)],
+        )
+        return QueueState(
+            joined=int(joined),
+            served=float(served),
+            newly_admitted=int(new),
+            rate_per_s=float(rate),
+            paused=paused in (b"1", "1"),
+        )
+
+    async def advance(self, event_id: str, now: float, config: QueueConfig) -> QueueState:
+        """Move the serving position up to ``now``. ``config`` is used only if Redis has no state."""
+        return await self._run("advance", event_id, now, config)
+
+    async def join(self, event_id: str, now: float, config: QueueConfig) -> QueueState:
+        """Advance to ``now``, then take the next arrival number (``state.joined``)."""
+        return await self._run("join", event_id, now, config)
+
+    async def configure(self, event_id: str, now: float, config: QueueConfig) -> QueueState:
+        """Advance under the old settings up to ``now``, then switch to ``config``."""
+        return await self._run("configure", event_id, now, config)
+
+    async def ping(self) -> None:
+        await self._redis.ping()
+
+    async def admitted_at(self, event_id: str, visitor_id: str, now: float) -> float:
+        """When this visitor was first seen admitted (set once; later calls return the same time)."""
+        key = f"{self._prefix}:adm:{event_id}:{visitor_id}"
+        previous = await self._redis.set(key, repr(now), nx=True, get=True, ex=7 * 86400)
+        return now if previous is None else float(previous)

@@ -1,0 +1,241 @@
+"""The waiting room's logic: join, status, the admission ticker, event changes and stats.
+
+Hot-path budget (status is polled by every waiting visitor): a *waiting* visitor's status costs no
+Redis or database call at all. Their ticket is signed and carries their arrival number; the serving
+position comes from a per-process snapshot that :meth:`Room.tick` refreshes every ``edge_tick_s``
+(100 ms) with one Redis call per event. Only an *admitted* visitor costs one Redis call (to pin the
+moment of admission, which fixes the token's expiry). Event definitions are cached and reloaded from
+PostgreSQL every ``event_refresh_s``; no request touches the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from redis.asyncio import Redis
+
+from shared.errors import DomainError, EventClosed, NotFound, TicketInvalid, ValidationFailed
+from shared.metrics import Metrics
+from shared.settings import Settings
+from shared.tokens import Ticket, TokenCodec
+from waitingroom.events import Event, EventUpdate, get_event, list_events, save_event
+from waitingroom.queue import QueueState, QueueStore
+
+log = logging.getLogger("surgegate.waitingroom")
+
+Clock = Callable[[], float]
+
+MIN_POLL_MS = 1_000
+MAX_POLL_MS = 30_000
+
+
+class EventNotOpen(DomainError):
+    code = "event_not_open"
+
+
+@dataclass(frozen=True)
+class Status:
+    state: str
+    position: int | None
+    eta_seconds: float | None
+    poll_after_ms: int
+    admission_token: str | None = None
+    admission_expires_at: str | None = None
+    booking_url: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "position": self.position,
+            "eta_seconds": self.eta_seconds,
+            "poll_after_ms": self.poll_after_ms,
+            "admission_token": self.admission_token,
+            "admission_expires_at": self.admission_expires_at,
+            "booking_url": self.booking_url,
+        }
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+
+
+def poll_after_ms(eta_seconds: float | None) -> int:
+    """Ask for about ten polls over the remaining wait, between 1 s and 30 s apart."""
+    if eta_seconds is None:
+        return 15_000
+    return int(min(MAX_POLL_MS, max(MIN_POLL_MS, eta_seconds * 100)))
+
+
+class Room:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        redis: Redis,
+        codec: TokenCodec,
+        metrics: Metrics,
+        clock: Clock = time.time,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.queue = QueueStore(redis)
+        self.codec = codec
+        self.metrics = metrics
+        self.clock = clock
+        self._events: dict[str, Event] = {}
+        self._states: dict[str, QueueState] = {}
+        self._events_loaded_at = float("-inf")
+
+    # --- events -------------------------------------------------------------------------------
+
+    async def refresh_events(self) -> None:
+        async with self.pool.acquire() as con:
+            events = await list_events(con)
+        self._events = {e.event_id: e for e in events}
+        self._events_loaded_at = time.monotonic()
+
+    def event(self, event_id: str) -> Event:
+        event = self._events.get(event_id)
+        if event is None:
+            raise NotFound(f"no event {event_id!r}")
+        return event
+
+    def open_events(self) -> list[Event]:
+        now = self.clock()
+        return [e for e in self._events.values() if e.phase(now) != "closed"]
+
+    async def put_event(self, event_id: str, update: EventUpdate) -> Event:
+        """Create or update an event; its rate/pause apply to every edge on their next tick."""
+        async with self.pool.acquire() as con, con.transaction():
+            current = await get_event(con, event_id)
+            try:
+                event = update.apply(event_id, current)
+            except ValueError as exc:
+                raise ValidationFailed(str(exc)) from None
+            event = await save_event(con, event)
+        state = await self.queue.configure(event_id, self.clock(), event.queue_config)
+        self._events[event_id] = event
+        self._remember(event_id, state)
+        return event
+
+    # --- the admission ticker -----------------------------------------------------------------
+
+    def _remember(self, event_id: str, state: QueueState) -> None:
+        if state.newly_admitted:
+            self.metrics.admitted.labels(event_id).inc(state.newly_admitted)
+        previous = self._states.get(event_id)
+        # Snapshots can arrive out of order (a join racing a tick); keep the most advanced one.
+        if previous is None or (state.served, state.joined) >= (previous.served, previous.joined):
+            self._states[event_id] = state
+            self.metrics.queue_waiting.labels(event_id).set(state.waiting)
+            self.metrics.admission_rate.labels(event_id).set(0 if state.paused else state.rate_per_s)
+
+    async def tick(self) -> None:
+        """Advance every live event's serving position once (one Redis call per event)."""
+        if time.monotonic() - self._events_loaded_at >= self.settings.event_refresh_s:
+            await self.refresh_events()
+        now = self.clock()
+        for event in list(self._events.values()):
+            if event.phase(now) == "closed":
+                continue
+            self._remember(event.event_id, await self.queue.advance(event.event_id, now, event.queue_config))
+
+    async def run(self) -> None:
+        """Tick forever; a failing tick (Redis or PostgreSQL away) is logged and retried."""
+        while True:
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("admission tick failed: %s", type(exc).__name__)
+            await asyncio.sleep(self.settings.edge_tick_s)
+
+    async def _state(self, event: Event) -> QueueState:
+        state = self._states.get(event.event_id)
+        if state is None:
+            state = await self.queue.advance(event.event_id, self.clock(), event.queue_config)
+            self._remember(event.event_id, state)
+        return state
+
+    # --- visitors -----------------------------------------------------------------------------
+
+    async def join(self, event_id: str, presented: str | None) -> tuple[str, Status]:
+        """Give a visitor a place; a visitor presenting a live ticket of this event keeps theirs."""
+        event = self.event(event_id)
+        now = self.clock()
+        phase = event.phase(now)
+        if phase == "closed":
+            raise EventClosed(f"the queue for {event_id!r} has closed")
+        if phase == "not_open":
+            assert event.prequeue_opens_at is not None
+            raise EventNotOpen(f"the queue opens at {event.prequeue_opens_at.isoformat()}")
+        if presented is not None:
+            try:
+                status = await self.status(event_id, presented)
+            except TicketInvalid:
+                pass
+            else:
+                if status.state != "expired":
+                    return presented, status
+        state = await self.queue.join(event_id, now, event.queue_config)
+        self._remember(event_id, state)
+        self.metrics.queue_joined.labels(event_id).inc()
+        ticket = Ticket(event_id=event_id, visitor_id=secrets.token_urlsafe(16), seq=state.joined, issued_at=now)
+        return self.codec.sign_ticket(ticket), await self._status(event, ticket, state, now)
+
+    async def status(self, event_id: str, presented: str) -> Status:
+        event = self.event(event_id)
+        ticket = self.codec.read_ticket(presented)
+        if ticket.event_id != event_id:
+            raise TicketInvalid("the ticket belongs to another event")
+        return await self._status(event, ticket, await self._state(event), self.clock())
+
+    async def _status(self, event: Event, ticket: Ticket, state: QueueState, now: float) -> Status:
+        position = ticket.seq - state.admitted
+        if position > 0:
+            rate = 0.0 if state.paused else state.rate_per_s
+            eta = round(position / rate, 1) if rate > 0 else None
+            if event.phase(now) == "prequeue":
+                assert event.opens_at is not None
+                until_open = event.opens_at.timestamp() - now
+                eta = None if eta is None else round(eta + until_open, 1)
+                return Status("prequeue", position, eta, poll_after_ms(until_open))
+            return Status("waiting", position, eta, poll_after_ms(eta))
+        admitted_at = await self.queue.admitted_at(event.event_id, ticket.visitor_id, now)
+        expires_at = admitted_at + event.admission_ttl_s
+        if now > expires_at:
+            return Status("expired", None, None, MAX_POLL_MS)
+        token = self.codec.sign_admission(
+            event_id=event.event_id, visitor_id=ticket.visitor_id, scope=event.site_ids, expires_at=expires_at
+        )
+        return Status(
+            "admitted",
+            0,
+            0.0,
+            MAX_POLL_MS,
+            admission_token=token,
+            admission_expires_at=_iso(expires_at),
+            booking_url=f"{self.settings.api_url}/api/v1",
+        )
+
+    async def check_ready(self) -> None:
+        """Raise if Redis or PostgreSQL cannot be reached."""
+        await self.queue.ping()
+        async with self.pool.acquire() as con:
+            await con.fetchval("SELECT 1")
+
+    async def stats(self, event_id: str) -> dict[str, int]:
+        event = self.event(event_id)
+        state = await self.queue.advance(event_id, self.clock(), event.queue_config)
+        self._remember(event_id, state)
+        return {"joined": state.joined, "admitted": state.admitted, "waiting": state.waiting}

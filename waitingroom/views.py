@@ -1,0 +1,58 @@
+"""Public HTTP endpoints of the waiting room: join and status."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict
+
+from shared.errors import TicketInvalid
+from shared.http import bearer, json_response, read_json
+from waitingroom.keys import ROOM
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+class JoinRequest(BaseModel):
+    """Join takes no fields yet; an empty body or ``{}`` both work."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+def cookie_name(event_id: str) -> str:
+    return f"sg_ticket_{event_id}"
+
+
+def presented_ticket(request: web.Request, event_id: str) -> str | None:
+    """The ticket from ``Authorization: Bearer`` or, for browsers, the event's cookie."""
+    return bearer(request) or request.cookies.get(cookie_name(event_id))
+
+
+async def join(request: web.Request) -> web.Response:
+    event_id = request.match_info["event_id"]
+    if request.can_read_body:
+        await read_json(request, JoinRequest)
+    room = request.app[ROOM]
+    room.event(event_id)  # 404 before anything else
+    ticket, status = await room.join(event_id, presented_ticket(request, event_id))
+    resp = json_response({"ticket": ticket, **status.to_json()}, status=201, headers=NO_STORE)
+    resp.set_cookie(
+        cookie_name(event_id),
+        ticket,
+        max_age=7 * 86400,
+        path="/",
+        httponly=True,
+        samesite="Lax",
+        secure=room.settings.edge_url.startswith("https://"),
+    )
+    return resp
+
+
+async def status(request: web.Request) -> web.Response:
+    event_id = request.match_info["event_id"]
+    room = request.app[ROOM]
+    room.event(event_id)
+    ticket = presented_ticket(request, event_id)
+    if ticket is None:
+        raise TicketInvalid("present your ticket as a Bearer token or the queue cookie")
+    result = await room.status(event_id, ticket)
+    return json_response(result.to_json(), headers=NO_STORE)
