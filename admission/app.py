@@ -25,7 +25,6 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
         middlewares=[cors_middleware, problem_middleware, token_middleware],
         client_max_size=settings.max_body_bytes,
     )
-    app["max_body_bytes"] = settings.max_body_bytes
     app[SETTINGS] = settings
     app[METRICS] = metrics or Metrics()
     app[CODEC] = TokenCodec(settings.secret_keys, leeway_s=settings.token_leeway_s)

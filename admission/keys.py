@@ -18,7 +18,7 @@ VAULT = web.AppKey("vault", PersonVault)
 POOL = web.AppKey("pool", asyncpg.Pool)
 ARQ = web.AppKey("arq", ArqRedis)
 
-ADMISSION = "admission"  # request key holding the verified Admission
+ADMISSION = web.RequestKey("admission", Admission)  # the verified token of this request
 
 
 def admission_of(request: web.Request) -> Admission:

@@ -57,6 +57,16 @@ _HTTP_CODES = {
     415: "unsupported_media_type",
 }
 
+# Redis or PostgreSQL away: the request is answered 503 overloaded with Retry-After.
+BACKEND_UNAVAILABLE = (
+    redis.exceptions.RedisError,
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.CannotConnectNowError,
+)
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 M = TypeVar("M", bound=pydantic.BaseModel)
 
@@ -106,12 +116,9 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         if exc.status == 405 and "Allow" in exc.headers:
             resp.headers["Allow"] = exc.headers["Allow"]
         return resp
-    except (redis.exceptions.RedisError, OSError, asyncpg.PostgresConnectionStatusError) as exc:
+    except BACKEND_UNAVAILABLE as exc:
         log.warning("backend unavailable: %s", type(exc).__name__)
         return domain_problem(Overloaded("a backing service is unavailable; retry shortly"))
-    except (asyncpg.InterfaceError, asyncpg.exceptions.TooManyConnectionsError) as exc:
-        log.warning("database unavailable: %s", type(exc).__name__)
-        return domain_problem(Overloaded("the database is unavailable; retry shortly"))
     except Exception:
         # Unexpected: log the type and place, never the request body (it may hold a person's data).
         log.exception("unhandled error on %s %s", request.method, request.rel_url.path)
@@ -120,11 +127,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 async def read_json(request: web.Request, model: type[M]) -> M:
     """Parse and validate a JSON body; bad input becomes ValidationFailed (never echoing values)."""
-    if request.content_length is not None and request.content_length > request.app["max_body_bytes"]:
-        raise web.HTTPRequestEntityTooLarge(
-            max_size=request.app["max_body_bytes"], actual_size=request.content_length
-        )
-    raw = await request.read()
+    raw = await request.read()  # aiohttp raises 413 past the app's client_max_size
     try:
         data = json.loads(raw) if raw else None
     except (ValueError, UnicodeDecodeError):

@@ -33,7 +33,6 @@ def create_app(
     settings.require_keys()
     settings.require_admin()
     app = web.Application(middlewares=[problem_middleware], client_max_size=settings.max_body_bytes)
-    app["max_body_bytes"] = settings.max_body_bytes
     app[SETTINGS] = settings
     app[METRICS] = metrics or Metrics()
 

@@ -1,0 +1,163 @@
+"""Exactly once in effect: duplicate enqueues, re-runs, a crash between commit and result,
+concurrent duplicate executions and client resubmits all end with one appointment."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import asyncpg
+from aiohttp.test_utils import TestClient
+from arq.connections import ArqRedis
+from arq.jobs import Job
+
+from booking_worker.booking import book, run_attempt
+from shared.booking import BookingJob, attempt_id_for
+from shared.metrics import Metrics
+from shared.persons import PersonVault
+from shared.redis import create_arq_pool
+from shared.settings import Settings
+from shared.tokens import TokenCodec
+from tests.conftest import admission_token, booking_headers, person, run_burst, running_worker, seed_site_and_slot
+
+
+def job_for(slot_id: str, *, token_id: str = "tok-1", key: str = "key-1", person_no: int = 1) -> BookingJob:
+    vault = PersonVault(b"k" * 32)
+    return BookingJob(
+        attempt_id=str(attempt_id_for(token_id, key)),
+        token_id=token_id,
+        event_id="ev",
+        scope=None,
+        slot_id=slot_id,
+        request_hash="ab" * 32,
+        person_ref=vault.ref(f"ID-{person_no}").hex(),
+        person_sealed=vault.seal({"name": "x"}).decode(),
+    )
+
+
+async def counts(pool: asyncpg.Pool) -> tuple[int, int, int]:
+    return (
+        await pool.fetchval("SELECT count(*) FROM appointments"),
+        await pool.fetchval("SELECT count(*) FROM booking_attempts"),
+        await pool.fetchval("SELECT COALESCE(sum(booked), 0) FROM slots"),
+    )
+
+
+async def arq_pool(settings: Settings) -> ArqRedis:
+    assert settings.redis_url
+    return await create_arq_pool(settings.redis_url, settings.queue_name)
+
+
+def ctx(pool: asyncpg.Pool, metrics: Metrics) -> dict[str, Any]:
+    return {"pool": pool, "metrics": metrics, "job_try": 1}
+
+
+async def test_duplicate_enqueue_is_a_no_op_and_books_once(settings: Settings, pool: asyncpg.Pool) -> None:
+    slot_id = await seed_site_and_slot(pool)
+    job = job_for(slot_id)
+    arq = await arq_pool(settings)
+    try:
+        first = await arq.enqueue_job("book", job.to_dict(), _job_id=job.attempt_id)
+        second = await arq.enqueue_job("book", job.to_dict(), _job_id=job.attempt_id)
+        assert first is not None
+        assert second is None
+        metrics = Metrics()
+        worker = await run_burst(settings, metrics)
+        assert worker.jobs_complete == 1
+        result = await Job(job.attempt_id, arq, _queue_name=settings.queue_name).result(timeout=5)
+        assert result["status"] == "confirmed"
+        # after completion a further enqueue is also refused while the result is kept
+        assert await arq.enqueue_job("book", job.to_dict(), _job_id=job.attempt_id) is None
+    finally:
+        await arq.aclose()
+    assert await counts(pool) == (1, 1, 1)
+    assert metrics.booking_attempts.labels("ev", "confirmed")._value.get() == 1
+
+
+async def test_running_the_same_attempt_twice_returns_the_stored_outcome(pool: asyncpg.Pool, clean: None) -> None:
+    slot_id = await seed_site_and_slot(pool)
+    metrics = Metrics()
+    first = await book(ctx(pool, metrics), job_for(slot_id).to_dict())
+    second = await book(ctx(pool, metrics), job_for(slot_id).to_dict())
+    assert first == second
+    assert first["status"] == "confirmed"
+    assert await counts(pool) == (1, 1, 1)
+    # only the execution that did the work is counted
+    assert metrics.booking_attempts.labels("ev", "confirmed")._value.get() == 1
+
+
+async def test_crash_between_commit_and_result_then_redelivery(settings: Settings, pool: asyncpg.Pool) -> None:
+    """A worker commits and dies before arq records the result; the job is still queued and runs again."""
+    slot_id = await seed_site_and_slot(pool)
+    job = job_for(slot_id)
+    arq = await arq_pool(settings)
+    try:
+        await arq.enqueue_job("book", job.to_dict(), _job_id=job.attempt_id)
+        committed = await book(ctx(pool, Metrics()), job.to_dict())  # the "crashed" execution
+        assert await Job(job.attempt_id, arq, _queue_name=settings.queue_name).result_info() is None
+        await run_burst(settings)  # redelivery
+        redelivered = await Job(job.attempt_id, arq, _queue_name=settings.queue_name).result(timeout=5)
+    finally:
+        await arq.aclose()
+    assert redelivered == committed
+    assert await counts(pool) == (1, 1, 1)
+
+
+async def test_concurrent_duplicate_executions_book_once(pool: asyncpg.Pool, clean: None) -> None:
+    slot_id = await seed_site_and_slot(pool)
+    results = await asyncio.gather(*(book(ctx(pool, Metrics()), job_for(slot_id).to_dict()) for _ in range(8)))
+    assert all(r == results[0] for r in results)
+    assert await counts(pool) == (1, 1, 1)
+
+
+async def test_failure_before_commit_leaves_no_trace(pool: asyncpg.Pool, clean: None) -> None:
+    """An attempt whose transaction aborts is not recorded, so its retry runs from scratch."""
+    slot_id = await seed_site_and_slot(pool)
+    job = job_for(slot_id)
+    async with pool.acquire() as con:
+        tx = con.transaction()
+        await tx.start()
+        await run_attempt(con, job)
+        await tx.rollback()
+    assert await counts(pool) == (0, 0, 0)
+    assert (await book(ctx(pool, Metrics()), job.to_dict()))["status"] == "confirmed"
+    assert await counts(pool) == (1, 1, 1)
+
+
+async def test_business_outcomes_are_results(pool: asyncpg.Pool, clean: None) -> None:
+    slot_id = await seed_site_and_slot(pool, capacity=1)
+    m = Metrics()
+    assert (await book(ctx(pool, m), job_for(slot_id, token_id="a", person_no=1).to_dict()))["status"] == "confirmed"
+    full = await book(ctx(pool, m), job_for(slot_id, token_id="b", person_no=2).to_dict())
+    assert (full["status"], full["code"]) == ("rejected", "slot_full")
+    other = await seed_site_and_slot(pool, capacity=5)
+    again = await book(ctx(pool, m), job_for(other, token_id="c", person_no=1).to_dict())
+    assert again["code"] == "already_booked"
+    used = await book(ctx(pool, m), job_for(other, token_id="a", key="key-2", person_no=3).to_dict())
+    assert used["code"] == "admission_used"
+    missing = await book(ctx(pool, m), job_for(str(uuid.uuid4()), token_id="d", person_no=4).to_dict())
+    assert missing["code"] == "not_found"
+    # a rejected attempt took no seat, and each outcome is audited
+    assert await pool.fetchval("SELECT booked FROM slots WHERE slot_id = $1", uuid.UUID(other)) == 0
+    actions = [r["action"] for r in await pool.fetch("SELECT action FROM audit_log ORDER BY audit_id")]
+    assert actions == ["booked", "booking_rejected", "booking_rejected", "booking_rejected", "booking_rejected"]
+
+
+async def test_resubmit_with_same_idempotency_key_books_once(
+    api: TestClient, settings: Settings, codec: TokenCodec, pool: asyncpg.Pool
+) -> None:
+    slot_id = await seed_site_and_slot(pool)
+    token = admission_token(codec)
+    headers = booking_headers(token, "same-key")
+    body = {"slot_id": slot_id, "person": person(1)}
+    async with running_worker(settings):
+        answers = await asyncio.gather(*(api.post("/api/v1/appointments", json=body, headers=headers) for _ in range(5)))
+        bodies = [await r.json() for r in answers]
+        later = await api.post("/api/v1/appointments", json=body, headers=headers)
+        later_body = await later.json()
+    assert [r.status for r in answers] == [201] * 5
+    assert len({b["appointment_id"] for b in bodies}) == 1
+    assert later.status == 201
+    assert later_body == bodies[0]
+    assert await counts(pool) == (1, 1, 1)
