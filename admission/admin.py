@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -64,6 +64,9 @@ async def create_slots(
 ) -> list[str]:
     """Insert ``spec.count`` slots; ``id_seed`` makes the ids deterministic (idempotent seeding)."""
     start = spec.starts_at if spec.starts_at.tzinfo else spec.starts_at.replace(tzinfo=ZoneInfo(timezone))
+    # Step in absolute time: arithmetic on a zoned datetime is wall-clock arithmetic in Python,
+    # which across a DST change yields instants that do not exist or slots that end before they start.
+    start = start.astimezone(UTC)
     step = timedelta(minutes=spec.every_minutes or spec.duration_minutes)
     ids: list[str] = []
     for i in range(spec.count):

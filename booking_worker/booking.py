@@ -82,6 +82,11 @@ async def run_attempt(con: asyncpg.Connection, job: BookingJob) -> tuple[Booking
             raise _Rejected(SLOT_NOT_FOUND)
         if job.scope is not None and slot["site_id"] not in job.scope:
             raise _Rejected(OUT_OF_SCOPE)
+        prior = await con.fetchrow(queries.PRIOR_BOOKINGS, job.token_id, job.event_id, bytes.fromhex(job.person_ref))
+        if prior["admission_used"]:
+            raise _Rejected(ADMISSION_USED)
+        if prior["already_booked"]:
+            raise _Rejected(ALREADY_BOOKED)
         async with con.transaction():  # savepoint: a unique violation undoes the seat too
             if not await take_seat(con, slot_uuid):
                 raise _Rejected(SLOT_FULL)

@@ -15,6 +15,13 @@ FROM slots s JOIN sites si ON si.site_id = s.site_id
 WHERE s.slot_id = $1
 """
 
+# Fast, lock-free answers for doomed attempts; the unique indexes remain the guard under races.
+PRIOR_BOOKINGS = """
+SELECT EXISTS (SELECT 1 FROM appointments WHERE token_id = $1) AS admission_used,
+       EXISTS (SELECT 1 FROM appointments
+               WHERE event_id = $2 AND person_ref = $3 AND status = 'confirmed') AS already_booked
+"""
+
 # The capacity guard: the row lock serialises concurrent takers, and the condition is re-checked
 # on the locked row, so a seat is taken only while one is free. Never read-then-write.
 TAKE_SEAT = """

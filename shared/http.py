@@ -119,6 +119,10 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except BACKEND_UNAVAILABLE as exc:
         log.warning("backend unavailable: %s", type(exc).__name__)
         return domain_problem(Overloaded("a backing service is unavailable; retry shortly"))
+    except asyncpg.IntegrityConstraintViolationError as exc:
+        # The schema refused the write (a CHECK or foreign key): bad input that validation missed.
+        log.warning("constraint %s refused a write on %s", exc.constraint_name, request.rel_url.path)
+        return problem(409, "conflict", "the request conflicts with data already stored")
     except Exception:
         # Unexpected: log the type and place, never the request body (it may hold a person's data).
         log.exception("unhandled error on %s %s", request.method, request.rel_url.path)

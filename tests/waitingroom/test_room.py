@@ -1,0 +1,141 @@
+"""Admission: FIFO order and rate accuracy with an injected clock, pause and rate changes at
+runtime, an empty queue banking no credit, and two edge processes agreeing on positions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+
+from shared.metrics import Metrics
+from shared.settings import Settings
+from shared.tokens import TokenCodec
+from tests.conftest import FakeClock
+from waitingroom.events import EventUpdate
+from waitingroom.room import Room
+
+
+def make_room(settings: Settings, pool: asyncpg.Pool, redis: Redis, clock: FakeClock) -> Room:
+    return Room(settings=settings, pool=pool, redis=redis, codec=TokenCodec(settings.secret_keys),
+                metrics=Metrics(), clock=clock)  # fmt: skip
+
+
+@pytest.fixture
+async def room(settings: Settings, pool: asyncpg.Pool, redis: Redis, clock: FakeClock) -> AsyncIterator[Room]:
+    r = make_room(settings, pool, redis, clock)
+    await r.put_event("ev", EventUpdate(name="Cohort", rate_per_s=5.0, admission_ttl_s=600))
+    yield r
+
+
+async def join_many(room: Room, n: int) -> list[str]:
+    return [(await room.join("ev", None))[0] for _ in range(n)]
+
+
+async def run_for(room: Room, clock: FakeClock, seconds: float, step: float = 0.125) -> None:
+    for _ in range(round(seconds / step)):
+        clock.advance(step)
+        await room.tick()
+
+
+async def test_rate_is_exact_over_a_minute(room: Room, clock: FakeClock) -> None:
+    await join_many(room, 400)
+    await room.tick()
+    await run_for(room, clock, 60, step=0.37)  # uneven tick spacing must not matter
+    stats = await room.stats("ev")
+    assert abs(stats["admitted"] - 60 * 5) <= 1
+    assert stats["waiting"] == 400 - stats["admitted"]
+
+
+async def test_admission_is_fifo(room: Room, clock: FakeClock) -> None:
+    tickets = await join_many(room, 30)
+    admitted_order: list[int] = []
+    for _ in range(80):
+        clock.advance(0.125)
+        await room.tick()
+        for i, t in enumerate(tickets):
+            if i not in admitted_order and (await room.status("ev", t)).state == "admitted":
+                admitted_order.append(i)
+        # whoever is admitted, everyone who joined before them is admitted too
+        assert admitted_order == list(range(len(admitted_order)))
+    assert len(admitted_order) == 30
+
+
+async def test_positions_count_down_and_eta_follows_rate(room: Room, clock: FakeClock) -> None:
+    tickets = await join_many(room, 10)
+    status = await room.status("ev", tickets[9])
+    assert (status.state, status.position, status.eta_seconds) == ("waiting", 10, 2.0)
+    await run_for(room, clock, 1.0)
+    status = await room.status("ev", tickets[9])
+    assert (status.position, status.eta_seconds) == (5, 1.0)
+
+
+async def test_empty_queue_banks_no_credit(room: Room, clock: FakeClock) -> None:
+    await run_for(room, clock, 30)  # nobody waiting for 30 s
+    await join_many(room, 100)
+    await run_for(room, clock, 1.0)
+    assert (await room.stats("ev"))["admitted"] == 5
+
+
+async def test_pause_and_rate_change_apply_at_once(room: Room, clock: FakeClock) -> None:
+    await join_many(room, 200)
+    await run_for(room, clock, 2)
+    assert (await room.stats("ev"))["admitted"] == 10
+    await room.put_event("ev", EventUpdate(paused=True))
+    await run_for(room, clock, 5)
+    assert (await room.stats("ev"))["admitted"] == 10  # paused: nobody admitted, everybody kept
+    paused_status = await room.status("ev", (await join_many(room, 1))[0])
+    assert paused_status.eta_seconds is None
+    await room.put_event("ev", EventUpdate(paused=False, rate_per_s=20.0))
+    await run_for(room, clock, 2)
+    assert (await room.stats("ev"))["admitted"] == 50
+
+
+async def test_two_edges_agree_and_a_change_on_one_reaches_the_other(
+    settings: Settings, pool: asyncpg.Pool, redis: Redis, clock: FakeClock
+) -> None:
+    a = make_room(settings, pool, redis, clock)
+    b = make_room(settings, pool, redis, clock)
+    await a.put_event("ev", EventUpdate(name="Cohort", rate_per_s=2.0))
+    await b.refresh_events()
+    tickets = [(await (a if i % 2 else b).join("ev", None))[0] for i in range(40)]
+    for _ in range(30):
+        clock.advance(0.125)
+        await a.tick()
+        await b.tick()
+        for t in tickets:
+            assert (await a.status("ev", t)).position == (await b.status("ev", t)).position
+    await b.put_event("ev", EventUpdate(rate_per_s=10.0))  # changed through edge b
+    before = (await a.stats("ev"))["admitted"]
+    clock.advance(1.0)
+    await a.tick()  # edge a applies it on its next tick, without reloading anything
+    assert (await a.stats("ev"))["admitted"] - before == 10
+
+
+async def test_admitted_visitor_gets_a_scoped_token_with_fixed_expiry(
+    room: Room, clock: FakeClock, settings: Settings
+) -> None:
+    await room.put_event("ev", EventUpdate(site_ids=["s1", "s2"]))
+    (ticket,) = await join_many(room, 1)
+    await run_for(room, clock, 1)
+    first = await room.status("ev", ticket)
+    assert first.state == "admitted" and first.admission_token
+    clock.advance(30)
+    again = await room.status("ev", ticket)
+    assert again.admission_expires_at == first.admission_expires_at  # polling does not extend it
+    claims = TokenCodec(settings.secret_keys, clock=clock).verify_admission(again.admission_token or "")
+    assert claims.scope == ("s1", "s2") and claims.event_id == "ev"
+    clock.advance(600)
+    assert (await room.status("ev", ticket)).state == "expired"
+    # an expired visitor may join again and gets a new place at the back
+    new_ticket, status = await room.join("ev", ticket)
+    assert new_ticket != ticket and status.state == "waiting"
+
+
+async def test_metrics_follow_the_funnel(room: Room, clock: FakeClock) -> None:
+    await join_many(room, 20)
+    await run_for(room, clock, 2)
+    assert room.metrics.queue_joined.labels("ev")._value.get() == 20
+    assert room.metrics.admitted.labels("ev")._value.get() == 10
+    assert room.metrics.queue_waiting.labels("ev")._value.get() == 10
