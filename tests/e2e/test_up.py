@@ -1,0 +1,166 @@
+"""`surgegate up` for real: embedded PostgreSQL and Valkey, three child processes, free ports.
+
+Drives join -> admitted -> book -> cancel over HTTP, checks the funnel metrics of all three
+processes, checks no person data reached the logs, stops with SIGTERM and checks nothing is left
+running, then starts again on the same data dir and finds the data still there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from surgegate.embedded import free_port
+
+PERSON = {"id_number": "E2E-998877", "name": "Zelda Quarrington", "email": "zelda.q@example.org",
+          "birth_date": "1961-07-30"}  # fmt: skip
+
+
+@dataclass
+class Up:
+    proc: subprocess.Popen[str]
+    log: Path
+    edge: str
+    api: str
+    worker: str
+    admin_token: str
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_up(data_dir: Path, log: Path, ports: tuple[int, int, int]) -> Up:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SURGEGATE_")}
+    env["SURGEGATE_LOG_LEVEL"] = "DEBUG"  # the most talkative setting, for the privacy check
+    edge, api, metrics = ports
+    offset = log.stat().st_size if log.exists() else 0
+    with log.open("a") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "surgegate", "up", "--data-dir", str(data_dir), "--edge-port", str(edge),
+             "--api-port", str(api), "--worker-metrics-port", str(metrics)],
+            stdout=out, stderr=subprocess.STDOUT, env=env, text=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while "surgegate is up" not in log.read_bytes()[offset:].decode(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("surgegate up did not start:\n" + log.read_text(errors="replace")[-4000:])
+        time.sleep(0.2)
+    token = re.search(r"admin token\s+(\S+)", log.read_bytes()[offset:].decode(errors="replace")).group(1)  # type: ignore[union-attr]
+    return Up(proc, log, f"http://127.0.0.1:{edge}", f"http://127.0.0.1:{api}", f"http://127.0.0.1:{metrics}", token)
+
+
+def stop_up(up: Up, data_dir: Path) -> None:
+    up.proc.send_signal(signal.SIGTERM)
+    assert up.proc.wait(60) == 0
+    left = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    leftovers = [line for line in left.splitlines() if str(data_dir) in line or "-m surgegate" in line]
+    assert leftovers == [], leftovers
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path / "data"
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no {name}{{{want}}} in metrics")
+
+
+async def drive(up: Up) -> dict[str, str]:
+    # unsafe=True: aiohttp's jar (unlike browsers) ignores cookies of IP-address hosts otherwise
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+        async with s.get(f"{up.edge}/e/demo") as r:
+            assert r.status == 200 and "Demo cohort opening" in await r.text()
+        async with s.post(f"{up.edge}/api/v1/events/demo/join") as r:
+            assert r.status == 201
+            joined = await r.json()
+        deadline = time.monotonic() + 30
+        while True:
+            async with s.get(f"{up.edge}/api/v1/events/demo/status") as r:  # cookie from the join
+                status = await r.json()
+            if status["state"] == "admitted":
+                break
+            assert time.monotonic() < deadline, status
+            await asyncio.sleep(status["poll_after_ms"] / 1000)
+        assert status["booking_url"] == f"{up.api}/api/v1"
+        auth = {"Authorization": f"Bearer {status['admission_token']}"}
+        async with s.get(f"{up.api}/api/v1/sites", headers=auth) as r:
+            sites = (await r.json())["sites"]
+        assert {x["timezone"] for x in sites} == {"America/New_York", "Europe/Berlin", "Australia/Sydney"}
+        async with s.get(f"{up.api}/api/v1/slots", params={"site_id": "berlin-mitte"}, headers=auth) as r:
+            slot = (await r.json())["slots"][0]
+        headers = {**auth, "Idempotency-Key": "e2e-1"}
+        async with s.post(f"{up.api}/api/v1/appointments", json={"slot_id": slot["slot_id"], "person": PERSON},
+                          headers=headers) as r:  # fmt: skip
+            assert r.status == 201, await r.text()
+            booked = await r.json()
+        async with s.post(f"{up.api}/api/v1/appointments", json={"slot_id": slot["slot_id"], "person": PERSON},
+                          headers=headers) as r:  # fmt: skip
+            assert (r.status, (await r.json())["appointment_id"]) == (201, booked["appointment_id"])
+        admin = {"Authorization": f"Bearer {up.admin_token}"}
+        async with s.get(f"{up.api}/admin/v1/slots/{slot['slot_id']}", headers=admin) as r:
+            assert (await r.json())["booked"] == 1
+        async with s.delete(f"{up.api}/api/v1/appointments/{booked['appointment_id']}", headers=auth) as r:
+            assert (await r.json())["status"] == "cancelled"
+        async with s.get(f"{up.api}/admin/v1/slots/{slot['slot_id']}", headers=admin) as r:
+            assert (await r.json())["booked"] == 0
+        async with s.get(f"{up.edge}/metrics") as r:
+            edge_metrics = await r.text()
+        async with s.get(f"{up.api}/metrics") as r:
+            api_metrics = await r.text()
+        async with s.get(f"{up.worker}/metrics") as r:
+            worker_metrics = await r.text()
+    assert metric(edge_metrics, "surgegate_queue_joined_total", event="demo") >= 1
+    assert metric(edge_metrics, "surgegate_admitted_total", event="demo") >= 1
+    assert metric(api_metrics, "surgegate_token_verify_total", event="demo", result="ok") >= 5
+    assert metric(api_metrics, "surgegate_cancellations_total", event="demo") == 1
+    assert metric(worker_metrics, "surgegate_booking_attempts_total", event="demo", outcome="confirmed") == 1
+    assert metric(worker_metrics, "surgegate_booking_seconds_count", event="demo") == 1
+    return {"token": status["admission_token"], "appointment_id": booked["appointment_id"], "ticket": joined["ticket"]}
+
+
+async def test_up_runs_the_whole_path_and_stops_cleanly(data_dir: Path, tmp_path: Path) -> None:
+    log = tmp_path / "up.log"
+    ports = (free_port(), free_port(), free_port())
+    up = start_up(data_dir, log, ports)
+    try:
+        flow = await drive(up)
+    finally:
+        stop_up(up, data_dir)
+    first_output = up.output()
+    assert "migrations applied: 0001_initial" in first_output
+    assert "demo event, sites and slots loaded" in first_output
+
+    # Second run on the same data dir: nothing re-applied or re-seeded, the appointment is still there.
+    up = start_up(data_dir, log, ports)
+    try:
+        async with aiohttp.ClientSession() as s:
+            auth = {"Authorization": f"Bearer {flow['token']}"}
+            async with s.get(f"{up.api}/api/v1/appointments/{flow['appointment_id']}", headers=auth) as r:
+                assert (await r.json())["status"] == "cancelled"
+    finally:
+        stop_up(up, data_dir)
+    second_output = up.output()[len(first_output):]
+    assert "database schema up to date" in second_output
+    assert "loaded" not in second_output
+
+    # Privacy: no identity data of the person in any line any process wrote (at DEBUG level).
+    everything = up.output()
+    for value in PERSON.values():
+        assert value not in everything
