@@ -89,7 +89,9 @@ async def create_slots(
 
 
 async def upsert_site(con: asyncpg.Connection, site: SiteIn) -> dict[str, Any]:
-    row = await con.fetchrow(queries.UPSERT_SITE, site.site_id, site.name, site.region, site.timezone, site.lat, site.lng)
+    row = await con.fetchrow(
+        queries.UPSERT_SITE, site.site_id, site.name, site.region, site.timezone, site.lat, site.lng
+    )
     return dict(row)
 
 

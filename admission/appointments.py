@@ -9,7 +9,6 @@ pending with a status URL.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -125,7 +124,11 @@ async def create_appointment(request: web.Request) -> web.Response:
         request_hash=request_hash,
         person_ref=vault.ref(body.person.id_number).hex(),
         person_sealed=vault.seal(
-            {"name": body.person.name, "email": body.person.email, "birth_date": body.person.birth_date.isoformat()}
+            {
+                "name": body.person.name,
+                "email": body.person.email,
+                "birth_date": body.person.birth_date.isoformat(),
+            }
         ).decode(),
     )
     try:
@@ -136,7 +139,7 @@ async def create_appointment(request: web.Request) -> web.Response:
         result = await Job(str(attempt_id), arq, _queue_name=settings.queue_name).result(
             timeout=settings.booking_wait_s, poll_delay=0.05
         )
-    except (asyncio.TimeoutError, TimeoutError):
+    except TimeoutError:
         return _pending(request, attempt_id, admission.event_id)
     except ResultNotFound:
         # Finished and its result already expired from Redis: the database has the outcome.

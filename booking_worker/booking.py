@@ -22,6 +22,7 @@ import asyncpg
 from arq import Retry
 
 from booking_worker import queries
+from shared import queries as shared_queries
 from shared.booking import (
     ADMISSION_USED,
     ALREADY_BOOKED,
@@ -33,7 +34,6 @@ from shared.booking import (
     local_iso,
     utc_iso,
 )
-from shared import queries as shared_queries
 from shared.metrics import Metrics
 
 _CONSTRAINT_CODES = {
@@ -65,12 +65,18 @@ async def run_attempt(con: asyncpg.Connection, job: BookingJob) -> tuple[Booking
     """
     attempt_id = uuid.UUID(job.attempt_id)
     claimed = await con.fetchval(
-        queries.CLAIM_ATTEMPT, attempt_id, job.token_id, job.event_id, job.slot_id, bytes.fromhex(job.request_hash)
+        queries.CLAIM_ATTEMPT,
+        attempt_id,
+        job.token_id,
+        job.event_id,
+        job.slot_id,
+        bytes.fromhex(job.request_hash),
     )
     if not claimed:
         return await _attempt_outcome(con, attempt_id), False
 
     appointment_id: uuid.UUID | None = None
+    code: str | None = None
     slot = None
     try:
         try:
@@ -108,9 +114,7 @@ async def run_attempt(con: asyncpg.Connection, job: BookingJob) -> tuple[Booking
                 raise _Rejected(code) from None
     except _Rejected as rejected:
         appointment_id = None
-        code: str | None = rejected.code
-    else:
-        code = None
+        code = rejected.code
 
     status = "confirmed" if code is None else "rejected"
     await con.execute(queries.FINISH_ATTEMPT, attempt_id, status, code, appointment_id)

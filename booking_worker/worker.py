@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from aiohttp import web
 from arq import func
@@ -63,7 +63,7 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
     """A worker bound to the configured Redis and queue; ``overrides`` go to arq's Worker."""
     ctx = {"settings": settings, **overrides.pop("ctx", {})}
     worker: Worker = create_worker(
-        WorkerSettings,
+        cast(Any, WorkerSettings),  # arq's settings type is a Protocol our plain class satisfies
         redis_settings=redis_settings(settings.require_redis()),
         queue_name=settings.queue_name,
         ctx=ctx,

@@ -17,13 +17,19 @@ class Metrics:
             "surgegate_queue_joined", "Visitors who joined an event's queue", ["event"], registry=r
         )
         self.admitted = Counter(
-            "surgegate_admitted", "Queue positions admitted (serving position advanced)", ["event"], registry=r
+            "surgegate_admitted",
+            "Queue positions admitted (serving position advanced)",
+            ["event"],
+            registry=r,
         )
         self.queue_waiting = Gauge(
             "surgegate_queue_waiting", "Visitors waiting (joined minus admitted)", ["event"], registry=r
         )
         self.admission_rate = Gauge(
-            "surgegate_admission_rate_per_s", "Configured admission rate (0 while paused)", ["event"], registry=r
+            "surgegate_admission_rate_per_s",
+            "Configured admission rate (0 while paused)",
+            ["event"],
+            registry=r,
         )
         self.token_verify = Counter(
             "surgegate_token_verify",
@@ -50,9 +56,7 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=r,
         )
-        self.cancellations = Counter(
-            "surgegate_cancellations", "Appointments cancelled", ["event"], registry=r
-        )
+        self.cancellations = Counter("surgegate_cancellations", "Appointments cancelled", ["event"], registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

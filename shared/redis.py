@@ -15,7 +15,8 @@ def redis_settings(url: str) -> RedisSettings:
 
 def create_redis(url: str) -> Redis:
     """A pooled client; commands fail fast (2 s) when the server is gone instead of hanging."""
-    return Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=15)
+    client: Redis = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=15)
+    return client
 
 
 async def create_arq_pool(url: str, queue_name: str) -> ArqRedis:

@@ -128,9 +128,7 @@ class Settings:
 
     def require_keys(self) -> None:
         if not self.secret_keys:
-            raise SettingsError(
-                "SURGEGATE_SECRET_KEYS is not set; servers refuse to start without a signing key"
-            )
+            raise SettingsError("SURGEGATE_SECRET_KEYS is not set; servers refuse to start without a signing key")
 
     def require_admin(self) -> None:
         if not self.admin_tokens:

@@ -69,9 +69,7 @@ class TokenCodec:
         key = (kid, salt)
         serializer = self._serializers.get(key)
         if serializer is None:
-            serializer = URLSafeSerializer(
-                self._keys[kid], salt=salt, signer_kwargs={"digest_method": hashlib.sha256}
-            )
+            serializer = URLSafeSerializer(self._keys[kid], salt=salt, signer_kwargs={"digest_method": hashlib.sha256})
             self._serializers[key] = serializer
         return serializer
 
@@ -113,9 +111,7 @@ class TokenCodec:
 
     # --- admission tokens ---------------------------------------------------------------------
 
-    def sign_admission(
-        self, *, event_id: str, visitor_id: str, scope: Sequence[str] | None, expires_at: float
-    ) -> str:
+    def sign_admission(self, *, event_id: str, visitor_id: str, scope: Sequence[str] | None, expires_at: float) -> str:
         return self._sign(
             ADMISSION_SALT,
             {

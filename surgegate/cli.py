@@ -122,12 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     server("edge", "run the waiting room (aiohttp), default 127.0.0.1:8080", "edge_port", 8080).set_defaults(
         func=cmd_edge
     )
-    server("api", "run the booking API (aiohttp), default 127.0.0.1:8081", "api_port", 8081).set_defaults(
-        func=cmd_api
+    server("api", "run the booking API (aiohttp), default 127.0.0.1:8081", "api_port", 8081).set_defaults(func=cmd_api)
+    server("worker", "run the arq booking worker; metrics on 127.0.0.1:9101", "worker_metrics_port", 9101).set_defaults(
+        func=cmd_worker
     )
-    server(
-        "worker", "run the arq booking worker; metrics on 127.0.0.1:9101", "worker_metrics_port", 9101
-    ).set_defaults(func=cmd_worker)
 
     p = sub.add_parser("migrate", help="apply database migrations (idempotent)")
     p.add_argument("--database-url", help="PostgreSQL DSN (default SURGEGATE_DATABASE_URL)")

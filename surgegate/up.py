@@ -112,14 +112,20 @@ def run_up(args: argparse.Namespace) -> int:
         if settings.database_url is None:
             postgres = EmbeddedPostgres(data_dir / "pg")
             env["SURGEGATE_DATABASE_URL"] = postgres.start()
-            print(f"embedded PostgreSQL  {env['SURGEGATE_DATABASE_URL']}  (data in {postgres.data_dir})", flush=True)
+            print(
+                f"embedded PostgreSQL  {env['SURGEGATE_DATABASE_URL']}  (data in {postgres.data_dir})",
+                flush=True,
+            )
         if settings.redis_url is None:
             valkey = EmbeddedValkey(data_dir / "valkey")
             env["SURGEGATE_REDIS_URL"] = valkey.start()
             print(f"embedded Valkey      {env['SURGEGATE_REDIS_URL']}  (data in {valkey.data_dir})", flush=True)
         dsn = env["SURGEGATE_DATABASE_URL"]
         applied = asyncio.run(_migrate(dsn))
-        print(f"migrations applied: {', '.join(applied)}" if applied else "database schema up to date", flush=True)
+        print(
+            f"migrations applied: {', '.join(applied)}" if applied else "database schema up to date",
+            flush=True,
+        )
         if not args.no_seed and asyncio.run(_database_empty(dsn)) and asyncio.run(_seed(dsn)):
             print("demo event, sites and slots loaded", flush=True)
 

@@ -15,7 +15,11 @@ from tests.conftest import admission_token, booking_headers, person, running_wor
 
 
 async def test_person_data_never_logged_or_in_metrics(
-    api: TestClient, settings: Settings, codec: TokenCodec, pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+    api: TestClient,
+    settings: Settings,
+    codec: TokenCodec,
+    pool: asyncpg.Pool,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     slot_id = await seed_site_and_slot(pool, capacity=1)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from shared.http import json_response, read_json, require_admin
 from shared.errors import ValidationFailed
+from shared.http import json_response, read_json, require_admin
 from waitingroom.events import EVENT_ID, EventUpdate
 from waitingroom.keys import ROOM
 

@@ -12,7 +12,11 @@ from waitingroom.keys import ROOM
 
 STATIC = resources.files("waitingroom") / "static"
 _QUEUE_PAGE = Template((STATIC / "queue.html").read_text())
-_PAGE_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 async def queue_page(request: web.Request) -> web.Response:
@@ -25,9 +29,10 @@ async def index(request: web.Request) -> web.Response:
     events = request.app[ROOM].open_events()
     if len(events) == 1:
         raise web.HTTPFound(f"/e/{events[0].event_id}")
-    items = "".join(
-        f'<li><a href="/e/{html.escape(e.event_id)}">{html.escape(e.name)}</a></li>' for e in events
-    ) or "<li>No event is open right now.</li>"
+    items = (
+        "".join(f'<li><a href="/e/{html.escape(e.event_id)}">{html.escape(e.name)}</a></li>' for e in events)
+        or "<li>No event is open right now.</li>"
+    )
     body = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1"><title>Waiting rooms</title>'

@@ -89,7 +89,13 @@ class QueueStore:
     async def _run(self, mode: str, event_id: str, now: float, config: QueueConfig) -> QueueState:
         joined, served, new, rate, paused = await self._script(
             keys=[self._key(event_id)],
-            args=[mode, repr(now), repr(config.rate_per_s), "1" if config.paused else "0", repr(config.opens_at)],
+            args=[
+                mode,
+                repr(now),
+                repr(config.rate_per_s),
+                "1" if config.paused else "0",
+                repr(config.opens_at),
+            ],
         )
         return QueueState(
             joined=int(joined),

@@ -44,8 +44,18 @@ async def test_token_failures_get_the_right_codes_and_reasons(api: TestClient, c
     cases = [
         ({}, 401, "token_invalid", "missing"),
         (bearer(good[:-3] + "abc"), 401, "token_invalid", "signature"),
-        (bearer(admission_token(TokenCodec([("k1", "some-other-secret-xyz")]))), 401, "token_invalid", "signature"),
-        (bearer(admission_token(TokenCodec([("k9", "some-other-secret-xyz")]))), 401, "token_invalid", "unknown_kid"),
+        (
+            bearer(admission_token(TokenCodec([("k1", "some-other-secret-xyz")]))),
+            401,
+            "token_invalid",
+            "signature",
+        ),
+        (
+            bearer(admission_token(TokenCodec([("k9", "some-other-secret-xyz")]))),
+            401,
+            "token_invalid",
+            "unknown_kid",
+        ),
         (bearer(admission_token(codec, ttl=-60)), 401, "token_expired", "expired"),
         (bearer(codec.sign_ticket(Ticket("ev", "v", 1, 0))), 401, "token_invalid", "type"),
     ]
@@ -149,7 +159,12 @@ async def test_idempotency_conflict_and_attempt_status(
         pending = await resp.json()
         assert resp.status == 202 and pending["status"] == "pending"
         status = await (await quick.get(pending["status_url"], headers=bearer(token))).json()
-        assert status == {"attempt_id": pending["attempt_id"], "status": "pending", "appointment_id": None, "code": None}
+        assert status == {
+            "attempt_id": pending["attempt_id"],
+            "status": "pending",
+            "appointment_id": None,
+            "code": None,
+        }
         resp = await quick.get(pending["status_url"], headers=bearer(admission_token(codec)))
         assert resp.status == 404  # someone else's attempt
     async with running_worker(settings):
@@ -192,7 +207,11 @@ async def test_missing_idempotency_key_and_unknown_ids(api: TestClient, codec: T
     token = admission_token(codec)
     resp = await api.post("/api/v1/appointments", json={}, headers=bearer(token))
     assert_problem(resp.status, await resp.json(), 400, "validation_error")
-    for path in (f"/api/v1/appointments/{uuid.uuid4()}", "/api/v1/appointments/xyz", f"/api/v1/attempts/{uuid.uuid4()}"):
+    for path in (
+        f"/api/v1/appointments/{uuid.uuid4()}",
+        "/api/v1/appointments/xyz",
+        f"/api/v1/attempts/{uuid.uuid4()}",
+    ):
         resp = await api.get(path, headers=bearer(token))
         assert_problem(resp.status, await resp.json(), 404, "not_found")
     resp = await api.get("/api/v1/slots", params={"site_id": "nope"}, headers=bearer(token))
@@ -211,8 +230,14 @@ async def test_admin_sites_and_slots(api: TestClient) -> None:
     assert (await api.post("/admin/v1/sites", json=site, headers=admin_headers())).status == 201  # idempotent
     bad = await api.post("/admin/v1/sites", json={**site, "timezone": "Mars/Base"}, headers=admin_headers())
     assert_problem(bad.status, await bad.json(), 400, "validation_error")
-    spec = {"site_id": "s1", "starts_at": "2027-03-28T01:00:00", "duration_minutes": 30, "capacity": 3,
-            "count": 4, "every_minutes": 30}  # fmt: skip  (local wall time, across Berlin's DST change)
+    spec = {
+        "site_id": "s1",
+        "starts_at": "2027-03-28T01:00:00",
+        "duration_minutes": 30,
+        "capacity": 3,
+        "count": 4,
+        "every_minutes": 30,
+    }  # fmt: skip  (local wall time, across Berlin's DST change)
     resp = await api.post("/admin/v1/slots", json=spec, headers=admin_headers())
     ids = (await resp.json())["slot_ids"]
     assert resp.status == 201 and len(ids) == 4

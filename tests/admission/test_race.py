@@ -27,7 +27,9 @@ async def fire(api: TestClient, codec: TokenCodec, slot_id: str) -> Counter[str]
     async def one(i: int) -> str:
         token = admission_token(codec)
         resp = await api.post(
-            "/api/v1/appointments", json={"slot_id": slot_id, "person": person(i)}, headers=booking_headers(token)
+            "/api/v1/appointments",
+            json={"slot_id": slot_id, "person": person(i)},
+            headers=booking_headers(token),
         )
         body = await resp.json()
         return "confirmed" if resp.status == 201 else body.get("code", str(resp.status))
@@ -65,7 +67,11 @@ async def read_then_write_take_seat(con: asyncpg.Connection, slot_id: uuid.UUID)
 
 
 async def test_negative_control_read_then_write_overbooks(
-    api: TestClient, settings: Settings, codec: TokenCodec, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+    api: TestClient,
+    settings: Settings,
+    codec: TokenCodec,
+    pool: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(booking, "take_seat", read_then_write_take_seat)
     slot_id = await seed_site_and_slot(pool, capacity=CAPACITY)

@@ -19,7 +19,14 @@ from shared.persons import PersonVault
 from shared.redis import create_arq_pool
 from shared.settings import Settings
 from shared.tokens import TokenCodec
-from tests.conftest import admission_token, booking_headers, person, run_burst, running_worker, seed_site_and_slot
+from tests.conftest import (
+    admission_token,
+    booking_headers,
+    person,
+    run_burst,
+    running_worker,
+    seed_site_and_slot,
+)
 
 
 def job_for(slot_id: str, *, token_id: str = "tok-1", key: str = "key-1", person_no: int = 1) -> BookingJob:
@@ -141,7 +148,13 @@ async def test_business_outcomes_are_results(pool: asyncpg.Pool, clean: None) ->
     # a rejected attempt took no seat, and each outcome is audited
     assert await pool.fetchval("SELECT booked FROM slots WHERE slot_id = $1", uuid.UUID(other)) == 0
     actions = [r["action"] for r in await pool.fetch("SELECT action FROM audit_log ORDER BY audit_id")]
-    assert actions == ["booked", "booking_rejected", "booking_rejected", "booking_rejected", "booking_rejected"]
+    assert actions == [
+        "booked",
+        "booking_rejected",
+        "booking_rejected",
+        "booking_rejected",
+        "booking_rejected",
+    ]
 
 
 async def test_resubmit_with_same_idempotency_key_books_once(
@@ -152,7 +165,9 @@ async def test_resubmit_with_same_idempotency_key_books_once(
     headers = booking_headers(token, "same-key")
     body = {"slot_id": slot_id, "person": person(1)}
     async with running_worker(settings):
-        answers = await asyncio.gather(*(api.post("/api/v1/appointments", json=body, headers=headers) for _ in range(5)))
+        answers = await asyncio.gather(
+            *(api.post("/api/v1/appointments", json=body, headers=headers) for _ in range(5))
+        )
         bodies = [await r.json() for r in answers]
         later = await api.post("/api/v1/appointments", json=body, headers=headers)
         later_body = await later.json()

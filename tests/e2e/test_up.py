@@ -71,7 +71,7 @@ def stop_up(up: Up, data_dir: Path) -> None:
 
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Iterator[Path]:
-    yield tmp_path / "data"
+    return tmp_path / "data"
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -132,7 +132,11 @@ async def drive(up: Up) -> dict[str, str]:
     assert metric(api_metrics, "surgegate_cancellations_total", event="demo") == 1
     assert metric(worker_metrics, "surgegate_booking_attempts_total", event="demo", outcome="confirmed") == 1
     assert metric(worker_metrics, "surgegate_booking_seconds_count", event="demo") == 1
-    return {"token": status["admission_token"], "appointment_id": booked["appointment_id"], "ticket": joined["ticket"]}
+    return {
+        "token": status["admission_token"],
+        "appointment_id": booked["appointment_id"],
+        "ticket": joined["ticket"],
+    }
 
 
 async def test_up_runs_the_whole_path_and_stops_cleanly(data_dir: Path, tmp_path: Path) -> None:
@@ -156,7 +160,7 @@ async def test_up_runs_the_whole_path_and_stops_cleanly(data_dir: Path, tmp_path
                 assert (await r.json())["status"] == "cancelled"
     finally:
         stop_up(up, data_dir)
-    second_output = up.output()[len(first_output):]
+    second_output = up.output()[len(first_output) :]
     assert "database schema up to date" in second_output
     assert "loaded" not in second_output
 

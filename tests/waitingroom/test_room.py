@@ -26,7 +26,7 @@ def make_room(settings: Settings, pool: asyncpg.Pool, redis: Redis, clock: FakeC
 async def room(settings: Settings, pool: asyncpg.Pool, redis: Redis, clock: FakeClock) -> AsyncIterator[Room]:
     r = make_room(settings, pool, redis, clock)
     await r.put_event("ev", EventUpdate(name="Cohort", rate_per_s=5.0, admission_ttl_s=600))
-    yield r
+    return r
 
 
 async def join_many(room: Room, n: int) -> list[str]:

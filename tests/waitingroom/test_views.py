@@ -68,7 +68,12 @@ async def test_unknown_closed_and_unopened_events(edge: TestClient, clock: FakeC
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer nonsense"}, {"Authorization": "Bearer k1.abc.def"}, {"Authorization": "Basic x"}],
+    [
+        {},
+        {"Authorization": "Bearer nonsense"},
+        {"Authorization": "Bearer k1.abc.def"},
+        {"Authorization": "Basic x"},
+    ],
 )
 async def test_status_without_a_valid_ticket_is_401(edge: TestClient, headers: dict[str, str]) -> None:
     await put_event(edge)

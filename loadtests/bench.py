@@ -1,0 +1,273 @@
+"""Benchmark harness: each surgegate figure next to a baseline measured in the same run.
+
+    python -m loadtests.bench [--seconds 10] [--concurrency 32] [--bookings 2000]
+
+Uses SURGEGATE_DATABASE_URL / SURGEGATE_REDIS_URL when set, else embedded servers in a temp dir.
+Servers run as separate processes (like production); the load generator runs here. Prints a
+Markdown table: figure, surgegate, baseline, ratio. Nothing is asserted: the numbers are reported.
+
+* status polls/s of one edge process  vs  a bare aiohttp handler returning the same JSON size
+* joins/s of one edge process         vs  the same bare handler
+* bookings committed/s, API -> arq -> worker  vs  the worker's booking transaction run directly
+  through asyncpg with the same concurrency (the SQL floor of the path)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import psutil
+
+from booking_worker.booking import run_attempt
+from booking_worker.worker import MAX_JOBS
+from loadtests.loadgen import Result, request_bytes, run_load
+from shared.booking import BookingJob, attempt_id_for
+from shared.db import create_pool, migrate
+from shared.persons import PersonVault
+from shared.settings import Settings
+from shared.tokens import TokenCodec
+from surgegate.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
+
+KEYS = "bench:benchmark-secret-key-0001"
+ADMIN = "bench-admin"
+SLOTS = 50
+
+
+@contextlib.contextmanager
+def backing_services(workdir: Path) -> Iterator[tuple[str, str]]:
+    db, rd = os.environ.get("SURGEGATE_DATABASE_URL"), os.environ.get("SURGEGATE_REDIS_URL")
+    pg = None if db else EmbeddedPostgres(workdir / "pg")
+    vk = None if rd else EmbeddedValkey(workdir / "valkey", persist=False)
+    try:
+        yield (db or pg.start()), (rd or vk.start())  # type: ignore[union-attr]
+    finally:
+        for server in (vk, pg):
+            if server is not None:
+                server.stop()
+
+
+def spawn(args: list[str], env: dict[str, str], ready_url: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-m", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{args} exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(ready_url, timeout=1):  # noqa: S310 (loopback)
+                return proc
+        time.sleep(0.2)
+    raise RuntimeError(f"{args} not ready")
+
+
+def stop(*procs: subprocess.Popen[bytes]) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.wait(20)
+
+
+def rss_mb(proc: subprocess.Popen[bytes]) -> float:
+    return psutil.Process(proc.pid).memory_info().rss / 2**20
+
+
+async def prepare_database(dsn: str) -> list[uuid.UUID]:
+    con = await asyncpg.connect(dsn)
+    try:
+        await migrate(con)
+        await con.execute("TRUNCATE audit_log, booking_attempts, appointments, slots, sites, events CASCADE")
+        await con.execute(
+            "INSERT INTO events (event_id, name, rate_per_s, admission_ttl_s) VALUES ('bench', 'Bench', 0, 3600)"
+        )
+        await con.execute(
+            "INSERT INTO sites (site_id, name, region, timezone, lat, lng)"
+            " VALUES ('bench-site', 'Bench', 'R', 'Europe/Berlin', 52.5, 13.4)"
+        )
+        start = datetime.now(UTC) + timedelta(days=1)
+        ids = [uuid.uuid4() for _ in range(SLOTS)]
+        await con.executemany(
+            "INSERT INTO slots (slot_id, site_id, starts_at, ends_at, capacity) VALUES ($1, 'bench-site', $2, $3, 1000000)",
+            [(sid, start + timedelta(minutes=i), start + timedelta(minutes=i + 1)) for i, sid in enumerate(ids)],
+        )
+        return ids
+    finally:
+        await con.close()
+
+
+async def edge_figures(env: dict[str, str], args: argparse.Namespace) -> list[tuple[str, Result, Result, str]]:
+    port, base_port = free_port(), free_port()
+    edge = spawn(["surgegate", "edge", "--port", str(port)], env, f"http://127.0.0.1:{port}/healthz")
+    try:
+        # The event admits nobody (rate 0), so every poll is a waiting visitor's: the common case.
+        put = request_bytes(
+            "PUT", "/admin/v1/events/bench", {"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"},
+            json.dumps({"name": "Bench", "rate_per_s": 0}).encode(),
+        )  # fmt: skip
+        await run_load(port, lambda i: put, concurrency=1, total=1)
+        tickets: list[str] = []
+        for _ in range(200):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request_bytes("POST", "/api/v1/events/bench/join"))
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")).split(b":")[1])
+            tickets.append(json.loads(await reader.readexactly(length))["ticket"])
+            writer.close()
+        polls = [
+            request_bytes("GET", "/api/v1/events/bench/status", {"Authorization": f"Bearer {t}"}) for t in tickets
+        ]
+        sample = polls[0]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(sample)
+        head = await reader.readuntil(b"\r\n\r\n")
+        size = int(next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")).split(b":")[1])
+        writer.close()
+
+        status = await run_load(port, lambda i: polls[i % len(polls)], concurrency=args.concurrency,
+                                seconds=args.seconds)  # fmt: skip
+        join_req = request_bytes("POST", "/api/v1/events/bench/join")
+        joins = await run_load(port, lambda i: join_req, concurrency=args.concurrency, seconds=args.seconds)
+        edge_rss = rss_mb(edge)
+    finally:
+        stop(edge)
+
+    base = spawn(["loadtests.baseline_server", str(base_port), str(size)], env, f"http://127.0.0.1:{base_port}/")
+    try:
+        get_req = request_bytes("GET", "/api/v1/events/bench/status", {"Authorization": f"Bearer {tickets[0]}"})
+        base_status = await run_load(base_port, lambda i: get_req, concurrency=args.concurrency, seconds=args.seconds)
+        base_join = await run_load(base_port, lambda i: join_req, concurrency=args.concurrency, seconds=args.seconds)
+        base_rss = rss_mb(base)
+    finally:
+        stop(base)
+    return [
+        ("status polls/s (1 edge process)", status, base_status, f"{size} B JSON"),
+        ("joins/s (1 edge process)", joins, base_join, "each join = 1 Redis round trip"),
+        ("RSS MB after load", Result(requests=int(edge_rss), seconds=1), Result(requests=int(base_rss), seconds=1), ""),
+    ]
+
+
+def booking_requests(codec: TokenCodec, slots: list[uuid.UUID], n: int) -> list[bytes]:
+    out = []
+    for i in range(n):
+        token = codec.sign_admission(event_id="bench", visitor_id=f"v{i}", scope=None, expires_at=time.time() + 3600)
+        body = json.dumps({"slot_id": str(slots[i % len(slots)]), "person": {
+            "id_number": f"B{i:08d}", "name": f"Bench {i}", "email": f"b{i}@example.org", "birth_date": "1980-01-01"}})
+        out.append(request_bytes("POST", "/api/v1/appointments", {
+            "Authorization": f"Bearer {token}", "Idempotency-Key": f"k{i}", "Content-Type": "application/json"},
+            body.encode()))  # fmt: skip
+    return out
+
+
+async def count_appointments(dsn: str) -> int:
+    con = await asyncpg.connect(dsn)
+    try:
+        return int(await con.fetchval("SELECT count(*) FROM appointments"))
+    finally:
+        await con.close()
+
+
+async def booking_figures(env: dict[str, str], dsn: str, args: argparse.Namespace) -> tuple[Result, Result]:
+    slots = await prepare_database(dsn)
+    codec = TokenCodec([tuple(KEYS.split(":", 1))])  # type: ignore[list-item]
+    requests = booking_requests(codec, slots, args.bookings)
+    api_port, metrics_port = free_port(), free_port()
+    api = spawn(["surgegate", "api", "--port", str(api_port)], env, f"http://127.0.0.1:{api_port}/healthz")
+    worker = spawn(["surgegate", "worker", "--port", str(metrics_port)], env, f"http://127.0.0.1:{metrics_port}/healthz")
+    try:
+        started = time.perf_counter()
+        path = await run_load(api_port, lambda i: requests[i], concurrency=args.concurrency, total=len(requests))
+        while await count_appointments(dsn) < args.bookings and time.perf_counter() - started < 300:
+            await asyncio.sleep(0.05)  # 202s still committing
+        path.seconds = time.perf_counter() - started
+        path.requests = await count_appointments(dsn)
+    finally:
+        stop(api, worker)
+
+    slots = await prepare_database(dsn)
+    vault = PersonVault(b"bench-person-key")
+    jobs = [
+        BookingJob(
+            attempt_id=str(attempt_id_for(f"v{i}", f"k{i}")), token_id=f"v{i}", event_id="bench", scope=None,
+            slot_id=str(slots[i % len(slots)]), request_hash="00" * 32, person_ref=vault.ref(f"B{i:08d}").hex(),
+            person_sealed=vault.seal({"name": f"Bench {i}"}).decode(),
+        )
+        for i in range(args.bookings)
+    ]  # fmt: skip
+    pool = await create_pool(dsn, min_size=MAX_JOBS + 1, max_size=MAX_JOBS + 1)  # as the worker's pool
+    queue = iter(jobs)
+    direct = Result()
+
+    async def runner() -> None:
+        for job in queue:
+            t0 = time.perf_counter()
+            async with pool.acquire() as con, con.transaction():
+                await run_attempt(con, job)
+            direct.latencies.append(time.perf_counter() - t0)
+            direct.requests += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(runner() for _ in range(args.concurrency)))
+    direct.seconds = time.perf_counter() - started
+    await pool.close()
+    return path, direct
+
+
+def describe_machine() -> str:
+    freq = psutil.cpu_freq()
+    return (f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} cores"
+            f"{f' @ {freq.max:.0f} MHz' if freq and freq.max else ''}, {psutil.virtual_memory().total / 2**30:.0f} GiB,"
+            f" {platform.system()} {platform.release()}, Python {platform.python_version()}")  # fmt: skip
+
+
+async def main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp, backing_services(Path(tmp)) as (dsn, redis_url):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SURGEGATE_")}
+        env.update(
+            SURGEGATE_DATABASE_URL=dsn, SURGEGATE_REDIS_URL=redis_url, SURGEGATE_SECRET_KEYS=KEYS,
+            SURGEGATE_ADMIN_TOKEN=ADMIN, SURGEGATE_LOG_LEVEL="WARNING",
+        )  # fmt: skip
+        await prepare_database(dsn)
+        rows = await edge_figures(env, args)
+        path, direct = await booking_figures(env, dsn, args)
+
+    print(f"\nMachine: {describe_machine()}")
+    print(f"Run: {args.seconds:.0f} s per HTTP figure, {args.concurrency} connections, {args.bookings} bookings\n")
+    print("| figure | surgegate | baseline | ratio | notes |")
+    print("| --- | ---: | ---: | ---: | --- |")
+    for name, ours, base, note in rows:
+        if name.startswith("RSS"):
+            print(f"| edge {name} | {ours.requests} | {base.requests} (bare aiohttp) | {ours.requests / base.requests:.2f} | |")
+            continue
+        print(f"| {name} | {ours.rate:,.0f} (p99 {ours.percentile(0.99) * 1000:.1f} ms) | "
+              f"{base.rate:,.0f} (p99 {base.percentile(0.99) * 1000:.1f} ms) bare aiohttp | "
+              f"{ours.rate / base.rate:.2f} | {note}; statuses {dict(sorted(ours.statuses.items()))} |")  # fmt: skip
+    print(f"| bookings committed/s | {path.rate:,.0f} (HTTP p50 {path.percentile(0.5) * 1000:.0f} ms, "
+          f"p99 {path.percentile(0.99) * 1000:.0f} ms) | {direct.rate:,.0f} (tx p50 {direct.percentile(0.5) * 1000:.1f} ms)"
+          f" direct asyncpg | {path.rate / direct.rate:.2f} | API -> arq -> worker vs the same transaction, "
+          f"{args.concurrency} concurrent; {SLOTS} slots |")  # fmt: skip
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--bookings", type=int, default=2000)
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))
