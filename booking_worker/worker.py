@@ -19,7 +19,7 @@ from shared.metrics import Metrics
 from shared.redis import redis_settings
 from shared.settings import Settings
 
-MAX_JOBS = 10
+MAX_JOBS = 20
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -54,7 +54,7 @@ class WorkerSettings:
     max_jobs = MAX_JOBS
     job_timeout = 60
     keep_result = 3600
-    poll_delay = 0.05
+    poll_delay = 0.02
     # Results hold no identity data, but keep logs lean on the hottest job anyway.
     log_results = False
 

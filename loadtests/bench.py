@@ -241,8 +241,8 @@ async def main(args: argparse.Namespace) -> None:
             SURGEGATE_ADMIN_TOKEN=ADMIN, SURGEGATE_LOG_LEVEL="WARNING",
         )  # fmt: skip
         await prepare_database(dsn)
-        rows = await edge_figures(env, args)
-        path, direct = await booking_figures(env, dsn, args)
+        rows = await edge_figures(env, args) if "edge" in args.figures else []
+        path, direct = await booking_figures(env, dsn, args) if "bookings" in args.figures else (Result(), Result())
 
     print(f"\nMachine: {describe_machine()}")
     print(f"Run: {args.seconds:.0f} s per HTTP figure, {args.concurrency} connections, {args.bookings} bookings\n")
@@ -255,6 +255,8 @@ async def main(args: argparse.Namespace) -> None:
         print(f"| {name} | {ours.rate:,.0f} (p99 {ours.percentile(0.99) * 1000:.1f} ms) | "
               f"{base.rate:,.0f} (p99 {base.percentile(0.99) * 1000:.1f} ms) bare aiohttp | "
               f"{ours.rate / base.rate:.2f} | {note}; statuses {dict(sorted(ours.statuses.items()))} |")  # fmt: skip
+    if "bookings" not in args.figures:
+        return
     print(f"| bookings committed/s | {path.rate:,.0f} (HTTP p50 {path.percentile(0.5) * 1000:.0f} ms, "
           f"p99 {path.percentile(0.99) * 1000:.0f} ms) | {direct.rate:,.0f} (tx p50 {direct.percentile(0.5) * 1000:.1f} ms)"
           f" direct asyncpg | {path.rate / direct.rate:.2f} | API -> arq -> worker vs the same transaction, "
@@ -266,6 +268,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--bookings", type=int, default=2000)
+    p.add_argument("--figures", default="edge,bookings", help="comma-separated subset of: edge, bookings")
     return p.parse_args(argv)
 
 

@@ -89,6 +89,7 @@
   function admitted(st) {
     if (admission) return;
     admission = st;
+    document.querySelector(".hint").hidden = true;
     $("booking").hidden = false;
     $("expires").textContent = "Book before " + new Date(st.admission_expires_at).toLocaleTimeString() + ".";
     api("/sites").then(function (b) {

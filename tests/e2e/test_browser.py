@@ -1,0 +1,87 @@
+"""The queue page in real headless Chromium: join -> wait -> admitted -> book -> confirmation.
+
+Edge, API and worker run in-process on real ports (the page calls the API cross-origin, as under
+`surgegate up`); Chromium is Debian's, driven by Playwright with ``executable_path``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import asyncpg
+import pytest
+from aiohttp import web
+
+from admission.app import create_app as create_api
+from shared.settings import Settings
+from surgegate.embedded import free_port
+from tests.conftest import REPO, admin_headers, running_worker, seed_site_and_slot
+from waitingroom.app import create_app as create_edge
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None and os.environ.get("CI") != "true",
+    reason="Debian chromium is not installed (.ci/run installs it; in CI its absence fails the test)",
+)
+
+
+@pytest.fixture
+async def stack(settings: Settings) -> AsyncIterator[Settings]:
+    edge_port, api_port = free_port(), free_port()
+    live = replace(settings, edge_port=edge_port, api_port=api_port, booking_wait_s=5.0)
+    runners = []
+    for app, port in ((create_edge(live), edge_port), (create_api(live), api_port)):
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runners.append(runner)
+    try:
+        async with running_worker(live):
+            yield live
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+
+
+async def test_queue_page_join_wait_admit_book(stack: Settings, pool: asyncpg.Pool) -> None:
+    from playwright.async_api import async_playwright
+
+    import aiohttp
+
+    await seed_site_and_slot(pool, site_id="berlin", capacity=3)
+    async with aiohttp.ClientSession() as s:
+        resp = await s.put(f"{stack.edge_url}/admin/v1/events/ev", headers=admin_headers(),
+                           json={"name": "Cohort 4 opening", "rate_per_s": 0.5})  # fmt: skip
+        assert resp.status == 200
+    shots = REPO / "docs"
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = await browser.new_page(viewport={"width": 390, "height": 844})  # a phone
+        await page.goto(f"{stack.edge_url}/e/ev")
+        await page.wait_for_selector("text=You are in the queue.")
+        assert await page.text_content("#position") == "1"
+        await page.screenshot(path=str(shots / "queue-waiting.png"))
+        await page.wait_for_selector("#booking:not([hidden])", timeout=15_000)
+        await page.wait_for_function("document.querySelectorAll('#slot option').length > 0")
+        await page.fill("#id_number", "BR-0001")
+        await page.fill("#name", "Browser Person")
+        await page.fill("#email", "browser@example.org")
+        await page.fill("#birth_date", "1975-05-05")
+        await page.screenshot(path=str(shots / "queue-admitted-form.png"))
+        await page.click("#book")
+        await page.wait_for_selector("#done:not([hidden])", timeout=15_000)
+        confirmation = await page.text_content("#confirmation") or ""
+        await page.screenshot(path=str(shots / "queue-booked.png"))
+        await browser.close()
+    assert "Appointment" in confirmation and "local time" in confirmation
+    row = await pool.fetchrow("SELECT status, slot_id FROM appointments")
+    assert row["status"] == "confirmed"
+    assert await pool.fetchval("SELECT booked FROM slots WHERE slot_id = $1", row["slot_id"]) == 1
+
+
