@@ -27,7 +27,6 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -40,7 +39,6 @@ from loadtests.loadgen import Result, request_bytes, run_load
 from shared.booking import BookingJob, attempt_id_for
 from shared.db import create_pool, migrate
 from shared.persons import PersonVault
-from shared.settings import Settings
 from shared.tokens import TokenCodec
 from surgegate.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
 
@@ -68,9 +66,8 @@ def spawn(args: list[str], env: dict[str, str], ready_url: str) -> subprocess.Po
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{args} exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(ready_url, timeout=1):  # noqa: S310 (loopback)
-                return proc
+        with contextlib.suppress(OSError), urllib.request.urlopen(ready_url, timeout=1):
+            return proc
         time.sleep(0.2)
     raise RuntimeError(f"{args} not ready")
 
@@ -83,7 +80,7 @@ def stop(*procs: subprocess.Popen[bytes]) -> None:
 
 
 def rss_mb(proc: subprocess.Popen[bytes]) -> float:
-    return psutil.Process(proc.pid).memory_info().rss / 2**20
+    return float(psutil.Process(proc.pid).memory_info().rss) / 2**20
 
 
 async def prepare_database(dsn: str) -> list[uuid.UUID]:
@@ -101,7 +98,8 @@ async def prepare_database(dsn: str) -> list[uuid.UUID]:
         start = datetime.now(UTC) + timedelta(days=1)
         ids = [uuid.uuid4() for _ in range(SLOTS)]
         await con.executemany(
-            "INSERT INTO slots (slot_id, site_id, starts_at, ends_at, capacity) VALUES ($1, 'bench-site', $2, $3, 1000000)",
+            "INSERT INTO slots (slot_id, site_id, starts_at, ends_at, capacity)"
+            " VALUES ($1, 'bench-site', $2, $3, 1000000)",
             [(sid, start + timedelta(minutes=i), start + timedelta(minutes=i + 1)) for i, sid in enumerate(ids)],
         )
         return ids
@@ -127,9 +125,7 @@ async def edge_figures(env: dict[str, str], args: argparse.Namespace) -> list[tu
             length = int(next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")).split(b":")[1])
             tickets.append(json.loads(await reader.readexactly(length))["ticket"])
             writer.close()
-        polls = [
-            request_bytes("GET", "/api/v1/events/bench/status", {"Authorization": f"Bearer {t}"}) for t in tickets
-        ]
+        polls = [request_bytes("GET", "/api/v1/events/bench/status", {"Authorization": f"Bearer {t}"}) for t in tickets]
         sample = polls[0]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(sample)
@@ -164,8 +160,17 @@ def booking_requests(codec: TokenCodec, slots: list[uuid.UUID], n: int) -> list[
     out = []
     for i in range(n):
         token = codec.sign_admission(event_id="bench", visitor_id=f"v{i}", scope=None, expires_at=time.time() + 3600)
-        body = json.dumps({"slot_id": str(slots[i % len(slots)]), "person": {
-            "id_number": f"B{i:08d}", "name": f"Bench {i}", "email": f"b{i}@example.org", "birth_date": "1980-01-01"}})
+        body = json.dumps(
+            {
+                "slot_id": str(slots[i % len(slots)]),
+                "person": {
+                    "id_number": f"B{i:08d}",
+                    "name": f"Bench {i}",
+                    "email": f"b{i}@example.org",
+                    "birth_date": "1980-01-01",
+                },
+            }
+        )
         out.append(request_bytes("POST", "/api/v1/appointments", {
             "Authorization": f"Bearer {token}", "Idempotency-Key": f"k{i}", "Content-Type": "application/json"},
             body.encode()))  # fmt: skip
@@ -186,12 +191,14 @@ async def booking_figures(env: dict[str, str], dsn: str, args: argparse.Namespac
     requests = booking_requests(codec, slots, args.bookings)
     api_port, metrics_port = free_port(), free_port()
     api = spawn(["surgegate", "api", "--port", str(api_port)], env, f"http://127.0.0.1:{api_port}/healthz")
-    worker = spawn(["surgegate", "worker", "--port", str(metrics_port)], env, f"http://127.0.0.1:{metrics_port}/healthz")
+    worker = spawn(
+        ["surgegate", "worker", "--port", str(metrics_port)], env, f"http://127.0.0.1:{metrics_port}/healthz"
+    )
     try:
         started = time.perf_counter()
         path = await run_load(api_port, lambda i: requests[i], concurrency=args.concurrency, total=len(requests))
-        while await count_appointments(dsn) < args.bookings and time.perf_counter() - started < 300:
-            await asyncio.sleep(0.05)  # 202s still committing
+        while await count_appointments(dsn) < args.bookings and time.perf_counter() - started < 300:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)  # 202s still committing (polling another process's database)
         path.seconds = time.perf_counter() - started
         path.requests = await count_appointments(dsn)
     finally:
@@ -250,7 +257,8 @@ async def main(args: argparse.Namespace) -> None:
     print("| --- | ---: | ---: | ---: | --- |")
     for name, ours, base, note in rows:
         if name.startswith("RSS"):
-            print(f"| edge {name} | {ours.requests} | {base.requests} (bare aiohttp) | {ours.requests / base.requests:.2f} | |")
+            ratio = ours.requests / base.requests
+            print(f"| edge {name} | {ours.requests} | {base.requests} (bare aiohttp) | {ratio:.2f} | |")
             continue
         print(f"| {name} | {ours.rate:,.0f} (p99 {ours.percentile(0.99) * 1000:.1f} ms) | "
               f"{base.rate:,.0f} (p99 {base.percentile(0.99) * 1000:.1f} ms) bare aiohttp | "
@@ -258,7 +266,8 @@ async def main(args: argparse.Namespace) -> None:
     if "bookings" not in args.figures:
         return
     print(f"| bookings committed/s | {path.rate:,.0f} (HTTP p50 {path.percentile(0.5) * 1000:.0f} ms, "
-          f"p99 {path.percentile(0.99) * 1000:.0f} ms) | {direct.rate:,.0f} (tx p50 {direct.percentile(0.5) * 1000:.1f} ms)"
+          f"p99 {path.percentile(0.99) * 1000:.0f} ms) | "
+          f"{direct.rate:,.0f} (tx p50 {direct.percentile(0.5) * 1000:.1f} ms)"
           f" direct asyncpg | {path.rate / direct.rate:.2f} | API -> arq -> worker vs the same transaction, "
           f"{args.concurrency} concurrent; {SLOTS} slots |")  # fmt: skip
 

@@ -10,6 +10,7 @@ import os
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -18,7 +19,7 @@ from aiohttp import web
 from admission.app import create_app as create_api
 from shared.settings import Settings
 from surgegate.embedded import free_port
-from tests.conftest import REPO, admin_headers, running_worker, seed_site_and_slot
+from tests.conftest import admin_headers, running_worker, seed_site_and_slot
 from waitingroom.app import create_app as create_edge
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -49,17 +50,17 @@ async def stack(settings: Settings) -> AsyncIterator[Settings]:
             await runner.cleanup()
 
 
-async def test_queue_page_join_wait_admit_book(stack: Settings, pool: asyncpg.Pool) -> None:
-    from playwright.async_api import async_playwright
-
+async def test_queue_page_join_wait_admit_book(stack: Settings, pool: asyncpg.Pool, tmp_path: Path) -> None:
     import aiohttp
+    from playwright.async_api import async_playwright
 
     await seed_site_and_slot(pool, site_id="berlin", capacity=3)
     async with aiohttp.ClientSession() as s:
         resp = await s.put(f"{stack.edge_url}/admin/v1/events/ev", headers=admin_headers(),
                            json={"name": "Cohort 4 opening", "rate_per_s": 0.5})  # fmt: skip
         assert resp.status == 200
-    shots = REPO / "docs"
+    # SURGEGATE_SCREENSHOT_DIR=docs refreshes the committed screenshots; by default they go to tmp.
+    shots = Path(os.environ.get("SURGEGATE_SCREENSHOT_DIR", tmp_path))
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = await browser.new_page(viewport={"width": 390, "height": 844})  # a phone
@@ -83,5 +84,3 @@ async def test_queue_page_join_wait_admit_book(stack: Settings, pool: asyncpg.Po
     row = await pool.fetchrow("SELECT status, slot_id FROM appointments")
     assert row["status"] == "confirmed"
     assert await pool.fetchval("SELECT booked FROM slots WHERE slot_id = $1", row["slot_id"]) == 1
-
-
