@@ -20,7 +20,7 @@ from typing import Any
 
 import redis.exceptions
 from aiohttp import web
-from arq.jobs import Job, JobStatus, ResultNotFound
+from arq.jobs import Job, ResultNotFound
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from admission import queries
@@ -34,7 +34,6 @@ log = logging.getLogger("surgegate.admission")
 
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_PENDING = {JobStatus.queued, JobStatus.deferred, JobStatus.in_progress}
 
 
 class PersonIn(BaseModel):
@@ -111,10 +110,11 @@ async def create_appointment(request: web.Request) -> web.Response:
     attempt_id = attempt_id_for(admission.token_id, key)
 
     stored = await _stored_outcome(request, attempt_id)
-    if stored is not None:
+    if stored is not None and stored.status != "pending":
         return _answer(request, stored, request_hash)
+    if stored is not None and not hmac.compare_digest(stored.request_hash, request_hash):
+        return _answer(request, stored, request_hash)  # same key, different body: a conflict
 
-    arq = request.app[ARQ]
     job = BookingJob(
         attempt_id=str(attempt_id),
         token_id=admission.token_id,
@@ -124,39 +124,52 @@ async def create_appointment(request: web.Request) -> web.Response:
         request_hash=request_hash,
         person_ref=vault.ref(body.person.id_number).hex(),
         person_sealed=vault.seal(
-            {
-                "name": body.person.name,
-                "email": body.person.email,
-                "birth_date": body.person.birth_date.isoformat(),
-            }
+            {"name": body.person.name, "email": body.person.email, "birth_date": body.person.birth_date.isoformat()}
         ).decode(),
     )
+    arq = request.app[ARQ]
     try:
-        if await arq.zcard(settings.queue_name) >= settings.max_queue_depth:
-            request.app[METRICS].booking_requests.labels(admission.event_id, "overloaded").inc()
-            raise Overloaded("the booking queue is full; retry shortly", retry_after=5)
+        if stored is None:
+            if await arq.zcard(settings.queue_name) >= settings.max_queue_depth:
+                request.app[METRICS].booking_requests.labels(admission.event_id, "overloaded").inc()
+                raise Overloaded("the booking queue is full; retry shortly", retry_after=5)
+            # Accepted = durable: from here on the attempt runs even if Redis loses its job.
+            if not await _accept(request, job):
+                raced = await _stored_outcome(request, attempt_id)  # a concurrent request with this key won
+                assert raced is not None
+                if raced.status != "pending" or not hmac.compare_digest(raced.request_hash, request_hash):
+                    return _answer(request, raced, request_hash)
         await arq.enqueue_job("book", job.to_dict(), _job_id=str(attempt_id))
         result = await Job(str(attempt_id), arq, _queue_name=settings.queue_name).result(
             timeout=settings.booking_wait_s, poll_delay=0.05
         )
-    except TimeoutError:
-        return _pending(request, attempt_id, admission.event_id)
-    except ResultNotFound:
-        # Finished and its result already expired from Redis: the database has the outcome.
+    except (TimeoutError, ResultNotFound):
+        # Still queued or running, or finished with its result already gone from Redis.
         stored = await _stored_outcome(request, attempt_id)
-        if stored is None:
+        if stored is None or stored.status == "pending":
             return _pending(request, attempt_id, admission.event_id)
         return _answer(request, stored, request_hash)
     except (redis.exceptions.RedisError, OSError):
+        # The attempt may already be accepted; the worker's re-queue job picks it up once Redis is back.
         request.app[METRICS].booking_requests.labels(admission.event_id, "overloaded").inc()
-        raise Overloaded("the booking queue is unavailable; retry shortly") from None
+        raise Overloaded("the booking queue is unavailable; retry with the same Idempotency-Key") from None
     except Overloaded:
         raise
     except Exception as exc:
-        # The job itself failed after all its retries; nothing was committed for it.
+        # The job failed after all its retries; the attempt stays pending and is re-queued later.
         log.warning("booking attempt %s failed: %s", attempt_id, type(exc).__name__)
-        raise Overloaded("the booking could not be processed; retry with the same Idempotency-Key") from None
+        return _pending(request, attempt_id, admission.event_id)
     return _answer(request, BookingOutcome.from_dict(result), request_hash)
+
+
+async def _accept(request: web.Request, job: BookingJob) -> bool:
+    """Record the attempt as pending; False if one with this id exists already."""
+    async with request.app[POOL].acquire() as con:
+        accepted = await con.fetchval(
+            shared_queries.ACCEPT_ATTEMPT, uuid.UUID(job.attempt_id), job.token_id, job.event_id, job.slot_id,
+            bytes.fromhex(job.request_hash), job.to_dict(),
+        )  # fmt: skip
+    return bool(accepted)
 
 
 def _pending(request: web.Request, attempt_id: uuid.UUID, event_id: str) -> web.Response:
@@ -180,26 +193,17 @@ async def get_attempt(request: web.Request) -> web.Response:
     attempt_id = _uuid(request.match_info["attempt_id"])
     async with request.app[POOL].acquire() as con:
         row = await con.fetchrow(shared_queries.ATTEMPT_OUTCOME, attempt_id)
-    if row is not None:
-        if row["token_id"] != admission.token_id:
-            raise NotFound("no such attempt")
-        outcome = BookingOutcome.from_row(row)
-        return json_response(
-            {
-                "attempt_id": outcome.attempt_id,
-                "status": outcome.status,
-                "appointment_id": outcome.appointment_id,
-                "code": outcome.code,
-            }
-        )
-    job = Job(str(attempt_id), request.app[ARQ], _queue_name=request.app[SETTINGS].queue_name)
-    if await job.status() in _PENDING:
-        info = await job.info()
-        if info is not None and info.args and info.args[0].get("token_id") == admission.token_id:
-            return json_response(
-                {"attempt_id": str(attempt_id), "status": "pending", "appointment_id": None, "code": None}
-            )
-    raise NotFound("no such attempt")
+    if row is None or row["token_id"] != admission.token_id:
+        raise NotFound("no such attempt")
+    outcome = BookingOutcome.from_row(row)
+    return json_response(
+        {
+            "attempt_id": outcome.attempt_id,
+            "status": outcome.status,
+            "appointment_id": outcome.appointment_id,
+            "code": outcome.code,
+        }
+    )
 
 
 def _appointment_json(row: Any) -> dict[str, Any]:

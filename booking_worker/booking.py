@@ -14,6 +14,7 @@ serialisation failures, deadlocks and lost connections raise arq's ``Retry``.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any
@@ -35,6 +36,8 @@ from shared.booking import (
     utc_iso,
 )
 from shared.metrics import Metrics
+
+log = logging.getLogger("surgegate.booking_worker")
 
 _CONSTRAINT_CODES = {
     "appointments_token_once": ADMISSION_USED,
@@ -60,19 +63,19 @@ async def _attempt_outcome(con: asyncpg.Connection, attempt_id: uuid.UUID) -> Bo
 async def run_attempt(con: asyncpg.Connection, job: BookingJob) -> tuple[BookingOutcome, bool]:
     """Execute the attempt inside the caller's transaction.
 
-    Returns (outcome, executed): ``executed`` is False when the attempt had already been recorded
-    and the stored outcome is returned unchanged.
+    Returns (outcome, executed): ``executed`` is False when the attempt already had its outcome,
+    which is then returned unchanged.
     """
     attempt_id = uuid.UUID(job.attempt_id)
-    claimed = await con.fetchval(
-        queries.CLAIM_ATTEMPT,
-        attempt_id,
-        job.token_id,
-        job.event_id,
-        job.slot_id,
-        bytes.fromhex(job.request_hash),
-    )
-    if not claimed:
+    status = await con.fetchval(queries.LOCK_ATTEMPT, attempt_id)
+    if status is None:
+        # Queued without being accepted through the API first (an older client, a manual enqueue).
+        await con.execute(
+            shared_queries.ACCEPT_ATTEMPT, attempt_id, job.token_id, job.event_id, job.slot_id,
+            bytes.fromhex(job.request_hash), job.to_dict(),
+        )  # fmt: skip
+        status = await con.fetchval(queries.LOCK_ATTEMPT, attempt_id)
+    if status != "pending":
         return await _attempt_outcome(con, attempt_id), False
 
     appointment_id: uuid.UUID | None = None
@@ -116,8 +119,8 @@ async def run_attempt(con: asyncpg.Connection, job: BookingJob) -> tuple[Booking
         appointment_id = None
         code = rejected.code
 
-    status = "confirmed" if code is None else "rejected"
-    await con.execute(queries.FINISH_ATTEMPT, attempt_id, status, code, appointment_id)
+    final = "confirmed" if code is None else "rejected"
+    await con.execute(queries.FINISH_ATTEMPT, attempt_id, final, code, appointment_id)
     await con.execute(
         shared_queries.INSERT_AUDIT,
         "booked" if code is None else "booking_rejected",
@@ -130,7 +133,7 @@ async def run_attempt(con: asyncpg.Connection, job: BookingJob) -> tuple[Booking
     )
     outcome = BookingOutcome(
         attempt_id=job.attempt_id,
-        status=status,
+        status=final,
         code=code,
         request_hash=job.request_hash,
         event_id=job.event_id,
@@ -168,3 +171,22 @@ async def book(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
         metrics.booking_seconds.labels(job.event_id).observe(time.perf_counter() - started)
         metrics.booking_attempts.labels(job.event_id, outcome.code or "confirmed").inc()
     return outcome.to_dict()
+
+
+async def requeue_pending(ctx: dict[str, Any], older_than_s: float = 30.0, limit: int = 1000) -> int:
+    """arq cron job: queue again every accepted attempt still pending after ``older_than_s``.
+
+    Its job may be waiting or running (then the enqueue is a no-op: same ``_job_id``), or it may be
+    gone with a Redis that lost its data; either way the attempt runs, exactly once in effect.
+    Returns how many were actually queued again.
+    """
+    pool: asyncpg.Pool = ctx["pool"]
+    async with pool.acquire() as con:
+        rows = await con.fetch(queries.STALE_PENDING, older_than_s, limit)
+    requeued = 0
+    for row in rows:
+        if await ctx["redis"].enqueue_job("book", row["job"], _job_id=str(row["attempt_id"])) is not None:
+            requeued += 1
+    if requeued:
+        log.warning("re-queued %d accepted booking attempts whose jobs were missing", requeued)
+    return requeued

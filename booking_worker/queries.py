@@ -1,12 +1,20 @@
 """SQL of the booking worker. Named statements with $n placeholders; callers own the transaction."""
 
-# Claims the attempt: inserted only by the first execution to commit. A concurrent duplicate
-# blocks on the primary key until the first commits, then inserts nothing.
-CLAIM_ATTEMPT = """
-INSERT INTO booking_attempts (attempt_id, token_id, event_id, slot_id, request_hash, status)
-VALUES ($1, $2, $3, $4, $5, 'rejected')
-ON CONFLICT (attempt_id) DO NOTHING
-RETURNING true
+# Claims the attempt: the row lock makes concurrent executions of one attempt run one at a time;
+# whoever comes second sees the first one's final status and changes nothing.
+LOCK_ATTEMPT = "SELECT status FROM booking_attempts WHERE attempt_id = $1 FOR UPDATE"
+
+FINISH_ATTEMPT = """
+UPDATE booking_attempts SET status = $2, code = $3, appointment_id = $4, job = NULL, finished_at = now()
+WHERE attempt_id = $1
+"""
+
+# Accepted attempts whose job may have been lost (Redis restarted without its data, say).
+STALE_PENDING = """
+SELECT attempt_id, job FROM booking_attempts
+WHERE status = 'pending' AND created_at < now() - make_interval(secs => $1)
+ORDER BY created_at
+LIMIT $2
 """
 
 SLOT_WITH_SITE = """
@@ -33,8 +41,4 @@ RETURNING booked
 INSERT_APPOINTMENT = """
 INSERT INTO appointments (appointment_id, event_id, slot_id, token_id, person_ref, person_sealed, status)
 VALUES ($1, $2, $3, $4, $5, $6, 'confirmed')
-"""
-
-FINISH_ATTEMPT = """
-UPDATE booking_attempts SET status = $2, code = $3, appointment_id = $4 WHERE attempt_id = $1
 """

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any, ClassVar, cast
 
 from aiohttp import web
-from arq import func
+from arq import cron, func
 from arq.worker import Worker, create_worker
 
-from booking_worker.booking import book
+from booking_worker.booking import book, requeue_pending
 from shared.db import create_pool
 from shared.http import healthz, metrics_handler
 from shared.metrics import Metrics
@@ -49,6 +49,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 class WorkerSettings:
     functions: ClassVar[list[Any]] = [func(book, name="book", max_tries=10)]
+    cron_jobs: ClassVar[list[Any]] = [cron(requeue_pending, second={0, 30}, unique=True, run_at_startup=True)]
     on_startup = startup
     on_shutdown = shutdown
     max_jobs = MAX_JOBS

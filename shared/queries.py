@@ -1,5 +1,13 @@
 """SQL used by more than one process. Named statements; callers own the transaction."""
 
+# Accept an attempt: durable before it is queued. Inserts nothing if the attempt id exists.
+ACCEPT_ATTEMPT = """
+INSERT INTO booking_attempts (attempt_id, token_id, event_id, slot_id, request_hash, status, job)
+VALUES ($1, $2, $3, $4, $5, 'pending', $6)
+ON CONFLICT (attempt_id) DO NOTHING
+RETURNING true
+"""
+
 # An attempt with what the client needs to hear again (appointment, slot, site: NULL if rejected).
 ATTEMPT_OUTCOME = """
 SELECT a.attempt_id, a.status, a.code, a.request_hash, a.event_id, a.appointment_id, a.slot_id, a.token_id,

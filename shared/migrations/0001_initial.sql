@@ -60,12 +60,17 @@ CREATE TABLE booking_attempts (
     token_id        text NOT NULL,
     event_id        text NOT NULL,
     slot_id         text NOT NULL,
-    request_hash    bytea NOT NULL,
-    status          text NOT NULL CHECK (status IN ('confirmed', 'rejected')),
+    request_hash    bytea NOT NULL,     -- keyed digest of the request body (idempotency conflicts)
+    -- pending: accepted by the API, durable here before it is queued; then exactly one final outcome
+    status          text NOT NULL CHECK (status IN ('pending', 'confirmed', 'rejected')),
     code            text,
     appointment_id  uuid REFERENCES appointments (appointment_id),
-    created_at      timestamptz NOT NULL DEFAULT now()
+    job             jsonb,              -- the queued job (person data only as ciphertext); cleared when final
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    finished_at     timestamptz,
+    CONSTRAINT booking_attempts_final_has_no_job CHECK (status = 'pending' OR job IS NULL)
 );
+CREATE INDEX booking_attempts_pending ON booking_attempts (created_at) WHERE status = 'pending';
 
 CREATE TABLE audit_log (
     audit_id        bigserial PRIMARY KEY,

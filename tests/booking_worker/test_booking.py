@@ -11,8 +11,10 @@ import asyncpg
 from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 from arq.jobs import Job
+from redis.asyncio import Redis
 
-from booking_worker.booking import book, run_attempt
+from admission.app import create_app as create_api
+from booking_worker.booking import book, requeue_pending, run_attempt
 from shared.booking import BookingJob, attempt_id_for
 from shared.metrics import Metrics
 from shared.persons import PersonVault
@@ -26,6 +28,7 @@ from tests.conftest import (
     run_burst,
     running_worker,
     seed_site_and_slot,
+    serve,
 )
 
 
@@ -176,3 +179,32 @@ async def test_resubmit_with_same_idempotency_key_books_once(
     assert later.status == 201
     assert later_body == bodies[0]
     assert await counts(pool) == (1, 1, 1)
+
+
+async def test_an_accepted_attempt_survives_redis_losing_its_job(
+    settings: Settings, codec: TokenCodec, pool: asyncpg.Pool, redis: Redis
+) -> None:
+    from dataclasses import replace
+
+    slot_id = await seed_site_and_slot(pool)
+    token = admission_token(codec)
+    async with serve(create_api(replace(settings, booking_wait_s=0.1))) as api:  # no worker running yet
+        resp = await api.post("/api/v1/appointments", json={"slot_id": slot_id, "person": person(1)},
+                              headers=booking_headers(token, "k"))  # fmt: skip
+        accepted = await resp.json()
+        assert resp.status == 202
+        await redis.flushdb()  # the queue loses everything
+        await run_burst(settings)
+        # negative control: with the job gone, a worker alone never books it
+        assert await pool.fetchval("SELECT status FROM booking_attempts") == "pending"
+        arq = await arq_pool(settings)
+        try:
+            assert await requeue_pending({"pool": pool, "redis": arq}, older_than_s=0) == 1
+            assert await requeue_pending({"pool": pool, "redis": arq}, older_than_s=0) == 0  # already queued
+        finally:
+            await arq.aclose()
+        await run_burst(settings)
+        status = await (await api.get(accepted["status_url"], headers={"Authorization": f"Bearer {token}"})).json()
+    assert status["status"] == "confirmed"
+    assert await counts(pool) == (1, 1, 1)
+    assert await pool.fetchval("SELECT job FROM booking_attempts") is None  # ciphertext dropped once final
