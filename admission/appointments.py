@@ -150,7 +150,9 @@ async def create_appointment(request: web.Request) -> web.Response:
             return _pending(request, attempt_id, admission.event_id)
         return _answer(request, stored, request_hash)
     except (redis.exceptions.RedisError, OSError):
-        # The attempt may already be accepted; the worker's re-queue job picks it up once Redis is back.
+        if await _stored_outcome(request, attempt_id) is not None:
+            # Accepted before Redis failed: it runs once the worker's re-queue job finds Redis again.
+            return _pending(request, attempt_id, admission.event_id)
         request.app[METRICS].booking_requests.labels(admission.event_id, "overloaded").inc()
         raise Overloaded("the booking queue is unavailable; retry with the same Idempotency-Key") from None
     except Overloaded:

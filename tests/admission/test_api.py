@@ -283,10 +283,17 @@ async def test_redis_down_is_503_overloaded_and_queue_limit_sheds(
         resp = await client.post("/api/v1/appointments", json=body, headers=booking_headers(admission_token(codec)))
         assert_problem(resp.status, await resp.json(), 503, "overloaded")
         assert int(resp.headers["Retry-After"]) > 0
-    async with serve(create_app(replace(settings, redis_url=own_valkey.url))) as client:
+    accepted_headers = booking_headers(admission_token(codec))
+    async with serve(create_app(replace(settings, redis_url=own_valkey.url, booking_wait_s=0.1))) as client:
+        resp = await client.post("/api/v1/appointments", json=body, headers=accepted_headers)
+        assert resp.status == 202  # accepted (no worker on this Redis), durable in PostgreSQL
         own_valkey.stop()
         resp = await client.post("/api/v1/appointments", json=body, headers=booking_headers(admission_token(codec)))
         assert_problem(resp.status, await resp.json(), 503, "overloaded")
         assert "Retry-After" in resp.headers
+        # the accepted one is still pending, not refused, while Redis is down
+        resp = await client.post("/api/v1/appointments", json=body, headers=accepted_headers)
+        assert resp.status == 202
         assert (await client.get("/readyz")).status == 503
     assert await pool.fetchval("SELECT count(*) FROM appointments") == 0
+    assert await pool.fetchval("SELECT count(*) FROM booking_attempts WHERE status = 'pending'") == 1
