@@ -8,11 +8,14 @@ import uuid
 from typing import Any
 
 import asyncpg
+import pytest
 from aiohttp.test_utils import TestClient
+from arq import Retry
 from arq.connections import ArqRedis
 from arq.jobs import Job
 from redis.asyncio import Redis
 
+import booking_worker.booking as booking_module
 from admission.app import create_app as create_api
 from booking_worker.booking import book, requeue_pending, run_attempt
 from shared.booking import BookingJob, attempt_id_for
@@ -74,7 +77,7 @@ async def test_duplicate_enqueue_is_a_no_op_and_books_once(settings: Settings, p
         assert second is None
         metrics = Metrics()
         worker = await run_burst(settings, metrics)
-        assert worker.jobs_complete == 1
+        assert worker.jobs_complete == 2  # the book job, once, and the re-queue cron run at startup
         result = await Job(job.attempt_id, arq, _queue_name=settings.queue_name).result(timeout=5)
         assert result["status"] == "confirmed"
         # after completion a further enqueue is also refused while the result is kept
@@ -208,3 +211,20 @@ async def test_an_accepted_attempt_survives_redis_losing_its_job(
     assert status["status"] == "confirmed"
     assert await counts(pool) == (1, 1, 1)
     assert await pool.fetchval("SELECT job FROM booking_attempts") is None  # ciphertext dropped once final
+
+
+@pytest.mark.parametrize("error", [asyncpg.SerializationError, asyncpg.DeadlockDetectedError])
+async def test_serialization_and_deadlock_errors_retry_and_leave_nothing(
+    pool: asyncpg.Pool, clean: None, monkeypatch: pytest.MonkeyPatch, error: type[Exception]
+) -> None:
+    slot_id = await seed_site_and_slot(pool)
+
+    async def conflicting_take_seat(con: asyncpg.Connection, slot: uuid.UUID) -> bool:
+        raise error("could not serialize access")
+
+    monkeypatch.setattr(booking_module, "take_seat", conflicting_take_seat)
+    with pytest.raises(Retry):
+        await book(ctx(pool, Metrics()), job_for(slot_id).to_dict())
+    assert await counts(pool) == (0, 0, 0)  # rolled back whole: the retry starts from scratch
+    monkeypatch.undo()
+    assert (await book(ctx(pool, Metrics()), job_for(slot_id).to_dict()))["status"] == "confirmed"
