@@ -157,7 +157,8 @@ async def edge(settings: Settings, clock: FakeClock) -> AsyncIterator[TestClient
 
 def make_worker(settings: Settings, metrics: Metrics | None = None, **overrides: Any) -> Worker:
     ctx: dict[str, Any] = {"serve_metrics": False, "metrics": metrics or Metrics()}
-    options: dict[str, Any] = {"handle_signals": False, "poll_delay": 0.01, **overrides}
+    # No cron in test workers: tests that need the re-queue job call it directly, deterministically.
+    options: dict[str, Any] = {"handle_signals": False, "poll_delay": 0.01, "cron_jobs": [], **overrides}
     return build_worker(settings, ctx=ctx, **options)
 
 
