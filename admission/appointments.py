@@ -25,8 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from admission import queries
 from admission.keys import ARQ, METRICS, POOL, SETTINGS, VAULT, admission_of
+from admission.search import slot_place_and_time
 from shared import queries as shared_queries
-from shared.booking import BookingJob, BookingOutcome, attempt_id_for, local_iso, utc_iso
+from shared.booking import BookingJob, BookingOutcome, attempt_id_for, utc_iso
 from shared.errors import BookingRejected, IdempotencyConflict, NotFound, Overloaded, ValidationFailed
 from shared.http import json_response, read_json
 
@@ -213,12 +214,7 @@ def _appointment_json(row: Any) -> dict[str, Any]:
         "appointment_id": str(row["appointment_id"]),
         "status": row["status"],
         "event_id": row["event_id"],
-        "slot_id": str(row["slot_id"]),
-        "site_id": row["site_id"],
-        "starts_at": utc_iso(row["starts_at"]),
-        "ends_at": utc_iso(row["ends_at"]),
-        "local_starts_at": local_iso(row["starts_at"], row["timezone"]),
-        "timezone": row["timezone"],
+        **slot_place_and_time(row),
         "created_at": utc_iso(row["created_at"]),
         "cancelled_at": None if row["cancelled_at"] is None else utc_iso(row["cancelled_at"]),
     }

@@ -69,7 +69,8 @@ async def list_sites(request: web.Request) -> web.Response:
     return json_response({"sites": sites})
 
 
-def slot_json(row: Any) -> dict[str, Any]:
+def slot_place_and_time(row: Any) -> dict[str, Any]:
+    """Where and when, in UTC and the site's zone, from a row with slot and site columns."""
     return {
         "slot_id": str(row["slot_id"]),
         "site_id": row["site_id"],
@@ -77,9 +78,11 @@ def slot_json(row: Any) -> dict[str, Any]:
         "ends_at": utc_iso(row["ends_at"]),
         "local_starts_at": local_iso(row["starts_at"], row["timezone"]),
         "timezone": row["timezone"],
-        "capacity": row["capacity"],
-        "remaining": row["capacity"] - row["booked"],
     }
+
+
+def slot_json(row: Any) -> dict[str, Any]:
+    return {**slot_place_and_time(row), "capacity": row["capacity"], "remaining": row["capacity"] - row["booked"]}
 
 
 async def list_slots(request: web.Request) -> web.Response:

@@ -32,7 +32,6 @@ async def join(request: web.Request) -> web.Response:
     if request.can_read_body:
         await read_json(request, JoinRequest)
     room = request.app[ROOM]
-    room.event(event_id)  # 404 before anything else
     ticket, status = await room.join(event_id, presented_ticket(request, event_id))
     resp = json_response({"ticket": ticket, **status.to_json()}, status=201, headers=NO_STORE)
     resp.set_cookie(
@@ -50,7 +49,7 @@ async def join(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     event_id = request.match_info["event_id"]
     room = request.app[ROOM]
-    room.event(event_id)
+    room.event(event_id)  # an unknown event is 404 even without a ticket
     ticket = presented_ticket(request, event_id)
     if ticket is None:
         raise TicketInvalid("present your ticket as a Bearer token or the queue cookie")
