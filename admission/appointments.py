@@ -93,6 +93,11 @@ _REJECTION_DETAIL = {
 }
 
 
+def _answerable(stored: BookingOutcome, request_hash: str) -> bool:
+    """A stored attempt answers this request now: it has its outcome, or its body differs (a conflict)."""
+    return stored.status != "pending" or not hmac.compare_digest(stored.request_hash, request_hash)
+
+
 async def _stored_outcome(request: web.Request, attempt_id: uuid.UUID) -> BookingOutcome | None:
     async with request.app[POOL].acquire() as con:
         row = await con.fetchrow(shared_queries.ATTEMPT_OUTCOME, attempt_id)
@@ -111,10 +116,8 @@ async def create_appointment(request: web.Request) -> web.Response:
     attempt_id = attempt_id_for(admission.token_id, key)
 
     stored = await _stored_outcome(request, attempt_id)
-    if stored is not None and stored.status != "pending":
+    if stored is not None and _answerable(stored, request_hash):
         return _answer(request, stored, request_hash)
-    if stored is not None and not hmac.compare_digest(stored.request_hash, request_hash):
-        return _answer(request, stored, request_hash)  # same key, different body: a conflict
 
     job = BookingJob(
         attempt_id=str(attempt_id),
@@ -137,8 +140,7 @@ async def create_appointment(request: web.Request) -> web.Response:
             # Accepted = durable: from here on the attempt runs even if Redis loses its job.
             if not await _accept(request, job):
                 raced = await _stored_outcome(request, attempt_id)  # a concurrent request with this key won
-                assert raced is not None
-                if raced.status != "pending" or not hmac.compare_digest(raced.request_hash, request_hash):
+                if raced is not None and _answerable(raced, request_hash):
                     return _answer(request, raced, request_hash)
         await arq.enqueue_job("book", job.to_dict(), _job_id=str(attempt_id))
         result = await Job(str(attempt_id), arq, _queue_name=settings.queue_name).result(

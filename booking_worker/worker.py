@@ -54,7 +54,9 @@ class WorkerSettings:
     on_shutdown = shutdown
     max_jobs = MAX_JOBS
     job_timeout = 60
-    keep_result = 3600
+    # Long enough for the API's wait; the outcome itself lives in PostgreSQL. A job that failed all
+    # its tries is re-queued by requeue_pending once its failed result has expired.
+    keep_result = 300
     poll_delay = 0.02
     # Results hold no identity data, but keep logs lean on the hottest job anyway.
     log_results = False
