@@ -131,6 +131,7 @@ async def run_attempt(con: asyncpg.Connection, job: BookingJob) -> tuple[Booking
         job.token_id,
         {} if code is None else {"code": code},
     )
+    booked = slot if code is None else None  # where and when, for a confirmation only
     outcome = BookingOutcome(
         attempt_id=job.attempt_id,
         status=final,
@@ -139,9 +140,9 @@ async def run_attempt(con: asyncpg.Connection, job: BookingJob) -> tuple[Booking
         event_id=job.event_id,
         appointment_id=None if appointment_id is None else str(appointment_id),
         slot_id=job.slot_id,
-        site_id=None if code is not None or slot is None else slot["site_id"],
-        starts_at=None if code is not None or slot is None else utc_iso(slot["starts_at"]),
-        local_starts_at=None if code is not None or slot is None else local_iso(slot["starts_at"], slot["timezone"]),
+        site_id=None if booked is None else booked["site_id"],
+        starts_at=None if booked is None else utc_iso(booked["starts_at"]),
+        local_starts_at=None if booked is None else local_iso(booked["starts_at"], booked["timezone"]),
     )
     return outcome, True
 
