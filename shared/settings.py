@@ -60,6 +60,8 @@ class Settings:
     max_queue_depth: int = 50_000
     queue_name: str = "surgegate:booking"
     edge_tick_s: float = 0.1
+    # Polls per second all waiters of one event may send together (see waitingroom/polling.py).
+    poll_budget_per_s: float = 2000.0
     event_refresh_s: float = 1.0
     token_leeway_s: int = 5
     log_level: str = "INFO"
@@ -91,6 +93,7 @@ class Settings:
             public_api_url=env.get("SURGEGATE_PUBLIC_API_URL") or None,
             cors_origins=origins,
             booking_wait_s=float(env.get("SURGEGATE_BOOKING_WAIT_S", "2.0")),
+            poll_budget_per_s=float(env.get("SURGEGATE_POLL_BUDGET_PER_S", "2000")),
             log_level=env.get("SURGEGATE_LOG_LEVEL", "INFO").upper(),
         )
 

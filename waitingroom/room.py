@@ -27,14 +27,15 @@ from shared.metrics import Metrics
 from shared.settings import Settings
 from shared.tokens import Ticket, TokenCodec
 from waitingroom.events import Event, EventUpdate, get_event, list_events, save_event
+from waitingroom.polling import poll_after_ms
 from waitingroom.queue import QueueState, QueueStore
 
 log = logging.getLogger("surgegate.waitingroom")
 
 Clock = Callable[[], float]
 
-MIN_POLL_MS = 1_000
-MAX_POLL_MS = 30_000
+# An admitted or expired visitor has nothing to wait for: the page stops polling anyway.
+IDLE_POLL_MS = 30_000
 
 
 class EventNotOpen(DomainError):
@@ -65,13 +66,6 @@ class Status:
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
-
-
-def poll_after_ms(eta_seconds: float | None) -> int:
-    """Ask for about ten polls over the remaining wait, between 1 s and 30 s apart."""
-    if eta_seconds is None:
-        return 15_000
-    return int(min(MAX_POLL_MS, max(MIN_POLL_MS, eta_seconds * 100)))
 
 
 class Room:
@@ -209,12 +203,12 @@ class Room:
                 assert event.opens_at is not None
                 until_open = event.opens_at.timestamp() - now
                 eta = None if eta is None else round(eta + until_open, 1)
-                return Status("prequeue", position, eta, poll_after_ms(until_open))
-            return Status("waiting", position, eta, poll_after_ms(eta))
+                return Status("prequeue", position, eta, self._poll_after(position, state, until_open))
+            return Status("waiting", position, eta, self._poll_after(position, state, eta))
         admitted_at = await self.queue.admitted_at(event.event_id, ticket.visitor_id, now)
         expires_at = admitted_at + event.admission_ttl_s
         if now > expires_at:
-            return Status("expired", None, None, MAX_POLL_MS)
+            return Status("expired", None, None, IDLE_POLL_MS)
         token = self.codec.sign_admission(
             event_id=event.event_id, visitor_id=ticket.visitor_id, scope=event.site_ids, expires_at=expires_at
         )
@@ -222,7 +216,7 @@ class Room:
             "admitted",
             0,
             0.0,
-            MAX_POLL_MS,
+            IDLE_POLL_MS,
             admission_token=token,
             admission_expires_at=_iso(expires_at),
             booking_url=f"{self.settings.api_url}/api/v1",
@@ -233,6 +227,9 @@ class Room:
         await self.queue.ping()
         async with self.pool.acquire() as con:
             await con.fetchval("SELECT 1")
+
+    def _poll_after(self, position: int, state: QueueState, eta: float | None) -> int:
+        return poll_after_ms(position, state.waiting, self.settings.poll_budget_per_s, eta)
 
     async def stats(self, event_id: str) -> dict[str, int]:
         event = self.event(event_id)
