@@ -13,7 +13,10 @@ Users (pick with class names on the command line):
 * ``AbusiveClient`` — forged and expired tokens, tickets used as tokens, malformed and oversized
   bodies, unknown ids. Every answer must be a 4xx problem+json; a 5xx is reported as a failure.
 
-``SURGEGATE_EVENT`` selects the event (default ``demo``). Person data is synthetic.
+``SURGEGATE_EVENT`` selects the event (default ``demo``). Person data is synthetic. Each simulated
+user sends its own ``X-Forwarded-For`` address (198.18.0.0/15, the benchmarking range); start the
+servers with ``SURGEGATE_TRUSTED_PROXIES=127.0.0.1/32`` so the per-client join limit sees thousands of
+clients, as in a real opening, instead of one loopback address.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class QueueThenBook(HttpUser):
     rejoin_after_booking = False
 
     def on_start(self) -> None:
+        self.client.headers["X-Forwarded-For"] = f"198.18.{random.randrange(512) // 2}.{random.randrange(1, 255)}"
         self.admission: dict[str, Any] | None = None
         self.booked = False
         with self.client.post(f"/api/v1/events/{EVENT}/join", name="join", catch_response=True) as r:

@@ -56,6 +56,13 @@ class Unauthorized(DomainError):
     code = "unauthorized"
 
 
+class RateLimited(DomainError):
+    code = "rate_limited"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail, retry_after=retry_after)
+
+
 class Overloaded(DomainError):
     code = "overloaded"
 

@@ -16,6 +16,9 @@ class Metrics:
         self.queue_joined = Counter(
             "surgegate_queue_joined", "Visitors who joined an event's queue", ["event"], registry=r
         )
+        self.join_rejected = Counter(
+            "surgegate_join_rejected", "Joins refused before taking a place, by reason", ["event", "reason"], registry=r
+        )
         self.admitted = Counter(
             "surgegate_admitted",
             "Queue positions admitted (serving position advanced)",

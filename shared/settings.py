@@ -62,6 +62,11 @@ class Settings:
     edge_tick_s: float = 0.1
     # Polls per second all waiters of one event may send together (see waitingroom/polling.py).
     poll_budget_per_s: float = 2000.0
+    # Joins per client (IPv4 address or IPv6 /64): a burst, refilled per minute; 0 disables.
+    join_limit_per_min: float = 30.0
+    join_limit_burst: int = 10
+    # Proxies whose X-Forwarded-For is believed (CIDRs), e.g. the load balancer's addresses.
+    trusted_proxies: tuple[str, ...] = ()
     event_refresh_s: float = 1.0
     token_leeway_s: int = 5
     log_level: str = "INFO"
@@ -94,6 +99,9 @@ class Settings:
             cors_origins=origins,
             booking_wait_s=float(env.get("SURGEGATE_BOOKING_WAIT_S", "2.0")),
             poll_budget_per_s=float(env.get("SURGEGATE_POLL_BUDGET_PER_S", "2000")),
+            join_limit_per_min=float(env.get("SURGEGATE_JOIN_LIMIT_PER_MIN", "30")),
+            join_limit_burst=int(env.get("SURGEGATE_JOIN_LIMIT_BURST", "10")),
+            trusted_proxies=tuple(p.strip() for p in env.get("SURGEGATE_TRUSTED_PROXIES", "").split(",") if p.strip()),
             log_level=env.get("SURGEGATE_LOG_LEVEL", "INFO").upper(),
         )
 

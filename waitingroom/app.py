@@ -14,10 +14,11 @@ from shared.db import create_pool
 from shared.http import healthz, json_response, metrics_handler, problem_middleware
 from shared.metrics import Metrics
 from shared.redis import create_redis
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 from shared.tokens import TokenCodec
 from waitingroom import admin, page, views
-from waitingroom.keys import METRICS, ROOM, SETTINGS
+from waitingroom.keys import LIMITER, METRICS, ROOM, SETTINGS, TRUSTED_PROXIES
+from waitingroom.limits import JoinLimiter, parse_networks
 from waitingroom.page import STATIC
 from waitingroom.room import Clock, Room
 
@@ -35,6 +36,10 @@ def create_app(
     app = web.Application(middlewares=[problem_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[METRICS] = metrics or Metrics()
+    try:
+        app[TRUSTED_PROXIES] = parse_networks(settings.trusted_proxies)
+    except ValueError as exc:
+        raise SettingsError(f"SURGEGATE_TRUSTED_PROXIES: {exc}") from None
 
     async def resources_ctx(app: web.Application) -> AsyncIterator[None]:
         pool = await create_pool(settings.require_database(), min_size=1, max_size=4)
@@ -43,6 +48,7 @@ def create_app(
         room = Room(settings=settings, pool=pool, redis=redis, codec=codec, metrics=app[METRICS], clock=clock)
         await room.refresh_events()
         app[ROOM] = room
+        app[LIMITER] = JoinLimiter(redis, per_minute=settings.join_limit_per_min, burst=settings.join_limit_burst)
         ticker = asyncio.create_task(room.run()) if run_ticker else None
         try:
             yield

@@ -6,8 +6,11 @@ from aiohttp import web
 
 from shared.metrics import Metrics
 from shared.settings import Settings
+from waitingroom.limits import IPNetwork, JoinLimiter
 from waitingroom.room import Room
 
 ROOM = web.AppKey("room", Room)
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
+LIMITER = web.AppKey("join_limiter", JoinLimiter)
+TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple[IPNetwork, ...])

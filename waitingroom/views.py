@@ -5,9 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
-from shared.errors import TicketInvalid
+from shared.errors import RateLimited, TicketInvalid
 from shared.http import bearer, json_response, read_json
-from waitingroom.keys import ROOM
+from waitingroom.keys import LIMITER, METRICS, ROOM, TRUSTED_PROXIES
+from waitingroom.limits import client_key
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -32,6 +33,15 @@ async def join(request: web.Request) -> web.Response:
     if request.can_read_body:
         await read_json(request, JoinRequest)
     room = request.app[ROOM]
+    room.event(event_id)  # unknown events are 404 and spend nobody's join allowance
+    limiter = request.app[LIMITER]
+    if limiter.enabled:
+        trusted = request.app[TRUSTED_PROXIES]
+        client = client_key(request.remote, request.headers.get("X-Forwarded-For"), trusted)
+        verdict = await limiter.check(client, room.clock())
+        if not verdict.allowed:
+            request.app[METRICS].join_rejected.labels(event_id, "rate_limited").inc()
+            raise RateLimited("too many joins from your network; try again shortly", retry_after=verdict.retry_after_s)
     ticket, status = await room.join(event_id, presented_ticket(request, event_id))
     resp = json_response({"ticket": ticket, **status.to_json()}, status=201, headers=NO_STORE)
     resp.set_cookie(
