@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from shared.settings import Settings, SettingsError
+from surgegate import event_cli
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -135,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="load the demo event, three sites and a week of slots")
     p.add_argument("--database-url", help="PostgreSQL DSN (default SURGEGATE_DATABASE_URL)")
     p.set_defaults(func=cmd_seed)
+
+    event_cli.add_parser(sub)
 
     p = sub.add_parser(
         "up",
