@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from importlib import resources
 from pathlib import Path
 
 from aiohttp import web
@@ -21,6 +22,12 @@ from waitingroom.keys import LIMITER, METRICS, ROOM, SETTINGS, TRUSTED_PROXIES
 from waitingroom.limits import JoinLimiter, parse_networks
 from waitingroom.page import STATIC
 from waitingroom.room import Clock, Room
+
+_OPENAPI = (resources.files("waitingroom") / "openapi.json").read_bytes()
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=_OPENAPI, content_type="application/json")
 
 
 def create_app(
@@ -76,4 +83,5 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler(app[METRICS]))
+    app.router.add_get("/openapi.json", openapi)
     return app
