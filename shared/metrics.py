@@ -28,6 +28,12 @@ class Metrics:
         self.queue_waiting = Gauge(
             "surgegate_queue_waiting", "Visitors waiting (joined minus admitted)", ["event"], registry=r
         )
+        self.queue_restored = Counter(
+            "surgegate_queue_restored",
+            "Times an event's queue state was missing in Redis and was resumed from a checkpoint",
+            ["event"],
+            registry=r,
+        )
         self.admission_rate = Gauge(
             "surgegate_admission_rate_per_s",
             "Configured admission rate (0 while paused)",

@@ -68,6 +68,8 @@ class Settings:
     # Proxies whose X-Forwarded-For is believed (CIDRs), e.g. the load balancer's addresses.
     trusted_proxies: tuple[str, ...] = ()
     event_refresh_s: float = 1.0
+    # How often each edge saves where every queue stands (the restore point if Redis loses it).
+    checkpoint_interval_s: float = 1.0
     token_leeway_s: int = 5
     log_level: str = "INFO"
 

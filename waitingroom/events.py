@@ -138,6 +138,23 @@ class EventUpdate(BaseModel):
         return replace(base, event_id=event_id, **changes)
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where an event's queue stood at ``taken_at`` (see queries.SAVE_CHECKPOINT)."""
+
+    joined: int
+    served: float
+    join_rate: float
+    taken_at: float
+
+
+async def load_checkpoints(con: asyncpg.Connection) -> dict[str, Checkpoint]:
+    return {
+        r["event_id"]: Checkpoint(r["joined"], r["served"], r["join_rate"], r["taken_at"])
+        for r in await con.fetch(queries.LIST_CHECKPOINTS)
+    }
+
+
 async def get_event(con: asyncpg.Connection, event_id: str) -> Event | None:
     row = await con.fetchrow(queries.GET_EVENT, event_id)
     return None if row is None else Event.from_row(row)

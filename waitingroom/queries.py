@@ -25,3 +25,16 @@ RETURNING {EVENT_COLUMNS}
 """
 
 COUNT_EVENTS = "SELECT count(*) FROM events"
+
+# Monotonic merge: whichever edge saw the queue further along wins, field by field.
+SAVE_CHECKPOINT = """
+INSERT INTO queue_checkpoints AS c (event_id, joined, served, join_rate, taken_at)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (event_id) DO UPDATE SET
+    joined = GREATEST(c.joined, EXCLUDED.joined),
+    served = GREATEST(c.served, EXCLUDED.served),
+    join_rate = EXCLUDED.join_rate,
+    taken_at = GREATEST(c.taken_at, EXCLUDED.taken_at)
+"""
+
+LIST_CHECKPOINTS = "SELECT event_id, joined, served, join_rate, taken_at FROM queue_checkpoints"

@@ -28,9 +28,13 @@ local t = tonumber(h[3]) or now
 local rate = tonumber(h[4])
 local paused = h[5]
 local opens = tonumber(h[6])
+local restored = 0
 if rate == nil then
-  -- fresh state: take the configuration the caller read from the database
+  -- no state: a new event, or a Redis that lost its data. Take the configuration the caller read
+  -- from the database and resume from where the caller knows the queue at least stood.
   rate = tonumber(ARGV[3]); paused = ARGV[4]; opens = tonumber(ARGV[5])
+  joined = tonumber(ARGV[6]); served = tonumber(ARGV[7]); t = now
+  if joined > 0 then restored = 1 end
 end
 local before = math.floor(served)
 local from = math.max(t, opens)
@@ -47,7 +51,7 @@ redis.call('HSET', key, 'joined', tostring(joined), 'served', string.format(fmt,
   't', string.format(fmt, t), 'rate', string.format(fmt, rate), 'paused', paused,
   'opens', string.format(fmt, opens))
 return {tostring(joined), string.format(fmt, served), tostring(math.floor(served) - before),
-  string.format(fmt, rate), paused}
+  string.format(fmt, rate), paused, restored}
 """
 
 
@@ -58,6 +62,7 @@ class QueueState:
     newly_admitted: int
     rate_per_s: float
     paused: bool
+    restored: bool = False  # this call found no state and resumed from the caller's restore point
 
     @property
     def admitted(self) -> int:
@@ -73,6 +78,10 @@ class QueueConfig:
     rate_per_s: float
     paused: bool
     opens_at: float  # epoch seconds; 0 when open from the start
+    # Used only when Redis holds no state: arrivals numbered so far (new numbers start above it)
+    # and the serving position to resume from (at least as far as anyone was admitted).
+    restore_joined: int = 0
+    restore_served: float = 0.0
 
 
 class QueueStore:
@@ -87,7 +96,7 @@ class QueueStore:
         return f"{self._prefix}:q:{event_id}"
 
     async def _run(self, mode: str, event_id: str, now: float, config: QueueConfig) -> QueueState:
-        joined, served, new, rate, paused = await self._script(
+        joined, served, new, rate, paused, restored = await self._script(
             keys=[self._key(event_id)],
             args=[
                 mode,
@@ -95,6 +104,8 @@ class QueueStore:
                 repr(config.rate_per_s),
                 "1" if config.paused else "0",
                 repr(config.opens_at),
+                str(config.restore_joined),
+                repr(config.restore_served),
             ],
         )
         return QueueState(
@@ -103,6 +114,7 @@ class QueueStore:
             newly_admitted=int(new),
             rate_per_s=float(rate),
             paused=paused in (b"1", "1"),
+            restored=bool(int(restored)),
         )
 
     async def advance(self, event_id: str, now: float, config: QueueConfig) -> QueueState:

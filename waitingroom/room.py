@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,16 +24,21 @@ import asyncpg
 from redis.asyncio import Redis
 
 from shared.errors import DomainError, EventClosed, NotFound, TicketInvalid, ValidationFailed
+from shared.http import BACKEND_UNAVAILABLE
 from shared.metrics import Metrics
 from shared.settings import Settings
 from shared.tokens import Ticket, TokenCodec
-from waitingroom.events import Event, EventUpdate, get_event, list_events, save_event
+from waitingroom.events import Checkpoint, Event, EventUpdate, get_event, list_events, load_checkpoints, save_event
 from waitingroom.polling import poll_after_ms
-from waitingroom.queue import QueueState, QueueStore
+from waitingroom.queries import SAVE_CHECKPOINT
+from waitingroom.queue import QueueConfig, QueueState, QueueStore
 
 log = logging.getLogger("surgegate.waitingroom")
 
 Clock = Callable[[], float]
+
+# Extra arrival numbers skipped on a restore, beyond the estimate of joins we may not have seen.
+RESTORE_SLACK = 10
 
 # An admitted or expired visitor has nothing to wait for: the page stops polling anyway.
 IDLE_POLL_MS = 30_000
@@ -87,6 +93,11 @@ class Room:
         self.clock = clock
         self._events: dict[str, Event] = {}
         self._states: dict[str, QueueState] = {}
+        self._state_at: dict[str, float] = {}  # queue-clock time of each snapshot
+        self._checkpoints: dict[str, Checkpoint] = {}
+        self._join_rates: dict[str, float] = {}
+        self._checkpointed: dict[str, tuple[float, int]] = {}  # (time, joined) at this edge's last save
+        self._redis_lost_at: float | None = None
         self._events_loaded_at = float("-inf")
 
     # --- events -------------------------------------------------------------------------------
@@ -94,7 +105,9 @@ class Room:
     async def refresh_events(self) -> None:
         async with self.pool.acquire() as con:
             events = await list_events(con)
+            checkpoints = await load_checkpoints(con)
         self._events = {e.event_id: e for e in events}
+        self._checkpoints = checkpoints
         self._events_loaded_at = time.monotonic()
 
     def event(self, event_id: str) -> Event:
@@ -116,32 +129,93 @@ class Room:
             except ValueError as exc:
                 raise ValidationFailed(str(exc)) from None
             event = await save_event(con, event)
-        state = await self.queue.configure(event_id, self.clock(), event.queue_config)
+        now = self.clock()
+        state = await self.queue.configure(event_id, now, self._config(event, now))
         self._events[event_id] = event
-        self._remember(event_id, state)
+        self._remember(event_id, state, now)
         return event
 
     # --- the admission ticker -----------------------------------------------------------------
 
-    def _remember(self, event_id: str, state: QueueState) -> None:
+    def _remember(self, event_id: str, state: QueueState, now: float) -> None:
+        if state.restored:
+            log.warning("queue state of %r was missing in Redis; resumed at %d joined, %.1f served",
+                        event_id, state.joined, state.served)  # fmt: skip
+            self.metrics.queue_restored.labels(event_id).inc()
         if state.newly_admitted:
             self.metrics.admitted.labels(event_id).inc(state.newly_admitted)
         previous = self._states.get(event_id)
         # Snapshots can arrive out of order (a join racing a tick); keep the most advanced one.
         if previous is None or (state.served, state.joined) >= (previous.served, previous.joined):
             self._states[event_id] = state
+            self._state_at[event_id] = now
             self.metrics.queue_waiting.labels(event_id).set(state.waiting)
             self.metrics.admission_rate.labels(event_id).set(0 if state.paused else state.rate_per_s)
 
     async def tick(self) -> None:
-        """Advance every live event's serving position once (one Redis call per event)."""
+        """Advance every live event's serving position once (one Redis call per event), and
+        checkpoint where each queue stands into PostgreSQL every ``checkpoint_interval_s``."""
         if time.monotonic() - self._events_loaded_at >= self.settings.event_refresh_s:
             await self.refresh_events()
         now = self.clock()
-        for event in list(self._events.values()):
-            if event.phase(now) == "closed":
-                continue
-            self._remember(event.event_id, await self.queue.advance(event.event_id, now, event.queue_config))
+        try:
+            for event in list(self._events.values()):
+                if event.phase(now) == "closed":
+                    continue
+                state = await self.queue.advance(event.event_id, now, self._config(event, now))
+                self._remember(event.event_id, state, now)
+        except BACKEND_UNAVAILABLE:
+            # From here on nobody can join or be admitted, so the queue stands still until Redis is back.
+            if self._redis_lost_at is None:
+                self._redis_lost_at = now
+            raise
+        self._redis_lost_at = None
+        await self._checkpoint(now)
+
+    async def _checkpoint(self, now: float) -> None:
+        due = [
+            (event_id, state)
+            for event_id, state in self._states.items()
+            if now - self._checkpointed.get(event_id, (float("-inf"), 0))[0] >= self.settings.checkpoint_interval_s
+        ]
+        if not due:
+            return
+        rows = []
+        for event_id, state in due:
+            last_at, last_joined = self._checkpointed.get(event_id, (now, state.joined))
+            recent = (state.joined - last_joined) / (now - last_at) if now > last_at else 0.0
+            # Sized for the worst recent burst, decaying slowly: it bounds joins we may not have seen.
+            self._join_rates[event_id] = max(recent, self._join_rates.get(event_id, 0.0) * 0.9)
+            rows.append((event_id, state.joined, state.served, self._join_rates[event_id], now))
+            self._checkpointed[event_id] = (now, state.joined)
+        async with self.pool.acquire() as con:
+            await con.executemany(SAVE_CHECKPOINT, rows)
+
+    def _config(self, event: Event, now: float) -> QueueConfig:
+        """The event's queue settings plus a restore point, used only if Redis has lost the queue.
+
+        The restore point is at least where the queue stood when Redis was lost: the freshest
+        knowledge (this edge's snapshot, the shared checkpoint) moved forward by what could have
+        happened since: joins at twice the recent join rate plus a little slack (so no new arrival
+        number can equal one already on a ticket), admissions at the full rate (so nobody is admitted
+        twice; resuming a little ahead admits a few people early and skips nobody).
+        """
+        horizon = self.settings.checkpoint_interval_s + self.settings.edge_tick_s
+        known: list[tuple[int, float, float]] = []
+        state = self._states.get(event.event_id)
+        if state is not None:
+            until = self._redis_lost_at if self._redis_lost_at is not None else now
+            known.append((state.joined, state.served, until - self._state_at[event.event_id]))
+        checkpoint = self._checkpoints.get(event.event_id)
+        if checkpoint is not None:
+            known.append((checkpoint.joined, checkpoint.served, now - checkpoint.taken_at))
+        if not known:
+            return event.queue_config
+        join_rate = max(self._join_rates.get(event.event_id, 0.0), checkpoint.join_rate if checkpoint else 0.0)
+        admit_rate = 0.0 if event.paused else event.rate_per_s
+        joined = max(j + math.ceil(2 * join_rate * min(horizon, max(0.0, age))) + RESTORE_SLACK for j, _, age in known)
+        served = max(s + admit_rate * min(horizon, max(0.0, age)) for _, s, age in known)
+        return replace(event.queue_config, restore_joined=joined, restore_served=min(served, float(joined)))
 
     async def run(self) -> None:
         """Tick forever; a failing tick (Redis or PostgreSQL away) is logged and retried."""
@@ -157,8 +231,9 @@ class Room:
     async def _state(self, event: Event) -> QueueState:
         state = self._states.get(event.event_id)
         if state is None:
-            state = await self.queue.advance(event.event_id, self.clock(), event.queue_config)
-            self._remember(event.event_id, state)
+            now = self.clock()
+            state = await self.queue.advance(event.event_id, now, self._config(event, now))
+            self._remember(event.event_id, state, now)
         return state
 
     # --- visitors -----------------------------------------------------------------------------
@@ -181,8 +256,8 @@ class Room:
             else:
                 if status.state != "expired":
                     return presented, status
-        state = await self.queue.join(event_id, now, event.queue_config)
-        self._remember(event_id, state)
+        state = await self.queue.join(event_id, now, self._config(event, now))
+        self._remember(event_id, state, now)
         self.metrics.queue_joined.labels(event_id).inc()
         ticket = Ticket(event_id=event_id, visitor_id=secrets.token_urlsafe(16), seq=state.joined, issued_at=now)
         return self.codec.sign_ticket(ticket), await self._status(event, ticket, state, now)
@@ -233,6 +308,7 @@ class Room:
 
     async def stats(self, event_id: str) -> dict[str, int]:
         event = self.event(event_id)
-        state = await self.queue.advance(event_id, self.clock(), event.queue_config)
-        self._remember(event_id, state)
+        now = self.clock()
+        state = await self.queue.advance(event_id, now, self._config(event, now))
+        self._remember(event_id, state, now)
         return {"joined": state.joined, "admitted": state.admitted, "waiting": state.waiting}
