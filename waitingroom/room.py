@@ -156,7 +156,11 @@ class Room:
         """Advance every live event's serving position once (one Redis call per event), and
         checkpoint where each queue stands into PostgreSQL every ``checkpoint_interval_s``."""
         if time.monotonic() - self._events_loaded_at >= self.settings.event_refresh_s:
-            await self.refresh_events()
+            try:
+                await self.refresh_events()
+            except BACKEND_UNAVAILABLE as exc:
+                # PostgreSQL away: keep admitting on the definitions we have; retry next tick.
+                log.warning("could not reload events: %s", type(exc).__name__)
         now = self.clock()
         try:
             for event in list(self._events.values()):
@@ -170,7 +174,10 @@ class Room:
                 self._redis_lost_at = now
             raise
         self._redis_lost_at = None
-        await self._checkpoint(now)
+        try:
+            await self._checkpoint(now)
+        except BACKEND_UNAVAILABLE as exc:
+            log.warning("could not save queue checkpoints: %s", type(exc).__name__)
 
     async def _checkpoint(self, now: float) -> None:
         due = [
@@ -187,9 +194,10 @@ class Room:
             # Sized for the worst recent burst, decaying slowly: it bounds joins we may not have seen.
             self._join_rates[event_id] = max(recent, self._join_rates.get(event_id, 0.0) * 0.9)
             rows.append((event_id, state.joined, state.served, self._join_rates[event_id], now))
-            self._checkpointed[event_id] = (now, state.joined)
         async with self.pool.acquire() as con:
             await con.executemany(SAVE_CHECKPOINT, rows)
+        for event_id, state in due:
+            self._checkpointed[event_id] = (now, state.joined)
 
     def _config(self, event: Event, now: float) -> QueueConfig:
         """The event's queue settings plus a restore point, used only if Redis has lost the queue.

@@ -149,3 +149,22 @@ async def test_negative_control_without_a_restore_point_numbers_repeat(
     finally:
         await redis.aclose()
     assert state.joined == TokenCodec(settings.secret_keys).read_ticket(tickets[0]).seq == 1
+
+
+async def test_postgres_away_admissions_go_on(settings: Settings, clock: FakeClock, redis: Redis) -> None:
+    """The edge's database pool goes away (closed): joins, statuses and admissions carry on from
+    Redis and the cached event; checkpoints and event reloads are retried, not fatal."""
+    from shared.db import create_pool
+    from shared.metrics import Metrics
+    from waitingroom.events import EventUpdate
+
+    assert settings.database_url
+    pool = await create_pool(settings.database_url, min_size=1, max_size=2)
+    room = Room(settings=settings, pool=pool, redis=redis, codec=TokenCodec(settings.secret_keys),
+                metrics=Metrics(), clock=clock)  # fmt: skip
+    await room.put_event("ev", EventUpdate(name="E", rate_per_s=2.0))
+    tickets = [(await room.join("ev", None))[0] for _ in range(10)]
+    await pool.close()  # PostgreSQL unreachable from here on
+    late = (await room.join("ev", None))[0]
+    await run_for(room, clock, 3)
+    assert await states(room, [*tickets, late]) == ["admitted"] * 6 + ["waiting"] * 5
