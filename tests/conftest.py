@@ -36,7 +36,7 @@ from waitingroom.app import create_app as create_edge
 
 TEST_KEYS = (("k1", "test-secret-key-number-one"),)
 ADMIN = "test-admin-token"
-TABLES = "queue_checkpoints, audit_log, booking_attempts, appointments, slots, sites, events"
+TABLES = "lottery_draws, queue_checkpoints, audit_log, booking_attempts, appointments, slots, sites, events"
 
 
 @pytest.fixture(scope="session")

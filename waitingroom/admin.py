@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from aiohttp import web
+from pydantic import BaseModel, Field
 
-from shared.errors import ValidationFailed
-from shared.http import json_response, read_json, require_admin
-from waitingroom.events import EVENT_ID, EventUpdate
+from shared.errors import NotFound, ValidationFailed
+from shared.http import json_response, read_json, require_admin, validate
+from waitingroom.events import EVENT_ID, EventUpdate, get_draw
 from waitingroom.keys import ROOM
+from waitingroom.lottery import ALGORITHM, Lottery
 
 
 async def put_event(request: web.Request) -> web.Response:
@@ -26,4 +28,36 @@ async def get_event(request: web.Request) -> web.Response:
     require_admin(request, room.settings.admin_tokens)
     event_id = request.match_info["event_id"]
     event = room.event(event_id)
-    return json_response({**event.to_json(), "stats": await room.stats(event_id)})
+    stats = await room.stats(event_id)
+    lottery = room.lottery(event_id)
+    drawn = None if lottery is None else {"size": lottery.size, "seed": lottery.seed, "algorithm": ALGORITHM}
+    return json_response({**event.to_json(), "stats": stats, "lottery": drawn})
+
+
+class OrderPage(BaseModel):
+    offset: int = Field(default=0, ge=0)
+    limit: int = Field(default=1000, ge=1, le=10_000)
+
+
+async def get_lottery(request: web.Request) -> web.Response:
+    """The recorded pre-queue draw and the arrival numbers in drawn order (paged), for audits."""
+    room = request.app[ROOM]
+    require_admin(request, room.settings.admin_tokens)
+    event_id = request.match_info["event_id"]
+    room.event(event_id)
+    page = validate(OrderPage, dict(request.query))
+    async with room.pool.acquire() as con:
+        row = await get_draw(con, event_id)
+    if row is None:
+        raise NotFound("no lottery has been drawn for this event yet")
+    lottery = Lottery(row["size"], row["seed"])
+    return json_response(
+        {
+            "size": lottery.size,
+            "seed": lottery.seed,
+            "algorithm": row["algorithm"],
+            "recorded_at": row["recorded_at"].isoformat(),
+            "offset": page.offset,
+            "order": lottery.order(page.offset, page.limit),
+        }
+    )

@@ -77,6 +77,7 @@ def create_app(
     app.router.add_get("/api/v1/events/{event_id}/status", views.status)
     app.router.add_put("/admin/v1/events/{event_id}", admin.put_event)
     app.router.add_get("/admin/v1/events/{event_id}", admin.get_event)
+    app.router.add_get("/admin/v1/events/{event_id}/lottery", admin.get_lottery)
     app.router.add_get("/e/{event_id}", page.queue_page)
     app.router.add_get("/", page.index)
     app.router.add_static("/static", Path(str(STATIC)))

@@ -15,6 +15,7 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from waitingroom import queries
+from waitingroom.lottery import Lottery
 from waitingroom.queue import QueueConfig
 
 EVENT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -153,6 +154,14 @@ async def load_checkpoints(con: asyncpg.Connection) -> dict[str, Checkpoint]:
         r["event_id"]: Checkpoint(r["joined"], r["served"], r["join_rate"], r["taken_at"])
         for r in await con.fetch(queries.LIST_CHECKPOINTS)
     }
+
+
+async def load_draws(con: asyncpg.Connection) -> dict[str, Lottery]:
+    return {r["event_id"]: Lottery(r["size"], r["seed"]) for r in await con.fetch(queries.LIST_DRAWS)}
+
+
+async def get_draw(con: asyncpg.Connection, event_id: str) -> asyncpg.Record | None:
+    return await con.fetchrow(queries.GET_DRAW, event_id)
 
 
 async def get_event(con: asyncpg.Connection, event_id: str) -> Event | None:

@@ -38,3 +38,13 @@ ON CONFLICT (event_id) DO UPDATE SET
 """
 
 LIST_CHECKPOINTS = "SELECT event_id, joined, served, join_rate, taken_at FROM queue_checkpoints"
+
+# First writer wins: every edge sees the same draw, so later inserts change nothing.
+SAVE_DRAW = """
+INSERT INTO lottery_draws (event_id, size, seed, algorithm) VALUES ($1, $2, $3, $4)
+ON CONFLICT (event_id) DO NOTHING
+"""
+
+LIST_DRAWS = "SELECT event_id, size, seed, algorithm, recorded_at FROM lottery_draws"
+
+GET_DRAW = "SELECT event_id, size, seed, algorithm, recorded_at FROM lottery_draws WHERE event_id = $1"

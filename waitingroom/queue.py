@@ -13,21 +13,26 @@ edge applies to all of them at once. The clock is passed in by the caller (tests
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+
+from waitingroom.lottery import Lottery
 
 _SCRIPT = """
 local key = KEYS[1]
 local mode = ARGV[1]
 local now = tonumber(ARGV[2])
-local h = redis.call('HMGET', key, 'joined', 'served', 't', 'rate', 'paused', 'opens')
+local h = redis.call('HMGET', key, 'joined', 'served', 't', 'rate', 'paused', 'opens', 'pre', 'seed')
 local joined = tonumber(h[1]) or 0
 local served = tonumber(h[2]) or 0
 local t = tonumber(h[3]) or now
 local rate = tonumber(h[4])
 local paused = h[5]
 local opens = tonumber(h[6])
+local pre = tonumber(h[7])
+local seed = h[8]
 local restored = 0
 if rate == nil then
   -- no state: a new event, or a Redis that lost its data. Take the configuration the caller read
@@ -35,6 +40,17 @@ if rate == nil then
   rate = tonumber(ARGV[3]); paused = ARGV[4]; opens = tonumber(ARGV[5])
   joined = tonumber(ARGV[6]); served = tonumber(ARGV[7]); t = now
   if joined > 0 then restored = 1 end
+  if ARGV[9] ~= '' then
+    pre = tonumber(ARGV[9]); seed = ARGV[10]
+  elseif restored == 1 and (opens == 0 or now >= opens) then
+    pre = 0; seed = ARGV[8]  -- opened, but no draw on record: keep arrival order, never reshuffle
+  end
+end
+-- The pre-queue lottery, drawn exactly once per queue: the first call at or after opens_at (or the
+-- very first call, for a queue without opens_at) fixes who joined before it (pre) and the seed of
+-- their random order. Everyone numbered above pre stays in arrival order behind them.
+if pre == nil and (opens == 0 or now >= opens) then
+  pre = joined; seed = ARGV[8]
 end
 local before = math.floor(served)
 local from = math.max(t, opens)
@@ -50,9 +66,14 @@ local fmt = '%.17g'
 redis.call('HSET', key, 'joined', tostring(joined), 'served', string.format(fmt, served),
   't', string.format(fmt, t), 'rate', string.format(fmt, rate), 'paused', paused,
   'opens', string.format(fmt, opens))
+if pre ~= nil then redis.call('HSET', key, 'pre', tostring(pre), 'seed', seed) end
 return {tostring(joined), string.format(fmt, served), tostring(math.floor(served) - before),
-  string.format(fmt, rate), paused, restored}
+  string.format(fmt, rate), paused, restored, pre and tostring(pre) or '', seed or ''}
 """
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 @dataclass(frozen=True)
@@ -63,6 +84,7 @@ class QueueState:
     rate_per_s: float
     paused: bool
     restored: bool = False  # this call found no state and resumed from the caller's restore point
+    lottery: Lottery | None = None  # the pre-queue draw, once opens_at has passed
 
     @property
     def admitted(self) -> int:
@@ -82,6 +104,7 @@ class QueueConfig:
     # and the serving position to resume from (at least as far as anyone was admitted).
     restore_joined: int = 0
     restore_served: float = 0.0
+    restore_lottery: Lottery | None = None
 
 
 class QueueStore:
@@ -96,7 +119,7 @@ class QueueStore:
         return f"{self._prefix}:q:{event_id}"
 
     async def _run(self, mode: str, event_id: str, now: float, config: QueueConfig) -> QueueState:
-        joined, served, new, rate, paused, restored = await self._script(
+        joined, served, new, rate, paused, restored, pre, seed = await self._script(
             keys=[self._key(event_id)],
             args=[
                 mode,
@@ -106,6 +129,9 @@ class QueueStore:
                 repr(config.opens_at),
                 str(config.restore_joined),
                 repr(config.restore_served),
+                secrets.token_hex(16),  # the lottery seed, used once: by the call that draws
+                "" if config.restore_lottery is None else str(config.restore_lottery.size),
+                "" if config.restore_lottery is None else config.restore_lottery.seed,
             ],
         )
         return QueueState(
@@ -115,6 +141,7 @@ class QueueStore:
             rate_per_s=float(rate),
             paused=paused in (b"1", "1"),
             restored=bool(int(restored)),
+            lottery=Lottery(int(pre), _text(seed)) if _text(pre) else None,
         )
 
     async def advance(self, event_id: str, now: float, config: QueueConfig) -> QueueState:

@@ -28,9 +28,19 @@ from shared.http import BACKEND_UNAVAILABLE
 from shared.metrics import Metrics
 from shared.settings import Settings
 from shared.tokens import Ticket, TokenCodec
-from waitingroom.events import Checkpoint, Event, EventUpdate, get_event, list_events, load_checkpoints, save_event
+from waitingroom.events import (
+    Checkpoint,
+    Event,
+    EventUpdate,
+    get_event,
+    list_events,
+    load_checkpoints,
+    load_draws,
+    save_event,
+)
+from waitingroom.lottery import ALGORITHM, Lottery
 from waitingroom.polling import poll_after_ms
-from waitingroom.queries import SAVE_CHECKPOINT
+from waitingroom.queries import SAVE_CHECKPOINT, SAVE_DRAW
 from waitingroom.queue import QueueConfig, QueueState, QueueStore
 
 log = logging.getLogger("surgegate.waitingroom")
@@ -57,6 +67,7 @@ class Status:
     admission_token: str | None = None
     admission_expires_at: str | None = None
     booking_url: str | None = None
+    opens_at: str | None = None  # extension: the countdown target while in the pre-queue
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +78,7 @@ class Status:
             "admission_token": self.admission_token,
             "admission_expires_at": self.admission_expires_at,
             "booking_url": self.booking_url,
+            "opens_at": self.opens_at,
         }
 
 
@@ -95,6 +107,7 @@ class Room:
         self._states: dict[str, QueueState] = {}
         self._state_at: dict[str, float] = {}  # queue-clock time of each snapshot
         self._checkpoints: dict[str, Checkpoint] = {}
+        self._draws: dict[str, Lottery] = {}  # recorded in PostgreSQL
         self._join_rates: dict[str, float] = {}
         self._checkpointed: dict[str, tuple[float, int]] = {}  # (time, joined) at this edge's last save
         self._redis_lost_at: float | None = None
@@ -106,8 +119,10 @@ class Room:
         async with self.pool.acquire() as con:
             events = await list_events(con)
             checkpoints = await load_checkpoints(con)
+            draws = await load_draws(con)
         self._events = {e.event_id: e for e in events}
         self._checkpoints = checkpoints
+        self._draws = draws
         self._events_loaded_at = time.monotonic()
 
     def event(self, event_id: str) -> Event:
@@ -180,6 +195,15 @@ class Room:
             log.warning("could not save queue checkpoints: %s", type(exc).__name__)
 
     async def _checkpoint(self, now: float) -> None:
+        undrawn = [
+            (event_id, state.lottery)
+            for event_id, state in self._states.items()
+            if state.lottery is not None and event_id not in self._draws
+        ]
+        if undrawn:
+            async with self.pool.acquire() as con:
+                await con.executemany(SAVE_DRAW, [(e, lot.size, lot.seed, ALGORITHM) for e, lot in undrawn])
+            self._draws.update(undrawn)
         due = [
             (event_id, state)
             for event_id, state in self._states.items()
@@ -217,13 +241,19 @@ class Room:
         checkpoint = self._checkpoints.get(event.event_id)
         if checkpoint is not None:
             known.append((checkpoint.joined, checkpoint.served, now - checkpoint.taken_at))
+        lottery = state.lottery if state is not None and state.lottery else self._draws.get(event.event_id)
         if not known:
-            return event.queue_config
+            return replace(event.queue_config, restore_lottery=lottery)
         join_rate = max(self._join_rates.get(event.event_id, 0.0), checkpoint.join_rate if checkpoint else 0.0)
         admit_rate = 0.0 if event.paused else event.rate_per_s
         joined = max(j + math.ceil(2 * join_rate * min(horizon, max(0.0, age))) + RESTORE_SLACK for j, _, age in known)
         served = max(s + admit_rate * min(horizon, max(0.0, age)) for _, s, age in known)
-        return replace(event.queue_config, restore_joined=joined, restore_served=min(served, float(joined)))
+        return replace(
+            event.queue_config,
+            restore_joined=joined,
+            restore_served=min(served, float(joined)),
+            restore_lottery=lottery,
+        )
 
     async def run(self) -> None:
         """Tick forever; a failing tick (Redis or PostgreSQL away) is logged and retried."""
@@ -278,15 +308,16 @@ class Room:
         return await self._status(event, ticket, await self._state(event), self.clock())
 
     async def _status(self, event: Event, ticket: Ticket, state: QueueState, now: float) -> Status:
-        position = ticket.seq - state.admitted
+        if state.lottery is None or event.phase(now) == "prequeue":
+            # Before the draw nobody has a position yet: the pre-queue's order is drawn at opens_at.
+            opens = event.opens_at.timestamp() if event.opens_at is not None else now
+            until_open = max(0.0, opens - now)
+            return Status("prequeue", None, None, self._poll_after(ticket.seq, state, until_open), opens_at=_iso(opens))
+        rank = state.lottery.rank(ticket.seq)
+        position = rank - state.admitted
         if position > 0:
             rate = 0.0 if state.paused else state.rate_per_s
             eta = round(position / rate, 1) if rate > 0 else None
-            if event.phase(now) == "prequeue":
-                assert event.opens_at is not None
-                until_open = event.opens_at.timestamp() - now
-                eta = None if eta is None else round(eta + until_open, 1)
-                return Status("prequeue", position, eta, self._poll_after(position, state, until_open))
             return Status("waiting", position, eta, self._poll_after(position, state, eta))
         admitted_at = await self.queue.admitted_at(event.event_id, ticket.visitor_id, now)
         expires_at = admitted_at + event.admission_ttl_s
@@ -304,6 +335,11 @@ class Room:
             admission_expires_at=_iso(expires_at),
             booking_url=f"{self.settings.api_url}/api/v1",
         )
+
+    def lottery(self, event_id: str) -> Lottery | None:
+        """The event's pre-queue draw as this edge knows it (its snapshot, else the recorded one)."""
+        state = self._states.get(event_id)
+        return state.lottery if state is not None and state.lottery is not None else self._draws.get(event_id)
 
     async def check_ready(self) -> None:
         """Raise if Redis or PostgreSQL cannot be reached."""

@@ -63,7 +63,9 @@ async def test_unknown_closed_and_unopened_events(edge: TestClient, clock: FakeC
     assert_problem(resp.status, await resp.json(), 409, "event_not_open")
     clock.advance(3600 + 1)
     early = await (await edge.post("/api/v1/events/soon/join")).json()
-    assert early["state"] == "prequeue" and early["position"] == 1
+    # in the pre-queue nobody has a position until the lottery at opens_at; the page counts down
+    assert (early["state"], early["position"], early["eta_seconds"]) == ("prequeue", None, None)
+    assert early["opens_at"] == (now + timedelta(hours=2)).isoformat().replace("+00:00", "Z")
 
 
 @pytest.mark.parametrize(

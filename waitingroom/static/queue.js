@@ -21,7 +21,13 @@
                    admitted: "It's your turn!", expired: "Your turn has expired. Reload to join again." };
     $("state").textContent = labels[st.state] || st.state;
     $("position").textContent = st.position === null ? "–" : String(st.position);
-    $("eta").textContent = st.state === "admitted" ? "now" : fmtEta(st.eta_seconds);
+    if (st.state === "prequeue" && st.opens_at) {
+      var left = Math.max(0, (new Date(st.opens_at).getTime() - Date.now()) / 1000);
+      $("eta").textContent = "the queue opens in " + fmtEta(left).replace("about ", "") +
+        "; places are then drawn at random for everyone already here";
+    } else {
+      $("eta").textContent = st.state === "admitted" ? "now" : fmtEta(st.eta_seconds);
+    }
     if (st.position !== null && firstPosition === null) firstPosition = Math.max(st.position, 1);
     var pct = st.state === "admitted" ? 100 :
       (firstPosition ? Math.round(100 * (1 - st.position / (firstPosition + 1))) : 0);
