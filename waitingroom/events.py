@@ -35,6 +35,7 @@ class Event:
     paused: bool
     admission_ttl_s: int
     site_ids: tuple[str, ...] | None
+    one_place_per_person: bool = False
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Event:
@@ -49,6 +50,7 @@ class Event:
             paused=row["paused"],
             admission_ttl_s=row["admission_ttl_s"],
             site_ids=None if site_ids is None else tuple(site_ids),
+            one_place_per_person=row["one_place_per_person"],
         )
 
     def phase(self, now: float) -> Phase:
@@ -82,6 +84,7 @@ class Event:
             "paused": self.paused,
             "admission_ttl_s": self.admission_ttl_s,
             "site_ids": None if self.site_ids is None else list(self.site_ids),
+            "one_place_per_person": self.one_place_per_person,
         }
 
 
@@ -99,6 +102,7 @@ class EventUpdate(BaseModel):
     paused: bool | None = None
     admission_ttl_s: int | None = Field(default=None, ge=10, le=7 * 86400)
     site_ids: list[str] | None = Field(default=None, max_length=1000)
+    one_place_per_person: bool | None = None
 
     @field_validator("opens_at", "prequeue_opens_at", "closes_at")
     @classmethod
@@ -127,7 +131,7 @@ class EventUpdate(BaseModel):
     def apply(self, event_id: str, current: Event | None) -> Event:
         """The event after this update; raises ValueError if a new event lacks name or rate."""
         given = self.model_fields_set
-        for name in ("name", "rate_per_s", "paused", "admission_ttl_s"):
+        for name in ("name", "rate_per_s", "paused", "admission_ttl_s", "one_place_per_person"):
             if name in given and getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be null")
         if current is None and (self.name is None or self.rate_per_s is None):
@@ -185,6 +189,7 @@ async def save_event(con: asyncpg.Connection, event: Event) -> Event:
         event.paused,
         event.admission_ttl_s,
         None if event.site_ids is None else list(event.site_ids),
+        event.one_place_per_person,
     )
     return Event.from_row(row)
 

@@ -58,7 +58,21 @@ if paused ~= '1' and now > from then
   served = math.min(joined, served + rate * (now - from))
 end
 if now > t then t = now end
-if mode == 'join' then joined = joined + 1 end
+-- A join takes the next number, unless its person (KEYS[2], a keyed hash) already holds one.
+local seq, visitor = joined, ''
+if mode == 'join' then
+  local held = KEYS[2] and redis.call('HMGET', KEYS[2], 'seq', 'visitor') or {false, false}
+  if held[1] then
+    seq, visitor = tonumber(held[1]), held[2]
+  else
+    joined = joined + 1
+    seq, visitor = joined, ARGV[11]
+    if KEYS[2] then
+      redis.call('HSET', KEYS[2], 'seq', tostring(seq), 'visitor', visitor)
+      redis.call('EXPIRE', KEYS[2], 30 * 86400)
+    end
+  end
+end
 if mode == 'configure' then
   rate = tonumber(ARGV[3]); paused = ARGV[4]; opens = tonumber(ARGV[5])
 end
@@ -68,7 +82,7 @@ redis.call('HSET', key, 'joined', tostring(joined), 'served', string.format(fmt,
   'opens', string.format(fmt, opens))
 if pre ~= nil then redis.call('HSET', key, 'pre', tostring(pre), 'seed', seed) end
 return {tostring(joined), string.format(fmt, served), tostring(math.floor(served) - before),
-  string.format(fmt, rate), paused, restored, pre and tostring(pre) or '', seed or ''}
+  string.format(fmt, rate), paused, restored, pre and tostring(pre) or '', seed or '', tostring(seq), visitor}
 """
 
 
@@ -118,9 +132,14 @@ class QueueStore:
     def _key(self, event_id: str) -> str:
         return f"{self._prefix}:q:{event_id}"
 
-    async def _run(self, mode: str, event_id: str, now: float, config: QueueConfig) -> QueueState:
-        joined, served, new, rate, paused, restored, pre, seed = await self._script(
-            keys=[self._key(event_id)],
+    async def _run(
+        self, mode: str, event_id: str, now: float, config: QueueConfig, person_ref: str = "", visitor: str = ""
+    ) -> tuple[QueueState, int, str]:
+        keys = [self._key(event_id)]
+        if person_ref:
+            keys.append(f"{self._prefix}:pp:{event_id}:{person_ref}")
+        joined, served, new, rate, paused, restored, pre, seed, seq, held_by = await self._script(
+            keys=keys,
             args=[
                 mode,
                 repr(now),
@@ -132,9 +151,10 @@ class QueueStore:
                 secrets.token_hex(16),  # the lottery seed, used once: by the call that draws
                 "" if config.restore_lottery is None else str(config.restore_lottery.size),
                 "" if config.restore_lottery is None else config.restore_lottery.seed,
+                visitor,
             ],
         )
-        return QueueState(
+        state = QueueState(
             joined=int(joined),
             served=float(served),
             newly_admitted=int(new),
@@ -143,18 +163,23 @@ class QueueStore:
             restored=bool(int(restored)),
             lottery=Lottery(int(pre), _text(seed)) if _text(pre) else None,
         )
+        return state, int(seq), _text(held_by)
 
     async def advance(self, event_id: str, now: float, config: QueueConfig) -> QueueState:
         """Move the serving position up to ``now``. ``config`` is used only if Redis has no state."""
-        return await self._run("advance", event_id, now, config)
+        return (await self._run("advance", event_id, now, config))[0]
 
-    async def join(self, event_id: str, now: float, config: QueueConfig) -> QueueState:
-        """Advance to ``now``, then take the next arrival number (``state.joined``)."""
-        return await self._run("join", event_id, now, config)
+    async def join(
+        self, event_id: str, now: float, config: QueueConfig, *, visitor: str, person_ref: str = ""
+    ) -> tuple[QueueState, int, str]:
+        """Advance to ``now``, then take the next arrival number for ``visitor``; returns (state,
+        number, visitor). With ``person_ref``, a person who already holds a number gets it back
+        (and its visitor id) instead: one place per person, decided atomically."""
+        return await self._run("join", event_id, now, config, person_ref, visitor)
 
     async def configure(self, event_id: str, now: float, config: QueueConfig) -> QueueState:
         """Advance under the old settings up to ``now``, then switch to ``config``."""
-        return await self._run("configure", event_id, now, config)
+        return (await self._run("configure", event_id, now, config))[0]
 
     async def ping(self) -> None:
         await self._redis.ping()

@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from shared.errors import DomainError, EventClosed, NotFound, TicketInvalid, ValidationFailed
 from shared.http import BACKEND_UNAVAILABLE
 from shared.metrics import Metrics
+from shared.persons import PersonVault, person_key_of
 from shared.settings import Settings
 from shared.tokens import Ticket, TokenCodec
 from waitingroom.events import (
@@ -103,6 +104,7 @@ class Room:
         self.codec = codec
         self.metrics = metrics
         self.clock = clock
+        self.vault = PersonVault(person_key_of(settings))
         self._events: dict[str, Event] = {}
         self._states: dict[str, QueueState] = {}
         self._state_at: dict[str, float] = {}  # queue-clock time of each snapshot
@@ -276,8 +278,9 @@ class Room:
 
     # --- visitors -----------------------------------------------------------------------------
 
-    async def join(self, event_id: str, presented: str | None) -> tuple[str, Status]:
-        """Give a visitor a place; a visitor presenting a live ticket of this event keeps theirs."""
+    async def join(self, event_id: str, presented: str | None, person_id: str | None = None) -> tuple[str, Status]:
+        """Give a visitor a place; a visitor presenting a live ticket of this event keeps theirs, and
+        on a one-place-per-person event a person who already has a place gets that place back."""
         event = self.event(event_id)
         now = self.clock()
         phase = event.phase(now)
@@ -294,10 +297,19 @@ class Room:
             else:
                 if status.state != "expired":
                     return presented, status
-        state = await self.queue.join(event_id, now, self._config(event, now))
+        person_ref = ""
+        if event.one_place_per_person:
+            if not person_id:
+                raise ValidationFailed("this event gives one place per person: send your person_id to join")
+            person_ref = self.vault.ref(person_id).hex()  # only the keyed hash goes to Redis
+        new_visitor = secrets.token_urlsafe(16)
+        state, seq, visitor = await self.queue.join(
+            event_id, now, self._config(event, now), visitor=new_visitor, person_ref=person_ref
+        )
         self._remember(event_id, state, now)
-        self.metrics.queue_joined.labels(event_id).inc()
-        ticket = Ticket(event_id=event_id, visitor_id=secrets.token_urlsafe(16), seq=state.joined, issued_at=now)
+        if visitor == new_visitor:
+            self.metrics.queue_joined.labels(event_id).inc()
+        ticket = Ticket(event_id=event_id, visitor_id=visitor, seq=seq, issued_at=now)
         return self.codec.sign_ticket(ticket), await self._status(event, ticket, state, now)
 
     async def status(self, event_id: str, presented: str) -> Status:

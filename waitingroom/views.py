@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.errors import RateLimited, TicketInvalid
 from shared.http import bearer, json_response, read_json
@@ -14,9 +14,11 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 
 class JoinRequest(BaseModel):
-    """Join takes no fields yet; an empty body or ``{}`` both work."""
+    """Optional body of a join. ``person_id`` (e.g. a health-card number) is required by events with
+    one place per person and ignored by others; it is kept only as a keyed hash."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+    person_id: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 def cookie_name(event_id: str) -> str:
@@ -30,8 +32,7 @@ def presented_ticket(request: web.Request, event_id: str) -> str | None:
 
 async def join(request: web.Request) -> web.Response:
     event_id = request.match_info["event_id"]
-    if request.can_read_body:
-        await read_json(request, JoinRequest)
+    body = await read_json(request, JoinRequest) if request.can_read_body else JoinRequest()
     room = request.app[ROOM]
     room.event(event_id)  # unknown events are 404 and spend nobody's join allowance
     limiter = request.app[LIMITER]
@@ -42,7 +43,7 @@ async def join(request: web.Request) -> web.Response:
         if not verdict.allowed:
             request.app[METRICS].join_rejected.labels(event_id, "rate_limited").inc()
             raise RateLimited("too many joins from your network; try again shortly", retry_after=verdict.retry_after_s)
-    ticket, status = await room.join(event_id, presented_ticket(request, event_id))
+    ticket, status = await room.join(event_id, presented_ticket(request, event_id), body.person_id)
     resp = json_response({"ticket": ticket, **status.to_json()}, status=201, headers=NO_STORE)
     resp.set_cookie(
         cookie_name(event_id),
