@@ -25,6 +25,12 @@ class Metrics:
             ["event"],
             registry=r,
         )
+        self.abandoned = Counter(
+            "surgegate_abandoned",
+            "Queue places passed over because their holders stopped polling",
+            ["event"],
+            registry=r,
+        )
         self.queue_waiting = Gauge(
             "surgegate_queue_waiting", "Visitors waiting (joined minus admitted)", ["event"], registry=r
         )

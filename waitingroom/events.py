@@ -36,6 +36,7 @@ class Event:
     admission_ttl_s: int
     site_ids: tuple[str, ...] | None
     one_place_per_person: bool = False
+    abandon_after_s: int | None = 60
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Event:
@@ -51,6 +52,7 @@ class Event:
             admission_ttl_s=row["admission_ttl_s"],
             site_ids=None if site_ids is None else tuple(site_ids),
             one_place_per_person=row["one_place_per_person"],
+            abandon_after_s=row["abandon_after_s"],
         )
 
     def phase(self, now: float) -> Phase:
@@ -68,6 +70,7 @@ class Event:
             rate_per_s=self.rate_per_s,
             paused=self.paused,
             opens_at=0.0 if self.opens_at is None else self.opens_at.timestamp(),
+            abandonment=self.abandon_after_s is not None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -85,6 +88,7 @@ class Event:
             "admission_ttl_s": self.admission_ttl_s,
             "site_ids": None if self.site_ids is None else list(self.site_ids),
             "one_place_per_person": self.one_place_per_person,
+            "abandon_after_s": self.abandon_after_s,
         }
 
 
@@ -103,6 +107,7 @@ class EventUpdate(BaseModel):
     admission_ttl_s: int | None = Field(default=None, ge=10, le=7 * 86400)
     site_ids: list[str] | None = Field(default=None, max_length=1000)
     one_place_per_person: bool | None = None
+    abandon_after_s: int | None = Field(default=None, ge=5, le=86400)
 
     @field_validator("opens_at", "prequeue_opens_at", "closes_at")
     @classmethod
@@ -190,6 +195,7 @@ async def save_event(con: asyncpg.Connection, event: Event) -> Event:
         event.admission_ttl_s,
         None if event.site_ids is None else list(event.site_ids),
         event.one_place_per_person,
+        event.abandon_after_s,
     )
     return Event.from_row(row)
 

@@ -24,7 +24,7 @@ _SCRIPT = """
 local key = KEYS[1]
 local mode = ARGV[1]
 local now = tonumber(ARGV[2])
-local h = redis.call('HMGET', key, 'joined', 'served', 't', 'rate', 'paused', 'opens', 'pre', 'seed')
+local h = redis.call('HMGET', key, 'joined', 'served', 't', 'rate', 'paused', 'opens', 'pre', 'seed', 'abandoned')
 local joined = tonumber(h[1]) or 0
 local served = tonumber(h[2]) or 0
 local t = tonumber(h[3]) or now
@@ -33,6 +33,7 @@ local paused = h[5]
 local opens = tonumber(h[6])
 local pre = tonumber(h[7])
 local seed = h[8]
+local abandoned = tonumber(h[9]) or 0
 local restored = 0
 if rate == nil then
   -- no state: a new event, or a Redis that lost its data. Take the configuration the caller read
@@ -53,23 +54,43 @@ if pre == nil and (opens == 0 or now >= opens) then
   pre = joined; seed = ARGV[8]
 end
 local before = math.floor(served)
+local skipped = 0
 local from = math.max(t, opens)
 if paused ~= '1' and now > from then
-  served = math.min(joined, served + rate * (now - from))
+  local target = math.min(joined, served + rate * (now - from))
+  if ARGV[12] == '1' then
+    -- Abandonment: a rank whose holder stopped polling (deadline in KEYS[2] passed) is passed over
+    -- without spending an admission. A rank with no deadline on record counts as live.
+    local r = before + 1
+    while r <= math.floor(target) and r - before <= 20000 do
+      local deadline = redis.call('ZSCORE', KEYS[2], r)
+      if deadline then
+        if tonumber(deadline) < now then
+          redis.call('SADD', KEYS[3], r)
+          skipped = skipped + 1
+          target = math.min(joined, target + 1)
+        end
+        redis.call('ZREM', KEYS[2], r)
+      end
+      r = r + 1
+    end
+    abandoned = abandoned + skipped
+  end
+  served = target
 end
 if now > t then t = now end
 -- A join takes the next number, unless its person (KEYS[2], a keyed hash) already holds one.
 local seq, visitor = joined, ''
 if mode == 'join' then
-  local held = KEYS[2] and redis.call('HMGET', KEYS[2], 'seq', 'visitor') or {false, false}
+  local held = KEYS[4] and redis.call('HMGET', KEYS[4], 'seq', 'visitor') or {false, false}
   if held[1] then
     seq, visitor = tonumber(held[1]), held[2]
   else
     joined = joined + 1
     seq, visitor = joined, ARGV[11]
-    if KEYS[2] then
-      redis.call('HSET', KEYS[2], 'seq', tostring(seq), 'visitor', visitor)
-      redis.call('EXPIRE', KEYS[2], 30 * 86400)
+    if KEYS[4] then
+      redis.call('HSET', KEYS[4], 'seq', tostring(seq), 'visitor', visitor)
+      redis.call('EXPIRE', KEYS[4], 30 * 86400)
     end
   end
 end
@@ -79,15 +100,23 @@ end
 local fmt = '%.17g'
 redis.call('HSET', key, 'joined', tostring(joined), 'served', string.format(fmt, served),
   't', string.format(fmt, t), 'rate', string.format(fmt, rate), 'paused', paused,
-  'opens', string.format(fmt, opens))
+  'opens', string.format(fmt, opens), 'abandoned', tostring(abandoned))
 if pre ~= nil then redis.call('HSET', key, 'pre', tostring(pre), 'seed', seed) end
-return {tostring(joined), string.format(fmt, served), tostring(math.floor(served) - before),
-  string.format(fmt, rate), paused, restored, pre and tostring(pre) or '', seed or '', tostring(seq), visitor}
+return {tostring(joined), string.format(fmt, served), tostring(math.floor(served) - before - skipped),
+  string.format(fmt, rate), paused, restored, pre and tostring(pre) or '', seed or '', tostring(seq), visitor,
+  tostring(abandoned), tostring(skipped)}
 """
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+_ADMITTED = """
+if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then return '' end
+local previous = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'GET', 'EX', 7 * 86400)
+return previous or ARGV[1]
+"""
 
 
 @dataclass(frozen=True)
@@ -99,14 +128,21 @@ class QueueState:
     paused: bool
     restored: bool = False  # this call found no state and resumed from the caller's restore point
     lottery: Lottery | None = None  # the pre-queue draw, once opens_at has passed
+    abandoned: int = 0  # ranks passed over because their holders stopped polling (in total)
+    newly_abandoned: int = 0
 
     @property
-    def admitted(self) -> int:
+    def passed(self) -> int:
+        """The serving position: every rank up to here is admitted or was abandoned."""
         return int(self.served)
 
     @property
+    def admitted(self) -> int:
+        return self.passed - self.abandoned
+
+    @property
     def waiting(self) -> int:
-        return self.joined - self.admitted
+        return self.joined - self.passed
 
 
 @dataclass(frozen=True)
@@ -119,6 +155,8 @@ class QueueConfig:
     restore_joined: int = 0
     restore_served: float = 0.0
     restore_lottery: Lottery | None = None
+    # Pass over ranks whose holders stopped polling (their deadlines are kept by note_alive).
+    abandonment: bool = False
 
 
 class QueueStore:
@@ -128,17 +166,33 @@ class QueueStore:
         self._redis = redis
         self._prefix = prefix
         self._script = redis.register_script(_SCRIPT)
+        self._admitted_script = redis.register_script(_ADMITTED)
 
     def _key(self, event_id: str) -> str:
         return f"{self._prefix}:q:{event_id}"
 
+    def _alive_key(self, event_id: str) -> str:
+        return f"{self._prefix}:alive:{event_id}"
+
+    def _abandoned_key(self, event_id: str) -> str:
+        return f"{self._prefix}:abandoned:{event_id}"
+
+    async def note_alive(self, deadlines: dict[str, dict[int, float]]) -> None:
+        """Record, per event, until when each rank's holder counts as present (one round trip for
+        all events; a deadline only ever moves later)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for event_id, ranks in deadlines.items():
+                if ranks:
+                    pipe.zadd(self._alive_key(event_id), {str(r): d for r, d in ranks.items()}, gt=True)
+            await pipe.execute()
+
     async def _run(
         self, mode: str, event_id: str, now: float, config: QueueConfig, person_ref: str = "", visitor: str = ""
     ) -> tuple[QueueState, int, str]:
-        keys = [self._key(event_id)]
+        keys = [self._key(event_id), self._alive_key(event_id), self._abandoned_key(event_id)]
         if person_ref:
             keys.append(f"{self._prefix}:pp:{event_id}:{person_ref}")
-        joined, served, new, rate, paused, restored, pre, seed, seq, held_by = await self._script(
+        joined, served, new, rate, paused, restored, pre, seed, seq, held_by, abandoned, skipped = await self._script(
             keys=keys,
             args=[
                 mode,
@@ -152,6 +206,7 @@ class QueueStore:
                 "" if config.restore_lottery is None else str(config.restore_lottery.size),
                 "" if config.restore_lottery is None else config.restore_lottery.seed,
                 visitor,
+                "1" if config.abandonment else "0",
             ],
         )
         state = QueueState(
@@ -162,6 +217,8 @@ class QueueStore:
             paused=paused in (b"1", "1"),
             restored=bool(int(restored)),
             lottery=Lottery(int(pre), _text(seed)) if _text(pre) else None,
+            abandoned=int(abandoned),
+            newly_abandoned=int(skipped),
         )
         return state, int(seq), _text(held_by)
 
@@ -184,8 +241,12 @@ class QueueStore:
     async def ping(self) -> None:
         await self._redis.ping()
 
-    async def admitted_at(self, event_id: str, visitor_id: str, now: float) -> float:
-        """When this visitor was first seen admitted (set once; later calls return the same time)."""
-        key = f"{self._prefix}:adm:{event_id}:{visitor_id}"
-        previous = await self._redis.set(key, repr(now), nx=True, get=True, ex=7 * 86400)
-        return now if previous is None else float(previous)
+    async def admitted_at(self, event_id: str, visitor_id: str, rank: int, now: float) -> float | None:
+        """When this visitor was first seen admitted (set once; later calls return the same time),
+        or None if their rank was passed over because they had abandoned the queue."""
+        result = await self._admitted_script(
+            keys=[f"{self._prefix}:adm:{event_id}:{visitor_id}", self._abandoned_key(event_id)],
+            args=[repr(now), str(rank)],
+        )
+        value = _text(result)
+        return None if value == "" else float(value)

@@ -113,6 +113,7 @@ class Room:
         self._join_rates: dict[str, float] = {}
         self._checkpointed: dict[str, tuple[float, int]] = {}  # (time, joined) at this edge's last save
         self._redis_lost_at: float | None = None
+        self._alive: dict[str, dict[int, float]] = {}  # event -> rank -> present-until, not yet flushed
         self._events_loaded_at = float("-inf")
 
     # --- events -------------------------------------------------------------------------------
@@ -161,6 +162,8 @@ class Room:
             self.metrics.queue_restored.labels(event_id).inc()
         if state.newly_admitted:
             self.metrics.admitted.labels(event_id).inc(state.newly_admitted)
+        if state.newly_abandoned:
+            self.metrics.abandoned.labels(event_id).inc(state.newly_abandoned)
         previous = self._states.get(event_id)
         # Snapshots can arrive out of order (a join racing a tick); keep the most advanced one.
         if previous is None or (state.served, state.joined) >= (previous.served, previous.joined):
@@ -180,6 +183,9 @@ class Room:
                 log.warning("could not reload events: %s", type(exc).__name__)
         now = self.clock()
         try:
+            if self._alive:
+                alive, self._alive = self._alive, {}
+                await self.queue.note_alive(alive)
             for event in list(self._events.values()):
                 if event.phase(now) == "closed":
                     continue
@@ -326,12 +332,18 @@ class Room:
             until_open = max(0.0, opens - now)
             return Status("prequeue", None, None, self._poll_after(ticket.seq, state, until_open), opens_at=_iso(opens))
         rank = state.lottery.rank(ticket.seq)
-        position = rank - state.admitted
+        # At most this many admissions stand before the visitor (fewer if some ahead have left).
+        position = rank - state.passed
         if position > 0:
             rate = 0.0 if state.paused else state.rate_per_s
             eta = round(position / rate, 1) if rate > 0 else None
-            return Status("waiting", position, eta, self._poll_after(position, state, eta))
-        admitted_at = await self.queue.admitted_at(event.event_id, ticket.visitor_id, now)
+            poll_ms = self._poll_after(position, state, eta)
+            if event.abandon_after_s is not None:
+                self._note_alive(event.event_id, rank, now + poll_ms / 1000 + event.abandon_after_s)
+            return Status("waiting", position, eta, poll_ms)
+        admitted_at = await self.queue.admitted_at(event.event_id, ticket.visitor_id, rank, now)
+        if admitted_at is None:  # passed over while away: they learn so and may join again
+            return Status("expired", None, None, IDLE_POLL_MS)
         expires_at = admitted_at + event.admission_ttl_s
         if now > expires_at:
             return Status("expired", None, None, IDLE_POLL_MS)
@@ -359,6 +371,11 @@ class Room:
         async with self.pool.acquire() as con:
             await con.fetchval("SELECT 1")
 
+    def _note_alive(self, event_id: str, rank: int, deadline: float) -> None:
+        """Remember (in memory; flushed to Redis once per tick) that this rank's holder is present."""
+        ranks = self._alive.setdefault(event_id, {})
+        ranks[rank] = max(deadline, ranks.get(rank, 0.0))
+
     def _poll_after(self, position: int, state: QueueState, eta: float | None) -> int:
         return poll_after_ms(position, state.waiting, self.settings.poll_budget_per_s, eta)
 
@@ -367,4 +384,9 @@ class Room:
         now = self.clock()
         state = await self.queue.advance(event_id, now, self._config(event, now))
         self._remember(event_id, state, now)
-        return {"joined": state.joined, "admitted": state.admitted, "waiting": state.waiting}
+        return {
+            "joined": state.joined,
+            "admitted": state.admitted,
+            "waiting": state.waiting,
+            "abandoned": state.abandoned,
+        }
