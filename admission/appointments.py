@@ -130,6 +130,7 @@ async def create_appointment(request: web.Request) -> web.Response:
         person_sealed=vault.seal(
             {"name": body.person.name, "email": body.person.email, "birth_date": body.person.birth_date.isoformat()}
         ).decode(),
+        rank=admission.rank,
     )
     arq = request.app[ARQ]
     try:

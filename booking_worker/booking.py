@@ -20,6 +20,7 @@ import uuid
 from typing import Any
 
 import asyncpg
+import redis.exceptions
 from arq import Retry
 
 from booking_worker import queries
@@ -36,6 +37,7 @@ from shared.booking import (
     utc_iso,
 )
 from shared.metrics import Metrics
+from shared.redis import active_admissions_key
 
 log = logging.getLogger("surgegate.booking_worker")
 
@@ -171,6 +173,13 @@ async def book(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
     if executed:
         metrics.booking_seconds.labels(job.event_id).observe(time.perf_counter() - started)
         metrics.booking_attempts.labels(job.event_id, outcome.code or "confirmed").inc()
+    if outcome.status == "confirmed" and job.rank is not None and "redis" in ctx:
+        # The admission is used: it no longer counts against the event's max_active. Harmless to
+        # repeat; if it is lost, the slot frees itself when the admission expires.
+        try:
+            await ctx["redis"].zrem(active_admissions_key(job.event_id), job.rank)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            log.warning("could not release admission slot of %s: %s", job.event_id, type(exc).__name__)
     return outcome.to_dict()
 
 

@@ -96,6 +96,7 @@ class BookingJob:
     request_hash: str  # hex
     person_ref: str  # hex
     person_sealed: str  # Fernet token
+    rank: int | None = None  # the admission's queue place, freed for max_active once booked
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -42,6 +42,7 @@ class Admission:
     scope: tuple[str, ...] | None
     expires_at: float
     kid: str
+    rank: int | None = None  # the queue place admitted (frees a max_active slot once used)
 
     def allows_site(self, site_id: str) -> bool:
         return self.scope is None or site_id in self.scope
@@ -111,17 +112,25 @@ class TokenCodec:
 
     # --- admission tokens ---------------------------------------------------------------------
 
-    def sign_admission(self, *, event_id: str, visitor_id: str, scope: Sequence[str] | None, expires_at: float) -> str:
-        return self._sign(
-            ADMISSION_SALT,
-            {
-                "jti": visitor_id,
-                "e": event_id,
-                "sub": visitor_id,
-                "scope": None if scope is None else list(scope),
-                "exp": int(expires_at),
-            },
-        )
+    def sign_admission(
+        self,
+        *,
+        event_id: str,
+        visitor_id: str,
+        scope: Sequence[str] | None,
+        expires_at: float,
+        rank: int | None = None,
+    ) -> str:
+        claims: dict[str, Any] = {
+            "jti": visitor_id,
+            "e": event_id,
+            "sub": visitor_id,
+            "scope": None if scope is None else list(scope),
+            "exp": int(expires_at),
+        }
+        if rank is not None:
+            claims["rk"] = rank
+        return self._sign(ADMISSION_SALT, claims)
 
     def verify_admission(self, token: str) -> Admission:
         """Verify signature (any configured kid), type and expiry (with clock-skew leeway).
@@ -143,6 +152,7 @@ class TokenCodec:
                 scope=None if scope is None else tuple(str(s) for s in scope),
                 expires_at=float(p["exp"]),
                 kid=kid,
+                rank=None if p.get("rk") is None else int(p["rk"]),
             )
         except (KeyError, TypeError, ValueError):
             raise TokenInvalid(reason="malformed") from None

@@ -37,6 +37,7 @@ class Event:
     site_ids: tuple[str, ...] | None
     one_place_per_person: bool = False
     abandon_after_s: int | None = 60
+    max_active: int | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Event:
@@ -53,6 +54,7 @@ class Event:
             site_ids=None if site_ids is None else tuple(site_ids),
             one_place_per_person=row["one_place_per_person"],
             abandon_after_s=row["abandon_after_s"],
+            max_active=row["max_active"],
         )
 
     def phase(self, now: float) -> Phase:
@@ -71,6 +73,8 @@ class Event:
             paused=self.paused,
             opens_at=0.0 if self.opens_at is None else self.opens_at.timestamp(),
             abandonment=self.abandon_after_s is not None,
+            max_active=self.max_active,
+            admission_ttl_s=self.admission_ttl_s,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -89,6 +93,7 @@ class Event:
             "site_ids": None if self.site_ids is None else list(self.site_ids),
             "one_place_per_person": self.one_place_per_person,
             "abandon_after_s": self.abandon_after_s,
+            "max_active": self.max_active,
         }
 
 
@@ -108,6 +113,7 @@ class EventUpdate(BaseModel):
     site_ids: list[str] | None = Field(default=None, max_length=1000)
     one_place_per_person: bool | None = None
     abandon_after_s: int | None = Field(default=None, ge=5, le=86400)
+    max_active: int | None = Field(default=None, ge=1, le=10_000_000)
 
     @field_validator("opens_at", "prequeue_opens_at", "closes_at")
     @classmethod
@@ -196,6 +202,7 @@ async def save_event(con: asyncpg.Connection, event: Event) -> Event:
         None if event.site_ids is None else list(event.site_ids),
         event.one_place_per_person,
         event.abandon_after_s,
+        event.max_active,
     )
     return Event.from_row(row)
 

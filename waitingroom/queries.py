@@ -2,7 +2,7 @@
 
 EVENT_COLUMNS = """
     event_id, name, rate_per_s, opens_at, prequeue_opens_at, closes_at, paused, admission_ttl_s, site_ids,
-    one_place_per_person, abandon_after_s
+    one_place_per_person, abandon_after_s, max_active
 """
 
 GET_EVENT = f"SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1"
@@ -11,7 +11,7 @@ LIST_EVENTS = f"SELECT {EVENT_COLUMNS} FROM events ORDER BY event_id"
 
 UPSERT_EVENT = f"""
 INSERT INTO events ({EVENT_COLUMNS})
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 ON CONFLICT (event_id) DO UPDATE SET
     name = EXCLUDED.name,
     rate_per_s = EXCLUDED.rate_per_s,
@@ -23,6 +23,7 @@ ON CONFLICT (event_id) DO UPDATE SET
     site_ids = EXCLUDED.site_ids,
     one_place_per_person = EXCLUDED.one_place_per_person,
     abandon_after_s = EXCLUDED.abandon_after_s,
+    max_active = EXCLUDED.max_active,
     updated_at = now()
 RETURNING {EVENT_COLUMNS}
 """

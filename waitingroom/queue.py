@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from shared.redis import active_admissions_key
 from waitingroom.lottery import Lottery
 
 _SCRIPT = """
@@ -56,22 +57,36 @@ end
 local before = math.floor(served)
 local skipped = 0
 local from = math.max(t, opens)
+-- max_active: admissions handed out and neither used (a booking removes them) nor expired.
+local max_active = tonumber(ARGV[13])
+local free = math.huge
+if max_active then
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
+  free = max_active - redis.call('ZCARD', KEYS[5])
+end
 if paused ~= '1' and now > from then
   local target = math.min(joined, served + rate * (now - from))
-  if ARGV[12] == '1' then
-    -- Abandonment: a rank whose holder stopped polling (deadline in KEYS[2] passed) is passed over
-    -- without spending an admission. A rank with no deadline on record counts as live.
+  if ARGV[12] == '1' or max_active then
+    -- Walk the ranks the credit reaches. Abandonment: a rank whose holder stopped polling (deadline
+    -- in KEYS[2] passed) is passed over without spending an admission; a rank with no deadline on
+    -- record counts as live. max_active: stop at the first live rank there is no room for (the
+    -- credit is dropped, so freeing room later does not release a burst).
     local r = before + 1
     while r <= math.floor(target) and r - before <= 20000 do
-      local deadline = redis.call('ZSCORE', KEYS[2], r)
-      if deadline then
-        if tonumber(deadline) < now then
-          redis.call('SADD', KEYS[3], r)
-          skipped = skipped + 1
-          target = math.min(joined, target + 1)
+      local deadline = ARGV[12] == '1' and redis.call('ZSCORE', KEYS[2], r)
+      if deadline and tonumber(deadline) < now then
+        redis.call('SADD', KEYS[3], r)
+        skipped = skipped + 1
+        target = math.min(joined, target + 1)
+      else
+        if free <= 0 then
+          target = r - 1
+          break
         end
-        redis.call('ZREM', KEYS[2], r)
+        free = free - 1
+        if max_active then redis.call('ZADD', KEYS[5], now + tonumber(ARGV[14]), r) end
       end
+      if deadline then redis.call('ZREM', KEYS[2], r) end
       r = r + 1
     end
     abandoned = abandoned + skipped
@@ -82,13 +97,13 @@ if now > t then t = now end
 -- A join takes the next number, unless its person (KEYS[2], a keyed hash) already holds one.
 local seq, visitor = joined, ''
 if mode == 'join' then
-  local held = KEYS[4] and redis.call('HMGET', KEYS[4], 'seq', 'visitor') or {false, false}
+  local held = KEYS[4] ~= '' and redis.call('HMGET', KEYS[4], 'seq', 'visitor') or {false, false}
   if held[1] then
     seq, visitor = tonumber(held[1]), held[2]
   else
     joined = joined + 1
     seq, visitor = joined, ARGV[11]
-    if KEYS[4] then
+    if KEYS[4] ~= '' then
       redis.call('HSET', KEYS[4], 'seq', tostring(seq), 'visitor', visitor)
       redis.call('EXPIRE', KEYS[4], 30 * 86400)
     end
@@ -111,6 +126,10 @@ return {tostring(joined), string.format(fmt, served), tostring(math.floor(served
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
+
+# An admission counts as out a little longer than its token lives: the token's clock starts at the
+# visitor's first poll after being admitted, which can come a few seconds later.
+ACTIVE_GRACE_S = 30
 
 _ADMITTED = """
 if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then return '' end
@@ -157,6 +176,9 @@ class QueueConfig:
     restore_lottery: Lottery | None = None
     # Pass over ranks whose holders stopped polling (their deadlines are kept by note_alive).
     abandonment: bool = False
+    # At most this many admissions out and unused at once (None: no cap); they count for the ttl.
+    max_active: int | None = None
+    admission_ttl_s: int = 900
 
 
 class QueueStore:
@@ -189,9 +211,13 @@ class QueueStore:
     async def _run(
         self, mode: str, event_id: str, now: float, config: QueueConfig, person_ref: str = "", visitor: str = ""
     ) -> tuple[QueueState, int, str]:
-        keys = [self._key(event_id), self._alive_key(event_id), self._abandoned_key(event_id)]
-        if person_ref:
-            keys.append(f"{self._prefix}:pp:{event_id}:{person_ref}")
+        keys = [
+            self._key(event_id),
+            self._alive_key(event_id),
+            self._abandoned_key(event_id),
+            f"{self._prefix}:pp:{event_id}:{person_ref}" if person_ref else "",
+            active_admissions_key(event_id),
+        ]
         joined, served, new, rate, paused, restored, pre, seed, seq, held_by, abandoned, skipped = await self._script(
             keys=keys,
             args=[
@@ -207,6 +233,8 @@ class QueueStore:
                 "" if config.restore_lottery is None else config.restore_lottery.seed,
                 visitor,
                 "1" if config.abandonment else "0",
+                "" if config.max_active is None else str(config.max_active),
+                str(config.admission_ttl_s + ACTIVE_GRACE_S),
             ],
         )
         state = QueueState(
@@ -237,6 +265,10 @@ class QueueStore:
     async def configure(self, event_id: str, now: float, config: QueueConfig) -> QueueState:
         """Advance under the old settings up to ``now``, then switch to ``config``."""
         return (await self._run("configure", event_id, now, config))[0]
+
+    async def active(self, event_id: str, now: float) -> int:
+        """Admissions out and neither used nor expired."""
+        return int(await self._redis.zcount(active_admissions_key(event_id), now, "+inf"))
 
     async def ping(self) -> None:
         await self._redis.ping()

@@ -348,7 +348,11 @@ class Room:
         if now > expires_at:
             return Status("expired", None, None, IDLE_POLL_MS)
         token = self.codec.sign_admission(
-            event_id=event.event_id, visitor_id=ticket.visitor_id, scope=event.site_ids, expires_at=expires_at
+            event_id=event.event_id,
+            visitor_id=ticket.visitor_id,
+            scope=event.site_ids,
+            expires_at=expires_at,
+            rank=rank,
         )
         return Status(
             "admitted",
@@ -389,4 +393,5 @@ class Room:
             "admitted": state.admitted,
             "waiting": state.waiting,
             "abandoned": state.abandoned,
+            "active": await self.queue.active(event_id, now),
         }
