@@ -52,3 +52,6 @@ ON CONFLICT (event_id) DO NOTHING
 LIST_DRAWS = "SELECT event_id, size, seed, algorithm, recorded_at FROM lottery_draws"
 
 GET_DRAW = "SELECT event_id, size, seed, algorithm, recorded_at FROM lottery_draws WHERE event_id = $1"
+
+# Admissions used: each admission token books at most one appointment, ever.
+COUNT_USED = "SELECT count(*) FROM appointments WHERE event_id = $1"

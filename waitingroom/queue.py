@@ -59,15 +59,15 @@ local skipped = 0
 local from = math.max(t, opens)
 -- max_active: admissions handed out and neither used (a booking removes them) nor expired.
 local max_active = tonumber(ARGV[13])
+local lapsed = redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)  -- lapsed unused
+if lapsed > 0 then redis.call('HINCRBY', key, 'lapsed', lapsed) end
 local free = math.huge
-if max_active then
-  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
-  free = max_active - redis.call('ZCARD', KEYS[5])
-end
+if max_active then free = max_active - redis.call('ZCARD', KEYS[5]) end
 if paused ~= '1' and now > from then
   local target = math.min(joined, served + rate * (now - from))
-  if ARGV[12] == '1' or max_active then
-    -- Walk the ranks the credit reaches. Abandonment: a rank whose holder stopped polling (deadline
+  do
+    -- Walk the ranks the credit reaches; every admission is recorded in KEYS[5] until it is used
+    -- (the booking worker removes it) or lapses. Abandonment: a rank whose holder stopped polling (deadline
     -- in KEYS[2] passed) is passed over without spending an admission; a rank with no deadline on
     -- record counts as live. max_active: stop at the first live rank there is no room for (the
     -- credit is dropped, so freeing room later does not release a burst).
@@ -84,11 +84,12 @@ if paused ~= '1' and now > from then
           break
         end
         free = free - 1
-        if max_active then redis.call('ZADD', KEYS[5], now + tonumber(ARGV[14]), r) end
+        redis.call('ZADD', KEYS[5], now + tonumber(ARGV[14]), r)
       end
       if deadline then redis.call('ZREM', KEYS[2], r) end
       r = r + 1
     end
+    if r <= math.floor(target) then target = r - 1 end  -- walked as far as one call may
     abandoned = abandoned + skipped
   end
   served = target
@@ -134,7 +135,11 @@ ACTIVE_GRACE_S = 30
 _ADMITTED = """
 if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then return '' end
 local previous = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'GET', 'EX', 7 * 86400)
-return previous or ARGV[1]
+if previous then return previous end
+-- first seen admitted: keep how long they waited (the latest 10,000, for the event's stats)
+redis.call('LPUSH', KEYS[3], tostring(tonumber(ARGV[1]) - tonumber(ARGV[3])))
+redis.call('LTRIM', KEYS[3], 0, 9999)
+return ARGV[1]
 """
 
 
@@ -266,19 +271,33 @@ class QueueStore:
         """Advance under the old settings up to ``now``, then switch to ``config``."""
         return (await self._run("configure", event_id, now, config))[0]
 
-    async def active(self, event_id: str, now: float) -> int:
-        """Admissions out and neither used nor expired."""
-        return int(await self._redis.zcount(active_admissions_key(event_id), now, "+inf"))
+    def _waits_key(self, event_id: str) -> str:
+        return f"{self._prefix}:waits:{event_id}"
+
+    async def counts(self, event_id: str, now: float) -> tuple[int, int, list[float]]:
+        """(admissions out and unused, admissions that lapsed unused, recent waits in seconds)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zcount(active_admissions_key(event_id), now, "+inf")
+            pipe.hget(self._key(event_id), "lapsed")
+            pipe.lrange(self._waits_key(event_id), 0, -1)
+            active, lapsed, waits = await pipe.execute()
+        return int(active), int(lapsed or 0), [float(w) for w in waits]
 
     async def ping(self) -> None:
         await self._redis.ping()
 
-    async def admitted_at(self, event_id: str, visitor_id: str, rank: int, now: float) -> float | None:
+    async def admitted_at(
+        self, event_id: str, visitor_id: str, rank: int, now: float, joined_at: float
+    ) -> float | None:
         """When this visitor was first seen admitted (set once; later calls return the same time),
         or None if their rank was passed over because they had abandoned the queue."""
         result = await self._admitted_script(
-            keys=[f"{self._prefix}:adm:{event_id}:{visitor_id}", self._abandoned_key(event_id)],
-            args=[repr(now), str(rank)],
+            keys=[
+                f"{self._prefix}:adm:{event_id}:{visitor_id}",
+                self._abandoned_key(event_id),
+                self._waits_key(event_id),
+            ],
+            args=[repr(now), str(rank), repr(joined_at)],
         )
         value = _text(result)
         return None if value == "" else float(value)

@@ -15,6 +15,7 @@ import logging
 import math
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -41,7 +42,7 @@ from waitingroom.events import (
 )
 from waitingroom.lottery import ALGORITHM, Lottery
 from waitingroom.polling import poll_after_ms
-from waitingroom.queries import SAVE_CHECKPOINT, SAVE_DRAW
+from waitingroom.queries import COUNT_USED, SAVE_CHECKPOINT, SAVE_DRAW
 from waitingroom.queue import QueueConfig, QueueState, QueueStore
 
 log = logging.getLogger("surgegate.waitingroom")
@@ -83,6 +84,13 @@ class Status:
         }
 
 
+def _quantile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
@@ -113,6 +121,7 @@ class Room:
         self._join_rates: dict[str, float] = {}
         self._checkpointed: dict[str, tuple[float, int]] = {}  # (time, joined) at this edge's last save
         self._redis_lost_at: float | None = None
+        self._history: dict[str, deque[tuple[float, int]]] = {}  # (time, admitted), last 2 minutes
         self._alive: dict[str, dict[int, float]] = {}  # event -> rank -> present-until, not yet flushed
         self._events_loaded_at = float("-inf")
 
@@ -169,6 +178,10 @@ class Room:
         if previous is None or (state.served, state.joined) >= (previous.served, previous.joined):
             self._states[event_id] = state
             self._state_at[event_id] = now
+            history = self._history.setdefault(event_id, deque())
+            history.append((now, state.admitted))
+            while history and now - history[0][0] > 120:
+                history.popleft()
             self.metrics.queue_waiting.labels(event_id).set(state.waiting)
             self.metrics.admission_rate.labels(event_id).set(0 if state.paused else state.rate_per_s)
 
@@ -341,7 +354,7 @@ class Room:
             if event.abandon_after_s is not None:
                 self._note_alive(event.event_id, rank, now + poll_ms / 1000 + event.abandon_after_s)
             return Status("waiting", position, eta, poll_ms)
-        admitted_at = await self.queue.admitted_at(event.event_id, ticket.visitor_id, rank, now)
+        admitted_at = await self.queue.admitted_at(event.event_id, ticket.visitor_id, rank, now, ticket.issued_at)
         if admitted_at is None:  # passed over while away: they learn so and may join again
             return Status("expired", None, None, IDLE_POLL_MS)
         expires_at = admitted_at + event.admission_ttl_s
@@ -383,15 +396,34 @@ class Room:
     def _poll_after(self, position: int, state: QueueState, eta: float | None) -> int:
         return poll_after_ms(position, state.waiting, self.settings.poll_budget_per_s, eta)
 
-    async def stats(self, event_id: str) -> dict[str, int]:
+    async def stats(self, event_id: str) -> dict[str, Any]:
+        """Live figures of an event for operators (admin only: costs a few Redis and one SQL call)."""
         event = self.event(event_id)
         now = self.clock()
         state = await self.queue.advance(event_id, now, self._config(event, now))
         self._remember(event_id, state, now)
+        active, lapsed, waits = await self.queue.counts(event_id, now)
+        async with self.pool.acquire() as con:
+            used = int(await con.fetchval(COUNT_USED, event_id))
+        configured = 0.0 if event.paused else event.rate_per_s
         return {
             "joined": state.joined,
             "admitted": state.admitted,
             "waiting": state.waiting,
             "abandoned": state.abandoned,
-            "active": await self.queue.active(event_id, now),
+            "active": active,
+            "used": used,
+            "expired_unused": lapsed,
+            "rate_per_s": {"configured": configured, "actual_last_60s": self._actual_rate(event_id, now)},
+            "time_in_queue_s": {"median": _quantile(waits, 0.5), "p90": _quantile(waits, 0.9), "sample": len(waits)},
+            "tail_eta_s": round(state.waiting / configured, 1) if configured > 0 else None,
         }
+
+    def _actual_rate(self, event_id: str, now: float) -> float:
+        """Admissions per second over the last minute, from this edge's snapshots."""
+        history = self._history.get(event_id)
+        if not history:
+            return 0.0
+        then, admitted_then = next(((t, a) for t, a in history if now - t <= 60), history[-1])
+        latest_t, latest = history[-1]
+        return round((latest - admitted_then) / (latest_t - then), 3) if latest_t > then else 0.0

@@ -101,7 +101,9 @@ async def test_admin_get_has_live_stats_and_needs_the_token(edge: TestClient, cl
     clock.advance(1)
     resp = await edge.get("/admin/v1/events/ev", headers=admin_headers())
     body = await resp.json()
-    assert body["stats"] == {"joined": 5, "admitted": 2, "waiting": 3, "abandoned": 0, "active": 0}
+    counters = {k: body["stats"][k] for k in ("joined", "admitted", "waiting", "abandoned", "active")}
+    assert counters == {"joined": 5, "admitted": 2, "waiting": 3, "abandoned": 0, "active": 2}
+    assert body["stats"]["tail_eta_s"] == 1.5  # 3 waiting at 2 per second
     assert body["rate_per_s"] == 2 and body["paused"] is False
     resp = await edge.get("/admin/v1/events/ev", headers={"Authorization": "Bearer wrong"})
     assert_problem(resp.status, await resp.json(), 401, "unauthorized")
