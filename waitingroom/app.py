@@ -79,6 +79,7 @@ def create_app(
     app.router.add_get("/admin/v1/events/{event_id}", admin.get_event)
     app.router.add_get("/admin/v1/events/{event_id}/lottery", admin.get_lottery)
     app.router.add_get("/e/{event_id}", page.queue_page)
+    app.router.add_post("/e/{event_id}/join", page.join_form)
     app.router.add_get("/", page.index)
     app.router.add_static("/static", Path(str(STATIC)))
     app.router.add_get("/healthz", healthz)

@@ -1,14 +1,29 @@
-"""The browser pages: ``/`` (open events) and ``/e/{event_id}`` (the queue page)."""
+"""The browser pages: ``/`` (open events), ``/e/{event_id}`` (the queue page) and the page's
+no-JavaScript join (``POST /e/{event_id}/join``).
+
+The queue page is rendered on the server with the visitor's current state, in the language of their
+``Accept-Language``, so it is complete without JavaScript: a join form, and a refresh every
+``poll_after_ms`` while waiting. With JavaScript, ``queue.js`` takes over: it polls the status API,
+counts down, announces changes (aria-live) and shows the booking form once admitted.
+"""
 
 from __future__ import annotations
 
 import html
+import json
+from datetime import datetime
 from importlib import resources
 from string import Template
 
 from aiohttp import web
 
+from shared.errors import DomainError, TicketInvalid
+from shared.http import STATUS_OF_CODE
+from waitingroom.events import Event
+from waitingroom.i18n import STRINGS, duration, eta_minutes, pick_language
 from waitingroom.keys import ROOM
+from waitingroom.room import Status
+from waitingroom.views import check_join_limit, cookie_name, set_ticket_cookie
 
 STATIC = resources.files("waitingroom") / "static"
 _QUEUE_PAGE = Template((STATIC / "queue.html").read_text())
@@ -19,19 +34,108 @@ _PAGE_HEADERS = {
 }
 
 
+def _eta_text(t: dict[str, str], status: Status) -> str:
+    if status.eta_seconds is None:
+        return t["eta_paused"]
+    minutes = eta_minutes(status.eta_seconds)
+    return t["eta_less_minute"] if minutes is None else t["eta_range"].format(lo=minutes[0], hi=minutes[1])
+
+
+def render_queue_page(event: Event, language: str, status: Status | None, now: float, error: str = "") -> str:
+    t = STRINGS[language]
+    e = html.escape
+    state = status.state if status is not None else "none"
+    position = ahead = eta = note = hint = refresh = no_js = ""
+    progress = 0
+    if status is not None and state in ("waiting", "prequeue"):
+        hint = t["keep_open"]
+        seconds = max(1, round(status.poll_after_ms / 1000))
+        refresh = f'<noscript><meta http-equiv="refresh" content="{seconds}"></noscript>'
+        no_js = t["no_js_refresh"].format(seconds=seconds)
+    if status is not None and state == "waiting":
+        position, ahead, eta = str(status.position), str(max(0, (status.position or 1) - 1)), _eta_text(t, status)
+    elif status is not None and state == "prequeue" and status.opens_at:
+        opens = datetime.fromisoformat(status.opens_at.replace("Z", "+00:00")).timestamp()
+        eta, note = t["opens_in"].format(time=duration(opens - now)), t["lottery"]
+    elif state == "admitted":
+        position, ahead, progress, no_js = "0", "0", 100, t["needs_js"]
+    joinable = state in ("none", "expired")
+    person_field = ""
+    if event.one_place_per_person and joinable:
+        person_field = (
+            f'<label for="person_id">{e(t["id_number"])}</label>'
+            '<input id="person_id" name="person_id" required maxlength="64" autocomplete="off">'
+        )
+    return _QUEUE_PAGE.substitute(
+        lang=language,
+        title=e(t["page_title"].format(event=event.name)),
+        event_id=e(event.event_id),
+        event_name=e(event.name),
+        state=state,
+        one_place="true" if event.one_place_per_person else "false",
+        state_text=e(t[f"state_{state}"]),
+        position=e(position or t["blank"]),
+        ahead=e(ahead or t["blank"]),
+        eta=e(eta or t["blank"]),
+        progress=progress,
+        note=e(note),
+        hint=e(hint),
+        refresh=refresh,
+        no_js=e(no_js),
+        join_hidden="" if joinable else "hidden",
+        join_label=e(t["rejoin" if state == "expired" else "join"]),
+        person_field=person_field,
+        error=e(error),
+        error_hidden="" if error else "hidden",
+        strings_json=json.dumps(t).replace("</", "<\\/"),
+        **{f"s_{key}": e(text) for key, text in t.items()},
+    )
+
+
 async def queue_page(request: web.Request) -> web.Response:
-    event = request.app[ROOM].event(request.match_info["event_id"])
-    body = _QUEUE_PAGE.substitute(title=html.escape(event.name), event_id=html.escape(event.event_id))
-    return web.Response(text=body, content_type="text/html", headers=_PAGE_HEADERS)
+    room = request.app[ROOM]
+    event = room.event(request.match_info["event_id"])
+    language = pick_language(request.headers.get("Accept-Language"))
+    status = None
+    ticket = request.cookies.get(cookie_name(event.event_id))
+    if ticket:
+        try:
+            status = await room.status(event.event_id, ticket)
+        except TicketInvalid:
+            status = None
+    body = render_queue_page(event, language, status, room.clock())
+    return web.Response(text=body, content_type="text/html", headers={**_PAGE_HEADERS, "Content-Language": language})
+
+
+async def join_form(request: web.Request) -> web.StreamResponse:
+    """Join without JavaScript: the page's form posts here and is sent back to the page."""
+    room = request.app[ROOM]
+    event = room.event(request.match_info["event_id"])
+    language = pick_language(request.headers.get("Accept-Language"))
+    form = await request.post()
+    person_id = str(form.get("person_id") or "").strip() or None
+    try:
+        await check_join_limit(request, event.event_id)
+        ticket, _ = await room.join(event.event_id, request.cookies.get(cookie_name(event.event_id)), person_id)
+    except DomainError as exc:
+        body = render_queue_page(event, language, None, room.clock(), error=exc.detail)
+        headers = dict(_PAGE_HEADERS)
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(exc.retry_after)
+        return web.Response(
+            text=body, status=STATUS_OF_CODE.get(exc.code, 400), content_type="text/html", headers=headers
+        )
+    redirect = web.HTTPSeeOther(f"/e/{event.event_id}")
+    set_ticket_cookie(redirect, room, event.event_id, ticket)
+    raise redirect
 
 
 async def index(request: web.Request) -> web.Response:
     events = request.app[ROOM].open_events()
     if len(events) == 1:
         raise web.HTTPFound(f"/e/{events[0].event_id}")
-    items = (
-        "".join(f'<li><a href="/e/{html.escape(e.event_id)}">{html.escape(e.name)}</a></li>' for e in events)
-        or "<li>No event is open right now.</li>"
+    items = "".join(f'<li><a href="/e/{html.escape(e.event_id)}">{html.escape(e.name)}</a></li>' for e in events) or (
+        "<li>No event is open right now.</li>"
     )
     body = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'

@@ -9,6 +9,7 @@ from shared.errors import RateLimited, TicketInvalid
 from shared.http import bearer, json_response, read_json
 from waitingroom.keys import LIMITER, METRICS, ROOM, TRUSTED_PROXIES
 from waitingroom.limits import client_key
+from waitingroom.room import Room
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -30,22 +31,21 @@ def presented_ticket(request: web.Request, event_id: str) -> str | None:
     return bearer(request) or request.cookies.get(cookie_name(event_id))
 
 
-async def join(request: web.Request) -> web.Response:
-    event_id = request.match_info["event_id"]
-    body = await read_json(request, JoinRequest) if request.can_read_body else JoinRequest()
-    room = request.app[ROOM]
-    room.event(event_id)  # unknown events are 404 and spend nobody's join allowance
+async def check_join_limit(request: web.Request, event_id: str) -> None:
+    """Take one join from this client's allowance; raise RateLimited when it is spent."""
     limiter = request.app[LIMITER]
-    if limiter.enabled:
-        trusted = request.app[TRUSTED_PROXIES]
-        client = client_key(request.remote, request.headers.get("X-Forwarded-For"), trusted)
-        verdict = await limiter.check(client, room.clock())
-        if not verdict.allowed:
-            request.app[METRICS].join_rejected.labels(event_id, "rate_limited").inc()
-            raise RateLimited("too many joins from your network; try again shortly", retry_after=verdict.retry_after_s)
-    ticket, status = await room.join(event_id, presented_ticket(request, event_id), body.person_id)
-    resp = json_response({"ticket": ticket, **status.to_json()}, status=201, headers=NO_STORE)
-    resp.set_cookie(
+    if not limiter.enabled:
+        return
+    trusted = request.app[TRUSTED_PROXIES]
+    client = client_key(request.remote, request.headers.get("X-Forwarded-For"), trusted)
+    verdict = await limiter.check(client, request.app[ROOM].clock())
+    if not verdict.allowed:
+        request.app[METRICS].join_rejected.labels(event_id, "rate_limited").inc()
+        raise RateLimited("too many joins from your network; try again shortly", retry_after=verdict.retry_after_s)
+
+
+def set_ticket_cookie(response: web.StreamResponse, room: Room, event_id: str, ticket: str) -> None:
+    response.set_cookie(
         cookie_name(event_id),
         ticket,
         max_age=7 * 86400,
@@ -54,6 +54,17 @@ async def join(request: web.Request) -> web.Response:
         samesite="Lax",
         secure=room.settings.edge_url.startswith("https://"),
     )
+
+
+async def join(request: web.Request) -> web.Response:
+    event_id = request.match_info["event_id"]
+    body = await read_json(request, JoinRequest) if request.can_read_body else JoinRequest()
+    room = request.app[ROOM]
+    room.event(event_id)  # unknown events are 404 and spend nobody's join allowance
+    await check_join_limit(request, event_id)
+    ticket, status = await room.join(event_id, presented_ticket(request, event_id), body.person_id)
+    resp = json_response({"ticket": ticket, **status.to_json()}, status=201, headers=NO_STORE)
+    set_ticket_cookie(resp, room, event_id, ticket)
     return resp
 
 

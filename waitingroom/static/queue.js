@@ -1,38 +1,60 @@
-// The queue page: join, poll as told by poll_after_ms, then book through the booking API.
+// The queue page, enhanced: join, poll as told by poll_after_ms, count down, then book through the
+// booking API. Every word comes from the server's catalog (#strings), in the page's language.
 (function () {
   "use strict";
+  var T = JSON.parse(document.getElementById("strings").textContent);
   var eventId = document.body.dataset.eventId;
   var base = "/api/v1/events/" + encodeURIComponent(eventId);
-  var firstPosition = null;
-  var admission = null;
+  var firstPosition = null, admission = null, countdown = null, last = null;
   var $ = function (id) { return document.getElementById(id); };
+  var fill = function (text, values) {
+    return text.replace(/\{(\w+)\}/g, function (_, k) { return values[k]; });
+  };
 
-  function showError(text) { var e = $("error"); e.textContent = text; e.hidden = !text; }
+  function showError(text) { var e = $("error"); e.textContent = text || ""; e.hidden = !text; }
 
-  function fmtEta(s) {
-    if (s === null || s === undefined) return "unknown (admissions paused)";
-    if (s < 60) return "less than a minute";
-    var m = Math.round(s / 60);
-    return m < 60 ? "about " + m + " min" : "about " + Math.round(m / 6) / 10 + " h";
+  function duration(s) {  // same units as the server's i18n.duration
+    s = Math.max(0, Math.floor(s));
+    if (s < 60) return s + " s";
+    if (s < 3600) return Math.floor(s / 60) + " min";
+    var m = Math.floor(s % 3600 / 60);
+    return Math.floor(s / 3600) + " h " + (m < 10 ? "0" : "") + m + " min";
+  }
+
+  function etaText(eta) {  // same range as the server's i18n.eta_minutes
+    if (eta === null || eta === undefined) return T.eta_paused;
+    if (eta < 60) return T.eta_less_minute;
+    return fill(T.eta_range, { lo: Math.max(1, Math.floor(eta * 0.8 / 60)), hi: Math.max(2, Math.ceil(eta * 1.25 / 60)) });
+  }
+
+  function tickCountdown() {
+    if (!last || last.state !== "prequeue" || !last.opens_at) return;
+    $("eta").textContent = fill(T.opens_in, { time: duration((new Date(last.opens_at) - Date.now()) / 1000) });
   }
 
   function render(st) {
-    var labels = { prequeue: "The queue opens soon. You have a place.", waiting: "You are in the queue.",
-                   admitted: "It's your turn!", expired: "Your turn has expired. Reload to join again." };
-    $("state").textContent = labels[st.state] || st.state;
-    $("position").textContent = st.position === null ? "–" : String(st.position);
-    if (st.state === "prequeue" && st.opens_at) {
-      var left = Math.max(0, (new Date(st.opens_at).getTime() - Date.now()) / 1000);
-      $("eta").textContent = "the queue opens in " + fmtEta(left).replace("about ", "") +
-        "; places are then drawn at random for everyone already here";
+    var announce = !last || last.state !== st.state;  // only state changes go to aria-live
+    last = st;
+    var state = $("state");
+    if (announce) state.textContent = T["state_" + st.state] || st.state;
+    var waiting = st.state === "waiting";
+    $("position").textContent = waiting ? String(st.position) : (st.state === "admitted" ? "0" : T.blank);
+    $("ahead").textContent = waiting ? String(Math.max(0, st.position - 1)) : (st.state === "admitted" ? "0" : T.blank);
+    $("note").textContent = st.state === "prequeue" ? T.lottery : "";
+    $("hint").textContent = (waiting || st.state === "prequeue") ? T.keep_open : "";
+    if (st.state === "prequeue") {
+      tickCountdown();
+      if (!countdown) countdown = setInterval(tickCountdown, 1000);
     } else {
-      $("eta").textContent = st.state === "admitted" ? "now" : fmtEta(st.eta_seconds);
+      if (countdown) { clearInterval(countdown); countdown = null; }
+      $("eta").textContent = st.state === "admitted" ? T.blank : (waiting ? etaText(st.eta_seconds) : T.blank);
     }
-    if (st.position !== null && firstPosition === null) firstPosition = Math.max(st.position, 1);
-    var pct = st.state === "admitted" ? 100 :
-      (firstPosition ? Math.round(100 * (1 - st.position / (firstPosition + 1))) : 0);
+    if (waiting && firstPosition === null) firstPosition = Math.max(st.position, 1);
+    var pct = st.state === "admitted" ? 100 : (waiting && firstPosition ? Math.round(100 * (1 - st.position / (firstPosition + 1))) : 0);
     $("bar-fill").style.width = pct + "%";
     document.querySelector(".bar").setAttribute("aria-valuenow", String(pct));
+    $("join-form").hidden = st.state !== "expired";
+    if (st.state === "expired") $("join").textContent = T.rejoin;
   }
 
   function schedule(ms) { setTimeout(poll, Math.max(250, ms)); }
@@ -42,31 +64,34 @@
       .then(function (r) { return r.json().then(function (b) { return [r, b]; }); })
       .then(function (rb) {
         var r = rb[0], st = rb[1];
-        if (r.status === 401) { return join(); }
-        if (!r.ok) { showError(st.detail || "Something went wrong; retrying."); return schedule(5000); }
+        if (r.status === 401) return join();
+        if (!r.ok) { showError(st.detail || T.error_generic); return schedule(5000); }
         showError("");
         render(st);
-        if (st.state === "admitted") { return admitted(st); }
-        if (st.state !== "expired") { schedule(st.poll_after_ms); }
+        if (st.state === "admitted") return admitted(st);
+        if (st.state !== "expired") schedule(st.poll_after_ms);
       })
-      .catch(function () { showError("Connection problem; retrying."); schedule(5000); });
+      .catch(function () { showError(T.error_connection); schedule(5000); });
   }
 
   function join() {
+    if (document.body.dataset.onePlace === "true") { $("join-form").hidden = false; return; }
+    $("state").textContent = T.state_joining;
     fetch(base + "/join", { method: "POST", credentials: "same-origin" })
       .then(function (r) { return r.json().then(function (b) { return [r, b]; }); })
       .then(function (rb) {
         var r = rb[0], st = rb[1];
         if (!r.ok) {
-          showError(st.detail || "Could not join.");
+          showError(st.detail || T.error_generic);
           var retry = parseInt(r.headers.get("Retry-After") || "0", 10);
           if (retry) schedule(retry * 1000);
           return;
         }
+        showError("");
         render(st);
         schedule(st.poll_after_ms);
       })
-      .catch(function () { showError("Connection problem; retrying."); schedule(5000); });
+      .catch(function () { showError(T.error_connection); schedule(5000); });
   }
 
   // --- booking --------------------------------------------------------------------------------
@@ -87,7 +112,7 @@
     return api("/slots" + q).then(function (b) {
       var sel = $("slot"); sel.innerHTML = "";
       b.slots.filter(function (s) { return s.remaining > 0; }).forEach(function (s) {
-        sel.appendChild(option(s.slot_id, s.local_starts_at.replace("T", " ").slice(0, 16) + " (" + s.remaining + " left)"));
+        sel.appendChild(option(s.slot_id, s.local_starts_at.replace("T", " ").slice(0, 16) + " (" + fill(T.seats_left, { n: s.remaining }) + ")"));
       });
     });
   }
@@ -95,9 +120,8 @@
   function admitted(st) {
     if (admission) return;
     admission = st;
-    document.querySelector(".hint").hidden = true;
     $("booking").hidden = false;
-    $("expires").textContent = "Book before " + new Date(st.admission_expires_at).toLocaleTimeString() + ".";
+    $("expires").textContent = fill(T.book_before, { time: new Date(st.admission_expires_at).toLocaleTimeString(document.documentElement.lang) });
     api("/sites").then(function (b) {
       var sel = $("site"); sel.innerHTML = "";
       b.sites.forEach(function (s) { sel.appendChild(option(s.site_id, s.name + " (" + s.region + ")")); });
@@ -116,7 +140,7 @@
           id_number: $("id_number").value, name: $("name").value, email: $("email").value,
           birth_date: $("birth_date").value } })
       }).then(function (b) {
-        if (b.status === "pending") { return waitAttempt(b.attempt_id); }
+        if (b.status === "pending") return waitAttempt(b.attempt_id);
         confirmed(b);
       }).catch(function (e) { showError(e.message); $("book").disabled = false; });
     });
@@ -124,8 +148,8 @@
 
   function waitAttempt(id) {
     return api("/attempts/" + encodeURIComponent(id)).then(function (a) {
-      if (a.status === "pending") { return new Promise(function (res) { setTimeout(res, 1000); }).then(function () { return waitAttempt(id); }); }
-      if (a.status === "confirmed") { return api("/appointments/" + a.appointment_id).then(confirmed); }
+      if (a.status === "pending") return new Promise(function (res) { setTimeout(res, 1000); }).then(function () { return waitAttempt(id); });
+      if (a.status === "confirmed") return api("/appointments/" + a.appointment_id).then(confirmed);
       throw new Error(a.code || "rejected");
     });
   }
@@ -133,9 +157,9 @@
   function confirmed(b) {
     $("booking").hidden = true;
     $("done").hidden = false;
-    $("confirmation").textContent = "Appointment " + b.appointment_id + " on " +
-      b.local_starts_at.replace("T", " ").slice(0, 16) + " (local time at the site).";
+    $("confirmation").textContent = fill(T.confirmation, { id: b.appointment_id, time: b.local_starts_at.replace("T", " ").slice(0, 16) });
   }
 
+  $("join-form").hidden = true;  // with JavaScript the page joins by itself
   poll();
 })();
