@@ -1,4 +1,5 @@
-"""The queue page in real headless Chromium: join -> wait -> admitted -> book -> confirmation.
+"""The queue page in real headless Chromium: join -> wait -> admitted -> book -> confirmation; the
+same page with JavaScript off (form join, self-refresh); the pre-queue countdown in Spanish.
 
 Edge, API and worker run in-process on real ports (the page calls the API cross-origin, as under
 `surgegate up`); Chromium is Debian's, driven by Playwright with ``executable_path``.
@@ -84,3 +85,58 @@ async def test_queue_page_join_wait_admit_book(stack: Settings, pool: asyncpg.Po
     row = await pool.fetchrow("SELECT status, slot_id FROM appointments")
     assert row["status"] == "confirmed"
     assert await pool.fetchval("SELECT booked FROM slots WHERE slot_id = $1", row["slot_id"]) == 1
+
+
+async def put_event(stack: Settings, **fields: object) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s:
+        resp = await s.put(f"{stack.edge_url}/admin/v1/events/ev", headers=admin_headers(),
+                           json={"name": "Cohort 4 opening", **fields})  # fmt: skip
+        assert resp.status == 200
+
+
+async def test_without_javascript_the_page_still_works(stack: Settings, tmp_path: Path) -> None:
+    """No script at all: the visitor joins with the form, the page refreshes itself, and says when
+    it is their turn (booking then asks for JavaScript)."""
+    from playwright.async_api import async_playwright
+
+    await put_event(stack, rate_per_s=0.4)
+    shots = Path(os.environ.get("SURGEGATE_SCREENSHOT_DIR", tmp_path))
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = await browser.new_context(java_script_enabled=False, viewport={"width": 390, "height": 844})
+        page = await context.new_page()
+        await page.goto(f"{stack.edge_url}/e/ev")
+        async with page.expect_navigation():
+            await page.click("#join")  # a plain form post, then 303 back to the page
+        await page.wait_for_selector("text=You are in the queue.")
+        assert await page.text_content("#position") == "1"
+        await page.screenshot(path=str(shots / "queue-no-js-waiting.png"))
+        # no script runs, yet the page refreshes itself (meta refresh) until it is their turn
+        await page.wait_for_selector("text=It's your turn!", timeout=20_000)
+        assert "Booking needs JavaScript" in (await page.content())
+        await page.screenshot(path=str(shots / "queue-no-js-admitted.png"))
+        await browser.close()
+
+
+async def test_pre_queue_countdown_in_spanish(stack: Settings, tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from playwright.async_api import async_playwright
+
+    opens = datetime.now(UTC) + timedelta(minutes=20)
+    await put_event(stack, rate_per_s=1, opens_at=opens.isoformat())
+    shots = Path(os.environ.get("SURGEGATE_SCREENSHOT_DIR", tmp_path))
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = await browser.new_context(locale="es-ES", viewport={"width": 390, "height": 844})
+        page = await context.new_page()
+        await page.goto(f"{stack.edge_url}/e/ev")
+        await page.wait_for_selector("text=Tiene un lugar en la prefila.")
+        eta = await page.text_content("#eta") or ""
+        assert eta.startswith("La fila abre en") and "min" in eta
+        assert "al azar" in (await page.text_content("#note") or "")
+        assert await page.get_attribute("html", "lang") == "es"
+        await page.screenshot(path=str(shots / "queue-prequeue-es.png"))
+        await browser.close()
