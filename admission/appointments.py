@@ -81,6 +81,10 @@ def _answer(request: web.Request, outcome: BookingOutcome, request_hash: str) ->
         return json_response(outcome.confirmation(), status=201)
     assert outcome.code is not None
     metrics.booking_requests.labels(outcome.event_id, outcome.code).inc()
+    # A token used outside its scope, or used again after it booked, fails verification late.
+    failure = {"token_scope": "scope", "admission_used": "replay"}.get(outcome.code)
+    if failure is not None:
+        metrics.token_verify.labels(outcome.event_id, failure).inc()
     raise BookingRejected(outcome.code, _REJECTION_DETAIL.get(outcome.code, outcome.code))
 
 

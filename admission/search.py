@@ -10,7 +10,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from admission import queries
-from admission.keys import POOL, admission_of
+from admission.keys import METRICS, POOL, admission_of
 from shared.booking import local_iso, utc_iso
 from shared.errors import NotFound, TokenScope
 from shared.http import json_response, validate
@@ -87,7 +87,9 @@ def slot_json(row: Any) -> dict[str, Any]:
 
 async def list_slots(request: web.Request) -> web.Response:
     q = validate(SlotQuery, dict(request.query))
-    if not admission_of(request).allows_site(q.site_id):
+    admission = admission_of(request)
+    if not admission.allows_site(q.site_id):
+        request.app[METRICS].token_verify.labels(admission.event_id, "scope").inc()
         raise TokenScope("this admission does not cover that site")
     start = q.from_ or datetime.now(UTC)
     end = q.to or start + timedelta(days=7)

@@ -31,6 +31,19 @@ class Metrics:
             ["event"],
             registry=r,
         )
+        self.admissions_active = Gauge(
+            "surgegate_admissions_active", "Admissions out, unused and unexpired", ["event"], registry=r
+        )
+        self.admissions_lapsed = Counter(
+            "surgegate_admissions_lapsed", "Admissions that expired unused", ["event"], registry=r
+        )
+        self.queue_wait_seconds = Histogram(
+            "surgegate_queue_wait_seconds",
+            "Time from joining to first being seen admitted",
+            ["event"],
+            buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400),
+            registry=r,
+        )
         self.queue_waiting = Gauge(
             "surgegate_queue_waiting", "Visitors waiting (joined minus admitted)", ["event"], registry=r
         )

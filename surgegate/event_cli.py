@@ -43,6 +43,10 @@ def add_parser(sub: Any) -> None:
     scope.add_argument("--sites", help="comma-separated site ids the admission covers")
     scope.add_argument("--all-sites", action="store_true", help="admissions cover every site")
     s.add_argument("--paused", action=argparse.BooleanOptionalAction, default=None)
+    s.add_argument("--max-active", help="cap on admissions out and unused, or 'none'")
+    s.add_argument("--abandon-after", help="seconds without polling before a place is passed over, or 'none'")
+    s.add_argument("--one-place", action=argparse.BooleanOptionalAction, default=None, dest="one_place_per_person",
+                   help="one place per person (joins must send person_id)")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -59,13 +63,17 @@ def _admin_token(args: argparse.Namespace, settings: Settings) -> str:
 
 def _changes(args: argparse.Namespace) -> dict[str, Any]:
     body: dict[str, Any] = {}
-    for field in ("name", "rate_per_s", "admission_ttl_s", "paused"):
+    for field in ("name", "rate_per_s", "admission_ttl_s", "paused", "one_place_per_person"):
         if getattr(args, field) is not None:
             body[field] = getattr(args, field)
     for field in ("opens_at", "prequeue_opens_at", "closes_at"):
         value = getattr(args, field)
         if value is not None:
             body[field] = None if value.lower() == "none" else value
+    for field, key in (("max_active", "max_active"), ("abandon_after", "abandon_after_s")):
+        value = getattr(args, field)
+        if value is not None:
+            body[key] = None if value.lower() == "none" else int(value)
     if args.all_sites:
         body["site_ids"] = None
     elif args.sites is not None:

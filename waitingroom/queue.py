@@ -120,7 +120,7 @@ redis.call('HSET', key, 'joined', tostring(joined), 'served', string.format(fmt,
 if pre ~= nil then redis.call('HSET', key, 'pre', tostring(pre), 'seed', seed) end
 return {tostring(joined), string.format(fmt, served), tostring(math.floor(served) - before - skipped),
   string.format(fmt, rate), paused, restored, pre and tostring(pre) or '', seed or '', tostring(seq), visitor,
-  tostring(abandoned), tostring(skipped)}
+  tostring(abandoned), tostring(skipped), tostring(lapsed), tostring(redis.call('ZCARD', KEYS[5]))}
 """
 
 
@@ -133,13 +133,13 @@ def _text(value: bytes | str) -> str:
 ACTIVE_GRACE_S = 30
 
 _ADMITTED = """
-if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then return '' end
+if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then return {'', '0'} end
 local previous = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'GET', 'EX', 7 * 86400)
-if previous then return previous end
+if previous then return {previous, '0'} end
 -- first seen admitted: keep how long they waited (the latest 10,000, for the event's stats)
 redis.call('LPUSH', KEYS[3], tostring(tonumber(ARGV[1]) - tonumber(ARGV[3])))
 redis.call('LTRIM', KEYS[3], 0, 9999)
-return ARGV[1]
+return {ARGV[1], '1'}
 """
 
 
@@ -154,6 +154,8 @@ class QueueState:
     lottery: Lottery | None = None  # the pre-queue draw, once opens_at has passed
     abandoned: int = 0  # ranks passed over because their holders stopped polling (in total)
     newly_abandoned: int = 0
+    newly_lapsed: int = 0  # admissions that lapsed unused during this call
+    active: int = 0  # admissions out and unused after this call
 
     @property
     def passed(self) -> int:
@@ -223,7 +225,22 @@ class QueueStore:
             f"{self._prefix}:pp:{event_id}:{person_ref}" if person_ref else "",
             active_admissions_key(event_id),
         ]
-        joined, served, new, rate, paused, restored, pre, seed, seq, held_by, abandoned, skipped = await self._script(
+        (
+            joined,
+            served,
+            new,
+            rate,
+            paused,
+            restored,
+            pre,
+            seed,
+            seq,
+            held_by,
+            abandoned,
+            skipped,
+            lapsed,
+            active,
+        ) = await self._script(
             keys=keys,
             args=[
                 mode,
@@ -252,6 +269,8 @@ class QueueStore:
             lottery=Lottery(int(pre), _text(seed)) if _text(pre) else None,
             abandoned=int(abandoned),
             newly_abandoned=int(skipped),
+            newly_lapsed=int(lapsed),
+            active=int(active),
         )
         return state, int(seq), _text(held_by)
 
@@ -288,10 +307,10 @@ class QueueStore:
 
     async def admitted_at(
         self, event_id: str, visitor_id: str, rank: int, now: float, joined_at: float
-    ) -> float | None:
-        """When this visitor was first seen admitted (set once; later calls return the same time),
-        or None if their rank was passed over because they had abandoned the queue."""
-        result = await self._admitted_script(
+    ) -> tuple[float, bool] | None:
+        """(when this visitor was first seen admitted, whether that is now): set once, later calls
+        return the same time; None if their rank was passed over because they had left."""
+        value, first = await self._admitted_script(
             keys=[
                 f"{self._prefix}:adm:{event_id}:{visitor_id}",
                 self._abandoned_key(event_id),
@@ -299,5 +318,4 @@ class QueueStore:
             ],
             args=[repr(now), str(rank), repr(joined_at)],
         )
-        value = _text(result)
-        return None if value == "" else float(value)
+        return None if _text(value) == "" else (float(value), _text(first) == "1")

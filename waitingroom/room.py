@@ -173,6 +173,8 @@ class Room:
             self.metrics.admitted.labels(event_id).inc(state.newly_admitted)
         if state.newly_abandoned:
             self.metrics.abandoned.labels(event_id).inc(state.newly_abandoned)
+        if state.newly_lapsed:
+            self.metrics.admissions_lapsed.labels(event_id).inc(state.newly_lapsed)
         previous = self._states.get(event_id)
         # Snapshots can arrive out of order (a join racing a tick); keep the most advanced one.
         if previous is None or (state.served, state.joined) >= (previous.served, previous.joined):
@@ -183,6 +185,7 @@ class Room:
             while history and now - history[0][0] > 120:
                 history.popleft()
             self.metrics.queue_waiting.labels(event_id).set(state.waiting)
+            self.metrics.admissions_active.labels(event_id).set(state.active)
             self.metrics.admission_rate.labels(event_id).set(0 if state.paused else state.rate_per_s)
 
     async def tick(self) -> None:
@@ -354,9 +357,12 @@ class Room:
             if event.abandon_after_s is not None:
                 self._note_alive(event.event_id, rank, now + poll_ms / 1000 + event.abandon_after_s)
             return Status("waiting", position, eta, poll_ms)
-        admitted_at = await self.queue.admitted_at(event.event_id, ticket.visitor_id, rank, now, ticket.issued_at)
-        if admitted_at is None:  # passed over while away: they learn so and may join again
+        pinned = await self.queue.admitted_at(event.event_id, ticket.visitor_id, rank, now, ticket.issued_at)
+        if pinned is None:  # passed over while away: they learn so and may join again
             return Status("expired", None, None, IDLE_POLL_MS)
+        admitted_at, first_seen = pinned
+        if first_seen:
+            self.metrics.queue_wait_seconds.labels(event.event_id).observe(max(0.0, now - ticket.issued_at))
         expires_at = admitted_at + event.admission_ttl_s
         if now > expires_at:
             return Status("expired", None, None, IDLE_POLL_MS)

@@ -87,6 +87,7 @@ async def test_scope_limits_sites_slots_and_bookings(
     assert [s["site_id"] for s in sites["sites"]] == ["inside"]
     resp = await api.get("/api/v1/slots", params={"site_id": "outside"}, headers=bearer(token))
     assert_problem(resp.status, await resp.json(), 403, "token_scope")
+    assert verify_count(api, "ev", "scope") == 1  # counted as a verification failure
     slots = await (await api.get("/api/v1/slots", params={"site_id": "inside"}, headers=bearer(token))).json()
     assert [s["slot_id"] for s in slots["slots"]] == [slot_in]
     async with running_worker(settings):
@@ -130,6 +131,7 @@ async def test_book_read_cancel_and_seat_returns(
         again = await api.post("/api/v1/appointments", json={"slot_id": slot_id, "person": person(3)},
                                headers=booking_headers(token))  # fmt: skip
         assert_problem(again.status, await again.json(), 409, "admission_used")
+        assert verify_count(api, "ev", "replay") == 1  # a used admission presented again
     appt_id = booked["appointment_id"]
     got = await (await api.get(f"/api/v1/appointments/{appt_id}", headers=bearer(token))).json()
     assert got["status"] == "confirmed" and got["slot_id"] == slot_id

@@ -52,6 +52,9 @@ async def test_the_funnel_in_one_place(
     waits = now["time_in_queue_s"]
     assert waits["sample"] == 20
     assert 4.0 <= waits["median"] <= 6.0 and 8.0 <= waits["p90"] <= 10.0  # the n-th waited about n/2 s
+    wait_histogram = room.metrics.registry.get_sample_value("surgegate_queue_wait_seconds_count", {"event": "ev"})
+    assert wait_histogram == 20  # once per admitted visitor, however often they poll
+    assert room.metrics.admissions_active.labels("ev")._value.get() == 20
 
     # one admission is used: the booking worker frees it
     slot_id = await seed_site_and_slot(pool, event_id="ev")
@@ -77,4 +80,5 @@ async def test_the_funnel_in_one_place(
     await room.tick()
     lapsed = await stats(edge)
     assert lapsed["expired_unused"] == 19
+    assert room.metrics.admissions_lapsed.labels("ev")._value.get() == 19
     assert lapsed["used"] == 1
