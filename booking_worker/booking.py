@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -37,7 +38,7 @@ from shared.booking import (
     utc_iso,
 )
 from shared.metrics import Metrics
-from shared.redis import active_admissions_key
+from shared.redis import active_admissions_key, booking_latency_key
 
 log = logging.getLogger("surgegate.booking_worker")
 
@@ -173,6 +174,7 @@ async def book(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
     if executed:
         metrics.booking_seconds.labels(job.event_id).observe(time.perf_counter() - started)
         metrics.booking_attempts.labels(job.event_id, outcome.code or "confirmed").inc()
+        await _report_latency(ctx, job.event_id)
     if outcome.status == "confirmed" and job.rank is not None and "redis" in ctx:
         # The admission is used: it no longer counts against the event's max_active. Harmless to
         # repeat; if it is lost, the slot frees itself when the admission expires.
@@ -181,6 +183,21 @@ async def book(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
         except (redis.exceptions.RedisError, OSError) as exc:
             log.warning("could not release admission slot of %s: %s", job.event_id, type(exc).__name__)
     return outcome.to_dict()
+
+
+async def _report_latency(ctx: dict[str, Any], event_id: str) -> None:
+    """Tell the edge's auto rate controller how long this attempt took from enqueue to outcome."""
+    enqueued = ctx.get("enqueue_time")
+    if "redis" not in ctx or not isinstance(enqueued, datetime):
+        return
+    latency = max(0.0, (datetime.now(UTC) - enqueued).total_seconds())
+    try:
+        async with ctx["redis"].pipeline(transaction=False) as pipe:
+            pipe.lpush(booking_latency_key(event_id), f"{latency:.3f}")
+            pipe.ltrim(booking_latency_key(event_id), 0, 199)
+            await pipe.execute()
+    except (redis.exceptions.RedisError, OSError) as exc:
+        log.warning("could not report booking latency: %s", type(exc).__name__)
 
 
 async def requeue_pending(ctx: dict[str, Any], older_than_s: float = 30.0, limit: int = 1000) -> int:

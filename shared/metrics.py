@@ -59,6 +59,12 @@ class Metrics:
             ["event"],
             registry=r,
         )
+        self.rate_changes = Counter(
+            "surgegate_rate_changes",
+            "Admission rate changes made by the auto rate controller",
+            ["event", "direction"],
+            registry=r,
+        )
         self.token_verify = Counter(
             "surgegate_token_verify",
             "Admission token verifications by result (ok or the failure reason)",

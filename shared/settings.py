@@ -70,6 +70,8 @@ class Settings:
     event_refresh_s: float = 1.0
     # How often each edge saves where every queue stands (the restore point if Redis loses it).
     checkpoint_interval_s: float = 1.0
+    # How often the auto rate controller (rate_mode "auto") re-decides each event's rate.
+    rate_control_interval_s: float = 2.0
     token_leeway_s: int = 5
     log_level: str = "INFO"
 

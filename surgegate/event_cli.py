@@ -43,6 +43,11 @@ def add_parser(sub: Any) -> None:
     scope.add_argument("--sites", help="comma-separated site ids the admission covers")
     scope.add_argument("--all-sites", action="store_true", help="admissions cover every site")
     s.add_argument("--paused", action=argparse.BooleanOptionalAction, default=None)
+    s.add_argument("--rate-mode", choices=["fixed", "auto"], help="auto: follow the booking side's capacity")
+    s.add_argument("--rate-min", type=float, help="auto mode: lowest rate")
+    s.add_argument("--rate-max", type=float, help="auto mode: highest rate")
+    s.add_argument("--target-queue-depth", type=int, help="auto mode: booking attempts waiting to aim under")
+    s.add_argument("--target-latency", type=float, dest="target_latency_s", help="auto mode: p90 seconds to aim under")
     s.add_argument("--max-active", help="cap on admissions out and unused, or 'none'")
     s.add_argument("--abandon-after", help="seconds without polling before a place is passed over, or 'none'")
     s.add_argument("--one-place", action=argparse.BooleanOptionalAction, default=None, dest="one_place_per_person",
@@ -63,7 +68,10 @@ def _admin_token(args: argparse.Namespace, settings: Settings) -> str:
 
 def _changes(args: argparse.Namespace) -> dict[str, Any]:
     body: dict[str, Any] = {}
-    for field in ("name", "rate_per_s", "admission_ttl_s", "paused", "one_place_per_person"):
+    for field in (
+        "name", "rate_per_s", "admission_ttl_s", "paused", "one_place_per_person", "rate_mode", "rate_min",
+        "rate_max", "target_queue_depth", "target_latency_s",
+    ):  # fmt: skip
         if getattr(args, field) is not None:
             body[field] = getattr(args, field)
     for field in ("opens_at", "prequeue_opens_at", "closes_at"):

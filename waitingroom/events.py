@@ -38,6 +38,11 @@ class Event:
     one_place_per_person: bool = False
     abandon_after_s: int | None = 60
     max_active: int | None = None
+    rate_mode: str = "fixed"
+    rate_min: float | None = None
+    rate_max: float | None = None
+    target_queue_depth: int = 200
+    target_latency_s: float = 2.0
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Event:
@@ -55,6 +60,11 @@ class Event:
             one_place_per_person=row["one_place_per_person"],
             abandon_after_s=row["abandon_after_s"],
             max_active=row["max_active"],
+            rate_mode=row["rate_mode"],
+            rate_min=row["rate_min"],
+            rate_max=row["rate_max"],
+            target_queue_depth=row["target_queue_depth"],
+            target_latency_s=row["target_latency_s"],
         )
 
     def phase(self, now: float) -> Phase:
@@ -94,6 +104,11 @@ class Event:
             "one_place_per_person": self.one_place_per_person,
             "abandon_after_s": self.abandon_after_s,
             "max_active": self.max_active,
+            "rate_mode": self.rate_mode,
+            "rate_min": self.rate_min,
+            "rate_max": self.rate_max,
+            "target_queue_depth": self.target_queue_depth,
+            "target_latency_s": self.target_latency_s,
         }
 
 
@@ -114,6 +129,11 @@ class EventUpdate(BaseModel):
     one_place_per_person: bool | None = None
     abandon_after_s: int | None = Field(default=None, ge=5, le=86400)
     max_active: int | None = Field(default=None, ge=1, le=10_000_000)
+    rate_mode: Literal["fixed", "auto"] | None = None
+    rate_min: float | None = Field(default=None, ge=0, le=100_000, allow_inf_nan=False)
+    rate_max: float | None = Field(default=None, gt=0, le=100_000, allow_inf_nan=False)
+    target_queue_depth: int | None = Field(default=None, ge=1, le=10_000_000)
+    target_latency_s: float | None = Field(default=None, gt=0, le=3600, allow_inf_nan=False)
 
     @field_validator("opens_at", "prequeue_opens_at", "closes_at")
     @classmethod
@@ -142,7 +162,10 @@ class EventUpdate(BaseModel):
     def apply(self, event_id: str, current: Event | None) -> Event:
         """The event after this update; raises ValueError if a new event lacks name or rate."""
         given = self.model_fields_set
-        for name in ("name", "rate_per_s", "paused", "admission_ttl_s", "one_place_per_person"):
+        for name in (
+            "name", "rate_per_s", "paused", "admission_ttl_s", "one_place_per_person", "rate_mode",
+            "target_queue_depth", "target_latency_s",
+        ):  # fmt: skip
             if name in given and getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be null")
         if current is None and (self.name is None or self.rate_per_s is None):
@@ -151,7 +174,11 @@ class EventUpdate(BaseModel):
         changes = {name: getattr(self, name) for name in given}
         if "site_ids" in changes and changes["site_ids"] is not None:
             changes["site_ids"] = tuple(changes["site_ids"])
-        return replace(base, event_id=event_id, **changes)
+        event = replace(base, event_id=event_id, **changes)
+        bounded = event.rate_min is not None and event.rate_max is not None and event.rate_min <= event.rate_max
+        if event.rate_mode == "auto" and not bounded:
+            raise ValueError("rate_mode auto needs rate_min <= rate_max")
+        return event
 
 
 @dataclass(frozen=True)
@@ -203,6 +230,11 @@ async def save_event(con: asyncpg.Connection, event: Event) -> Event:
         event.one_place_per_person,
         event.abandon_after_s,
         event.max_active,
+        event.rate_mode,
+        event.rate_min,
+        event.rate_max,
+        event.target_queue_depth,
+        event.target_latency_s,
     )
     return Event.from_row(row)
 

@@ -2,7 +2,8 @@
 
 EVENT_COLUMNS = """
     event_id, name, rate_per_s, opens_at, prequeue_opens_at, closes_at, paused, admission_ttl_s, site_ids,
-    one_place_per_person, abandon_after_s, max_active
+    one_place_per_person, abandon_after_s, max_active, rate_mode, rate_min, rate_max, target_queue_depth,
+    target_latency_s
 """
 
 GET_EVENT = f"SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1"
@@ -11,7 +12,7 @@ LIST_EVENTS = f"SELECT {EVENT_COLUMNS} FROM events ORDER BY event_id"
 
 UPSERT_EVENT = f"""
 INSERT INTO events ({EVENT_COLUMNS})
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
 ON CONFLICT (event_id) DO UPDATE SET
     name = EXCLUDED.name,
     rate_per_s = EXCLUDED.rate_per_s,
@@ -24,6 +25,11 @@ ON CONFLICT (event_id) DO UPDATE SET
     one_place_per_person = EXCLUDED.one_place_per_person,
     abandon_after_s = EXCLUDED.abandon_after_s,
     max_active = EXCLUDED.max_active,
+    rate_mode = EXCLUDED.rate_mode,
+    rate_min = EXCLUDED.rate_min,
+    rate_max = EXCLUDED.rate_max,
+    target_queue_depth = EXCLUDED.target_queue_depth,
+    target_latency_s = EXCLUDED.target_latency_s,
     updated_at = now()
 RETURNING {EVENT_COLUMNS}
 """

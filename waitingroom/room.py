@@ -30,6 +30,7 @@ from shared.metrics import Metrics
 from shared.persons import PersonVault, person_key_of
 from shared.settings import Settings
 from shared.tokens import Ticket, TokenCodec
+from waitingroom.autorate import RateController, next_rate
 from waitingroom.events import (
     Checkpoint,
     Event,
@@ -113,6 +114,13 @@ class Room:
         self.metrics = metrics
         self.clock = clock
         self.vault = PersonVault(person_key_of(settings))
+        self._rates = RateController(
+            redis,
+            queue_name=settings.queue_name,
+            edge_id=secrets.token_hex(8),
+            interval_s=settings.rate_control_interval_s,
+        )
+        self._controlled_at = float("-inf")
         self._events: dict[str, Event] = {}
         self._states: dict[str, QueueState] = {}
         self._state_at: dict[str, float] = {}  # queue-clock time of each snapshot
@@ -157,7 +165,13 @@ class Room:
                 raise ValidationFailed(str(exc)) from None
             event = await save_event(con, event)
         now = self.clock()
-        state = await self.queue.configure(event_id, now, self._config(event, now))
+        config = self._config(event, now)
+        live = self._states.get(event_id)
+        if event.rate_mode == "auto" and live is not None and "rate_per_s" not in update.model_fields_set:
+            # An edit of other fields keeps the rate the controller has found, within the new bounds.
+            low, high = event.rate_min or 0.0, event.rate_max or live.rate_per_s
+            config = replace(config, rate_per_s=min(high, max(low, live.rate_per_s)))
+        state = await self.queue.configure(event_id, now, config)
         self._events[event_id] = event
         self._remember(event_id, state, now)
         return event
@@ -217,6 +231,31 @@ class Room:
             await self._checkpoint(now)
         except BACKEND_UNAVAILABLE as exc:
             log.warning("could not save queue checkpoints: %s", type(exc).__name__)
+        if now - self._controlled_at >= self._rates.interval_s:
+            self._controlled_at = now
+            try:
+                await self._control_rates(now)
+            except BACKEND_UNAVAILABLE as exc:
+                log.warning("could not steer auto rates: %s", type(exc).__name__)
+
+    async def _control_rates(self, now: float) -> None:
+        """Move each auto event's live rate toward what the booking side absorbs (autorate.py)."""
+        for event in list(self._events.values()):
+            state = self._states.get(event.event_id)
+            if event.rate_mode != "auto" or state is None or event.paused or event.phase(now) == "closed":
+                continue
+            if not await self._rates.leads(event.event_id):
+                continue
+            depth, latency = await self._rates.signals(event.event_id)
+            rate = next_rate(event, state.rate_per_s, depth, latency)
+            if rate == state.rate_per_s:
+                continue
+            config = replace(self._config(event, now), rate_per_s=rate)
+            self._remember(event.event_id, await self.queue.configure(event.event_id, now, config), now)
+            direction = "up" if rate > state.rate_per_s else "down"
+            self.metrics.rate_changes.labels(event.event_id, direction).inc()
+            log.info("auto rate of %r: %.3f -> %.3f/s (queue depth %d, p90 latency %s s)",
+                     event.event_id, state.rate_per_s, rate, depth, latency)  # fmt: skip
 
     async def _checkpoint(self, now: float) -> None:
         undrawn = [
@@ -411,7 +450,7 @@ class Room:
         active, lapsed, waits = await self.queue.counts(event_id, now)
         async with self.pool.acquire() as con:
             used = int(await con.fetchval(COUNT_USED, event_id))
-        configured = 0.0 if event.paused else event.rate_per_s
+        configured = 0.0 if state.paused else state.rate_per_s  # the live rate (auto mode moves it)
         return {
             "joined": state.joined,
             "admitted": state.admitted,
