@@ -13,7 +13,7 @@ from admission.keys import ADMISSION, CODEC, METRICS, SETTINGS
 from shared.errors import TokenExpired, TokenInvalid
 from shared.http import Handler, bearer
 
-_CORS_HEADERS = "Authorization, Content-Type, Idempotency-Key"
+_CORS_HEADERS = "Authorization, Content-Type, Idempotency-Key, X-Device-Key"
 _CORS_METHODS = "GET, POST, DELETE, OPTIONS"
 
 
@@ -34,6 +34,11 @@ async def token_middleware(request: web.Request, handler: Handler) -> web.Stream
     except TokenExpired:
         metrics.token_verify.labels("-", "expired").inc()
         raise
+    if not admission.held_by(request.headers.get("X-Device-Key")):
+        metrics.token_verify.labels(admission.event_id, "binding").inc()
+        raise TokenInvalid(
+            "this admission is bound to the device it was issued to: send its X-Device-Key", reason="binding"
+        )
     metrics.token_verify.labels(admission.event_id, "ok").inc()
     request[ADMISSION] = admission
     return await handler(request)

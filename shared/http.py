@@ -44,6 +44,7 @@ STATUS_OF_CODE: dict[str, int] = {
     "forbidden": 403,
     "idempotency_conflict": 409,
     "event_not_open": 409,
+    "pow_invalid": 403,
     "payload_too_large": 413,
 }
 

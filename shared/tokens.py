@@ -9,6 +9,7 @@ database or Redis is needed to check a token.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from shared.errors import TicketInvalid, TokenExpired, TokenInvalid
 
 TICKET_SALT = "surgegate.ticket.v1"
+CHALLENGE_SALT = "surgegate.pow-challenge.v1"
 ADMISSION_SALT = "surgegate.admission.v1"
 
 
@@ -30,6 +32,7 @@ class Ticket:
     visitor_id: str
     seq: int
     issued_at: float
+    device: str | None = None  # sha256 (hex) of the visitor's device secret, if the client sent one
 
 
 @dataclass(frozen=True)
@@ -43,9 +46,21 @@ class Admission:
     expires_at: float
     kid: str
     rank: int | None = None  # the queue place admitted (frees a max_active slot once used)
+    device: str | None = None  # bound: only the holder of the device secret with this sha256 may use it
+
+    def held_by(self, device_secret: str | None) -> bool:
+        """Whether the presenter proves possession (always true for an unbound admission)."""
+        if self.device is None:
+            return True
+        return device_secret is not None and hmac.compare_digest(device_hash(device_secret), self.device)
 
     def allows_site(self, site_id: str) -> bool:
         return self.scope is None or site_id in self.scope
+
+
+def device_hash(secret: str) -> str:
+    """What a client sends instead of its device secret (SHA-256, hex)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 class TokenCodec:
@@ -98,17 +113,38 @@ class TokenCodec:
     # --- tickets ------------------------------------------------------------------------------
 
     def sign_ticket(self, ticket: Ticket) -> str:
-        return self._sign(
-            TICKET_SALT,
-            {"e": ticket.event_id, "v": ticket.visitor_id, "n": ticket.seq, "iat": int(ticket.issued_at)},
-        )
+        claims: dict[str, Any] = {
+            "e": ticket.event_id,
+            "v": ticket.visitor_id,
+            "n": ticket.seq,
+            "iat": int(ticket.issued_at),
+        }
+        if ticket.device is not None:
+            claims["dk"] = ticket.device
+        return self._sign(TICKET_SALT, claims)
 
     def read_ticket(self, token: str) -> Ticket:
         try:
             _, p = self._load(token, TICKET_SALT)
-            return Ticket(event_id=str(p["e"]), visitor_id=str(p["v"]), seq=int(p["n"]), issued_at=float(p["iat"]))
+            device = p.get("dk")
+            return Ticket(
+                event_id=str(p["e"]),
+                visitor_id=str(p["v"]),
+                seq=int(p["n"]),
+                issued_at=float(p["iat"]),
+                device=None if device is None else str(device),
+            )
         except (TokenInvalid, KeyError, TypeError, ValueError):
             raise TicketInvalid("the queue ticket is missing or invalid") from None
+
+    # --- proof-of-work challenges ------------------------------------------------------------
+
+    def sign_challenge(self, claims: dict[str, Any]) -> str:
+        return self._sign(CHALLENGE_SALT, claims)
+
+    def read_challenge(self, token: str) -> dict[str, Any]:
+        """The claims of a challenge this service issued; raises TokenInvalid otherwise."""
+        return self._load(token, CHALLENGE_SALT)[1]
 
     # --- admission tokens ---------------------------------------------------------------------
 
@@ -120,6 +156,7 @@ class TokenCodec:
         scope: Sequence[str] | None,
         expires_at: float,
         rank: int | None = None,
+        device: str | None = None,
     ) -> str:
         claims: dict[str, Any] = {
             "jti": visitor_id,
@@ -130,6 +167,8 @@ class TokenCodec:
         }
         if rank is not None:
             claims["rk"] = rank
+        if device is not None:
+            claims["cnf"] = device
         return self._sign(ADMISSION_SALT, claims)
 
     def verify_admission(self, token: str) -> Admission:
@@ -153,6 +192,7 @@ class TokenCodec:
                 expires_at=float(p["exp"]),
                 kid=kid,
                 rank=None if p.get("rk") is None else int(p["rk"]),
+                device=None if p.get("cnf") is None else str(p["cnf"]),
             )
         except (KeyError, TypeError, ValueError):
             raise TokenInvalid(reason="malformed") from None

@@ -75,6 +75,7 @@ def create_app(
 
     app.router.add_post("/api/v1/events/{event_id}/join", views.join)
     app.router.add_get("/api/v1/events/{event_id}/status", views.status)
+    app.router.add_get("/api/v1/events/{event_id}/challenge", views.challenge)
     app.router.add_put("/admin/v1/events/{event_id}", admin.put_event)
     app.router.add_get("/admin/v1/events/{event_id}", admin.get_event)
     app.router.add_get("/admin/v1/events/{event_id}/lottery", admin.get_lottery)

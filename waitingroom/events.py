@@ -43,6 +43,7 @@ class Event:
     rate_max: float | None = None
     target_queue_depth: int = 200
     target_latency_s: float = 2.0
+    pow_difficulty: int | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Event:
@@ -65,6 +66,7 @@ class Event:
             rate_max=row["rate_max"],
             target_queue_depth=row["target_queue_depth"],
             target_latency_s=row["target_latency_s"],
+            pow_difficulty=row["pow_difficulty"],
         )
 
     def phase(self, now: float) -> Phase:
@@ -109,6 +111,7 @@ class Event:
             "rate_max": self.rate_max,
             "target_queue_depth": self.target_queue_depth,
             "target_latency_s": self.target_latency_s,
+            "pow_difficulty": self.pow_difficulty,
         }
 
 
@@ -134,6 +137,7 @@ class EventUpdate(BaseModel):
     rate_max: float | None = Field(default=None, gt=0, le=100_000, allow_inf_nan=False)
     target_queue_depth: int | None = Field(default=None, ge=1, le=10_000_000)
     target_latency_s: float | None = Field(default=None, gt=0, le=3600, allow_inf_nan=False)
+    pow_difficulty: int | None = Field(default=None, ge=1, le=32)
 
     @field_validator("opens_at", "prequeue_opens_at", "closes_at")
     @classmethod
@@ -235,6 +239,7 @@ async def save_event(con: asyncpg.Connection, event: Event) -> Event:
         event.rate_max,
         event.target_queue_depth,
         event.target_latency_s,
+        event.pow_difficulty,
     )
     return Event.from_row(row)
 

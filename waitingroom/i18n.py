@@ -45,6 +45,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "error_connection": "Connection problem; trying again…",
         "error_generic": "Something went wrong; trying again…",
         "progress": "Progress in the queue",
+        "working": "Getting your place ready… (this takes a few seconds)",
         "blank": "–",
     },
     "es": {
@@ -84,6 +85,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "error_connection": "Problema de conexión; reintentando…",
         "error_generic": "Algo salió mal; reintentando…",
         "progress": "Avance en la fila",
+        "working": "Preparando su lugar… (tarda unos segundos)",
         "blank": "–",
     },
 }

@@ -23,7 +23,7 @@ from waitingroom.events import Event
 from waitingroom.i18n import STRINGS, duration, eta_minutes, pick_language
 from waitingroom.keys import ROOM
 from waitingroom.room import Status
-from waitingroom.views import check_join_limit, cookie_name, set_ticket_cookie
+from waitingroom.views import check_join_limit, check_work, cookie_name, set_ticket_cookie
 
 STATIC = resources.files("waitingroom") / "static"
 _QUEUE_PAGE = Template((STATIC / "queue.html").read_text())
@@ -73,6 +73,7 @@ def render_queue_page(event: Event, language: str, status: Status | None, now: f
         event_name=e(event.name),
         state=state,
         one_place="true" if event.one_place_per_person else "false",
+        pow_difficulty=event.pow_difficulty or 0,
         state_text=e(t[f"state_{state}"]),
         position=e(position or t["blank"]),
         ahead=e(ahead or t["blank"]),
@@ -114,9 +115,12 @@ async def join_form(request: web.Request) -> web.StreamResponse:
     language = pick_language(request.headers.get("Accept-Language"))
     form = await request.post()
     person_id = str(form.get("person_id") or "").strip() or None
+    presented = request.cookies.get(cookie_name(event.event_id))
+    proof = {"challenge": str(form.get("challenge") or ""), "solution": str(form.get("solution") or "")}
     try:
         await check_join_limit(request, event.event_id)
-        ticket, _ = await room.join(event.event_id, request.cookies.get(cookie_name(event.event_id)), person_id)
+        await check_work(request, event.event_id, proof if proof["challenge"] else None, presented)
+        ticket, _ = await room.join(event.event_id, presented, person_id)
     except DomainError as exc:
         body = render_queue_page(event, language, None, room.clock(), error=exc.detail)
         headers = dict(_PAGE_HEADERS)

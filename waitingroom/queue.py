@@ -192,7 +192,7 @@ class QueueStore:
     """Atomic operations on ``sg:q:{event_id}``. Each is one Redis round trip."""
 
     def __init__(self, redis: Redis, prefix: str = "sg") -> None:
-        self._redis = redis
+        self.redis = redis
         self._prefix = prefix
         self._script = redis.register_script(_SCRIPT)
         self._admitted_script = redis.register_script(_ADMITTED)
@@ -209,7 +209,7 @@ class QueueStore:
     async def note_alive(self, deadlines: dict[str, dict[int, float]]) -> None:
         """Record, per event, until when each rank's holder counts as present (one round trip for
         all events; a deadline only ever moves later)."""
-        async with self._redis.pipeline(transaction=False) as pipe:
+        async with self.redis.pipeline(transaction=False) as pipe:
             for event_id, ranks in deadlines.items():
                 if ranks:
                     pipe.zadd(self._alive_key(event_id), {str(r): d for r, d in ranks.items()}, gt=True)
@@ -295,7 +295,7 @@ class QueueStore:
 
     async def counts(self, event_id: str, now: float) -> tuple[int, int, list[float]]:
         """(admissions out and unused, admissions that lapsed unused, recent waits in seconds)."""
-        async with self._redis.pipeline(transaction=False) as pipe:
+        async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zcount(active_admissions_key(event_id), now, "+inf")
             pipe.hget(self._key(event_id), "lapsed")
             pipe.lrange(self._waits_key(event_id), 0, -1)
@@ -303,7 +303,7 @@ class QueueStore:
         return int(active), int(lapsed or 0), [float(w) for w in waits]
 
     async def ping(self) -> None:
-        await self._redis.ping()
+        await self.redis.ping()
 
     async def admitted_at(
         self, event_id: str, visitor_id: str, rank: int, now: float, joined_at: float

@@ -339,7 +339,9 @@ class Room:
 
     # --- visitors -----------------------------------------------------------------------------
 
-    async def join(self, event_id: str, presented: str | None, person_id: str | None = None) -> tuple[str, Status]:
+    async def join(
+        self, event_id: str, presented: str | None, person_id: str | None = None, device: str | None = None
+    ) -> tuple[str, Status]:
         """Give a visitor a place; a visitor presenting a live ticket of this event keeps theirs, and
         on a one-place-per-person event a person who already has a place gets that place back."""
         event = self.event(event_id)
@@ -370,8 +372,15 @@ class Room:
         self._remember(event_id, state, now)
         if visitor == new_visitor:
             self.metrics.queue_joined.labels(event_id).inc()
-        ticket = Ticket(event_id=event_id, visitor_id=visitor, seq=seq, issued_at=now)
+        ticket = Ticket(event_id=event_id, visitor_id=visitor, seq=seq, issued_at=now, device=device)
         return self.codec.sign_ticket(ticket), await self._status(event, ticket, state, now)
+
+    async def holds_place(self, event_id: str, presented: str) -> bool:
+        """Whether this ticket still holds a place (joining with it returns that place)."""
+        try:
+            return (await self.status(event_id, presented)).state != "expired"
+        except TicketInvalid:
+            return False
 
     async def status(self, event_id: str, presented: str) -> Status:
         event = self.event(event_id)
@@ -411,6 +420,7 @@ class Room:
             scope=event.site_ids,
             expires_at=expires_at,
             rank=rank,
+            device=ticket.device,
         )
         return Status(
             "admitted",

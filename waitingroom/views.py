@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.errors import RateLimited, TicketInvalid
 from shared.http import bearer, json_response, read_json
+from waitingroom import pow
 from waitingroom.keys import LIMITER, METRICS, ROOM, TRUSTED_PROXIES
 from waitingroom.limits import client_key
 from waitingroom.room import Room
@@ -20,6 +21,9 @@ class JoinRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
     person_id: str | None = Field(default=None, min_length=1, max_length=64)
+    pow: dict[str, str] | None = None  # {"challenge", "solution"} where the event asks for work
+    # SHA-256 (hex) of a secret only the visitor's browser keeps: the admission is then bound to it.
+    device_key_hash: str | None = Field(default=None, pattern="^[0-9a-f]{64}$")
 
 
 def cookie_name(event_id: str) -> str:
@@ -44,6 +48,27 @@ async def check_join_limit(request: web.Request, event_id: str) -> None:
         raise RateLimited("too many joins from your network; try again shortly", retry_after=verdict.retry_after_s)
 
 
+async def check_work(request: web.Request, event_id: str, proof: dict[str, str] | None, presented: str | None) -> None:
+    """Where the event asks for proof of work, a new place costs one (a live ticket needs none)."""
+    room = request.app[ROOM]
+    event = room.event(event_id)
+    if not event.pow_difficulty or (presented is not None and await room.holds_place(event_id, presented)):
+        return
+    try:
+        await pow.check(room.codec, room.queue.redis, event_id, event.pow_difficulty, proof, room.clock())
+    except pow.ProofRejected as exc:
+        request.app[METRICS].join_rejected.labels(event_id, f"pow_{exc.reason}").inc()
+        raise
+
+
+async def challenge(request: web.Request) -> web.Response:
+    room = request.app[ROOM]
+    event = room.event(request.match_info["event_id"])
+    return json_response(
+        pow.issue(room.codec, event.event_id, event.pow_difficulty or 0, room.clock()), headers=NO_STORE
+    )
+
+
 def set_ticket_cookie(response: web.StreamResponse, room: Room, event_id: str, ticket: str) -> None:
     response.set_cookie(
         cookie_name(event_id),
@@ -62,7 +87,9 @@ async def join(request: web.Request) -> web.Response:
     room = request.app[ROOM]
     room.event(event_id)  # unknown events are 404 and spend nobody's join allowance
     await check_join_limit(request, event_id)
-    ticket, status = await room.join(event_id, presented_ticket(request, event_id), body.person_id)
+    presented = presented_ticket(request, event_id)
+    await check_work(request, event_id, body.pow, presented)
+    ticket, status = await room.join(event_id, presented, body.person_id, body.device_key_hash)
     resp = json_response({"ticket": ticket, **status.to_json()}, status=201, headers=NO_STORE)
     set_ticket_cookie(resp, room, event_id, ticket)
     return resp

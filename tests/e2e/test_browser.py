@@ -20,7 +20,7 @@ from aiohttp import web
 from admission.app import create_app as create_api
 from shared.settings import Settings
 from surgegate.embedded import free_port
-from tests.conftest import admin_headers, running_worker, seed_site_and_slot
+from tests.conftest import FakeClock, admin_headers, running_worker, seed_site_and_slot
 from waitingroom.app import create_app as create_edge
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -140,3 +140,47 @@ async def test_pre_queue_countdown_in_spanish(stack: Settings, tmp_path: Path) -
         assert await page.get_attribute("html", "lang") == "es"
         await page.screenshot(path=str(shots / "queue-prequeue-es.png"))
         await browser.close()
+
+
+async def test_proof_of_work_is_solved_in_a_web_worker(stack: Settings, tmp_path: Path) -> None:
+    from playwright.async_api import async_playwright
+
+    await put_event(stack, rate_per_s=0.01, pow_difficulty=12)
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = await browser.new_page()
+        await page.goto(f"{stack.edge_url}/e/ev")
+        await page.wait_for_selector("text=You are in the queue.", timeout=20_000)  # joined only with a valid proof
+        assert await page.text_content("#position") == "1"
+        await browser.close()
+
+
+async def test_an_expired_turn_offers_to_join_again(settings: Settings, clock: FakeClock, tmp_path: Path) -> None:
+    """Time is the injected clock's: the admission lapses when the test says so, not after a sleep."""
+    from playwright.async_api import async_playwright
+
+    port = free_port()
+    live = replace(settings, edge_port=port)
+    runner = web.AppRunner(create_edge(live, clock=clock))  # its ticker runs, on the injected clock
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    shots = Path(os.environ.get("SURGEGATE_SCREENSHOT_DIR", tmp_path))
+    try:
+        await put_event(live, rate_per_s=5, admission_ttl_s=10)
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            context = await browser.new_context(java_script_enabled=False, viewport={"width": 390, "height": 844})
+            page = await context.new_page()
+            await page.goto(f"{live.edge_url}/e/ev")
+            async with page.expect_navigation():
+                await page.click("#join")
+            clock.advance(1)  # the serving position reaches them on the next tick
+            await page.wait_for_selector("text=It's your turn!", timeout=10_000)  # via the page's self-refresh
+            clock.advance(11)  # the admission lapses unused (ttl 10 s)
+            await page.reload()
+            await page.wait_for_selector("text=Your turn has passed")
+            assert await page.is_visible("#join") and (await page.text_content("#join") or "").strip() == "Join again"
+            await page.screenshot(path=str(shots / "queue-expired.png"))
+            await browser.close()
+    finally:
+        await runner.cleanup()

@@ -74,10 +74,49 @@
       .catch(function () { showError(T.error_connection); schedule(5000); });
   }
 
+  // The admission is bound to this browser: a secret that never leaves it, only its hash does.
+  function deviceSecret() {
+    var name = "sg_device_" + eventId, secret = null;
+    try { secret = localStorage.getItem(name); } catch (e) { /* storage off: an unbound admission */ }
+    if (!secret) {
+      var bytes = new Uint8Array(32);
+      crypto.getRandomValues(bytes);
+      secret = Array.prototype.map.call(bytes, function (b) { return (b < 16 ? "0" : "") + b.toString(16); }).join("");
+      try { localStorage.setItem(name, secret); } catch (e) { return null; }
+    }
+    return secret;
+  }
+
+  function sha256hex(text) {
+    return crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)).then(function (d) {
+      return Array.prototype.map.call(new Uint8Array(d), function (b) { return (b < 16 ? "0" : "") + b.toString(16); }).join("");
+    });
+  }
+
+  function proofOfWork() {  // solved off the main thread, so the page stays responsive
+    var bits = parseInt(document.body.dataset.pow || "0", 10);
+    if (!bits) return Promise.resolve(null);
+    $("state").textContent = T.working;
+    return fetch(base + "/challenge", { cache: "no-store" }).then(function (r) { return r.json(); }).then(function (c) {
+      return new Promise(function (resolve) {
+        var worker = new Worker("/static/pow-worker.js");
+        worker.onmessage = function (m) { worker.terminate(); resolve({ challenge: c.challenge, solution: m.data }); };
+        worker.postMessage({ challenge: c.challenge, difficulty: c.difficulty });
+      });
+    });
+  }
+
   function join() {
     if (document.body.dataset.onePlace === "true") { $("join-form").hidden = false; return; }
-    $("state").textContent = T.state_joining;
-    fetch(base + "/join", { method: "POST", credentials: "same-origin" })
+    var secret = deviceSecret();
+    Promise.all([proofOfWork(), secret && window.crypto && crypto.subtle ? sha256hex(secret) : null]).then(function (r) {
+      var body = {};
+      if (r[0]) body.pow = r[0];
+      if (r[1]) body.device_key_hash = r[1];
+      $("state").textContent = T.state_joining;
+      return fetch(base + "/join", { method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    })
       .then(function (r) { return r.json().then(function (b) { return [r, b]; }); })
       .then(function (rb) {
         var r = rb[0], st = rb[1];
@@ -97,7 +136,10 @@
   // --- booking --------------------------------------------------------------------------------
   function api(path, opts) {
     opts = opts || {};
-    opts.headers = Object.assign({ "Authorization": "Bearer " + admission.admission_token }, opts.headers || {});
+    var headers = { "Authorization": "Bearer " + admission.admission_token };
+    var secret = deviceSecret();
+    if (secret) headers["X-Device-Key"] = secret;
+    opts.headers = Object.assign(headers, opts.headers || {});
     return fetch(admission.booking_url + path, opts).then(function (r) {
       return r.json().then(function (b) { if (!r.ok) { var e = new Error(b.detail || b.code); e.body = b; throw e; } return b; });
     });
