@@ -49,6 +49,7 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--target-queue-depth", type=int, help="auto mode: booking attempts waiting to aim under")
     s.add_argument("--target-latency", type=float, dest="target_latency_s", help="auto mode: p90 seconds to aim under")
     s.add_argument("--max-active", help="cap on admissions out and unused, or 'none'")
+    s.add_argument("--pow-difficulty", help="proof-of-work bits a join must show, or 'none'")
     s.add_argument("--abandon-after", help="seconds without polling before a place is passed over, or 'none'")
     s.add_argument("--one-place", action=argparse.BooleanOptionalAction, default=None, dest="one_place_per_person",
                    help="one place per person (joins must send person_id)")  # fmt: skip
@@ -78,7 +79,9 @@ def _changes(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, field)
         if value is not None:
             body[field] = None if value.lower() == "none" else value
-    for field, key in (("max_active", "max_active"), ("abandon_after", "abandon_after_s")):
+    for field, key in (
+        ("max_active", "max_active"), ("abandon_after", "abandon_after_s"), ("pow_difficulty", "pow_difficulty"),
+    ):  # fmt: skip
         value = getattr(args, field)
         if value is not None:
             body[key] = None if value.lower() == "none" else int(value)

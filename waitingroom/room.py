@@ -131,6 +131,7 @@ class Room:
         self._redis_lost_at: float | None = None
         self._history: dict[str, deque[tuple[float, int]]] = {}  # (time, admitted), last 2 minutes
         self._alive: dict[str, dict[int, float]] = {}  # event -> rank -> present-until, not yet flushed
+        self._events_waiting = 0  # events with anyone waiting: they share the poll budget
         self._events_loaded_at = float("-inf")
 
     # --- events -------------------------------------------------------------------------------
@@ -199,6 +200,7 @@ class Room:
             while history and now - history[0][0] > 120:
                 history.popleft()
             self.metrics.queue_waiting.labels(event_id).set(state.waiting)
+            self._events_waiting = sum(1 for st in self._states.values() if st.waiting > 0)
             self.metrics.admissions_active.labels(event_id).set(state.active)
             self.metrics.admission_rate.labels(event_id).set(0 if state.paused else state.rate_per_s)
 
@@ -449,7 +451,9 @@ class Room:
         ranks[rank] = max(deadline, ranks.get(rank, 0.0))
 
     def _poll_after(self, position: int, state: QueueState, eta: float | None) -> int:
-        return poll_after_ms(position, state.waiting, self.settings.poll_budget_per_s, eta)
+        # The budget is for all events together: each event with people waiting gets an equal share.
+        budget = self.settings.poll_budget_per_s / max(1, self._events_waiting)
+        return poll_after_ms(position, state.waiting, budget, eta)
 
     async def stats(self, event_id: str) -> dict[str, Any]:
         """Live figures of an event for operators (admin only: costs a few Redis and one SQL call)."""

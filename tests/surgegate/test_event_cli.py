@@ -53,9 +53,17 @@ async def test_set_show_pause_resume(edge_url: str, capsys: pytest.CaptureFixtur
     assert shown["stats"]["tail_eta_s"] is None  # paused: no admissions, no ETA
     assert json.loads((await cli(capsys, *common, "resume", "cohort4"))[1])["paused"] is False
     code, out, _ = await cli(capsys, *common, "set", "cohort4", "--max-active", "50", "--abandon-after", "none",
-                             "--one-place")  # fmt: skip
+                             "--one-place", "--pow-difficulty", "16", "--rate-mode", "auto", "--rate-min", "1",
+                             "--rate-max", "30", "--target-queue-depth", "500", "--target-latency", "1.5")  # fmt: skip
     limits = json.loads(out)
     assert (limits["max_active"], limits["abandon_after_s"], limits["one_place_per_person"]) == (50, None, True)
+    assert (limits["pow_difficulty"], limits["rate_mode"], limits["rate_min"], limits["rate_max"]) == (
+        16,
+        "auto",
+        1,
+        30,
+    )
+    assert (limits["target_queue_depth"], limits["target_latency_s"]) == (500, 1.5)
     code, out, _ = await cli(capsys, *common, "set", "cohort4", "--all-sites", "--opens-at", "none", "--rate", "7")
     changed = json.loads(out)
     assert (changed["site_ids"], changed["opens_at"], changed["rate_per_s"], changed["name"]) == (

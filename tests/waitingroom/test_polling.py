@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 
+import asyncpg
 import pytest
+from redis.asyncio import Redis
 
+from shared.metrics import Metrics
+from shared.settings import Settings
+from shared.tokens import TokenCodec
+from tests.conftest import FakeClock
+from waitingroom.events import EventUpdate
 from waitingroom.polling import JITTER, harmonic, poll_after_ms, poll_interval_s
+from waitingroom.room import Room
 
 
 def total_poll_rate(waiting: int, budget: float, rate_per_s: float | None) -> float:
@@ -44,3 +53,17 @@ def test_harmonic_numbers() -> None:
     assert harmonic(1) == 1
     assert harmonic(3) == pytest.approx(1 + 1 / 2 + 1 / 3)
     assert harmonic(10_000) == pytest.approx(math.fsum(1 / k for k in range(1, 10_001)), rel=1e-12)
+
+
+async def test_events_share_the_budget(settings: Settings, pool: asyncpg.Pool, redis: Redis, clock: FakeClock) -> None:
+    """Two events with people waiting each get half of the budget, so together they stay under it."""
+    small_budget = replace(settings, poll_budget_per_s=100)  # so that the budget, not the ETA, decides
+    room = Room(settings=small_budget, pool=pool, redis=redis, codec=TokenCodec(settings.secret_keys),
+                metrics=Metrics(), clock=clock)  # fmt: skip
+    await room.put_event("a", EventUpdate(name="A", rate_per_s=0.001))
+    alone = [(await room.join("a", None))[1].poll_after_ms for _ in range(1000)][-1]
+    await room.put_event("b", EventUpdate(name="B", rate_per_s=0.001))
+    await room.join("b", None)
+    shared = (await room.join("a", None))[1].poll_after_ms
+    assert alone > 60_000  # position 1000 of 1000 at 100 polls/s: about 75 s (x1.0-1.2 jitter)
+    assert shared > 1.6 * alone  # with a second event waiting, queue a gets half the budget
