@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import secrets
 import time
 from collections import deque
@@ -45,13 +44,12 @@ from waitingroom.lottery import ALGORITHM, Lottery
 from waitingroom.polling import poll_after_ms
 from waitingroom.queries import COUNT_USED, SAVE_CHECKPOINT, SAVE_DRAW
 from waitingroom.queue import QueueConfig, QueueState, QueueStore
+from waitingroom.recovery import Known, restore_point
+from waitingroom.stats import actual_rate, quantile
 
 log = logging.getLogger("surgegate.waitingroom")
 
 Clock = Callable[[], float]
-
-# Extra arrival numbers skipped on a restore, beyond the estimate of joins we may not have seen.
-RESTORE_SLACK = 10
 
 # An admitted or expired visitor has nothing to wait for: the page stops polling anyway.
 IDLE_POLL_MS = 30_000
@@ -83,13 +81,6 @@ class Status:
             "booking_url": self.booking_url,
             "opens_at": self.opens_at,
         }
-
-
-def _quantile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
 
 def _iso(epoch: float) -> str:
@@ -289,36 +280,36 @@ class Room:
             self._checkpointed[event_id] = (now, state.joined)
 
     def _config(self, event: Event, now: float) -> QueueConfig:
-        """The event's queue settings plus a restore point, used only if Redis has lost the queue.
-
-        The restore point is at least where the queue stood when Redis was lost: the freshest
-        knowledge (this edge's snapshot, the shared checkpoint) moved forward by what could have
-        happened since: joins at twice the recent join rate plus a little slack (so no new arrival
-        number can equal one already on a ticket), admissions at the full rate (so nobody is admitted
-        twice; resuming a little ahead admits a few people early and skips nobody).
-        """
-        horizon = self.settings.checkpoint_interval_s + self.settings.edge_tick_s
-        known: list[tuple[int, float, float]] = []
+        """The event's queue settings plus a restore point, used only if Redis has lost the queue."""
+        known: list[Known] = []
         state = self._states.get(event.event_id)
         if state is not None:
             until = self._redis_lost_at if self._redis_lost_at is not None else now
-            known.append((state.joined, state.served, until - self._state_at[event.event_id]))
+            known.append(Known(state.joined, state.served, until - self._state_at[event.event_id]))
         checkpoint = self._checkpoints.get(event.event_id)
         if checkpoint is not None:
-            known.append((checkpoint.joined, checkpoint.served, now - checkpoint.taken_at))
+            known.append(Known(checkpoint.joined, checkpoint.served, now - checkpoint.taken_at))
         lottery = state.lottery if state is not None and state.lottery else self._draws.get(event.event_id)
-        if not known:
-            return replace(event.queue_config, restore_lottery=lottery)
         join_rate = max(self._join_rates.get(event.event_id, 0.0), checkpoint.join_rate if checkpoint else 0.0)
-        admit_rate = 0.0 if event.paused else event.rate_per_s
-        joined = max(j + math.ceil(2 * join_rate * min(horizon, max(0.0, age))) + RESTORE_SLACK for j, _, age in known)
-        served = max(s + admit_rate * min(horizon, max(0.0, age)) for _, s, age in known)
-        return replace(
-            event.queue_config,
-            restore_joined=joined,
-            restore_served=min(served, float(joined)),
-            restore_lottery=lottery,
+        # The highest rate that can have applied: auto mode may have raised it up to rate_max.
+        admit_rate = (
+            0.0
+            if event.paused
+            else max(
+                event.rate_per_s,
+                state.rate_per_s if state is not None else 0.0,
+                (event.rate_max or 0.0) if event.rate_mode == "auto" else 0.0,
+            )
         )
+        point = restore_point(
+            known,
+            join_rate=join_rate,
+            admit_rate=admit_rate,
+            horizon_s=self.settings.checkpoint_interval_s + self.settings.edge_tick_s,
+        )
+        if point is None:
+            return replace(event.queue_config, restore_lottery=lottery)
+        return replace(event.queue_config, restore_joined=point[0], restore_served=point[1], restore_lottery=lottery)
 
     async def run(self) -> None:
         """Tick forever; a failing tick (Redis or PostgreSQL away) is logged and retried."""
@@ -473,16 +464,7 @@ class Room:
             "active": active,
             "used": used,
             "expired_unused": lapsed,
-            "rate_per_s": {"configured": configured, "actual_last_60s": self._actual_rate(event_id, now)},
-            "time_in_queue_s": {"median": _quantile(waits, 0.5), "p90": _quantile(waits, 0.9), "sample": len(waits)},
+            "rate_per_s": {"configured": configured, "actual_last_60s": actual_rate(self._history.get(event_id), now)},
+            "time_in_queue_s": {"median": quantile(waits, 0.5), "p90": quantile(waits, 0.9), "sample": len(waits)},
             "tail_eta_s": round(state.waiting / configured, 1) if configured > 0 else None,
         }
-
-    def _actual_rate(self, event_id: str, now: float) -> float:
-        """Admissions per second over the last minute, from this edge's snapshots."""
-        history = self._history.get(event_id)
-        if not history:
-            return 0.0
-        then, admitted_then = next(((t, a) for t, a in history if now - t <= 60), history[-1])
-        latest_t, latest = history[-1]
-        return round((latest - admitted_then) / (latest_t - then), 3) if latest_t > then else 0.0

@@ -91,8 +91,12 @@ async def test_redis_killed_mid_queue_resumes_fairly(
     try:
         await room.tick()
         assert room.metrics.queue_restored.labels("ev")._value.get() == 1
-        # nobody admitted twice (nobody un-admitted), nobody jumped ahead
-        assert await states(room, tickets) == before
+        # nobody admitted twice (nobody admitted before is waiting again), nobody jumped the line:
+        # the restore resumes at most a couple of places ahead (its safety margin), in order
+        after = await states(room, tickets)
+        admitted_now = after.count("admitted")
+        assert after == ["admitted"] * admitted_now + ["waiting"] * (40 - admitted_now)
+        assert 10 <= admitted_now <= 12
         newcomer = await join(edge)
         codec = TokenCodec(settings.secret_keys)
         assert codec.read_ticket(newcomer).seq > max(codec.read_ticket(t).seq for t in tickets)
