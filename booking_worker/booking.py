@@ -174,30 +174,32 @@ async def book(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
     if executed:
         metrics.booking_seconds.labels(job.event_id).observe(time.perf_counter() - started)
         metrics.booking_attempts.labels(job.event_id, outcome.code or "confirmed").inc()
-        await _report_latency(ctx, job.event_id)
-    if outcome.status == "confirmed" and job.rank is not None and "redis" in ctx:
-        # The admission is used: it no longer counts against the event's max_active. Harmless to
-        # repeat; if it is lost, the slot frees itself when the admission expires.
-        try:
-            await ctx["redis"].zrem(active_admissions_key(job.event_id), job.rank)
-        except (redis.exceptions.RedisError, OSError) as exc:
-            log.warning("could not release admission slot of %s: %s", job.event_id, type(exc).__name__)
+    await _tell_the_edge(ctx, job, outcome, executed)
     return outcome.to_dict()
 
 
-async def _report_latency(ctx: dict[str, Any], event_id: str) -> None:
-    """Tell the edge's auto rate controller how long this attempt took from enqueue to outcome."""
-    enqueued = ctx.get("enqueue_time")
-    if "redis" not in ctx or not isinstance(enqueued, datetime):
+async def _tell_the_edge(ctx: dict[str, Any], job: BookingJob, outcome: BookingOutcome, executed: bool) -> None:
+    """After the commit, in one Redis round trip: free the admission's max_active slot (it is used;
+    harmless to repeat, and a lost release frees itself when the admission lapses) and report how
+    long the attempt took from enqueue to outcome (read by the edge's auto rate controller)."""
+    if "redis" not in ctx:
         return
-    latency = max(0.0, (datetime.now(UTC) - enqueued).total_seconds())
+    enqueued = ctx.get("enqueue_time")
+    report = executed and isinstance(enqueued, datetime)
+    release = outcome.status == "confirmed" and job.rank is not None
+    if not (report or release):
+        return
     try:
         async with ctx["redis"].pipeline(transaction=False) as pipe:
-            pipe.lpush(booking_latency_key(event_id), f"{latency:.3f}")
-            pipe.ltrim(booking_latency_key(event_id), 0, 199)
+            if release:
+                pipe.zrem(active_admissions_key(job.event_id), job.rank)
+            if report and isinstance(enqueued, datetime):
+                latency = max(0.0, (datetime.now(UTC) - enqueued).total_seconds())
+                pipe.lpush(booking_latency_key(job.event_id), f"{latency:.3f}")
+                pipe.ltrim(booking_latency_key(job.event_id), 0, 199)
             await pipe.execute()
     except (redis.exceptions.RedisError, OSError) as exc:
-        log.warning("could not report booking latency: %s", type(exc).__name__)
+        log.warning("could not update the edge's booking signals: %s", type(exc).__name__)
 
 
 async def requeue_pending(ctx: dict[str, Any], older_than_s: float = 30.0, limit: int = 1000) -> int:

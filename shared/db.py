@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from importlib import resources
-from typing import Any
 
 import asyncpg
 
@@ -54,7 +53,3 @@ async def migrate(con: asyncpg.Connection) -> list[str]:
         return applied
     finally:
         await con.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
-
-
-def record(row: asyncpg.Record | None) -> dict[str, Any] | None:
-    return None if row is None else dict(row)

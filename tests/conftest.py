@@ -33,6 +33,7 @@ from shared.settings import Settings
 from shared.tokens import TokenCodec
 from surgegate.embedded import EmbeddedPostgres, EmbeddedValkey
 from waitingroom.app import create_app as create_edge
+from waitingroom.room import Room
 
 TEST_KEYS = (("k1", "test-secret-key-number-one"),)
 ADMIN = "test-admin-token"
@@ -127,6 +128,14 @@ def clock() -> FakeClock:
 @pytest.fixture
 def codec() -> TokenCodec:
     return TokenCodec(TEST_KEYS)
+
+
+async def tick_for(clock: FakeClock, seconds: float, *rooms: Room, step: float = 0.125) -> None:
+    """Let ``seconds`` of queue time pass in ``step``s, every room ticking at each step."""
+    for _ in range(round(seconds / step)):
+        clock.advance(step)
+        for room in rooms:
+            await room.tick()
 
 
 def admin_headers() -> dict[str, str]:

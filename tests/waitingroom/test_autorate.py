@@ -12,7 +12,7 @@ from shared.metrics import Metrics
 from shared.redis import booking_latency_key
 from shared.settings import Settings
 from shared.tokens import TokenCodec
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, tick_for
 from waitingroom.autorate import next_rate
 from waitingroom.events import Event, EventUpdate
 from waitingroom.room import Room
@@ -45,13 +45,6 @@ def make_room(settings: Settings, pool: asyncpg.Pool, redis: Redis, clock: FakeC
                 metrics=Metrics(), clock=clock)  # fmt: skip
 
 
-async def run_for(rooms: list[Room], clock: FakeClock, seconds: float) -> None:
-    for _ in range(round(seconds / 0.5)):
-        clock.advance(0.5)
-        for room in rooms:
-            await room.tick()
-
-
 async def test_backlog_brings_the_rate_down_and_calm_brings_it_up(
     settings: Settings, pool: asyncpg.Pool, redis: Redis, clock: FakeClock
 ) -> None:
@@ -64,7 +57,7 @@ async def test_backlog_brings_the_rate_down_and_calm_brings_it_up(
     # the booking side falls behind: 100 attempts waiting in the arq queue, slow attempts reported
     await redis.zadd(settings.queue_name, {f"job-{i}": i for i in range(100)})
     await redis.lpush(booking_latency_key("ev"), *["4.0"] * 20)
-    await run_for([a, b], clock, 20)
+    await tick_for(clock, 20, a, b, step=0.5)
     assert a.lottery("ev") is not None  # sanity: both edges are live on the event
     for room in (a, b):  # every edge applies the controller's rate
         assert room._states["ev"].rate_per_s == 1.0
@@ -76,7 +69,7 @@ async def test_backlog_brings_the_rate_down_and_calm_brings_it_up(
     # the backlog clears and attempts are quick again: the rate climbs back, never past rate_max
     await redis.delete(settings.queue_name, booking_latency_key("ev"))
     await redis.lpush(booking_latency_key("ev"), *["0.2"] * 20)
-    await run_for([a, b], clock, 120)
+    await tick_for(clock, 120, a, b, step=0.5)
     assert a._states["ev"].rate_per_s == 20.0
     stats = await a.stats("ev")
     assert stats["rate_per_s"]["configured"] == 20.0

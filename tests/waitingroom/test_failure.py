@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from shared.settings import Settings
 from shared.tokens import TokenCodec
 from surgegate.embedded import EmbeddedValkey
-from tests.conftest import FakeClock, admin_headers, assert_problem, serve
+from tests.conftest import FakeClock, admin_headers, assert_problem, serve, tick_for
 from waitingroom.app import create_app
 from waitingroom.keys import ROOM
 from waitingroom.room import Room
@@ -50,12 +50,6 @@ async def join(edge: TestClient) -> str:
     return ticket
 
 
-async def run_for(room: Room, clock: FakeClock, seconds: float) -> None:
-    for _ in range(round(seconds / 0.125)):
-        clock.advance(0.125)
-        await room.tick()
-
-
 async def states(room: Room, tickets: list[str]) -> list[str]:
     return [(await room.status("ev", t)).state for t in tickets]
 
@@ -65,7 +59,7 @@ async def test_redis_killed_mid_queue_resumes_fairly(
 ) -> None:
     room = edge.app[ROOM]
     tickets = [await join(edge) for _ in range(40)]
-    await run_for(room, clock, 5)
+    await tick_for(clock, 5, room)
     before = await states(room, tickets)
     assert before == ["admitted"] * 10 + ["waiting"] * 30
     positions = [(await room.status("ev", t)).position for t in tickets[10:]]
@@ -121,7 +115,7 @@ async def test_a_fresh_edge_resumes_from_the_database_checkpoint(
 ) -> None:
     room = edge.app[ROOM]
     tickets = [await join(edge) for _ in range(30)]
-    await run_for(room, clock, 4)  # 8 admitted, checkpoints saved each second
+    await tick_for(clock, 4, room)  # 8 admitted, checkpoints saved each second
     redis = Redis.from_url(valkey.url)
     try:
         await redis.flushdb()
@@ -170,5 +164,5 @@ async def test_postgres_away_admissions_go_on(settings: Settings, clock: FakeClo
     tickets = [(await room.join("ev", None))[0] for _ in range(10)]
     await pool.close()  # PostgreSQL unreachable from here on
     late = (await room.join("ev", None))[0]
-    await run_for(room, clock, 3)
+    await tick_for(clock, 3, room)
     assert await states(room, [*tickets, late]) == ["admitted"] * 6 + ["waiting"] * 5

@@ -12,7 +12,16 @@ from aiohttp.test_utils import TestClient
 
 from admission.app import create_app as create_api
 from shared.settings import Settings
-from tests.conftest import FakeClock, admin_headers, booking_headers, person, running_worker, seed_site_and_slot, serve
+from tests.conftest import (
+    FakeClock,
+    admin_headers,
+    booking_headers,
+    person,
+    running_worker,
+    seed_site_and_slot,
+    serve,
+    tick_for,
+)
 from waitingroom.app import create_app
 from waitingroom.keys import ROOM
 from waitingroom.room import Room
@@ -31,12 +40,6 @@ async def setup(edge: TestClient, max_active: int | None) -> tuple[Room, list[st
     return room, [(await room.join("ev", None))[0] for _ in range(20)]
 
 
-async def run_for(room: Room, clock: FakeClock, seconds: float) -> None:
-    for _ in range(round(seconds / 0.125)):
-        clock.advance(0.125)
-        await room.tick()
-
-
 async def admitted(room: Room, tickets: list[str]) -> list[str]:
     return [t for t in tickets if (await room.status("ev", t)).state == "admitted"]
 
@@ -45,7 +48,7 @@ async def test_the_cap_holds_and_bookings_and_expiry_free_slots(
     edge: TestClient, clock: FakeClock, settings: Settings, pool: asyncpg.Pool
 ) -> None:
     room, tickets = await setup(edge, max_active=3)
-    await run_for(room, clock, 2)  # the rate alone would admit 20
+    await tick_for(clock, 2, room)  # the rate alone would admit 20
     first = await admitted(room, tickets)
     assert first == tickets[:3] and (await room.stats("ev"))["active"] == 3
 
@@ -56,11 +59,11 @@ async def test_the_cap_holds_and_bookings_and_expiry_free_slots(
         resp = await api.post("/api/v1/appointments", json={"slot_id": slot_id, "person": person(1)},
                               headers=booking_headers(token))  # fmt: skip
         assert resp.status == 201
-    await run_for(room, clock, 1)
+    await tick_for(clock, 1, room)
     assert await admitted(room, tickets) == tickets[:4]  # the booking freed exactly one slot
     assert (await room.stats("ev"))["active"] == 3
 
-    await run_for(room, clock, 60 + 30 + 1)  # the unused admissions lapse (ttl + grace)
+    await tick_for(clock, 60 + 30 + 1, room)  # the unused admissions lapse (ttl + grace)
     let_through = [t for t in tickets if (await room.status("ev", t)).state != "waiting"]
     assert let_through == tickets[:7]  # three lapsed, three more let in, in order
     assert (await room.stats("ev"))["active"] == 3
@@ -68,5 +71,5 @@ async def test_the_cap_holds_and_bookings_and_expiry_free_slots(
 
 async def test_negative_control_without_a_cap_the_rate_alone_decides(edge: TestClient, clock: FakeClock) -> None:
     room, tickets = await setup(edge, max_active=None)
-    await run_for(room, clock, 1)
+    await tick_for(clock, 1, room)
     assert len(await admitted(room, tickets)) == 10

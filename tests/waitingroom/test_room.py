@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from shared.metrics import Metrics
 from shared.settings import Settings
 from shared.tokens import TokenCodec
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, tick_for
 from waitingroom.events import EventUpdate
 from waitingroom.room import Room
 
@@ -33,16 +33,10 @@ async def join_many(room: Room, n: int) -> list[str]:
     return [(await room.join("ev", None))[0] for _ in range(n)]
 
 
-async def run_for(room: Room, clock: FakeClock, seconds: float, step: float = 0.125) -> None:
-    for _ in range(round(seconds / step)):
-        clock.advance(step)
-        await room.tick()
-
-
 async def test_rate_is_exact_over_a_minute(room: Room, clock: FakeClock) -> None:
     await join_many(room, 400)
     await room.tick()
-    await run_for(room, clock, 60, step=0.37)  # uneven tick spacing must not matter
+    await tick_for(clock, 60, room, step=0.37)  # uneven tick spacing must not matter
     stats = await room.stats("ev")
     assert abs(stats["admitted"] - 60 * 5) <= 1
     assert stats["waiting"] == 400 - stats["admitted"]
@@ -66,29 +60,29 @@ async def test_positions_count_down_and_eta_follows_rate(room: Room, clock: Fake
     tickets = await join_many(room, 10)
     status = await room.status("ev", tickets[9])
     assert (status.state, status.position, status.eta_seconds) == ("waiting", 10, 2.0)
-    await run_for(room, clock, 1.0)
+    await tick_for(clock, 1.0, room)
     status = await room.status("ev", tickets[9])
     assert (status.position, status.eta_seconds) == (5, 1.0)
 
 
 async def test_empty_queue_banks_no_credit(room: Room, clock: FakeClock) -> None:
-    await run_for(room, clock, 30)  # nobody waiting for 30 s
+    await tick_for(clock, 30, room)  # nobody waiting for 30 s
     await join_many(room, 100)
-    await run_for(room, clock, 1.0)
+    await tick_for(clock, 1.0, room)
     assert (await room.stats("ev"))["admitted"] == 5
 
 
 async def test_pause_and_rate_change_apply_at_once(room: Room, clock: FakeClock) -> None:
     await join_many(room, 200)
-    await run_for(room, clock, 2)
+    await tick_for(clock, 2, room)
     assert (await room.stats("ev"))["admitted"] == 10
     await room.put_event("ev", EventUpdate(paused=True))
-    await run_for(room, clock, 5)
+    await tick_for(clock, 5, room)
     assert (await room.stats("ev"))["admitted"] == 10  # paused: nobody admitted, everybody kept
     paused_status = await room.status("ev", (await join_many(room, 1))[0])
     assert paused_status.eta_seconds is None
     await room.put_event("ev", EventUpdate(paused=False, rate_per_s=20.0))
-    await run_for(room, clock, 2)
+    await tick_for(clock, 2, room)
     assert (await room.stats("ev"))["admitted"] == 50
 
 
@@ -118,7 +112,7 @@ async def test_admitted_visitor_gets_a_scoped_token_with_fixed_expiry(
 ) -> None:
     await room.put_event("ev", EventUpdate(site_ids=["s1", "s2"]))
     (ticket,) = await join_many(room, 1)
-    await run_for(room, clock, 1)
+    await tick_for(clock, 1, room)
     first = await room.status("ev", ticket)
     assert first.state == "admitted" and first.admission_token
     clock.advance(30)
@@ -135,7 +129,7 @@ async def test_admitted_visitor_gets_a_scoped_token_with_fixed_expiry(
 
 async def test_metrics_follow_the_funnel(room: Room, clock: FakeClock) -> None:
     await join_many(room, 20)
-    await run_for(room, clock, 2)
+    await tick_for(clock, 2, room)
     assert room.metrics.queue_joined.labels("ev")._value.get() == 20
     assert room.metrics.admitted.labels("ev")._value.get() == 10
     assert room.metrics.queue_waiting.labels("ev")._value.get() == 10
