@@ -36,7 +36,7 @@ class Event:
     admission_ttl_s: int
     site_ids: tuple[str, ...] | None
     one_place_per_person: bool = False
-    abandon_after_s: int | None = 60
+    abandon_after_s: int | None = 300  # background tabs poll about once a minute: be generous
     max_active: int | None = None
     rate_mode: str = "fixed"
     rate_min: float | None = None
