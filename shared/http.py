@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -138,6 +138,14 @@ async def read_json(request: web.Request, model: type[M]) -> M:
     except (ValueError, UnicodeDecodeError):
         raise ValidationFailed("the body is not valid JSON") from None
     return validate(model, data)
+
+
+async def read_form(request: web.Request) -> Mapping[str, Any]:
+    """Parse a form body (urlencoded or multipart); an unparseable one becomes ValidationFailed."""
+    try:
+        return await request.post()
+    except ValueError:  # e.g. multipart without a boundary, undecodable bytes
+        raise ValidationFailed("the form could not be read") from None
 
 
 def validate(model: type[M], data: Any) -> M:

@@ -18,7 +18,7 @@ from string import Template
 from aiohttp import web
 
 from shared.errors import DomainError, TicketInvalid
-from shared.http import STATUS_OF_CODE
+from shared.http import STATUS_OF_CODE, read_form
 from waitingroom.events import Event
 from waitingroom.i18n import STRINGS, duration, eta_minutes, pick_language
 from waitingroom.keys import ROOM
@@ -113,11 +113,11 @@ async def join_form(request: web.Request) -> web.StreamResponse:
     room = request.app[ROOM]
     event = room.event(request.match_info["event_id"])
     language = pick_language(request.headers.get("Accept-Language"))
-    form = await request.post()
-    person_id = str(form.get("person_id") or "").strip() or None
     presented = request.cookies.get(cookie_name(event.event_id))
-    proof = {"challenge": str(form.get("challenge") or ""), "solution": str(form.get("solution") or "")}
     try:
+        form = await read_form(request)
+        person_id = str(form.get("person_id") or "").strip() or None
+        proof = {"challenge": str(form.get("challenge") or ""), "solution": str(form.get("solution") or "")}
         await check_join_limit(request, event.event_id)
         await check_work(request, event.event_id, proof if proof["challenge"] else None, presented)
         ticket, _ = await room.join(event.event_id, presented, person_id)

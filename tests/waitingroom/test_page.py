@@ -98,3 +98,12 @@ async def test_refused_and_expired(edge: TestClient, clock: FakeClock) -> None:
     page = await (await edge.get("/e/ev")).text()
     assert text_of(page, "state").startswith("Your turn has passed")
     assert 'id="join-form" method="post" action="/e/ev/join" >' in page and "Join again" in page
+
+
+async def test_a_malformed_form_is_a_400_page_not_a_500(edge: TestClient) -> None:
+    """Found by fuzzing the OpenAPI document: multipart without a boundary used to raise."""
+    await put(edge)
+    resp = await edge.post("/e/ev/join", data=b"person_id=", headers={"Content-Type": "multipart/form-data"},
+                           allow_redirects=False)  # fmt: skip
+    assert resp.status == 400
+    assert "the form could not be read" in text_of(await resp.text(), "error")
