@@ -20,7 +20,8 @@ PATHS = ["/api/v1/sites", "/api/v1/slots", "/api/v1/appointments", "/api/v1/appo
          "/healthz", "/api/v1/nope", "/%ff%fe"]  # fmt: skip
 JUNK = [b"", b"{", b"[]", b"null", b'{"slot_id": 1}', b'{"person": "x"}', b"\xff\xfe\x00", b"a" * 2000,
         json.dumps({"slot_id": str(uuid.uuid4()), "person": {"id_number": "1", "name": 5}}).encode(),
-        json.dumps({"site_id": "s", "starts_at": "tomorrow", "duration_minutes": -1, "capacity": 1e99}).encode()]  # fmt: skip
+        json.dumps({"site_id": "s", "starts_at": "tomorrow", "duration_minutes": -1, "capacity": 1e99}).encode(),
+        ]  # fmt: skip
 
 
 async def test_no_request_produces_a_server_error(api: TestClient, codec: TokenCodec, pool: object) -> None:
