@@ -89,15 +89,17 @@ async def run_attempt(con: asyncpg.Connection, job: BookingJob) -> tuple[Booking
             slot_uuid = uuid.UUID(job.slot_id)
         except ValueError:
             raise _Rejected(SLOT_NOT_FOUND) from None
-        slot = await con.fetchrow(queries.SLOT_WITH_SITE, slot_uuid)
-        if slot is None:
+        known = await con.fetchrow(
+            queries.BEFORE_SEAT, slot_uuid, job.token_id, job.event_id, bytes.fromhex(job.person_ref)
+        )
+        if known["slot_id"] is None:
             raise _Rejected(SLOT_NOT_FOUND)
+        slot = known
         if job.scope is not None and slot["site_id"] not in job.scope:
             raise _Rejected(OUT_OF_SCOPE)
-        prior = await con.fetchrow(queries.PRIOR_BOOKINGS, job.token_id, job.event_id, bytes.fromhex(job.person_ref))
-        if prior["admission_used"]:
+        if known["admission_used"]:
             raise _Rejected(ADMISSION_USED)
-        if prior["already_booked"]:
+        if known["already_booked"]:
             raise _Rejected(ALREADY_BOOKED)
         async with con.transaction():  # savepoint: a unique violation undoes the seat too
             if not await take_seat(con, slot_uuid):

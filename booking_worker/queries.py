@@ -17,17 +17,17 @@ ORDER BY created_at
 LIMIT $2
 """
 
-SLOT_WITH_SITE = """
-SELECT s.slot_id, s.site_id, s.starts_at, si.timezone
-FROM slots s JOIN sites si ON si.site_id = s.site_id
-WHERE s.slot_id = $1
-"""
-
-# Fast, lock-free answers for doomed attempts; the unique indexes remain the guard under races.
-PRIOR_BOOKINGS = """
-SELECT EXISTS (SELECT 1 FROM appointments WHERE token_id = $1) AS admission_used,
+# Everything the attempt must know before it takes a seat, in one round trip: the slot and its
+# site (NULLs if there is no such slot), and lock-free answers for doomed attempts (token already
+# used, person already booked). The unique indexes remain the guard under races.
+BEFORE_SEAT = """
+SELECT s.slot_id, s.site_id, s.starts_at, si.timezone,
+       EXISTS (SELECT 1 FROM appointments WHERE token_id = $2) AS admission_used,
        EXISTS (SELECT 1 FROM appointments
-               WHERE event_id = $2 AND person_ref = $3 AND status = 'confirmed') AS already_booked
+               WHERE event_id = $3 AND person_ref = $4 AND status = 'confirmed') AS already_booked
+FROM (SELECT 1) AS one
+LEFT JOIN slots s ON s.slot_id = $1
+LEFT JOIN sites si ON si.site_id = s.site_id
 """
 
 # The capacity guard: the row lock serialises concurrent takers, and the condition is re-checked
