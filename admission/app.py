@@ -6,9 +6,10 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from admission import admin, appointments, search
-from admission.auth import cors_middleware, token_middleware
-from admission.keys import ARQ, CODEC, METRICS, POOL, SETTINGS, VAULT
+from admission import admin, appointments, changes, holds, search, supply, waitlist
+from admission.auth import CLAIMS_PATH, cors_middleware, token_middleware
+from admission.availability import Availability, Cache
+from admission.keys import ARQ, AVAILABILITY, CODEC, METRICS, POOL, SETTINGS, VAULT, WAITLIST
 from shared.db import create_pool
 from shared.http import healthz, json_response, metrics_handler, problem_middleware
 from shared.metrics import Metrics
@@ -16,6 +17,7 @@ from shared.persons import PersonVault, person_key_of
 from shared.redis import create_arq_pool
 from shared.settings import Settings
 from shared.tokens import TokenCodec
+from shared.waitlist import Waitlist, WaitlistPolicy
 
 
 def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.Application:
@@ -29,6 +31,8 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     app[METRICS] = metrics or Metrics()
     app[CODEC] = TokenCodec(settings.secret_keys, leeway_s=settings.token_leeway_s)
     app[VAULT] = PersonVault(person_key_of(settings))
+    app[AVAILABILITY] = Availability(Cache(settings.search_cache_s))
+    app[WAITLIST] = Waitlist(app[CODEC], app[VAULT], WaitlistPolicy.from_settings(settings))
 
     async def resources_ctx(app: web.Application) -> AsyncIterator[None]:
         app[POOL] = await create_pool(settings.require_database(), min_size=1, max_size=10)
@@ -50,13 +54,32 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     r = app.router
     r.add_get("/api/v1/sites", search.list_sites)
     r.add_get("/api/v1/slots", search.list_slots)
+    r.add_get("/api/v1/slots/next", search.next_available)
+    r.add_post("/api/v1/holds", holds.post_hold)
+    r.add_get("/api/v1/holds/{hold_id}", holds.get_hold)
+    r.add_delete("/api/v1/holds/{hold_id}", holds.delete_hold)
     r.add_post("/api/v1/appointments", appointments.create_appointment)
     r.add_get("/api/v1/appointments/{appointment_id}", appointments.get_appointment)
-    r.add_delete("/api/v1/appointments/{appointment_id}", appointments.cancel_appointment)
+    r.add_delete("/api/v1/appointments/{appointment_id}", changes.cancel_appointment)
+    r.add_post("/api/v1/appointments/{appointment_id}/reschedule", changes.reschedule_appointment)
     r.add_get("/api/v1/attempts/{attempt_id}", appointments.get_attempt)
+    r.add_post("/api/v1/waitlist", waitlist.join_waitlist)
+    r.add_delete("/api/v1/waitlist/{entry_id}", waitlist.leave_waitlist)
+    r.add_post(CLAIMS_PATH, waitlist.claim_offer)
     r.add_post("/admin/v1/sites", admin.post_site)
     r.add_post("/admin/v1/slots", admin.post_slots)
     r.add_get("/admin/v1/slots/{slot_id}", admin.get_slot)
+    r.add_get("/admin/v1/appointment-types", supply.list_types)
+    r.add_put("/admin/v1/appointment-types/{type_id}", supply.put_type)
+    r.add_get("/admin/v1/sites/{site_id}/schedules/{type_id}", supply.get_schedule)
+    r.add_put("/admin/v1/sites/{site_id}/schedules/{type_id}", supply.put_schedule)
+    r.add_put("/admin/v1/sites/{site_id}/overrides/{day}", supply.put_override)
+    r.add_delete("/admin/v1/sites/{site_id}/overrides/{day}", supply.delete_override)
+    r.add_post("/admin/v1/sites/{site_id}/generate", supply.post_generate)
+    r.add_post("/admin/v1/sites/{site_id}/closures", supply.close_day)
+    r.add_post("/admin/v1/import/sites", supply.import_sites)
+    r.add_post("/admin/v1/import/schedules", supply.import_schedules)
+    r.add_post("/admin/v1/appointments/{appointment_id}/check-in", supply.check_in)
     r.add_get("/healthz", healthz)
     r.add_get("/readyz", readyz)
     r.add_get("/metrics", metrics_handler(app[METRICS]))

@@ -15,25 +15,27 @@ import json
 import logging
 import re
 import uuid
+from dataclasses import replace
 from datetime import date
 from typing import Any
 
 import redis.exceptions
 from aiohttp import web
 from arq.jobs import Job, ResultNotFound
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from admission import queries
-from admission.keys import ARQ, METRICS, POOL, SETTINGS, VAULT, admission_of
+from admission.idempotency import idempotency_key
+from admission.keys import ARQ, AVAILABILITY, METRICS, POOL, SETTINGS, VAULT, admission_of
 from admission.search import slot_place_and_time
 from shared import queries as shared_queries
-from shared.booking import BookingJob, BookingOutcome, attempt_id_for, utc_iso
-from shared.errors import BookingRejected, IdempotencyConflict, NotFound, Overloaded, ValidationFailed
+from shared import seats
+from shared.booking import HOLD_EXPIRED, BookingJob, BookingOutcome, attempt_id_for, utc_iso
+from shared.errors import BookingRejected, IdempotencyConflict, IdempotencyInProgress, NotFound, Overloaded
 from shared.http import json_response, read_json
 
 log = logging.getLogger("surgegate.admission")
 
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -60,9 +62,18 @@ class PersonIn(BaseModel):
 
 
 class BookingIn(BaseModel):
+    """Exactly one of ``slot_id`` (take any free seat) and ``hold_id`` (the seat this admission holds)."""
+
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-    slot_id: uuid.UUID
+    slot_id: uuid.UUID | None = None
+    hold_id: uuid.UUID | None = None
     person: PersonIn
+
+    @model_validator(mode="after")
+    def _one_target(self) -> BookingIn:
+        if (self.slot_id is None) == (self.hold_id is None):
+            raise ValueError("give exactly one of slot_id and hold_id")
+        return self
 
 
 def _request_hash(key: bytes, body: BookingIn) -> str:
@@ -76,6 +87,11 @@ def _answer(request: web.Request, outcome: BookingOutcome, request_hash: str) ->
     if not hmac.compare_digest(outcome.request_hash, request_hash):
         metrics.booking_requests.labels(outcome.event_id, "idempotency_conflict").inc()
         raise IdempotencyConflict("this Idempotency-Key was already used with a different request")
+    if outcome.status == "pending":
+        metrics.booking_requests.labels(outcome.event_id, "idempotency_in_progress").inc()
+        raise IdempotencyInProgress(
+            f"the first request with this Idempotency-Key is still pending: /api/v1/attempts/{outcome.attempt_id}"
+        )
     if outcome.status == "confirmed":
         metrics.booking_requests.labels(outcome.event_id, "confirmed").inc()
         return json_response(outcome.confirmation(), status=201)
@@ -94,12 +110,10 @@ _REJECTION_DETAIL = {
     "admission_used": "this admission has already been used to book",
     "not_found": "no such slot",
     "token_scope": "this admission does not cover that slot's site",
+    "hold_expired": "the hold is gone (expired, released or used); hold a seat again",
+    "slot_withdrawn": "that slot is no longer offered; pick another",
+    "outside_booking_window": "that slot cannot be booked now (too soon, too far ahead, or past)",
 }
-
-
-def _answerable(stored: BookingOutcome, request_hash: str) -> bool:
-    """A stored attempt answers this request now: it has its outcome, or its body differs (a conflict)."""
-    return stored.status != "pending" or not hmac.compare_digest(stored.request_hash, request_hash)
 
 
 async def _stored_outcome(request: web.Request, attempt_id: uuid.UUID) -> BookingOutcome | None:
@@ -112,15 +126,14 @@ async def create_appointment(request: web.Request) -> web.Response:
     admission = admission_of(request)
     settings = request.app[SETTINGS]
     vault = request.app[VAULT]
-    key = request.headers.get("Idempotency-Key")
-    if key is None or not _IDEMPOTENCY_KEY.match(key):
-        raise ValidationFailed("an Idempotency-Key header (1-255 visible ASCII characters) is required")
+    key = idempotency_key(request, required=True)
+    assert key is not None
     body = await read_json(request, BookingIn)
     request_hash = _request_hash(vault.hash_key, body)
     attempt_id = attempt_id_for(admission.token_id, key)
 
     stored = await _stored_outcome(request, attempt_id)
-    if stored is not None and _answerable(stored, request_hash):
+    if stored is not None:
         return _answer(request, stored, request_hash)
 
     job = BookingJob(
@@ -128,25 +141,30 @@ async def create_appointment(request: web.Request) -> web.Response:
         token_id=admission.token_id,
         event_id=admission.event_id,
         scope=None if admission.scope is None else list(admission.scope),
-        slot_id=str(body.slot_id),
+        slot_id=str(body.slot_id or ""),
         request_hash=request_hash,
         person_ref=vault.ref(body.person.id_number).hex(),
         person_sealed=vault.seal(
             {"name": body.person.name, "email": body.person.email, "birth_date": body.person.birth_date.isoformat()}
         ).decode(),
         rank=admission.rank,
+        hold_id=None if body.hold_id is None else str(body.hold_id),
     )
     arq = request.app[ARQ]
     try:
-        if stored is None:
-            if await arq.zcard(settings.queue_name) >= settings.max_queue_depth:
-                request.app[METRICS].booking_requests.labels(admission.event_id, "overloaded").inc()
-                raise Overloaded("the booking queue is full; retry shortly", retry_after=5)
-            # Accepted = durable: from here on the attempt runs even if Redis loses its job.
-            if not await _accept(request, job):
-                raced = await _stored_outcome(request, attempt_id)  # a concurrent request with this key won
-                if raced is not None and _answerable(raced, request_hash):
-                    return _answer(request, raced, request_hash)
+        if await arq.zcard(settings.queue_name) >= settings.max_queue_depth:
+            request.app[METRICS].booking_requests.labels(admission.event_id, "overloaded").inc()
+            raise Overloaded("the booking queue is full; retry shortly", retry_after=5)
+        # Accepted = durable: from here on the attempt runs even if Redis loses its job.
+        accepted = await _accept(request, job)
+        if accepted is None:
+            # A concurrent request with this key won, or the hold was gone: either way it is stored.
+            raced = await _stored_outcome(request, attempt_id)
+            assert raced is not None
+            return _answer(request, raced, request_hash)
+        job = accepted
+        if job.slot_id:
+            request.app[AVAILABILITY].changed(*await _site_of(request, job.slot_id))
         await arq.enqueue_job("book", job.to_dict(), _job_id=str(attempt_id))
         result = await Job(str(attempt_id), arq, _queue_name=settings.queue_name).result(
             timeout=settings.booking_wait_s, poll_delay=0.05
@@ -163,7 +181,7 @@ async def create_appointment(request: web.Request) -> web.Response:
             return _pending(request, attempt_id, admission.event_id)
         request.app[METRICS].booking_requests.labels(admission.event_id, "overloaded").inc()
         raise Overloaded("the booking queue is unavailable; retry with the same Idempotency-Key") from None
-    except Overloaded:
+    except (Overloaded, IdempotencyInProgress, IdempotencyConflict, BookingRejected):
         raise
     except Exception as exc:
         # The job failed after all its retries; the attempt stays pending and is re-queued later.
@@ -172,14 +190,46 @@ async def create_appointment(request: web.Request) -> web.Response:
     return _answer(request, BookingOutcome.from_dict(result), request_hash)
 
 
-async def _accept(request: web.Request, job: BookingJob) -> bool:
-    """Record the attempt as pending; False if one with this id exists already."""
+async def _site_of(request: web.Request, slot_id: str) -> list[str]:
+    try:
+        slot = uuid.UUID(slot_id)
+    except ValueError:
+        return []
     async with request.app[POOL].acquire() as con:
+        site = await con.fetchval("SELECT site_id FROM slots WHERE slot_id = $1", slot)
+    return [] if site is None else [site]
+
+
+async def _accept(request: web.Request, job: BookingJob) -> BookingJob | None:
+    """Record the attempt as pending (None if it already existed, or was refused on the spot). A booking from a hold
+    pins the hold to the attempt in the same transaction, so it cannot lapse while the attempt waits
+    in the queue; a hold already gone is refused here, recorded as the attempt's outcome."""
+    attempt_id = uuid.UUID(job.attempt_id)
+    async with request.app[POOL].acquire() as con, con.transaction():
+        if job.hold_id is not None:
+            slot_id = await con.fetchval(
+                seats.PIN_HOLD, uuid.UUID(job.hold_id), job.token_id, attempt_id, seats.utcnow()
+            )
+            job = replace(job, slot_id="" if slot_id is None else str(slot_id))
         accepted = await con.fetchval(
-            shared_queries.ACCEPT_ATTEMPT, uuid.UUID(job.attempt_id), job.token_id, job.event_id, job.slot_id,
+            shared_queries.ACCEPT_ATTEMPT, attempt_id, job.token_id, job.event_id, job.slot_id,
             bytes.fromhex(job.request_hash), job.to_dict(),
         )  # fmt: skip
-    return bool(accepted)
+        if not accepted:
+            return None
+        if job.hold_id is not None and not job.slot_id:
+            await con.execute(
+                "UPDATE booking_attempts SET status = 'rejected', code = $2, job = NULL, finished_at = now()"
+                " WHERE attempt_id = $1",
+                attempt_id,
+                HOLD_EXPIRED,
+            )
+            await con.execute(
+                shared_queries.INSERT_AUDIT, "booking_rejected", job.event_id, None, None, attempt_id, job.token_id,
+                {"code": HOLD_EXPIRED},
+            )  # fmt: skip
+            return None
+    return job
 
 
 def _pending(request: web.Request, attempt_id: uuid.UUID, event_id: str) -> web.Response:
@@ -222,8 +272,12 @@ def _appointment_json(row: Any) -> dict[str, Any]:
         "status": row["status"],
         "event_id": row["event_id"],
         **slot_place_and_time(row),
+        "type_id": row["type_id"],
         "created_at": utc_iso(row["created_at"]),
         "cancelled_at": None if row["cancelled_at"] is None else utc_iso(row["cancelled_at"]),
+        "cancel_late": row["cancel_late"],
+        "checked_in_at": None if row["checked_in_at"] is None else utc_iso(row["checked_in_at"]),
+        "rescheduled_at": None if row["rescheduled_at"] is None else utc_iso(row["rescheduled_at"]),
     }
 
 
@@ -235,29 +289,3 @@ async def get_appointment(request: web.Request) -> web.Response:
     if row is None:
         raise NotFound("no such appointment")
     return json_response(_appointment_json(row))
-
-
-async def cancel_appointment(request: web.Request) -> web.Response:
-    """Cancel and return the seat in one transaction. Cancelling twice is harmless."""
-    admission = admission_of(request)
-    appointment_id = _uuid(request.match_info["appointment_id"])
-    async with request.app[POOL].acquire() as con, con.transaction():
-        cancelled = await con.fetchrow(queries.CANCEL_APPOINTMENT, appointment_id, admission.token_id)
-        if cancelled is None:
-            row = await con.fetchrow(queries.GET_APPOINTMENT, appointment_id, admission.token_id)
-            if row is None:
-                raise NotFound("no such appointment")
-            return json_response({"appointment_id": str(appointment_id), "status": row["status"]})
-        await con.execute(queries.RETURN_SEAT, cancelled["slot_id"])
-        await con.execute(
-            shared_queries.INSERT_AUDIT,
-            "cancelled",
-            cancelled["event_id"],
-            cancelled["slot_id"],
-            appointment_id,
-            None,
-            admission.token_id,
-            {},
-        )
-    request.app[METRICS].cancellations.labels(cancelled["event_id"]).inc()
-    return json_response({"appointment_id": str(appointment_id), "status": "cancelled"})

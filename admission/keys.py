@@ -6,10 +6,12 @@ import asyncpg
 from aiohttp import web
 from arq.connections import ArqRedis
 
+from admission.availability import Availability
 from shared.metrics import Metrics
 from shared.persons import PersonVault
 from shared.settings import Settings
 from shared.tokens import Admission, TokenCodec
+from shared.waitlist import Waitlist
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
@@ -17,6 +19,8 @@ CODEC = web.AppKey("codec", TokenCodec)
 VAULT = web.AppKey("vault", PersonVault)
 POOL = web.AppKey("pool", asyncpg.Pool)
 ARQ = web.AppKey("arq", ArqRedis)
+AVAILABILITY = web.AppKey("availability", Availability)
+WAITLIST = web.AppKey("waitlist", Waitlist)
 
 ADMISSION = web.RequestKey("admission", Admission)  # the verified token of this request
 

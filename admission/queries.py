@@ -28,24 +28,46 @@ ON CONFLICT (slot_id) DO NOTHING
 """
 
 GET_SLOT = """
-SELECT s.slot_id, s.site_id, s.starts_at, s.ends_at, s.capacity, s.booked, si.timezone
+SELECT s.slot_id, s.site_id, s.type_id, s.starts_at, s.ends_at, s.capacity, s.booked, s.withdrawn_at, si.timezone,
+       (SELECT count(*) FROM holds h WHERE h.slot_id = s.slot_id AND h.status = 'active'
+          AND (h.expires_at > now() OR h.pinned_attempt IS NOT NULL)) AS held
 FROM slots s JOIN sites si ON si.site_id = s.site_id
 WHERE s.slot_id = $1
 """
 
 GET_APPOINTMENT = """
-SELECT ap.appointment_id, ap.event_id, ap.status, ap.slot_id, ap.created_at, ap.cancelled_at,
-       s.site_id, s.starts_at, s.ends_at, si.timezone
+SELECT ap.appointment_id, ap.event_id, ap.status, ap.slot_id, ap.created_at, ap.cancelled_at, ap.cancel_late,
+       ap.checked_in_at, ap.rescheduled_at, s.type_id, s.site_id, s.starts_at, s.ends_at, si.timezone
 FROM appointments ap
 JOIN slots s ON s.slot_id = ap.slot_id
 JOIN sites si ON si.site_id = s.site_id
 WHERE ap.appointment_id = $1 AND ap.token_id = $2
 """
 
-CANCEL_APPOINTMENT = """
-UPDATE appointments SET status = 'cancelled', cancelled_at = now()
-WHERE appointment_id = $1 AND token_id = $2 AND status = 'confirmed'
-RETURNING slot_id, event_id
+LOCK_APPOINTMENT = """
+SELECT appointment_id, event_id, slot_id, status FROM appointments
+WHERE appointment_id = $1 AND token_id = $2
+FOR UPDATE
 """
 
-RETURN_SEAT = "UPDATE slots SET booked = booked - 1 WHERE slot_id = $1"
+# The appointment (locked by the caller) with what a change needs to know of its slot and type.
+APPOINTMENT_FOR_CHANGE = """
+SELECT ap.appointment_id, ap.event_id, ap.slot_id, ap.status, ap.person_sealed, s.site_id, s.starts_at, s.type_id,
+       t.cancel_cutoff_minutes
+FROM appointments ap
+JOIN slots s ON s.slot_id = ap.slot_id
+LEFT JOIN appointment_types t ON t.type_id = s.type_id
+WHERE ap.appointment_id = $1
+"""
+
+MARK_CANCELLED = """
+UPDATE appointments SET status = 'cancelled', cancelled_at = $2, cancel_late = $3, cancel_reason = $4, cancelled_by = $5
+WHERE appointment_id = $1 AND status = 'confirmed'
+"""
+
+MOVE_APPOINTMENT = """
+UPDATE appointments ap SET slot_id = $2, rescheduled_at = $3
+FROM slots s
+WHERE ap.appointment_id = $1 AND s.slot_id = $2
+RETURNING ap.slot_id, s.site_id, s.starts_at, s.ends_at
+"""

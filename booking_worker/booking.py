@@ -26,9 +26,11 @@ from arq import Retry
 
 from booking_worker import queries
 from shared import queries as shared_queries
+from shared import seats
 from shared.booking import (
     ADMISSION_USED,
     ALREADY_BOOKED,
+    HOLD_EXPIRED,
     OUT_OF_SCOPE,
     SLOT_FULL,
     SLOT_NOT_FOUND,
@@ -54,22 +56,27 @@ class _Rejected(Exception):
         self.code = code
 
 
-async def take_seat(con: asyncpg.Connection, slot_id: uuid.UUID) -> bool:
-    """Take one seat if one is free; the only way a seat is ever taken."""
-    return await con.fetchval(queries.TAKE_SEAT, slot_id) is not None
+async def take_seat(con: asyncpg.Connection, slot_id: uuid.UUID, now: datetime) -> bool:
+    """Take one free seat if there is one (shared.seats.take_seat: lock, count live holds, conditional update)."""
+    return await seats.take_seat(con, slot_id, now)
 
 
 async def _attempt_outcome(con: asyncpg.Connection, attempt_id: uuid.UUID) -> BookingOutcome:
     return BookingOutcome.from_row(await con.fetchrow(shared_queries.ATTEMPT_OUTCOME, attempt_id))
 
 
-async def run_attempt(con: asyncpg.Connection, job: BookingJob) -> tuple[BookingOutcome, bool]:
+async def run_attempt(
+    con: asyncpg.Connection, job: BookingJob, now: datetime | None = None
+) -> tuple[BookingOutcome, bool]:
     """Execute the attempt inside the caller's transaction.
 
     Returns (outcome, executed): ``executed`` is False when the attempt already had its outcome,
-    which is then returned unchanged.
+    which is then returned unchanged. With ``job.hold_id`` the seat comes from that hold (pinned to
+    this attempt when the API accepted it); a rejected attempt releases its pinned hold.
     """
+    now = now or seats.utcnow()
     attempt_id = uuid.UUID(job.attempt_id)
+    hold_id = None if job.hold_id is None else uuid.UUID(job.hold_id)
     status = await con.fetchval(queries.LOCK_ATTEMPT, attempt_id)
     if status is None:
         # Queued without being accepted through the API first (an older client, a manual enqueue).
@@ -101,8 +108,25 @@ async def run_attempt(con: asyncpg.Connection, job: BookingJob) -> tuple[Booking
             raise _Rejected(ADMISSION_USED)
         if known["already_booked"]:
             raise _Rejected(ALREADY_BOOKED)
-        async with con.transaction():  # savepoint: a unique violation undoes the seat too
-            if not await take_seat(con, slot_uuid):
+        if hold_id is None:
+            problem = (
+                seats.SLOT_WITHDRAWN
+                if known["withdrawn_at"] is not None
+                else seats.window_problem(
+                    known["starts_at"], known["timezone"], known["min_notice_minutes"] or 0,
+                    known["max_advance_days"], now,
+                )
+            )  # fmt: skip
+            if problem is not None:
+                raise _Rejected(problem)
+        async with con.transaction():  # savepoint: a unique violation undoes the seat (and hold) too
+            if hold_id is not None:
+                try:
+                    if await seats.take_held_seat(con, hold_id, job.token_id, attempt_id, now) != slot_uuid:
+                        raise _Rejected(HOLD_EXPIRED)
+                except seats.SeatRejected as exc:
+                    raise _Rejected(exc.code) from None
+            elif not await take_seat(con, slot_uuid, now):
                 raise _Rejected(SLOT_FULL)
             appointment_id = uuid.uuid4()
             try:
@@ -124,6 +148,10 @@ async def run_attempt(con: asyncpg.Connection, job: BookingJob) -> tuple[Booking
         appointment_id = None
         code = rejected.code
 
+    if hold_id is not None and code is not None:
+        await con.execute(seats.UNPIN_HOLD, hold_id, attempt_id, now)  # its seat returns at once
+    if code is None:
+        await con.execute(seats.RELEASE_TOKEN_HOLDS, job.token_id, now)  # booked: any other hold is moot
     final = "confirmed" if code is None else "rejected"
     await con.execute(queries.FINISH_ATTEMPT, attempt_id, final, code, appointment_id)
     await con.execute(

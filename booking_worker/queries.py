@@ -17,25 +17,18 @@ ORDER BY created_at
 LIMIT $2
 """
 
-# Everything the attempt must know before it takes a seat, in one round trip: the slot and its
-# site (NULLs if there is no such slot), and lock-free answers for doomed attempts (token already
-# used, person already booked). The unique indexes remain the guard under races.
+# Everything the attempt must know before it takes a seat, in one round trip: the slot, its site and
+# booking window (NULLs if there is no such slot), and lock-free answers for doomed attempts (token
+# already used, person already booked). The unique indexes remain the guard under races.
 BEFORE_SEAT = """
-SELECT s.slot_id, s.site_id, s.starts_at, si.timezone,
+SELECT s.slot_id, s.site_id, s.starts_at, s.withdrawn_at, si.timezone, t.min_notice_minutes, t.max_advance_days,
        EXISTS (SELECT 1 FROM appointments WHERE token_id = $2) AS admission_used,
        EXISTS (SELECT 1 FROM appointments
                WHERE event_id = $3 AND person_ref = $4 AND status = 'confirmed') AS already_booked
 FROM (SELECT 1) AS one
 LEFT JOIN slots s ON s.slot_id = $1
 LEFT JOIN sites si ON si.site_id = s.site_id
-"""
-
-# The capacity guard: the row lock serialises concurrent takers, and the condition is re-checked
-# on the locked row, so a seat is taken only while one is free. Never read-then-write.
-TAKE_SEAT = """
-UPDATE slots SET booked = booked + 1
-WHERE slot_id = $1 AND booked < capacity
-RETURNING booked
+LEFT JOIN appointment_types t ON t.type_id = s.type_id
 """
 
 INSERT_APPOINTMENT = """

@@ -13,11 +13,15 @@ from arq import cron, func
 from arq.worker import Worker, create_worker
 
 from booking_worker.booking import book, requeue_pending
+from booking_worker.periodic import extend_schedules, mark_no_shows, purge_idempotency_keys, tidy_holds
 from shared.db import create_pool
 from shared.http import healthz, metrics_handler
 from shared.metrics import Metrics
+from shared.persons import PersonVault, person_key_of
 from shared.redis import redis_settings
 from shared.settings import Settings
+from shared.tokens import TokenCodec
+from shared.waitlist import Waitlist, WaitlistPolicy
 
 MAX_JOBS = 20
 
@@ -28,6 +32,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["pool"] = await create_pool(settings.require_database(), min_size=1, max_size=MAX_JOBS + 1)
     metrics: Metrics = ctx.get("metrics") or Metrics()
     ctx["metrics"] = metrics
+    ctx["waitlist"] = Waitlist(
+        TokenCodec(settings.secret_keys), PersonVault(person_key_of(settings)), WaitlistPolicy.from_settings(settings)
+    )
     if ctx.get("serve_metrics", True):
         app = web.Application()
         app.router.add_get("/metrics", metrics_handler(metrics))
@@ -49,7 +56,13 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 class WorkerSettings:
     functions: ClassVar[list[Any]] = [func(book, name="book", max_tries=10)]
-    cron_jobs: ClassVar[list[Any]] = [cron(requeue_pending, second={0, 30}, unique=True, run_at_startup=True)]
+    cron_jobs: ClassVar[list[Any]] = [
+        cron(requeue_pending, second={0, 30}, unique=True, run_at_startup=True),
+        cron(tidy_holds, second=set(range(0, 60, 5)), unique=True),
+        cron(mark_no_shows, minute=set(range(0, 60, 5)), second=15, unique=True),
+        cron(purge_idempotency_keys, minute=17, second=0, unique=True),
+        cron(extend_schedules, hour=set(range(24)), minute=3, second=0, unique=True, run_at_startup=True),
+    ]
     on_startup = startup
     on_shutdown = shutdown
     max_jobs = MAX_JOBS

@@ -22,6 +22,7 @@ ALREADY_BOOKED = "already_booked"
 ADMISSION_USED = "admission_used"
 SLOT_NOT_FOUND = "not_found"
 OUT_OF_SCOPE = "token_scope"
+HOLD_EXPIRED = "hold_expired"
 
 
 def attempt_id_for(token_id: str, idempotency_key: str) -> uuid.UUID:
@@ -97,6 +98,7 @@ class BookingJob:
     person_ref: str  # hex
     person_sealed: str  # Fernet token
     rank: int | None = None  # the admission's queue place, freed for max_active once booked
+    hold_id: str | None = None  # book the seat this hold (pinned to the attempt when accepted) set aside
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -80,3 +80,18 @@ class BookingRejected(DomainError):
     def __init__(self, code: str, detail: str = "") -> None:
         self.code = code
         super().__init__(detail)
+
+
+class IdempotencyInProgress(DomainError):
+    code = "idempotency_in_progress"
+
+    def __init__(self, detail: str = "a request with this Idempotency-Key is still being processed") -> None:
+        super().__init__(detail, retry_after=1)
+
+
+class Conflict(DomainError):
+    """A business outcome that refuses the request (its ``code`` says which)."""
+
+    def __init__(self, code: str, detail: str = "") -> None:
+        self.code = code
+        super().__init__(detail)

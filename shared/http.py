@@ -46,6 +46,16 @@ STATUS_OF_CODE: dict[str, int] = {
     "event_not_open": 409,
     "pow_invalid": 403,
     "payload_too_large": 413,
+    "idempotency_in_progress": 409,
+    "slot_withdrawn": 409,
+    "outside_booking_window": 409,
+    "offer_taken": 409,
+    "offer_expired": 410,
+    "seats_available": 409,
+    "appointment_not_active": 409,
+    "appointment_started": 409,
+    "booking_in_progress": 409,
+    "conflict": 409,
 }
 
 _HTTP_CODES = {
@@ -120,6 +130,9 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except BACKEND_UNAVAILABLE as exc:
         log.warning("backend unavailable: %s", type(exc).__name__)
         return domain_problem(Overloaded("a backing service is unavailable; retry shortly"))
+    except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
+        # Both transactions were consistent; one lost a race and was rolled back whole.
+        return domain_problem(Overloaded("a concurrent change got in the way; retry", retry_after=1))
     except asyncpg.IntegrityConstraintViolationError as exc:
         # The schema refused the write (a CHECK or foreign key): bad input that validation missed.
         log.warning("constraint %s refused a write on %s", exc.constraint_name, request.rel_url.path)

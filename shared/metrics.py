@@ -91,6 +91,19 @@ class Metrics:
             registry=r,
         )
         self.cancellations = Counter("surgegate_cancellations", "Appointments cancelled", ["event"], registry=r)
+        self.holds = Counter(
+            "surgegate_holds", "Hold requests by result (placed, refused, released)", ["event", "result"], registry=r
+        )
+        self.reschedules = Counter(
+            "surgegate_reschedules", "Reschedule requests by result", ["event", "result"], registry=r
+        )
+        self.waitlist = Counter(
+            "surgegate_waitlist", "Waitlist actions (joined, offered, claimed, claim_refused)", ["action"], registry=r
+        )
+        self.appointment_status = Counter(
+            "surgegate_appointment_status_changes", "Appointments moved to a status", ["status"], registry=r
+        )
+        self.search_cache = Counter("surgegate_search_cache", "Search cache lookups", ["result"], registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

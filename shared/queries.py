@@ -23,3 +23,7 @@ INSERT_AUDIT = """
 INSERT INTO audit_log (action, event_id, slot_id, appointment_id, attempt_id, actor, detail)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
 """
+
+# Idempotency keys of the synchronous POSTs are kept this long (admission/idempotency.py).
+IDEMPOTENCY_KEPT_HOURS = 24
+PURGE_IDEMPOTENCY_KEYS = "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => $1)"

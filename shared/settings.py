@@ -37,6 +37,15 @@ def parse_secret_keys(raw: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise SettingsError(f"{name} must be a positive integer")
+    return int(raw)
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = None
@@ -74,6 +83,14 @@ class Settings:
     rate_control_interval_s: float = 2.0
     token_leeway_s: int = 5
     log_level: str = "INFO"
+    # Holds: how long a seat stays set aside for an admission.
+    hold_ttl_s: int = 300
+    # Waitlist: how many people one freed seat is offered to at once, and for how long.
+    waitlist_offer_size: int = 3
+    waitlist_offer_window_s: int = 7200
+    # Search answers are served from a per-process cache at most this old (a booking, cancel or
+    # hold in the same process drops the site's entry at once).
+    search_cache_s: float = 1.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -107,6 +124,10 @@ class Settings:
             join_limit_burst=int(env.get("SURGEGATE_JOIN_LIMIT_BURST", "10")),
             trusted_proxies=tuple(p.strip() for p in env.get("SURGEGATE_TRUSTED_PROXIES", "").split(",") if p.strip()),
             log_level=env.get("SURGEGATE_LOG_LEVEL", "INFO").upper(),
+            hold_ttl_s=_positive_int(env, "SURGEGATE_HOLD_TTL_S", 300),
+            waitlist_offer_size=_positive_int(env, "SURGEGATE_WAITLIST_OFFER_SIZE", 3),
+            waitlist_offer_window_s=_positive_int(env, "SURGEGATE_WAITLIST_OFFER_WINDOW_S", 7200),
+            search_cache_s=float(env.get("SURGEGATE_SEARCH_CACHE_S", "1.0")),
         )
 
     # --- derived values -------------------------------------------------------------------------

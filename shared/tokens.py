@@ -13,6 +13,7 @@ import hmac
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -22,6 +23,7 @@ from shared.errors import TicketInvalid, TokenExpired, TokenInvalid
 TICKET_SALT = "surgegate.ticket.v1"
 CHALLENGE_SALT = "surgegate.pow-challenge.v1"
 ADMISSION_SALT = "surgegate.admission.v1"
+CLAIM_SALT = "surgegate.waitlist-claim.v1"
 
 
 @dataclass(frozen=True)
@@ -199,6 +201,21 @@ class TokenCodec:
         if self._clock() > admission.expires_at + self._leeway_s:
             raise TokenExpired("the admission token has expired; rejoin the queue")
         return admission
+
+    # --- waitlist claim links ----------------------------------------------------------------
+
+    def sign_claim(self, *, offer_id: str, entry_id: str, expires_at: datetime) -> str:
+        return self._sign(CLAIM_SALT, {"o": offer_id, "n": entry_id, "exp": int(expires_at.timestamp())})
+
+    def read_claim(self, token: str) -> dict[str, Any]:
+        """The claims of a claim link this service signed; TokenInvalid / TokenExpired otherwise.
+        (The offer's own expiry in the database is the authority; this only refuses stale links early.)"""
+        _, claims = self._load(token, CLAIM_SALT)
+        if not isinstance(claims.get("o"), str) or not isinstance(claims.get("n"), str):
+            raise TokenInvalid(reason="malformed")
+        if self._clock() > float(claims.get("exp", 0)) + self._leeway_s:
+            raise TokenExpired("this claim link has expired")
+        return claims
 
     def _is_ticket(self, token: str) -> bool:
         try:

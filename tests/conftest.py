@@ -37,7 +37,11 @@ from waitingroom.room import Room
 
 TEST_KEYS = (("k1", "test-secret-key-number-one"),)
 ADMIN = "test-admin-token"
-TABLES = "lottery_draws, queue_checkpoints, audit_log, booking_attempts, appointments, slots, sites, events"
+TABLES = (
+    "notifications, waitlist_offer_recipients, waitlist_offers, waitlist_entries, idempotency_keys, holds, "
+    "schedule_overrides, schedules, appointment_types, lottery_draws, queue_checkpoints, audit_log, "
+    "booking_attempts, appointments, slots, sites, events"
+)
 
 
 @pytest.fixture(scope="session")

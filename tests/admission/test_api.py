@@ -20,6 +20,7 @@ from tests.conftest import (
     assert_problem,
     booking_headers,
     person,
+    run_burst,
     running_worker,
     seed_site_and_slot,
     serve,
@@ -169,6 +170,11 @@ async def test_idempotency_conflict_and_attempt_status(
         }
         resp = await quick.get(pending["status_url"], headers=bearer(admission_token(codec)))
         assert resp.status == 404  # someone else's attempt
+        # the same key and body while the first is still in flight: 409 in progress, nothing new queued
+        resp = await quick.post("/api/v1/appointments", json={"slot_id": slot_id, "person": person(1)}, headers=headers)
+        assert_problem(resp.status, await resp.json(), 409, "idempotency_in_progress")
+        assert resp.headers["Retry-After"] == "1"
+    await run_burst(settings)
     async with running_worker(settings):
         resp = await api.post("/api/v1/appointments", json={"slot_id": slot_id, "person": person(1)}, headers=headers)
         assert resp.status == 201
@@ -293,9 +299,9 @@ async def test_redis_down_is_503_overloaded_and_queue_limit_sheds(
         resp = await client.post("/api/v1/appointments", json=body, headers=booking_headers(admission_token(codec)))
         assert_problem(resp.status, await resp.json(), 503, "overloaded")
         assert "Retry-After" in resp.headers
-        # the accepted one is still pending, not refused, while Redis is down
+        # the accepted one is still pending (in progress), not refused, while Redis is down
         resp = await client.post("/api/v1/appointments", json=body, headers=accepted_headers)
-        assert resp.status == 202
+        assert_problem(resp.status, await resp.json(), 409, "idempotency_in_progress")
         assert (await client.get("/readyz")).status == 503
     assert await pool.fetchval("SELECT count(*) FROM appointments") == 0
     assert await pool.fetchval("SELECT count(*) FROM booking_attempts WHERE status = 'pending'") == 1

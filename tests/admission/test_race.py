@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
+from datetime import datetime
 
 import asyncpg
 import pytest
@@ -57,8 +58,8 @@ async def test_200_concurrent_bookings_fill_exactly_20_seats(
     assert audited == CAPACITY
 
 
-async def read_then_write_take_seat(con: asyncpg.Connection, slot_id: uuid.UUID) -> bool:
-    """The classic bug: check availability, then write a computed value."""
+async def read_then_write_take_seat(con: asyncpg.Connection, slot_id: uuid.UUID, now: datetime) -> bool:
+    """The classic bug: check availability without a lock, then write a computed value."""
     row = await con.fetchrow("SELECT booked, capacity FROM slots WHERE slot_id = $1", slot_id)
     if row["booked"] >= row["capacity"]:
         return False

@@ -1,0 +1,94 @@
+"""Idempotency-Key for the synchronous POSTs (holds, reschedule, waitlist, claims).
+
+Keys are scoped to the admission token and kept 24 h. Within one transaction, a non-blocking
+advisory lock on (token, key) tells "in flight" apart: whoever holds it runs the operation and
+stores its response (business refusals included) before committing; a concurrent request with the
+same key gets 409 ``idempotency_in_progress`` with Retry-After; a later one gets the stored
+response, or 409 ``idempotency_conflict`` if its body differs. A crash releases the lock and leaves
+nothing stored, so a retry simply runs again. Bookings keep their keys in ``booking_attempts``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from admission.keys import POOL, VAULT
+from shared.errors import DomainError, IdempotencyConflict, IdempotencyInProgress, ValidationFailed
+from shared.http import STATUS_OF_CODE, json_response, problem
+from shared.queries import IDEMPOTENCY_KEPT_HOURS as KEPT_HOURS
+
+KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+STORED = """
+SELECT request_hash, response_status, response_body FROM idempotency_keys
+WHERE token_id = $1 AND key = $2 AND created_at > now() - make_interval(hours => $3)
+"""
+STORE = """
+INSERT INTO idempotency_keys (token_id, key, request_hash, response_status, response_body)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (token_id, key) DO UPDATE SET request_hash = EXCLUDED.request_hash,
+    response_status = EXCLUDED.response_status, response_body = EXCLUDED.response_body, created_at = now()
+"""
+
+Operation = Callable[[asyncpg.Connection], Awaitable[tuple[int, dict[str, Any]]]]
+
+
+def idempotency_key(request: web.Request, *, required: bool = False) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None and not required:
+        return None
+    if key is None or not KEY.match(key):
+        raise ValidationFailed("an Idempotency-Key header (1-255 visible ASCII characters) is required")
+    return key
+
+
+def body_hash(request: web.Request, route: str, body: dict[str, Any]) -> bytes:
+    canonical = json.dumps({"route": route, "body": body}, sort_keys=True, separators=(",", ":"), default=str)
+    return hmac.new(request.app[VAULT].hash_key, canonical.encode(), hashlib.sha256).digest()
+
+
+async def run_once(
+    request: web.Request, token_id: str, route: str, body: dict[str, Any], operation: Operation
+) -> tuple[web.Response, bool]:
+    """Run ``operation`` in a transaction, at most once per (token, Idempotency-Key).
+
+    Returns (response, executed). Without a key the operation simply runs. A DomainError raised by the
+    operation undoes its writes (savepoint) and is stored and answered as problem+json."""
+    key = idempotency_key(request)
+    async with request.app[POOL].acquire() as con, con.transaction():
+        digest = body_hash(request, route, body)
+        if key is not None:
+            if not await con.fetchval(
+                "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 11))", f"{token_id}\n{key}"
+            ):
+                raise IdempotencyInProgress()
+            stored = await con.fetchrow(STORED, token_id, key, KEPT_HOURS)
+            if stored is not None:
+                if not hmac.compare_digest(bytes(stored["request_hash"]), digest):
+                    raise IdempotencyConflict("this Idempotency-Key was already used with a different request")
+                return _respond(stored["response_status"], stored["response_body"]), False
+        try:
+            async with con.transaction():
+                status, payload = await operation(con)
+        except DomainError as exc:
+            if key is None or exc.code in ("overloaded", "validation_error"):
+                raise
+            status = STATUS_OF_CODE.get(exc.code, 400)
+            payload = {"problem": True, "code": exc.code, "detail": exc.detail}
+        if key is not None:
+            await con.execute(STORE, token_id, key, digest, status, payload)
+    return _respond(status, payload), True
+
+
+def _respond(status: int, payload: dict[str, Any]) -> web.Response:
+    if payload.get("problem") is True:
+        return problem(status, str(payload["code"]), str(payload["detail"]))
+    return json_response(payload, status=status)

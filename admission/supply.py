@@ -1,0 +1,515 @@
+"""Operator endpoints for supply: appointment types, weekly schedules, date overrides, slot
+generation, CSV imports, closing a day, and check-in (``/admin/v1``, bearer admin token).
+
+A schedule or override change regenerates the affected future slots at once and answers the
+regeneration report: slots created and withdrawn, and every slot with bookings or holds that no
+longer fits (kept, never dropped silently).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import uuid
+from collections import defaultdict
+from datetime import date
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import pydantic
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from admission.admin import SiteIn, upsert_site
+from admission.changes import cancel
+from admission.keys import AVAILABILITY, POOL, SETTINGS, WAITLIST
+from shared import queries as shared_queries
+from shared import seats
+from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.http import json_response, read_json, require_admin
+from shared.schedules import regenerate, regenerate_site, wall_instant
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$|^24:00$")
+WEEKDAYS = {"mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun": 7}
+
+
+def minute_of(hhmm: str) -> int:
+    if not _HHMM.match(hhmm):
+        raise ValueError(f"{hhmm!r} is not a time of day HH:MM (00:00 to 24:00)")
+    hours, minutes = hhmm.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def hhmm(minute: int) -> str:
+    return f"{minute // 60:02d}:{minute % 60:02d}"
+
+
+def parse_hours(raw: list[tuple[str, str]]) -> list[tuple[int, int]]:
+    """[["09:00", "12:00"], ...] → sorted minute pairs; refuses empty or overlapping intervals."""
+    intervals = sorted((minute_of(a), minute_of(b)) for a, b in raw)
+    for (a, b), following in zip(intervals, [*intervals[1:], None], strict=True):
+        if b <= a:
+            raise ValueError(f"{hhmm(a)}-{hhmm(b)} ends before it starts")
+        if following is not None and following[0] < b:
+            raise ValueError(f"{hhmm(a)}-{hhmm(b)} overlaps {hhmm(following[0])}-{hhmm(following[1])}")
+    return intervals
+
+
+class TypeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    name: str = Field(min_length=1, max_length=200)
+    duration_minutes: int = Field(ge=1, le=1440)
+    seats_per_slot: int = Field(default=1, ge=1, le=100_000)
+    buffer_minutes: int = Field(default=0, ge=0, le=1440)
+    min_notice_minutes: int = Field(default=0, ge=0, le=525_600)
+    max_advance_days: int = Field(default=60, ge=1, le=730)
+    cancel_cutoff_minutes: int = Field(default=0, ge=0, le=525_600)
+    no_show_grace_minutes: int = Field(default=30, ge=0, le=10_080)
+
+
+class ScheduleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    weekly: dict[str, list[tuple[str, str]]]
+
+    @field_validator("weekly")
+    @classmethod
+    def _weekly(cls, value: dict[str, list[tuple[str, str]]]) -> dict[str, list[tuple[str, str]]]:
+        unknown = set(value) - set(WEEKDAYS)
+        if unknown:
+            raise ValueError(f"weekdays are mon..sun, not {sorted(unknown)}")
+        for hours in value.values():
+            parse_hours(hours)
+        return value
+
+    def intervals(self) -> dict[int, list[tuple[int, int]]]:
+        return {WEEKDAYS[d]: parse_hours(h) for d, h in self.weekly.items() if h}
+
+
+class OverrideIn(BaseModel):
+    """``hours`` replace the weekly hours on that local date; an empty list closes the day."""
+
+    model_config = ConfigDict(extra="forbid")
+    type_id: str | None = Field(default=None, pattern=_ID)
+    hours: list[tuple[str, str]]
+    note: str | None = Field(default=None, max_length=500)
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, value: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        parse_hours(value)
+        return value
+
+
+class GenerateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    from_: date | None = Field(default=None, alias="from")
+    to: date | None = None
+    type_id: str | None = Field(default=None, pattern=_ID)
+
+
+class ClosureIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    day: date
+    reason: str = Field(min_length=1, max_length=500)
+    type_id: str | None = Field(default=None, pattern=_ID)
+
+
+def _admin(request: web.Request) -> None:
+    require_admin(request, request.app[SETTINGS].admin_tokens)
+
+
+def _path_id(request: web.Request, name: str) -> str:
+    value = request.match_info[name]
+    if not re.match(_ID, value):
+        raise NotFound(f"no such {name.removesuffix('_id').replace('_', ' ')}")
+    return value
+
+
+async def _site_exists(con: asyncpg.Connection, site_id: str) -> None:
+    if await con.fetchval("SELECT 1 FROM sites WHERE site_id = $1", site_id) is None:
+        raise NotFound(f"no site {site_id!r}")
+
+
+async def _type_exists(con: asyncpg.Connection, type_id: str) -> None:
+    if await con.fetchval("SELECT 1 FROM appointment_types WHERE type_id = $1", type_id) is None:
+        raise NotFound(f"no appointment type {type_id!r}")
+
+
+# --- appointment types ---------------------------------------------------------------------------
+
+UPSERT_TYPE = """
+INSERT INTO appointment_types (type_id, name, duration_minutes, seats_per_slot, buffer_minutes, min_notice_minutes,
+    max_advance_days, cancel_cutoff_minutes, no_show_grace_minutes)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (type_id) DO UPDATE SET name = EXCLUDED.name, duration_minutes = EXCLUDED.duration_minutes,
+    seats_per_slot = EXCLUDED.seats_per_slot, buffer_minutes = EXCLUDED.buffer_minutes,
+    min_notice_minutes = EXCLUDED.min_notice_minutes, max_advance_days = EXCLUDED.max_advance_days,
+    cancel_cutoff_minutes = EXCLUDED.cancel_cutoff_minutes, no_show_grace_minutes = EXCLUDED.no_show_grace_minutes,
+    updated_at = now()
+RETURNING *
+"""
+
+
+def _type_json(row: Any) -> dict[str, Any]:
+    return {k: v for k, v in dict(row).items() if k != "updated_at"}
+
+
+async def put_type(request: web.Request) -> web.Response:
+    """Create or change an appointment type. Existing slots keep their length; regenerate to apply."""
+    _admin(request)
+    type_id = _path_id(request, "type_id")
+    body = await read_json(request, TypeIn)
+    async with request.app[POOL].acquire() as con:
+        row = await con.fetchrow(UPSERT_TYPE, type_id, *body.model_dump().values())
+    return json_response(_type_json(row))
+
+
+async def list_types(request: web.Request) -> web.Response:
+    _admin(request)
+    async with request.app[POOL].acquire() as con:
+        rows = await con.fetch("SELECT * FROM appointment_types ORDER BY type_id")
+    return json_response({"appointment_types": [_type_json(r) for r in rows]})
+
+
+# --- schedules and overrides ---------------------------------------------------------------------
+
+
+async def store_schedule(
+    con: asyncpg.Connection, site_id: str, type_id: str, weekly: dict[int, list[tuple[int, int]]]
+) -> None:
+    await con.execute("DELETE FROM schedules WHERE site_id = $1 AND type_id = $2", site_id, type_id)
+    await con.executemany(
+        "INSERT INTO schedules (site_id, type_id, weekday, intervals) VALUES ($1, $2, $3, $4)",
+        [(site_id, type_id, day, [list(i) for i in hours]) for day, hours in sorted(weekly.items())],
+    )
+
+
+async def _weekly_json(con: asyncpg.Connection, site_id: str, type_id: str) -> dict[str, Any]:
+    rows = await con.fetch(
+        "SELECT weekday, intervals FROM schedules WHERE site_id = $1 AND type_id = $2", site_id, type_id
+    )
+    names = {v: k for k, v in WEEKDAYS.items()}
+    return {names[r["weekday"]]: [[hhmm(a), hhmm(b)] for a, b in r["intervals"]] for r in rows}
+
+
+async def put_schedule(request: web.Request) -> web.Response:
+    _admin(request)
+    site_id, type_id = _path_id(request, "site_id"), _path_id(request, "type_id")
+    body = await read_json(request, ScheduleIn)
+    now = seats.utcnow()
+    async with request.app[POOL].acquire() as con, con.transaction():
+        await _site_exists(con, site_id)
+        await _type_exists(con, type_id)
+        await store_schedule(con, site_id, type_id, body.intervals())
+        report = await regenerate(con, site_id, type_id, now=now)
+        weekly = await _weekly_json(con, site_id, type_id)
+    request.app[AVAILABILITY].changed(site_id)
+    return json_response({"site_id": site_id, "type_id": type_id, "weekly": weekly, "regenerated": report.to_json()})
+
+
+async def get_schedule(request: web.Request) -> web.Response:
+    _admin(request)
+    site_id, type_id = _path_id(request, "site_id"), _path_id(request, "type_id")
+    async with request.app[POOL].acquire() as con:
+        await _site_exists(con, site_id)
+        weekly = await _weekly_json(con, site_id, type_id)
+        overrides = await con.fetch(
+            "SELECT day, type_id, intervals, note FROM schedule_overrides WHERE site_id = $1 AND type_id IN ('', $2)"
+            " ORDER BY day",
+            site_id,
+            type_id,
+        )
+    return json_response(
+        {
+            "site_id": site_id,
+            "type_id": type_id,
+            "weekly": weekly,
+            "overrides": [
+                {"day": o["day"].isoformat(), "type_id": o["type_id"] or None, "note": o["note"],
+                 "hours": [[hhmm(a), hhmm(b)] for a, b in o["intervals"]]}
+                for o in overrides
+            ],
+        }
+    )  # fmt: skip
+
+
+def _day(request: web.Request) -> date:
+    try:
+        return date.fromisoformat(request.match_info["day"])
+    except ValueError:
+        raise NotFound("the day must be YYYY-MM-DD") from None
+
+
+async def _regenerate_day(con: asyncpg.Connection, site_id: str, type_id: str | None, day: date) -> list[Any]:
+    now = seats.utcnow()
+    if type_id is not None:
+        return [(await regenerate(con, site_id, type_id, day, day, now=now)).to_json()]
+    return [r.to_json() for r in await regenerate_site(con, site_id, day, day, now=now)]
+
+
+async def put_override(request: web.Request) -> web.Response:
+    _admin(request)
+    site_id, day = _path_id(request, "site_id"), _day(request)
+    body = await read_json(request, OverrideIn)
+    async with request.app[POOL].acquire() as con, con.transaction():
+        await _site_exists(con, site_id)
+        if body.type_id is not None:
+            await _type_exists(con, body.type_id)
+        await con.execute(
+            "INSERT INTO schedule_overrides (site_id, day, type_id, intervals, note) VALUES ($1, $2, $3, $4, $5)"
+            " ON CONFLICT (site_id, day, type_id) DO UPDATE SET intervals = EXCLUDED.intervals, note = EXCLUDED.note",
+            site_id, day, body.type_id or "", [list(i) for i in parse_hours(body.hours)], body.note,
+        )  # fmt: skip
+        reports = await _regenerate_day(con, site_id, body.type_id, day)
+    request.app[AVAILABILITY].changed(site_id)
+    return json_response({"site_id": site_id, "day": day.isoformat(), **body.model_dump(), "regenerated": reports})
+
+
+async def delete_override(request: web.Request) -> web.Response:
+    _admin(request)
+    site_id, day = _path_id(request, "site_id"), _day(request)
+    type_id = request.query.get("type_id") or None
+    async with request.app[POOL].acquire() as con, con.transaction():
+        deleted = await con.fetchval(
+            "DELETE FROM schedule_overrides WHERE site_id = $1 AND day = $2 AND type_id = $3 RETURNING 1",
+            site_id,
+            day,
+            type_id or "",
+        )
+        if deleted is None:
+            raise NotFound("no such override")
+        reports = await _regenerate_day(con, site_id, type_id, day)
+    request.app[AVAILABILITY].changed(site_id)
+    return json_response({"site_id": site_id, "day": day.isoformat(), "deleted": True, "regenerated": reports})
+
+
+async def post_generate(request: web.Request) -> web.Response:
+    """Generate (or re-align) the site's slots for a range of local days; safe to repeat."""
+    _admin(request)
+    site_id = _path_id(request, "site_id")
+    body = await read_json(request, GenerateIn) if request.can_read_body else GenerateIn()
+    now = seats.utcnow()
+    async with request.app[POOL].acquire() as con, con.transaction():
+        await _site_exists(con, site_id)
+        if body.type_id is not None:
+            await _type_exists(con, body.type_id)
+            reports = [await regenerate(con, site_id, body.type_id, body.from_, body.to, now=now)]
+        else:
+            reports = await regenerate_site(con, site_id, body.from_, body.to, now=now)
+    request.app[AVAILABILITY].changed(site_id)
+    return json_response({"regenerated": [r.to_json() for r in reports]})
+
+
+# --- CSV imports ---------------------------------------------------------------------------------
+
+MAX_IMPORT_ERRORS = 50
+
+
+async def _csv_rows(request: web.Request, required: list[str]) -> list[tuple[int, dict[str, str]]]:
+    raw = await request.read()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValidationFailed("the CSV must be UTF-8") from None
+    reader = csv.DictReader(io.StringIO(text))
+    header = [h.strip() for h in reader.fieldnames or []]
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise ValidationFailed(f"the CSV header lacks {', '.join(missing)} (needs {', '.join(required)})")
+    try:
+        return [
+            (reader.line_num, {(k or "").strip(): (v or "").strip() for k, v in row.items() if isinstance(v, str)})
+            for row in reader
+        ]
+    except csv.Error as exc:
+        raise ValidationFailed(f"the CSV could not be read: {exc}") from None
+
+
+def _line_errors(errors: list[dict[str, object]]) -> None:
+    if errors:
+        raise ValidationFailed(f"{len(errors)} line(s) of the CSV are invalid; nothing was imported",
+                               errors[:MAX_IMPORT_ERRORS])  # fmt: skip
+
+
+async def import_sites(request: web.Request) -> web.Response:
+    """``site_id,name,region,timezone,lat,lng`` — all rows or none (idempotent on site_id)."""
+    _admin(request)
+    rows = await _csv_rows(request, ["site_id", "name", "region", "timezone", "lat", "lng"])
+    sites: list[SiteIn] = []
+    errors: list[dict[str, object]] = []
+    for line, row in rows:
+        try:
+            sites.append(SiteIn.model_validate({k: row.get(k) for k in SiteIn.model_fields}))
+        except pydantic.ValidationError as exc:
+            problems = (f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False))
+            errors.append({"loc": ["line", line], "msg": "; ".join(problems)})
+    _line_errors(errors)
+    async with request.app[POOL].acquire() as con, con.transaction():
+        for site in sites:
+            await upsert_site(con, site)
+    request.app[AVAILABILITY].cache.invalidate(("sites",))
+    return json_response({"imported": len(sites)}, status=201)
+
+
+async def import_schedules(request: web.Request) -> web.Response:
+    """``site_id,type_id,weekday,start,end`` (weekday mon..sun or 1..7; one row per interval). Every
+    (site, type) in the file gets exactly the file's weekly hours, then its slots are regenerated."""
+    _admin(request)
+    rows = await _csv_rows(request, ["site_id", "type_id", "weekday", "start", "end"])
+    weekly: dict[tuple[str, str], dict[int, list[tuple[str, str]]]] = defaultdict(lambda: defaultdict(list))
+    errors: list[dict[str, object]] = []
+    for line, row in rows:
+        day = row["weekday"].lower()[:3]
+        weekday = WEEKDAYS.get(day) or (int(day) if day.isdigit() and 1 <= int(day) <= 7 else None)
+        if not re.match(_ID, row["site_id"]) or not re.match(_ID, row["type_id"]) or weekday is None:
+            errors.append({"loc": ["line", line], "msg": "site_id, type_id or weekday is invalid"})
+            continue
+        weekly[(row["site_id"], row["type_id"])][weekday].append((row["start"], row["end"]))
+    parsed: dict[tuple[str, str], dict[int, list[tuple[int, int]]]] = {}
+    for key, days in weekly.items():
+        try:
+            parsed[key] = {d: parse_hours(h) for d, h in days.items()}
+        except ValueError as exc:
+            errors.append({"loc": ["site_id", key[0], "type_id", key[1]], "msg": str(exc)})
+    _line_errors(errors)
+    now = seats.utcnow()
+    reports = []
+    async with request.app[POOL].acquire() as con, con.transaction():
+        for (site_id, type_id), intervals in sorted(parsed.items()):
+            await _site_exists(con, site_id)
+            await _type_exists(con, type_id)
+            await store_schedule(con, site_id, type_id, intervals)
+            reports.append((await regenerate(con, site_id, type_id, now=now)).to_json())
+    request.app[AVAILABILITY].changed(*{k[0] for k in parsed})
+    return json_response({"imported": len(parsed), "regenerated": reports}, status=201)
+
+
+# --- closing a day, check-in ---------------------------------------------------------------------
+
+DAY_APPOINTMENTS = """
+SELECT ap.appointment_id, ap.event_id, ap.person_ref, ap.person_sealed, s.type_id, s.starts_at
+FROM appointments ap JOIN slots s ON s.slot_id = ap.slot_id
+WHERE s.site_id = $1 AND s.starts_at >= $2 AND s.starts_at < $3 AND ($4::text IS NULL OR s.type_id = $4)
+  AND ap.status = 'confirmed'
+ORDER BY ap.appointment_id
+FOR UPDATE OF ap
+"""
+
+DAY_SLOTS = """
+SELECT slot_id FROM slots
+WHERE site_id = $1 AND starts_at >= $2 AND starts_at < $3 AND ($4::text IS NULL OR type_id = $4)
+  AND withdrawn_at IS NULL
+"""
+
+
+async def close_day(request: web.Request) -> web.Response:
+    """Close a site for a local day: cancel every confirmed appointment with the reason, withdraw the
+    day's slots, put each affected person at the head of the site's waitlist (any day) and queue a
+    notification to them; then offer them free seats on other days. One transaction."""
+    _admin(request)
+    site_id = _path_id(request, "site_id")
+    body = await read_json(request, ClosureIn)
+    waitlist = request.app[WAITLIST]
+    now = seats.utcnow()
+    async with request.app[POOL].acquire() as con, con.transaction():
+        timezone = await con.fetchval("SELECT timezone FROM sites WHERE site_id = $1", site_id)
+        if timezone is None:
+            raise NotFound(f"no site {site_id!r}")
+        zone = ZoneInfo(timezone)
+        lower, upper = wall_instant(body.day, 0, zone), wall_instant(body.day, 1440, zone, end=True)
+        await con.execute(
+            "INSERT INTO schedule_overrides (site_id, day, type_id, intervals, note) VALUES ($1, $2, $3, '[]', $4)"
+            " ON CONFLICT (site_id, day, type_id) DO UPDATE SET intervals = '[]', note = EXCLUDED.note",
+            site_id, body.day, body.type_id or "", body.reason,
+        )  # fmt: skip
+        slot_ids = [r["slot_id"] for r in await con.fetch(DAY_SLOTS, site_id, lower, upper, body.type_id)]
+        await seats.lock_slots(con, slot_ids, now)
+        # Offers and holds on the day's seats end with it (a hold pinned by a booking in flight stays).
+        await con.execute(
+            "UPDATE waitlist_offers SET status = 'lapsed' WHERE slot_id = ANY($1::uuid[]) AND status = 'open'", slot_ids
+        )
+        await con.execute(
+            "UPDATE holds SET status = 'released', ended_at = $2 WHERE slot_id = ANY($1::uuid[]) AND status = 'active'"
+            " AND pinned_attempt IS NULL",
+            slot_ids,
+            now,
+        )
+        cancelled = waitlisted = 0
+        for row in await con.fetch(DAY_APPOINTMENTS, site_id, lower, upper, body.type_id):
+            await cancel(con, row["appointment_id"], now=now, waitlist=waitlist, actor="admin", reason=body.reason,
+                         by_site=True)  # fmt: skip
+            cancelled += 1
+            if row["type_id"] is not None:
+                await waitlist.join(
+                    con, event_id=row["event_id"], site_id=site_id, type_id=row["type_id"], day=None,
+                    person_ref=bytes(row["person_ref"]), person_sealed=bytes(row["person_sealed"]), token_id=None,
+                    now=now, priority=0, require_full=False,
+                )  # fmt: skip
+                waitlisted += 1
+            await waitlist.notify(
+                con, "cancelled_by_site", bytes(row["person_sealed"]),
+                {"reason": body.reason, "site_id": site_id, "starts_at": row["starts_at"].isoformat(),
+                 "rebooking": "you are first on this site's waitlist; an offer with a claim link follows"},
+                appointment_id=row["appointment_id"],
+            )  # fmt: skip
+        withdrawn = await con.fetch(
+            "UPDATE slots SET withdrawn_at = $2 WHERE slot_id = ANY($1::uuid[]) AND booked = 0"
+            " AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.slot_id = slots.slot_id AND h.status = 'active')"
+            " RETURNING slot_id",
+            slot_ids,
+            now,
+        )
+        kept = sorted(set(slot_ids) - {r["slot_id"] for r in withdrawn})
+        await con.execute(
+            shared_queries.INSERT_AUDIT, "day_closed", None, None, None, None, "admin",
+            {"site_id": site_id, "day": body.day.isoformat(), "reason": body.reason, "cancelled": cancelled},
+        )  # fmt: skip
+        offers = await waitlist.pass_on(con, now)
+    request.app[AVAILABILITY].changed(site_id)
+    return json_response(
+        {
+            "site_id": site_id,
+            "day": body.day.isoformat(),
+            "cancelled": cancelled,
+            "waitlisted": waitlisted,
+            "notifications_queued": cancelled,
+            "slots_withdrawn": len(withdrawn),
+            "slots_kept": [str(s) for s in kept],
+            "offers_made": offers,
+        }
+    )
+
+
+async def check_in(request: web.Request) -> web.Response:
+    """Mark a confirmed appointment completed (the person came)."""
+    _admin(request)
+    try:
+        appointment_id = uuid.UUID(request.match_info["appointment_id"])
+    except ValueError:
+        raise NotFound("no such appointment") from None
+    async with request.app[POOL].acquire() as con, con.transaction():
+        row = await con.fetchrow(
+            "UPDATE appointments SET status = 'completed', checked_in_at = $2 WHERE appointment_id = $1"
+            " AND status = 'confirmed' RETURNING event_id, slot_id",
+            appointment_id,
+            seats.utcnow(),
+        )
+        if row is None:
+            status = await con.fetchval("SELECT status FROM appointments WHERE appointment_id = $1", appointment_id)
+            if status is None:
+                raise NotFound("no such appointment")
+            raise Conflict("appointment_not_active", f"the appointment is {status}, not confirmed")
+        await con.execute(
+            shared_queries.INSERT_AUDIT,
+            "checked_in",
+            row["event_id"],
+            row["slot_id"],
+            appointment_id,
+            None,
+            "admin",
+            {},
+        )
+    return json_response({"appointment_id": str(appointment_id), "status": "completed"})

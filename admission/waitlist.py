@@ -1,0 +1,128 @@
+"""Waitlist endpoints: join when a day is full, leave, and claim an offered seat.
+
+``POST /api/v1/waitlist/claims {"claim"}`` needs no admission token: the signed claim link is the
+credential (an offer may come hours after the original admission expired). It answers a fresh
+admission token and a hold on the seat; the claimant books with ``hold_id`` through the normal path.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from admission.appointments import PersonIn
+from admission.holds import hold_json
+from admission.idempotency import run_once
+from admission.keys import AVAILABILITY, CODEC, METRICS, POOL, VAULT, WAITLIST, admission_of
+from shared import seats
+from shared.booking import utc_iso
+from shared.errors import Conflict, NotFound, TokenExpired, TokenInvalid, TokenScope
+from shared.http import json_response, read_json
+
+_DETAIL = {
+    "seats_available": "that day still has free seats; book one instead",
+    "offer_taken": "someone else claimed this seat first; you stay on the waitlist",
+    "offer_expired": "this offer has lapsed; you stay on the waitlist",
+    "hold_expired": "your hold on this seat has lapsed",
+    "not_found": "no such offer",
+}
+
+
+class WaitlistIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    site_id: str = Field(min_length=1, max_length=64)
+    type_id: str = Field(min_length=1, max_length=64)
+    day: date  # the site's local date
+    person: PersonIn
+
+
+class ClaimIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    claim: str = Field(min_length=1, max_length=4096)
+
+
+async def join_waitlist(request: web.Request) -> web.Response:
+    admission = admission_of(request)
+    body = await read_json(request, WaitlistIn)
+    if not admission.allows_site(body.site_id):
+        raise TokenScope("this admission does not cover that site")
+    vault = request.app[VAULT]
+
+    async def join(con: asyncpg.Connection) -> tuple[int, dict[str, Any]]:
+        known = await con.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM sites WHERE site_id = $1) AND EXISTS"
+            " (SELECT 1 FROM appointment_types WHERE type_id = $2)",
+            body.site_id,
+            body.type_id,
+        )
+        if not known:
+            raise NotFound("no such site or appointment type")
+        try:
+            entry = await request.app[WAITLIST].join(
+                con, event_id=admission.event_id, site_id=body.site_id, type_id=body.type_id, day=body.day,
+                person_ref=vault.ref(body.person.id_number),
+                person_sealed=vault.seal({"name": body.person.name, "email": body.person.email}),
+                token_id=admission.token_id, now=seats.utcnow(),
+            )  # fmt: skip
+        except seats.SeatRejected as exc:
+            raise Conflict(exc.code, _DETAIL.get(exc.code, exc.code)) from None
+        return 201, {**entry, "site_id": body.site_id, "type_id": body.type_id, "day": body.day.isoformat(),
+                     "status": "waiting"}  # fmt: skip
+
+    response, executed = await run_once(request, admission.token_id, "waitlist", body.model_dump(mode="json"), join)
+    if executed and response.status == 201:
+        request.app[METRICS].waitlist.labels("joined").inc()
+    return response
+
+
+async def leave_waitlist(request: web.Request) -> web.Response:
+    admission = admission_of(request)
+    try:
+        entry_id = uuid.UUID(request.match_info["entry_id"])
+    except ValueError:
+        raise NotFound("no such waitlist entry") from None
+    async with request.app[POOL].acquire() as con:
+        status = await con.fetchval(
+            "UPDATE waitlist_entries SET status = CASE WHEN status = 'waiting' THEN 'left' ELSE status END,"
+            " ended_at = coalesce(ended_at, now()) WHERE entry_id = $1 AND token_id = $2 RETURNING status",
+            entry_id,
+            admission.token_id,
+        )
+    if status is None:
+        raise NotFound("no such waitlist entry")
+    return json_response({"entry_id": str(entry_id), "status": status})
+
+
+async def claim_offer(request: web.Request) -> web.Response:
+    body = await read_json(request, ClaimIn)
+    codec = request.app[CODEC]
+    try:
+        codec.read_claim(body.claim)
+    except (TokenInvalid, TokenExpired):
+        request.app[METRICS].waitlist.labels("claim_refused").inc()
+        raise
+    async with request.app[POOL].acquire() as con, con.transaction():
+        try:
+            claimed = await request.app[WAITLIST].claim(con, body.claim, seats.utcnow())
+        except seats.SeatRejected as exc:
+            request.app[METRICS].waitlist.labels("claim_refused").inc()
+            if exc.code == "not_found":
+                raise NotFound(_DETAIL["not_found"]) from None
+            raise Conflict(exc.code, _DETAIL.get(exc.code, exc.code)) from None
+    request.app[METRICS].waitlist.labels("claimed").inc()
+    request.app[AVAILABILITY].changed(claimed.slot.site_id)
+    return json_response(
+        {
+            "admission_token": claimed.admission_token,
+            "event_id": claimed.event_id,
+            **hold_json(claimed.hold_id, claimed.slot, claimed.expires_at),
+            "book": {"method": "POST", "url": "/api/v1/appointments", "hold_id": str(claimed.hold_id)},
+            "hold_expires_at": utc_iso(claimed.expires_at),
+        },
+        status=201,
+    )

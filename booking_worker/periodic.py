@@ -1,0 +1,87 @@
+"""The worker's periodic jobs (arq cron). Each is safe to run late, twice, or on several workers.
+
+* ``tidy_holds``: mark lapsed holds expired (availability never counted them: tidying only), and
+  pass waitlist offers on: lapsed offers end, and free seats someone waits for are offered.
+* ``mark_no_shows``: confirmed appointments whose slot ended longer ago than the type's grace period.
+* ``purge_idempotency_keys``: keys older than 24 h.
+* ``extend_schedules``: regenerate every schedule so the bookable horizon rolls forward day by day.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from shared import queries as shared_queries
+from shared import seats
+from shared.metrics import Metrics
+from shared.schedules import regenerate
+from shared.waitlist import Waitlist
+
+log = logging.getLogger("surgegate.booking_worker")
+
+NO_SHOWS = """
+UPDATE appointments ap SET status = 'no_show'
+FROM slots s LEFT JOIN appointment_types t ON t.type_id = s.type_id
+WHERE ap.slot_id = s.slot_id AND ap.status = 'confirmed'
+  AND s.ends_at + make_interval(mins => coalesce(t.no_show_grace_minutes, 30)) < $1
+RETURNING ap.appointment_id, ap.event_id, ap.slot_id
+"""
+
+
+async def tidy_holds(ctx: dict[str, Any], now: datetime | None = None) -> dict[str, int]:
+    pool: asyncpg.Pool = ctx["pool"]
+    waitlist: Waitlist = ctx["waitlist"]
+    now = now or seats.utcnow()
+    async with pool.acquire() as con, con.transaction():
+        expired = await seats.expire_holds(con, now)
+        offers = await waitlist.pass_on(con, now)
+    if offers:
+        ctx["metrics"].waitlist.labels("offered").inc(offers)
+    return {"expired_holds": len(expired), "offers": offers}
+
+
+async def mark_no_shows(ctx: dict[str, Any], now: datetime | None = None) -> int:
+    pool: asyncpg.Pool = ctx["pool"]
+    metrics: Metrics = ctx["metrics"]
+    async with pool.acquire() as con, con.transaction():
+        rows = await con.fetch(NO_SHOWS, now or seats.utcnow())
+        for row in rows:
+            await con.execute(
+                shared_queries.INSERT_AUDIT, "no_show", row["event_id"], row["slot_id"], row["appointment_id"], None,
+                "system", {},
+            )  # fmt: skip
+    if rows:
+        metrics.appointment_status.labels("no_show").inc(len(rows))
+    return len(rows)
+
+
+async def purge_idempotency_keys(ctx: dict[str, Any]) -> int:
+    pool: asyncpg.Pool = ctx["pool"]
+    async with pool.acquire() as con:
+        status = await con.execute(shared_queries.PURGE_IDEMPOTENCY_KEYS, shared_queries.IDEMPOTENCY_KEPT_HOURS)
+    return int(status.split()[-1])
+
+
+async def extend_schedules(ctx: dict[str, Any], now: datetime | None = None) -> int:
+    """Regenerate every (site, type) schedule through its maximum advance; returns slots created."""
+    pool: asyncpg.Pool = ctx["pool"]
+    now = now or seats.utcnow()
+    created = 0
+    async with pool.acquire() as con:
+        pairs = await con.fetch("SELECT DISTINCT site_id, type_id FROM schedules ORDER BY site_id, type_id")
+        for pair in pairs:
+            async with con.transaction():
+                report = await regenerate(con, pair["site_id"], pair["type_id"], now=now)
+            created += report.created
+            if report.kept:
+                log.warning(
+                    "schedule of %s/%s: %d slots with bookings no longer fit",
+                    pair["site_id"],
+                    pair["type_id"],
+                    len(report.kept),
+                )
+    return created

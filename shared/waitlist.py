@@ -1,0 +1,309 @@
+"""Waitlist: people waiting for a seat at a site, day and appointment type, and the offers they get.
+
+When a seat frees (a cancel, a reschedule away, a lapsed hold or offer), it is offered to the first N
+waiting entries (operators' rebooking claims first, then by joining time) through a signed claim link
+valid for a window. The offer holds the seat, so nobody else takes it meanwhile. The first recipient
+to claim gets an admission and a hold on the seat and books it through the normal booking path; the
+others are told it is taken; an offer nobody claims lapses and the seat passes on to the next N.
+
+Everything here runs inside the caller's transaction; notifications are queued in the same one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from shared.booking import local_iso, utc_iso
+from shared.persons import PersonVault
+from shared.seats import HOLD_EXPIRED, SeatRejected, SlotState, lock_slots, place_hold, read_slots, slot_problem
+from shared.settings import Settings
+from shared.tokens import TokenCodec
+
+OFFER_TAKEN = "offer_taken"
+OFFER_EXPIRED = "offer_expired"
+SEATS_AVAILABLE = "seats_available"
+
+RECIPIENTS = """
+SELECT e.entry_id, e.person_sealed FROM waitlist_entries e
+WHERE e.site_id = $1 AND e.type_id = $2 AND e.status = 'waiting' AND (e.day IS NULL OR e.day = $3)
+  AND NOT EXISTS (SELECT 1 FROM waitlist_offer_recipients r JOIN waitlist_offers o ON o.offer_id = r.offer_id
+                  WHERE r.entry_id = e.entry_id AND (o.slot_id = $4 OR (o.status = 'open' AND o.expires_at > $5)))
+  AND NOT EXISTS (SELECT 1 FROM appointments a
+                  WHERE a.event_id = e.event_id AND a.person_ref = e.person_ref AND a.status = 'confirmed')
+ORDER BY e.priority, e.joined_at
+LIMIT $6
+FOR UPDATE OF e SKIP LOCKED
+"""
+
+# Future, offered, typed slots that have a free seat someone on the waitlist could take.
+WANTED_SLOTS = """
+SELECT DISTINCT s.slot_id, s.starts_at FROM waitlist_entries e
+JOIN slots s ON s.site_id = e.site_id AND s.type_id = e.type_id AND s.withdrawn_at IS NULL AND s.starts_at > $1
+JOIN sites si ON si.site_id = s.site_id
+WHERE e.status = 'waiting'
+  AND (e.day IS NULL OR e.day = (s.starts_at AT TIME ZONE si.timezone)::date)
+  AND s.booked + (SELECT count(*) FROM holds h WHERE h.slot_id = s.slot_id AND h.status = 'active'
+                  AND (h.expires_at > $1 OR h.pinned_attempt IS NOT NULL)) < s.capacity
+ORDER BY s.starts_at
+LIMIT $2
+"""
+
+LAPSE_OFFERS = """
+UPDATE waitlist_offers SET status = 'lapsed'
+WHERE status = 'open' AND expires_at <= $1
+RETURNING offer_id, slot_id
+"""
+
+INSERT_NOTIFICATION = """
+INSERT INTO notifications (kind, appointment_id, entry_id, sealed) VALUES ($1, $2, $3, $4)
+"""
+
+
+@dataclass(frozen=True)
+class WaitlistPolicy:
+    offer_size: int = 3
+    offer_window: timedelta = timedelta(hours=2)
+    hold_ttl: timedelta = timedelta(minutes=5)
+    claim_admission_ttl: timedelta = timedelta(minutes=30)
+    claim_url: str = "/claim"  # the claim token follows as the URL fragment (never sent to a server log)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WaitlistPolicy:
+        return cls(
+            offer_size=settings.waitlist_offer_size,
+            offer_window=timedelta(seconds=settings.waitlist_offer_window_s),
+            hold_ttl=timedelta(seconds=settings.hold_ttl_s),
+            # The claim link opens the queue page's claim view; the token rides in the fragment.
+            claim_url=f"{settings.edge_url}/claim",
+        )
+
+
+@dataclass(frozen=True)
+class Claimed:
+    admission_token: str
+    hold_id: uuid.UUID
+    slot: SlotState
+    expires_at: datetime
+    event_id: str
+
+
+class Waitlist:
+    def __init__(self, codec: TokenCodec, vault: PersonVault, policy: WaitlistPolicy) -> None:
+        self.codec = codec
+        self.vault = vault
+        self.policy = policy
+
+    async def notify(
+        self,
+        con: asyncpg.Connection,
+        kind: str,
+        sealed_person: bytes,
+        details: dict[str, Any],
+        *,
+        appointment_id: uuid.UUID | None = None,
+        entry_id: uuid.UUID | None = None,
+    ) -> None:
+        """Queue a message to a person (address from their sealed record, all of it encrypted)."""
+        contact = self.vault.open(sealed_person)
+        payload = {"kind": kind, "email": contact.get("email"), **details}
+        await con.execute(INSERT_NOTIFICATION, kind, appointment_id, entry_id, self.vault.seal(payload))
+
+    async def offer_seat(self, con: asyncpg.Connection, slot_id: uuid.UUID, now: datetime) -> uuid.UUID | None:
+        """Offer one free seat of the slot to the next recipients; None if there is no free seat, it
+        cannot be booked now, or nobody waits for it."""
+        state = (await lock_slots(con, [slot_id], now)).get(slot_id)
+        if state is None or state.type_id is None or state.free < 1 or slot_problem(state, now) is not None:
+            return None
+        local_day = state.starts_at.astimezone(ZoneInfo(state.timezone)).date()
+        recipients = await con.fetch(
+            RECIPIENTS, state.site_id, state.type_id, local_day, slot_id, now, self.policy.offer_size
+        )
+        if not recipients:
+            return None
+        offer_id = uuid.uuid4()
+        expires = min(now + self.policy.offer_window, state.starts_at)
+        await con.execute(
+            "INSERT INTO waitlist_offers (offer_id, slot_id, expires_at) VALUES ($1, $2, $3)",
+            offer_id,
+            slot_id,
+            expires,
+        )
+        await place_hold(con, token_id=None, event_id=None, offer_id=offer_id, slot_id=slot_id, expires_at=expires,
+                         now=now)  # fmt: skip
+        for r in recipients:
+            await con.execute(
+                "INSERT INTO waitlist_offer_recipients (offer_id, entry_id) VALUES ($1, $2)", offer_id, r["entry_id"]
+            )
+            token = self.codec.sign_claim(offer_id=str(offer_id), entry_id=str(r["entry_id"]), expires_at=expires)
+            await self.notify(
+                con, "waitlist_offer", bytes(r["person_sealed"]),
+                {"claim_url": f"{self.policy.claim_url}#{token}", "claim_token": token, "expires_at": utc_iso(expires),
+                 "site_id": state.site_id, "starts_at": utc_iso(state.starts_at),
+                 "local_starts_at": local_iso(state.starts_at, state.timezone)},
+                entry_id=r["entry_id"],
+            )  # fmt: skip
+        return offer_id
+
+    async def offer_freed(self, con: asyncpg.Connection, slot_id: uuid.UUID, now: datetime) -> list[uuid.UUID]:
+        """Offer every free seat of the slot that someone waits for (after a seat came back)."""
+        offers: list[uuid.UUID] = []
+        while (offer := await self.offer_seat(con, slot_id, now)) is not None:
+            offers.append(offer)
+        return offers
+
+    async def pass_on(self, con: asyncpg.Connection, now: datetime, limit: int = 200) -> int:
+        """Lapse expired offers (their seats return) and offer every free seat someone waits for.
+        Safe to run at any time and from several workers at once. Returns offers made."""
+        for row in await con.fetch(LAPSE_OFFERS, now):
+            await con.execute(
+                "UPDATE holds SET status = 'expired', ended_at = $2 WHERE offer_id = $1 AND status = 'active'",
+                row["offer_id"],
+                now,
+            )
+        made = 0
+        for row in await con.fetch(WANTED_SLOTS, now, limit):
+            made += len(await self.offer_freed(con, row["slot_id"], now))
+        return made
+
+    async def claim(self, con: asyncpg.Connection, token: str, now: datetime) -> Claimed:
+        """Turn an offer into a hold for the claimant, with a fresh admission to book it. Raises
+        SeatRejected: offer_taken (someone was first), offer_expired, not_found."""
+        claim = self.codec.read_claim(token)
+        offer_id, entry_id = uuid.UUID(claim["o"]), uuid.UUID(claim["n"])
+        offer = await con.fetchrow(
+            "SELECT offer_id, slot_id, expires_at, status, claimed_by FROM waitlist_offers"
+            " WHERE offer_id = $1 FOR UPDATE",
+            offer_id,
+        )
+        entry = await con.fetchrow(
+            "SELECT e.* FROM waitlist_entries e JOIN waitlist_offer_recipients r ON r.entry_id = e.entry_id"
+            " WHERE r.offer_id = $1 AND e.entry_id = $2 FOR UPDATE OF e",
+            offer_id,
+            entry_id,
+        )
+        if offer is None or entry is None:
+            raise SeatRejected("not_found")
+        # The claimant's admission is derived from the offer and entry: claiming twice (a double
+        # click, a retry) gives back the same admission and hold instead of "taken".
+        token_id = uuid.uuid5(offer_id, str(entry_id)).hex
+        if offer["status"] == "claimed" and offer["claimed_by"] == entry_id:
+            row = await con.fetchrow(
+                "SELECT hold_id, expires_at FROM holds WHERE token_id = $1 AND status = 'active' AND expires_at > $2",
+                token_id,
+                now,
+            )
+            if row is None:
+                raise SeatRejected(HOLD_EXPIRED)
+            slot = (await read_slots(con, [offer["slot_id"]], now))[offer["slot_id"]]
+            return Claimed(self._admission(entry["event_id"], token_id, slot, now), row["hold_id"], slot,
+                           row["expires_at"], entry["event_id"])  # fmt: skip
+        if offer["status"] == "claimed" or entry["status"] != "waiting":
+            raise SeatRejected(OFFER_TAKEN)
+        if offer["status"] != "open" or offer["expires_at"] <= now:
+            raise SeatRejected(OFFER_EXPIRED)
+        await con.execute(
+            "UPDATE holds SET status = 'claimed', ended_at = $2 WHERE offer_id = $1 AND status = 'active'",
+            offer_id,
+            now,
+        )
+        expires = now + self.policy.hold_ttl
+        hold = await place_hold(
+            con, token_id=token_id, event_id=entry["event_id"], slot_id=offer["slot_id"], expires_at=expires, now=now,
+            check_window=False,
+        )  # fmt: skip
+        await con.execute(
+            "UPDATE waitlist_offers SET status = 'claimed', claimed_by = $2 WHERE offer_id = $1", offer_id, entry_id
+        )
+        await con.execute(
+            "UPDATE waitlist_entries SET status = 'claimed', ended_at = $2 WHERE entry_id = $1", entry_id, now
+        )
+        others = await con.fetch(
+            "SELECT e.entry_id, e.person_sealed FROM waitlist_offer_recipients r"
+            " JOIN waitlist_entries e ON e.entry_id = r.entry_id WHERE r.offer_id = $1 AND e.entry_id <> $2",
+            offer_id,
+            entry_id,
+        )
+        for other in others:
+            await self.notify(
+                con, "waitlist_offer_taken", bytes(other["person_sealed"]), {}, entry_id=other["entry_id"]
+            )
+        admission = self._admission(entry["event_id"], token_id, hold.slot, now)
+        return Claimed(admission, hold.hold_id, hold.slot, expires, entry["event_id"])
+
+    def _admission(self, event_id: str, token_id: str, slot: SlotState, now: datetime) -> str:
+        return self.codec.sign_admission(
+            event_id=event_id,
+            visitor_id=token_id,
+            scope=[slot.site_id],
+            expires_at=(now + self.policy.claim_admission_ttl).timestamp(),
+        )
+
+    async def join(
+        self,
+        con: asyncpg.Connection,
+        *,
+        event_id: str,
+        site_id: str,
+        type_id: str,
+        day: date | None,
+        person_ref: bytes,
+        person_sealed: bytes,
+        token_id: str | None,
+        now: datetime,
+        priority: int = 1,
+        require_full: bool = True,
+    ) -> dict[str, Any]:
+        """Add (or find) the person's entry; SeatRejected(seats_available) when a seat is free that day."""
+        if require_full and day is not None:
+            free = await con.fetchval(
+                "SELECT count(*) FROM slots s JOIN sites si ON si.site_id = s.site_id"
+                " LEFT JOIN appointment_types t ON t.type_id = s.type_id"
+                " WHERE s.site_id = $1 AND s.type_id = $2 AND s.withdrawn_at IS NULL"
+                " AND (s.starts_at AT TIME ZONE si.timezone)::date = $3"
+                " AND s.starts_at > $4 + make_interval(mins => coalesce(t.min_notice_minutes, 0))"
+                " AND s.booked + (SELECT count(*) FROM holds h WHERE h.slot_id = s.slot_id AND h.status = 'active'"
+                "  AND (h.expires_at > $4 OR h.pinned_attempt IS NOT NULL)) < s.capacity",
+                site_id,
+                type_id,
+                day,
+                now,
+            )
+            if free:
+                raise SeatRejected(SEATS_AVAILABLE)
+        entry_id = uuid.uuid4()
+        row = await con.fetchrow(
+            "INSERT INTO waitlist_entries (entry_id, event_id, site_id, type_id, day, priority, person_ref,"
+            " person_sealed, token_id, joined_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            " ON CONFLICT (site_id, type_id, coalesce(day, 'infinity'::date), person_ref) WHERE status = 'waiting'"
+            " DO NOTHING RETURNING entry_id, joined_at",
+            entry_id, event_id, site_id, type_id, day, priority, person_ref, person_sealed, token_id, now,
+        )  # fmt: skip
+        if row is None:
+            row = await con.fetchrow(
+                "SELECT entry_id, joined_at, priority FROM waitlist_entries WHERE site_id = $1 AND type_id = $2"
+                " AND day IS NOT DISTINCT FROM $3 AND person_ref = $4 AND status = 'waiting'",
+                site_id,
+                type_id,
+                day,
+                person_ref,
+            )
+            if row is not None and priority < row["priority"]:
+                await con.execute(
+                    "UPDATE waitlist_entries SET priority = $2 WHERE entry_id = $1", row["entry_id"], priority
+                )
+        ahead = await con.fetchval(
+            "SELECT count(*) FROM waitlist_entries WHERE site_id = $1 AND type_id = $2 AND status = 'waiting'"
+            " AND (day IS NULL OR $3::date IS NULL OR day = $3) AND (priority, joined_at) < ($4, $5)",
+            site_id,
+            type_id,
+            day,
+            priority,
+            row["joined_at"],
+        )
+        return {"entry_id": str(row["entry_id"]), "position": int(ahead) + 1}
