@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from admission import queries
 from admission.idempotency import run_once
 from admission.keys import AVAILABILITY, METRICS, POOL, WAITLIST, admission_of
-from admission.search import slot_place_and_time
+from admission.search import state_place
 from shared import queries as shared_queries
 from shared import seats
 from shared.errors import Conflict, NotFound, TokenScope
@@ -143,8 +143,7 @@ async def reschedule(
     if new == old:
         if target.hold_id is not None:
             await con.execute(seats.RELEASE_HOLD, target.hold_id, token_id, now)
-        return {"appointment_id": str(appointment_id), "status": "confirmed", **slot_place_and_time(
-            {**current, "slot_id": old, "timezone": slots[old].timezone})}  # fmt: skip
+        return {"appointment_id": str(appointment_id), "status": "confirmed", **state_place(slots[old])}
     if target.hold_id is not None:
         if await seats.take_held_seat(con, target.hold_id, token_id, None, now) != new:
             raise Conflict(seats.HOLD_EXPIRED, _DETAIL[seats.HOLD_EXPIRED])
@@ -155,14 +154,14 @@ async def reschedule(
         if not await seats.take_seat(con, new, now):
             raise Conflict(seats.SLOT_FULL, _DETAIL[seats.SLOT_FULL])
     await seats.return_seat(con, old)
-    moved = await con.fetchrow(queries.MOVE_APPOINTMENT, appointment_id, new, now)
+    await con.execute(queries.MOVE_APPOINTMENT, appointment_id, new, now)
     await con.execute(
         shared_queries.INSERT_AUDIT, "rescheduled", current["event_id"], new, appointment_id, None, token_id,
         {"from_slot_id": str(old)},
     )  # fmt: skip
     await waitlist.offer_freed(con, old, now)
-    place = slot_place_and_time({**dict(moved), "timezone": slots[new].timezone})
-    return {"appointment_id": str(appointment_id), "status": "confirmed", **place, "from_slot_id": str(old),
+    return {"appointment_id": str(appointment_id), "status": "confirmed", **state_place(slots[new]),
+            "from_slot_id": str(old),
             "sites": [slots[old].site_id, slots[new].site_id]}  # fmt: skip
 
 

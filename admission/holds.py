@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from admission.idempotency import run_once
 from admission.keys import AVAILABILITY, METRICS, POOL, SETTINGS, admission_of
-from admission.search import slot_place_and_time
+from admission.search import state_place
 from shared import seats
 from shared.booking import utc_iso
 from shared.errors import Conflict, NotFound, TokenScope
@@ -40,11 +40,7 @@ class HoldIn(BaseModel):
 
 
 def hold_json(hold_id: uuid.UUID, slot: seats.SlotState, expires_at: Any, status: str = "active") -> dict[str, Any]:
-    place = slot_place_and_time(
-        {"slot_id": slot.slot_id, "site_id": slot.site_id, "starts_at": slot.starts_at, "ends_at": slot.ends_at,
-         "timezone": slot.timezone}
-    )  # fmt: skip
-    return {"hold_id": str(hold_id), **place, "expires_at": utc_iso(expires_at), "status": status}
+    return {"hold_id": str(hold_id), **state_place(slot), "expires_at": utc_iso(expires_at), "status": status}
 
 
 async def post_hold(request: web.Request) -> web.Response:

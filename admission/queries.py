@@ -50,7 +50,7 @@ WHERE appointment_id = $1 AND token_id = $2
 FOR UPDATE
 """
 
-# The appointment (locked by the caller) with what a change needs to know of its slot and type.
+# The appointment, locked, with what a change needs to know of its slot and type.
 APPOINTMENT_FOR_CHANGE = """
 SELECT ap.appointment_id, ap.event_id, ap.slot_id, ap.status, ap.person_sealed, s.site_id, s.starts_at, s.type_id,
        t.cancel_cutoff_minutes
@@ -58,6 +58,7 @@ FROM appointments ap
 JOIN slots s ON s.slot_id = ap.slot_id
 LEFT JOIN appointment_types t ON t.type_id = s.type_id
 WHERE ap.appointment_id = $1
+FOR UPDATE OF ap
 """
 
 MARK_CANCELLED = """
@@ -65,9 +66,4 @@ UPDATE appointments SET status = 'cancelled', cancelled_at = $2, cancel_late = $
 WHERE appointment_id = $1 AND status = 'confirmed'
 """
 
-MOVE_APPOINTMENT = """
-UPDATE appointments ap SET slot_id = $2, rescheduled_at = $3
-FROM slots s
-WHERE ap.appointment_id = $1 AND s.slot_id = $2
-RETURNING ap.slot_id, s.site_id, s.starts_at, s.ends_at
-"""
+MOVE_APPOINTMENT = "UPDATE appointments SET slot_id = $2, rescheduled_at = $3 WHERE appointment_id = $1"

@@ -16,6 +16,7 @@ from admission.keys import AVAILABILITY, METRICS, POOL, admission_of
 from shared.booking import local_iso, utc_iso
 from shared.errors import NotFound, TokenScope
 from shared.http import json_response, validate
+from shared.seats import SlotState
 
 MAX_SLOT_WINDOW = timedelta(days=31)
 MAX_SLOTS = 2000
@@ -103,6 +104,14 @@ def slot_place_and_time(row: Any) -> dict[str, Any]:
         "local_starts_at": local_iso(row["starts_at"], row["timezone"]),
         "timezone": row["timezone"],
     }
+
+
+def state_place(slot: SlotState) -> dict[str, Any]:
+    """Where and when of a locked slot's state."""
+    return slot_place_and_time(
+        {"slot_id": slot.slot_id, "site_id": slot.site_id, "starts_at": slot.starts_at, "ends_at": slot.ends_at,
+         "timezone": slot.timezone}
+    )  # fmt: skip
 
 
 def slot_json(row: Any) -> dict[str, Any]:
