@@ -127,7 +127,8 @@ async def reschedule(
     old = current["slot_id"]
     if target.hold_id is not None:
         hold = await con.fetchrow(seats.GET_HOLD, target.hold_id)
-        if hold is None or hold["token_id"] != token_id:
+        live = hold is not None and hold["status"] == "active" and hold["expires_at"] > now
+        if not live or hold["token_id"] != token_id or hold["pinned_attempt"] is not None:
             raise Conflict(seats.HOLD_EXPIRED, _DETAIL[seats.HOLD_EXPIRED])
         new = hold["slot_id"]
     else:

@@ -50,7 +50,10 @@ async def post_hold(request: web.Request) -> web.Response:
 
     async def hold(con: asyncpg.Connection) -> tuple[int, dict[str, Any]]:
         now = seats.utcnow()
-        if await con.fetchval("SELECT 1 FROM appointments WHERE token_id = $1", admission.token_id):
+        # An admission that booked may still hold a seat to reschedule into; one whose appointment
+        # ended (cancelled, completed) is used up.
+        booked = await con.fetchval("SELECT status FROM appointments WHERE token_id = $1", admission.token_id)
+        if booked not in (None, "confirmed"):
             raise Conflict("admission_used", _DETAIL["admission_used"])
         if await con.fetchval(seats.PINNED_HOLD_OF, admission.token_id):
             raise Conflict("booking_in_progress", _DETAIL["booking_in_progress"])

@@ -271,3 +271,58 @@ def assert_problem(resp_status: int, body: dict[str, Any], status: int, code: st
 
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+async def seed_typed_slots(
+    pool: asyncpg.Pool,
+    *,
+    count: int = 2,
+    capacity: int = 2,
+    site_id: str = "site-a",
+    timezone: str = "Europe/Berlin",
+    cancel_cutoff_minutes: int = 0,
+    days_ahead: int = 2,
+) -> list[str]:
+    """An event, a site, appointment type ``group`` and ``count`` hourly slots of it; returns their ids."""
+    starts = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=days_ahead)
+    ids = [uuid.uuid4() for _ in range(count)]
+    async with pool.acquire() as con, con.transaction():
+        await con.execute(
+            "INSERT INTO events (event_id, name, rate_per_s, admission_ttl_s) VALUES ('ev', 'E', 1, 900)"
+            " ON CONFLICT DO NOTHING"
+        )
+        await con.execute(
+            "INSERT INTO sites (site_id, name, region, timezone, lat, lng) VALUES ($1, 'Site', 'R', $2, 52.5, 13.4)"
+            " ON CONFLICT DO NOTHING",
+            site_id,
+            timezone,
+        )
+        await con.execute(
+            "INSERT INTO appointment_types (type_id, name, duration_minutes, seats_per_slot, cancel_cutoff_minutes)"
+            " VALUES ('group', 'Group', 30, $1, $2) ON CONFLICT DO NOTHING",
+            capacity,
+            cancel_cutoff_minutes,
+        )
+        for i, slot_id in enumerate(ids):
+            await con.execute(
+                "INSERT INTO slots (slot_id, site_id, type_id, starts_at, ends_at, capacity)"
+                " VALUES ($1, $2, 'group', $3, $4, $5)",
+                slot_id, site_id, starts + timedelta(hours=i), starts + timedelta(hours=i, minutes=30), capacity,
+            )  # fmt: skip
+    return [str(i) for i in ids]
+
+
+async def book(api: TestClient, token: str, i: int, **target: str) -> tuple[int, dict[str, Any]]:
+    """POST /api/v1/appointments for person ``i`` with slot_id= or hold_id=; (status, body)."""
+    resp = await api.post("/api/v1/appointments", json={**target, "person": person(i)}, headers=booking_headers(token))
+    return resp.status, await resp.json()
+
+
+async def seats_of(pool: asyncpg.Pool, slot_id: str) -> tuple[int, int]:
+    """(booked, live holds) of a slot, from the primary."""
+    row = await pool.fetchrow(
+        "SELECT booked, (SELECT count(*) FROM holds h WHERE h.slot_id = s.slot_id AND h.status = 'active'"
+        " AND (h.expires_at > now() OR h.pinned_attempt IS NOT NULL)) AS held FROM slots s WHERE slot_id = $1",
+        uuid.UUID(slot_id),
+    )
+    return row["booked"], row["held"]
