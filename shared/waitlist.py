@@ -266,7 +266,7 @@ class Waitlist:
                 " LEFT JOIN appointment_types t ON t.type_id = s.type_id"
                 " WHERE s.site_id = $1 AND s.type_id = $2 AND s.withdrawn_at IS NULL"
                 " AND (s.starts_at AT TIME ZONE si.timezone)::date = $3"
-                " AND s.starts_at > $4 + make_interval(mins => coalesce(t.min_notice_minutes, 0))"
+                " AND s.starts_at > $4::timestamptz + make_interval(mins => coalesce(t.min_notice_minutes, 0))"
                 " AND s.booked + (SELECT count(*) FROM holds h WHERE h.slot_id = s.slot_id AND h.status = 'active'"
                 "  AND (h.expires_at > $4 OR h.pinned_attempt IS NOT NULL)) < s.capacity",
                 site_id,
