@@ -50,9 +50,10 @@ def hhmm(minute: int) -> str:
 def parse_hours(raw: list[tuple[str, str]]) -> list[tuple[int, int]]:
     """[["09:00", "12:00"], ...] → sorted minute pairs; refuses empty or overlapping intervals."""
     intervals = sorted((minute_of(a), minute_of(b)) for a, b in raw)
-    for (a, b), following in zip(intervals, [*intervals[1:], None], strict=True):
+    for i, (a, b) in enumerate(intervals):
         if b <= a:
             raise ValueError(f"{hhmm(a)}-{hhmm(b)} ends before it starts")
+        following = intervals[i + 1] if i + 1 < len(intervals) else None
         if following is not None and following[0] < b:
             raise ValueError(f"{hhmm(a)}-{hhmm(b)} overlaps {hhmm(following[0])}-{hhmm(following[1])}")
     return intervals
