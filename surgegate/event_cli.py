@@ -9,14 +9,11 @@ keeps in its data dir; the edge from ``--edge-url``, else the configured edge UR
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from shared.settings import Settings
+from surgegate.admin_client import admin_token, call
 
 
 def add_parser(sub: Any) -> None:
@@ -56,17 +53,6 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _admin_token(args: argparse.Namespace, settings: Settings) -> str:
-    if args.admin_token:
-        return str(args.admin_token)
-    if settings.admin_tokens:
-        return settings.admin_tokens[0]
-    secrets = args.data_dir / "secrets.json"
-    if secrets.exists():
-        return str(json.loads(secrets.read_text())["admin_token"])
-    raise SystemExit("surgegate event: no admin token (use --admin-token or SURGEGATE_ADMIN_TOKEN)")
-
-
 def _changes(args: argparse.Namespace) -> dict[str, Any]:
     body: dict[str, Any] = {}
     for field in (
@@ -95,7 +81,6 @@ def _changes(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     base = (args.edge_url or settings.edge_url).rstrip("/")
-    url = f"{base}/admin/v1/events/{args.event_id}"
     method, body = "GET", None
     if args.action == "pause":
         method, body = "PUT", {"paused": True}
@@ -103,24 +88,4 @@ def run(args: argparse.Namespace) -> int:
         method, body = "PUT", {"paused": False}
     elif args.action == "set":
         method, body = "PUT", _changes(args)
-    request = urllib.request.Request(  # noqa: S310 (the operator's own edge URL)
-        url,
-        method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {_admin_token(args, settings)}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
-            result = json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        problem = json.loads(exc.read() or b"{}")
-        print(f"surgegate event: {exc.code} {problem.get('code', '')}: {problem.get('detail', exc.reason)}",
-              file=sys.stderr)  # fmt: skip
-        for error in problem.get("errors", []):
-            print(f"  {'.'.join(error['loc'])}: {error['msg']}", file=sys.stderr)
-        return 1
-    except urllib.error.URLError as exc:
-        print(f"surgegate event: cannot reach the edge at {base}: {exc.reason}", file=sys.stderr)
-        return 1
-    print(json.dumps(result, indent=2))
-    return 0
+    return call("event", base, method, f"/admin/v1/events/{args.event_id}", admin_token(args, settings, "event"), body)

@@ -80,4 +80,4 @@ async def test_errors_are_explained(edge_url: str, capsys: pytest.CaptureFixture
     code, _, err = await cli(capsys, "event", "--edge-url", edge_url, "--data-dir", str(tmp_path), "show", "nope")
     assert code == 1 and "404 not_found" in err  # the token came from up's secrets file
     code, _, err = await cli(capsys, "event", "--edge-url", "http://127.0.0.1:9", "--admin-token", ADMIN, "show", "x")
-    assert code == 1 and "cannot reach the edge" in err
+    assert code == 1 and "cannot reach" in err

@@ -1,0 +1,53 @@
+"""A tiny admin API client for the CLI (stdlib urllib: one request per command, no session needed)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+from shared.settings import Settings
+
+
+def admin_token(args: argparse.Namespace, settings: Settings, command: str) -> str:
+    """--admin-token, else SURGEGATE_ADMIN_TOKEN, else the secrets.json `surgegate up` keeps."""
+    if args.admin_token:
+        return str(args.admin_token)
+    if settings.admin_tokens:
+        return settings.admin_tokens[0]
+    secrets = args.data_dir / "secrets.json"
+    if secrets.exists():
+        return str(json.loads(secrets.read_text())["admin_token"])
+    raise SystemExit(f"surgegate {command}: no admin token (use --admin-token or SURGEGATE_ADMIN_TOKEN)")
+
+
+def call(
+    command: str, base: str, method: str, path: str, token: str, body: Any = None, *, csv: bytes | None = None
+) -> int:
+    """Send one admin request, print the JSON answer (or the problem, to stderr); exit status 0/1."""
+    data, content_type = (csv, "text/csv") if csv is not None else (
+        None if body is None else json.dumps(body).encode(), "application/json")  # fmt: skip
+    request = urllib.request.Request(  # noqa: S310 (the operator's own service URL)
+        f"{base.rstrip('/')}{path}",
+        method=method,
+        data=data,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": content_type},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310
+            result = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        problem = json.loads(exc.read() or b"{}")
+        print(f"surgegate {command}: {exc.code} {problem.get('code', '')}: {problem.get('detail', exc.reason)}",
+              file=sys.stderr)  # fmt: skip
+        for error in problem.get("errors", []):
+            print(f"  {'.'.join(map(str, error['loc']))}: {error['msg']}", file=sys.stderr)
+        return 1
+    except urllib.error.URLError as exc:
+        print(f"surgegate {command}: cannot reach {base}: {exc.reason}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0
