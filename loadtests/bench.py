@@ -30,14 +30,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg
 import psutil
 
 from booking_worker.booking import run_attempt
 from booking_worker.worker import MAX_JOBS
 from loadtests.loadgen import Result, request_bytes, run_load
 from shared.booking import BookingJob, attempt_id_for
-from shared.db import create_pool, migrate
+from shared.db import connect, create_pool, migrate
 from shared.persons import PersonVault
 from shared.tokens import TokenCodec
 from surgegate.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
@@ -84,7 +83,7 @@ def rss_mb(proc: subprocess.Popen[bytes]) -> float:
 
 
 async def prepare_database(dsn: str) -> list[uuid.UUID]:
-    con = await asyncpg.connect(dsn)
+    con = await connect(dsn)
     try:
         await migrate(con)
         await con.execute("TRUNCATE audit_log, booking_attempts, appointments, slots, sites, events CASCADE")
@@ -187,7 +186,7 @@ def booking_requests(codec: TokenCodec, slots: list[uuid.UUID], n: int) -> list[
 
 
 async def count_appointments(dsn: str) -> int:
-    con = await asyncpg.connect(dsn)
+    con = await connect(dsn)
     try:
         return int(await con.fetchval("SELECT count(*) FROM appointments"))
     finally:

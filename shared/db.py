@@ -26,6 +26,13 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
     return pool
 
 
+async def connect(dsn: str) -> asyncpg.Connection:
+    """One connection with the same codecs as the pool's (jsonb as Python values)."""
+    con: asyncpg.Connection = await asyncpg.connect(dsn)
+    await _init_connection(con)
+    return con
+
+
 def migration_files() -> list[tuple[str, str]]:
     """[(version, sql)] sorted by version."""
     folder = resources.files("shared") / "migrations"

@@ -31,6 +31,7 @@ SLOT_NOT_FOUND = "not_found"
 SLOT_WITHDRAWN = "slot_withdrawn"
 HOLD_EXPIRED = "hold_expired"
 OUTSIDE_WINDOW = "outside_booking_window"
+BOOKING_IN_PROGRESS = "booking_in_progress"
 
 _HELD = """(SELECT count(*) FROM holds h
             WHERE h.slot_id = s.slot_id AND h.status = 'active'
@@ -264,12 +265,16 @@ async def place_hold(
     check_window: bool = True,
 ) -> Hold:
     """Set one seat of the slot aside until ``expires_at``; an admission's previous live hold is
-    replaced in the same transaction. Raises SeatRejected (not_found, slot_withdrawn,
-    outside_booking_window, slot_full)."""
+    replaced in the same transaction. Raises SeatRejected (booking_in_progress, not_found,
+    slot_withdrawn, outside_booking_window, slot_full)."""
     if token_id is not None:
         # One admission, one hold: concurrent requests of the same admission queue up here.
         await con.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))", token_id)
         await con.execute(REPLACE_HOLDS, token_id, now)
+        # A hold pinned by a booking in flight is not replaced; checked after the replace, whose row
+        # locks made any concurrent pin either fail (hold replaced) or commit before this read.
+        if await con.fetchval(PINNED_HOLD_OF, token_id):
+            raise SeatRejected(BOOKING_IN_PROGRESS)
     state = (await lock_slots(con, [slot_id], now)).get(slot_id)
     if state is None:
         raise SeatRejected(SLOT_NOT_FOUND)

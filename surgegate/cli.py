@@ -64,11 +64,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 async def _migrate(dsn: str) -> list[str]:
-    import asyncpg
+    from shared.db import connect, migrate
 
-    from shared.db import migrate
-
-    con = await asyncpg.connect(dsn)
+    con = await connect(dsn)
     try:
         return await migrate(con)
     finally:
@@ -76,11 +74,10 @@ async def _migrate(dsn: str) -> list[str]:
 
 
 async def _seed(dsn: str) -> bool:
-    import asyncpg
-
+    from shared.db import connect
     from surgegate.demo import seed_demo
 
-    con = await asyncpg.connect(dsn)
+    con = await connect(dsn)
     try:
         async with con.transaction():
             return await seed_demo(con)

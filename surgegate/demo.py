@@ -1,13 +1,14 @@
-"""The demo data `seed --demo` loads: an open event, three sites in three zones, a week of slots."""
+"""The demo data `seed --demo` loads: an open event, three sites in three zones, their weekly hours."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import UTC, datetime
 
 import asyncpg
 
-from admission.admin import SiteIn, SlotsIn, create_slots, upsert_site
+from admission.admin import SiteIn, upsert_site
+from admission.supply import store_schedule
+from shared.schedules import regenerate
 from waitingroom.events import Event, get_event, save_event
 
 DEMO_EVENT = Event(
@@ -32,25 +33,28 @@ DEMO_SITES = [
 ]  # fmt: skip
 
 
+DEMO_TYPE = "vaccination"
+
+
 async def seed_demo(con: asyncpg.Connection, *, days: int = 7, now: datetime | None = None) -> bool:
-    """Load the demo in the caller's transaction; returns False (and does nothing) if already there."""
+    """Load the demo in the caller's transaction; returns False (and does nothing) if already there.
+
+    Supply comes the way a program would set it up: an appointment type (30 minutes, 5 seats, 5
+    minutes' notice, cancel-by cut-off of an hour) and each site's weekly hours, 09:00-17:00 local
+    time every day, from which the worker keeps generating slots as days pass."""
     if await get_event(con, DEMO_EVENT.event_id) is not None:
         return False
     await save_event(con, DEMO_EVENT)
     now = now or datetime.now(UTC)
+    await con.execute(
+        "INSERT INTO appointment_types (type_id, name, duration_minutes, seats_per_slot, min_notice_minutes,"
+        " max_advance_days, cancel_cutoff_minutes) VALUES ($1, 'Vaccination', 30, 5, 5, $2, 60)"
+        " ON CONFLICT (type_id) DO NOTHING",
+        DEMO_TYPE,
+        days,
+    )
     for site in DEMO_SITES:
         await upsert_site(con, site)
-        today = now.astimezone(ZoneInfo(site.timezone)).date()
-        for day in range(days):
-            local_day = today + timedelta(days=day)
-            # 09:00 to 17:00 wall time at the site, every 30 minutes, 5 seats each.
-            spec = SlotsIn(
-                site_id=site.site_id,
-                starts_at=datetime(local_day.year, local_day.month, local_day.day, 9, 0),
-                duration_minutes=30,
-                capacity=5,
-                count=16,
-                every_minutes=30,
-            )
-            await create_slots(con, spec, site.timezone, id_seed="demo")
+        await store_schedule(con, site.site_id, DEMO_TYPE, {weekday: [(9 * 60, 17 * 60)] for weekday in range(1, 8)})
+        await regenerate(con, site.site_id, DEMO_TYPE, now=now)
     return True

@@ -174,11 +174,10 @@ def run_up(args: argparse.Namespace) -> int:
 
 
 async def _database_empty(dsn: str) -> bool:
-    import asyncpg
-
+    from shared.db import connect
     from waitingroom.events import count_events
 
-    con = await asyncpg.connect(dsn)
+    con = await connect(dsn)
     try:
         return await count_events(con) == 0
     finally:
