@@ -71,7 +71,8 @@ class WaitlistPolicy:
     offer_window: timedelta = timedelta(hours=2)
     hold_ttl: timedelta = timedelta(minutes=5)
     claim_admission_ttl: timedelta = timedelta(minutes=30)
-    claim_url: str = "/claim"  # the claim token follows as the URL fragment (never sent to a server log)
+    # Where a claim is sent (POST {"claim": token}); the outbox's sender turns it into a message.
+    claim_endpoint: str = "/api/v1/waitlist/claims"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WaitlistPolicy:
@@ -79,8 +80,7 @@ class WaitlistPolicy:
             offer_size=settings.waitlist_offer_size,
             offer_window=timedelta(seconds=settings.waitlist_offer_window_s),
             hold_ttl=timedelta(seconds=settings.hold_ttl_s),
-            # The claim link opens the queue page's claim view; the token rides in the fragment.
-            claim_url=f"{settings.edge_url}/claim",
+            claim_endpoint=f"{settings.api_url}/api/v1/waitlist/claims",
         )
 
 
@@ -143,7 +143,7 @@ class Waitlist:
             token = self.codec.sign_claim(offer_id=str(offer_id), entry_id=str(r["entry_id"]), expires_at=expires)
             await self.notify(
                 con, "waitlist_offer", bytes(r["person_sealed"]),
-                {"claim_url": f"{self.policy.claim_url}#{token}", "claim_token": token, "expires_at": utc_iso(expires),
+                {"claim_endpoint": self.policy.claim_endpoint, "claim_token": token, "expires_at": utc_iso(expires),
                  "site_id": state.site_id, "starts_at": utc_iso(state.starts_at),
                  "local_starts_at": local_iso(state.starts_at, state.timezone)},
                 entry_id=r["entry_id"],

@@ -143,7 +143,7 @@ async def test_negative_control_reschedule_without_the_capacity_guard_overfills(
 
     async def trusting_take_seat(con: asyncpg.Connection, slot_id: uuid.UUID, now: datetime) -> bool:
         row = await con.fetchrow("SELECT booked, capacity FROM slots WHERE slot_id = $1", slot_id)
-        await asyncio.sleep(0.01)  # the gap between check and write that a lock would have closed
+        await asyncio.sleep(0.3)  # the gap between check and write that a lock would have closed
         if row["booked"] >= row["capacity"]:
             return False
         await con.execute("UPDATE slots SET booked = $2 WHERE slot_id = $1", slot_id, row["booked"] + 1)
