@@ -18,9 +18,11 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from shared.booking import utc_iso
 from shared.seats import window_problem
 
 HORIZON = timedelta(days=35)  # the part of the future that search serves from the cache
@@ -90,7 +92,7 @@ class Availability:
         async def load() -> list[dict[str, Any]]:
             async with pool.acquire() as con:
                 rows = await con.fetch(SITE_SLOTS, site_id, now, now + HORIZON)
-            return [dict(r) for r in rows]
+            return [prepared(dict(r)) for r in rows]
 
         rows: list[dict[str, Any]] = await self.cache.get(("slots", site_id), load)
         return rows
@@ -101,11 +103,29 @@ class Availability:
         if end <= now + HORIZON:
             return [r for r in await self.site_slots(pool, site_id, now) if start <= r["starts_at"] < end]
         async with pool.acquire() as con:  # beyond the cached horizon: rare, read directly
-            return [dict(r) for r in await con.fetch(SITE_SLOTS, site_id, max(start, now), end)]
+            return [prepared(dict(r)) for r in await con.fetch(SITE_SLOTS, site_id, max(start, now), end)]
 
     def changed(self, *site_ids: str) -> None:
         """A seat changed at these sites (in this process): drop their entries now."""
         self.cache.invalidate(*(("slots", s) for s in site_ids))
+
+
+def prepared(row: dict[str, Any]) -> dict[str, Any]:
+    """Work done once per load instead of once per request: the local start and the JSON view."""
+    local = row["starts_at"].astimezone(ZoneInfo(row["timezone"]))
+    row["local_time"] = local.timetz().replace(tzinfo=None)
+    row["json"] = {
+        "slot_id": str(row["slot_id"]),
+        "site_id": row["site_id"],
+        "starts_at": utc_iso(row["starts_at"]),
+        "ends_at": utc_iso(row["ends_at"]),
+        "local_starts_at": local.isoformat(),
+        "timezone": row["timezone"],
+        "type_id": row["type_id"],
+        "capacity": row["capacity"],
+        "remaining": remaining(row),
+    }
+    return row
 
 
 def bookable(row: dict[str, Any], now: datetime) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -141,12 +140,12 @@ async def list_slots(request: web.Request) -> web.Response:
     for row in rows:
         if q.type_id is not None and row["type_id"] != q.type_id:
             continue
-        local = row["starts_at"].astimezone(ZoneInfo(row["timezone"])).time()
+        local = row["local_time"]
         if (q.time_from is not None and local < q.time_from) or (q.time_to is not None and local >= q.time_to):
             continue
         if not bookable(row, now) or (q.available and remaining(row) < 1):
             continue
-        found.append(slot_json(row))
+        found.append(row["json"])
         if len(found) >= MAX_SLOTS:
             break
     return json_response({"slots": found})
@@ -162,7 +161,7 @@ async def next_available(request: web.Request) -> web.Response:
     for site in sites[:200]:
         for row in await request.app[AVAILABILITY].site_slots(request.app[POOL], site["site_id"], now):
             if (q.type_id is None or row["type_id"] == q.type_id) and remaining(row) > 0 and bookable(row, now):
-                found.append({**slot_json(row), "site": {k: site[k] for k in ("site_id", "name", "distance_km")}})
+                found.append({**row["json"], "site": {k: site[k] for k in ("site_id", "name", "distance_km")}})
                 break
     found.sort(key=lambda s: (s["starts_at"], s["site"]["distance_km"]))
     return json_response({"slots": found[: q.limit]})

@@ -241,6 +241,43 @@ async def booking_figures(env: dict[str, str], dsn: str, args: argparse.Namespac
     return path, direct
 
 
+async def search_figures(
+    env: dict[str, str], dsn: str, args: argparse.Namespace
+) -> list[tuple[str, Result, Result, str]]:
+    """A spike of slot searches: the API with its 1 s read model, the API reading PostgreSQL on every
+    request (SURGEGATE_SEARCH_CACHE_S=0), and a bare aiohttp handler sending a body of the same size."""
+    await prepare_database(dsn)
+    codec = TokenCodec([tuple(KEYS.split(":", 1))])  # type: ignore[list-item]
+    token = codec.sign_admission(event_id="bench", visitor_id="searcher", scope=None, expires_at=time.time() + 3600)
+    get = request_bytes("GET", "/api/v1/slots?site_id=bench-site", {"Authorization": f"Bearer {token}"})
+    results: dict[str, Result] = {}
+    size = 0
+    for label, cache_s in (("cached", "1"), ("uncached", "0")):
+        port = free_port()
+        api = spawn(["surgegate", "api", "--port", str(port)], {**env, "SURGEGATE_SEARCH_CACHE_S": cache_s},
+                    f"http://127.0.0.1:{port}/healthz")  # fmt: skip
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(get)
+            head = await reader.readuntil(b"\r\n\r\n")
+            size = int(next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")).split(b":")[1])
+            writer.close()
+            results[label] = await run_load(port, lambda i: get, concurrency=args.concurrency, seconds=args.seconds)
+        finally:
+            stop(api)
+    base_port = free_port()
+    base = spawn(["loadtests.baseline_server", str(base_port), str(size)], env, f"http://127.0.0.1:{base_port}/")
+    try:
+        bare = await run_load(base_port, lambda i: get, concurrency=args.concurrency, seconds=args.seconds)
+    finally:
+        stop(base)
+    note = f"{SLOTS} slots, {size} B JSON"
+    return [
+        ("slot searches/s, 1 s read model (1 API process)", results["cached"], bare, note),
+        ("slot searches/s, PostgreSQL every time (1 API process)", results["uncached"], bare, note),
+    ]
+
+
 def describe_machine() -> str:
     freq = psutil.cpu_freq()
     return (f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} cores"
@@ -257,6 +294,7 @@ async def main(args: argparse.Namespace) -> None:
         )  # fmt: skip
         await prepare_database(dsn)
         rows = await edge_figures(env, args) if "edge" in args.figures else []
+        rows += await search_figures(env, dsn, args) if "search" in args.figures else []
         path, direct = await booking_figures(env, dsn, args) if "bookings" in args.figures else (Result(), Result())
 
     print(f"\nMachine: {describe_machine()}")
@@ -285,7 +323,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--bookings", type=int, default=2000)
-    p.add_argument("--figures", default="edge,bookings", help="comma-separated subset of: edge, bookings")
+    p.add_argument(
+        "--figures", default="edge,search,bookings", help="comma-separated subset of: edge, search, bookings"
+    )
     return p.parse_args(argv)
 
 
