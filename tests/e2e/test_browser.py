@@ -39,7 +39,8 @@ async def stack(settings: Settings) -> AsyncIterator[Settings]:
     live = replace(settings, edge_port=edge_port, api_port=api_port, booking_wait_s=5.0)
     runners = []
     for app, port in ((create_edge(live), edge_port), (create_api(live), api_port)):
-        runner = web.AppRunner(app)
+        # A request the closed browser left open must not hold teardown for aiohttp's default 60 s.
+        runner = web.AppRunner(app, shutdown_timeout=2.0)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         runners.append(runner)
