@@ -13,10 +13,11 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from admission import queries
+from admission.availability import slot_json
 from admission.keys import POOL, SETTINGS
-from admission.search import slot_json
 from shared.errors import NotFound, ValidationFailed
 from shared.http import json_response, read_json, require_admin
+from shared.seats import utcnow
 
 _SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 MAX_SLOTS_PER_CALL = 5000
@@ -121,7 +122,7 @@ async def get_slot(request: web.Request) -> web.Response:
     except ValueError:
         raise NotFound("no such slot") from None
     async with request.app[POOL].acquire() as con:
-        row = await con.fetchrow(queries.GET_SLOT, slot_id)
+        row = await con.fetchrow(queries.GET_SLOT, slot_id, utcnow())
     if row is None:
         raise NotFound("no such slot")
     return json_response({**slot_json(row), "booked": row["booked"]})

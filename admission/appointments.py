@@ -25,9 +25,9 @@ from arq.jobs import Job, ResultNotFound
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from admission import queries
+from admission.availability import slot_place_and_time
 from admission.idempotency import idempotency_key
-from admission.keys import ARQ, AVAILABILITY, METRICS, POOL, SETTINGS, VAULT, admission_of
-from admission.search import slot_place_and_time
+from admission.keys import ARQ, METRICS, POOL, SETTINGS, VAULT, admission_of
 from shared import queries as shared_queries
 from shared import seats
 from shared.booking import HOLD_EXPIRED, BookingJob, BookingOutcome, attempt_id_for, utc_iso
@@ -163,8 +163,6 @@ async def create_appointment(request: web.Request) -> web.Response:
             assert raced is not None
             return _answer(request, raced, request_hash)
         job = accepted
-        if job.slot_id:
-            request.app[AVAILABILITY].changed(*await _site_of(request, job.slot_id))
         await arq.enqueue_job("book", job.to_dict(), _job_id=str(attempt_id))
         result = await Job(str(attempt_id), arq, _queue_name=settings.queue_name).result(
             timeout=settings.booking_wait_s, poll_delay=0.05
@@ -188,16 +186,6 @@ async def create_appointment(request: web.Request) -> web.Response:
         log.warning("booking attempt %s failed: %s", attempt_id, type(exc).__name__)
         return _pending(request, attempt_id, admission.event_id)
     return _answer(request, BookingOutcome.from_dict(result), request_hash)
-
-
-async def _site_of(request: web.Request, slot_id: str) -> list[str]:
-    try:
-        slot = uuid.UUID(slot_id)
-    except ValueError:
-        return []
-    async with request.app[POOL].acquire() as con:
-        site = await con.fetchval("SELECT site_id FROM slots WHERE slot_id = $1", slot)
-    return [] if site is None else [site]
 
 
 async def _accept(request: web.Request, job: BookingJob) -> BookingJob | None:

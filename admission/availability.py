@@ -22,22 +22,21 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from shared.booking import utc_iso
-from shared.seats import window_problem
+from shared.booking import local_iso, utc_iso
+from shared.seats import SlotState, live_holds, window_problem
 
 HORIZON = timedelta(days=35)  # the part of the future that search serves from the cache
 
-SITE_SLOTS = """
+SITE_SLOTS = f"""
 SELECT s.slot_id, s.site_id, s.type_id, s.starts_at, s.ends_at, s.capacity, s.booked, si.timezone,
        t.min_notice_minutes, t.max_advance_days,
-       (SELECT count(*) FROM holds h WHERE h.slot_id = s.slot_id AND h.status = 'active'
-          AND (h.expires_at > $2 OR h.pinned_attempt IS NOT NULL)) AS held
+       {live_holds("$2")} AS held
 FROM slots s
 JOIN sites si ON si.site_id = s.site_id
 LEFT JOIN appointment_types t ON t.type_id = s.type_id
 WHERE s.site_id = $1 AND s.withdrawn_at IS NULL AND s.starts_at > $2 AND s.starts_at < $3
 ORDER BY s.starts_at
-"""
+"""  # noqa: S608 (a constant fragment, no input)
 
 
 class Cache:
@@ -110,21 +109,40 @@ class Availability:
         self.cache.invalidate(*(("slots", s) for s in site_ids))
 
 
-def prepared(row: dict[str, Any]) -> dict[str, Any]:
-    """Work done once per load instead of once per request: the local start and the JSON view."""
-    local = row["starts_at"].astimezone(ZoneInfo(row["timezone"]))
-    row["local_time"] = local.timetz().replace(tzinfo=None)
-    row["json"] = {
+def slot_place_and_time(row: Any) -> dict[str, Any]:
+    """Where and when, in UTC and the site's zone, from a row with slot and site columns."""
+    return {
         "slot_id": str(row["slot_id"]),
         "site_id": row["site_id"],
         "starts_at": utc_iso(row["starts_at"]),
         "ends_at": utc_iso(row["ends_at"]),
-        "local_starts_at": local.isoformat(),
+        "local_starts_at": local_iso(row["starts_at"], row["timezone"]),
         "timezone": row["timezone"],
-        "type_id": row["type_id"],
-        "capacity": row["capacity"],
-        "remaining": remaining(row),
     }
+
+
+def state_place(slot: SlotState) -> dict[str, Any]:
+    """Where and when of a locked slot's state."""
+    return slot_place_and_time(
+        {"slot_id": slot.slot_id, "site_id": slot.site_id, "starts_at": slot.starts_at, "ends_at": slot.ends_at,
+         "timezone": slot.timezone}
+    )  # fmt: skip
+
+
+def slot_json(row: Any) -> dict[str, Any]:
+    held = row.get("held") or 0
+    return {
+        **slot_place_and_time(row),
+        "type_id": row.get("type_id"),
+        "capacity": row["capacity"],
+        "remaining": max(0, row["capacity"] - row["booked"] - held),
+    }
+
+
+def prepared(row: dict[str, Any]) -> dict[str, Any]:
+    """Work done once per load instead of once per request: the local time of day and the JSON view."""
+    row["local_time"] = row["starts_at"].astimezone(ZoneInfo(row["timezone"])).time()
+    row["json"] = slot_json(row)
     return row
 
 

@@ -16,9 +16,9 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from admission import queries
+from admission.availability import state_place
 from admission.idempotency import run_once
 from admission.keys import AVAILABILITY, METRICS, POOL, WAITLIST, admission_of
-from admission.search import state_place
 from shared import queries as shared_queries
 from shared import seats
 from shared.errors import Conflict, NotFound, TokenScope
@@ -63,8 +63,8 @@ async def cancel(
     reason: str | None = None,
     by_site: bool = False,
 ) -> dict[str, Any] | None:
-    """Cancel a confirmed appointment (lock it first) and return its seat; None if it was not confirmed.
-    The freed seat goes to the waitlist before anyone else can take it."""
+    """Cancel a confirmed appointment (locking it) and return its seat; None if it was not confirmed.
+    The freed seat goes to the waitlist before anyone else can take it. Returns late, site_id, event_id."""
     row = await con.fetchrow(queries.APPOINTMENT_FOR_CHANGE, appointment_id)
     if row is None or row["status"] != "confirmed":
         return None
@@ -79,7 +79,7 @@ async def cancel(
     )  # fmt: skip
     if not by_site:
         await waitlist.offer_freed(con, row["slot_id"], now)
-    return {"appointment_id": str(appointment_id), "status": "cancelled", "late": late, **dict(row)}
+    return {"late": late, "site_id": row["site_id"], "event_id": row["event_id"]}
 
 
 async def cancel_appointment(request: web.Request) -> web.Response:

@@ -16,9 +16,9 @@ import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
+from admission.availability import state_place
 from admission.idempotency import run_once
 from admission.keys import AVAILABILITY, METRICS, POOL, SETTINGS, admission_of
-from admission.search import state_place
 from shared import seats
 from shared.booking import utc_iso
 from shared.errors import Conflict, NotFound, TokenScope
@@ -47,6 +47,7 @@ async def post_hold(request: web.Request) -> web.Response:
     admission = admission_of(request)
     body = await read_json(request, HoldIn)
     ttl = timedelta(seconds=request.app[SETTINGS].hold_ttl_s)
+    changed_sites: list[str] = []
 
     async def hold(con: asyncpg.Connection) -> tuple[int, dict[str, Any]]:
         now = seats.utcnow()
@@ -69,24 +70,14 @@ async def post_hold(request: web.Request) -> web.Response:
             if exc.code == seats.SLOT_NOT_FOUND:
                 raise NotFound(_DETAIL[exc.code]) from None
             raise Conflict(exc.code, _DETAIL.get(exc.code, exc.code)) from None
+        changed_sites.extend((placed.slot.site_id, *placed.replaced_sites))
         return 201, hold_json(placed.hold_id, placed.slot, placed.expires_at)
 
     response, executed = await run_once(request, admission.token_id, "hold", body.model_dump(mode="json"), hold)
     if executed:
         request.app[METRICS].holds.labels(admission.event_id, "placed" if response.status == 201 else "refused").inc()
-        request.app[AVAILABILITY].cache.invalidate(
-            *[("slots", s) for s in await _sites_of_token(request, admission.token_id)]
-        )
+        request.app[AVAILABILITY].changed(*changed_sites)
     return response
-
-
-async def _sites_of_token(request: web.Request, token_id: str) -> list[str]:
-    async with request.app[POOL].acquire() as con:
-        rows = await con.fetch(
-            "SELECT DISTINCT s.site_id FROM holds h JOIN slots s ON s.slot_id = h.slot_id WHERE h.token_id = $1",
-            token_id,
-        )
-    return [r["site_id"] for r in rows]
 
 
 def _hold_id(request: web.Request) -> uuid.UUID:

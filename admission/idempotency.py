@@ -64,8 +64,9 @@ async def run_once(
     operation undoes its writes (savepoint) and is stored and answered as problem+json."""
     key = idempotency_key(request)
     async with request.app[POOL].acquire() as con, con.transaction():
-        digest = body_hash(request, route, body)
+        digest = b""
         if key is not None:
+            digest = body_hash(request, route, body)
             if not await con.fetchval(
                 "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 11))", f"{token_id}\n{key}"
             ):

@@ -1,5 +1,7 @@
 """SQL of the booking API. Named statements with $n placeholders; callers own the transaction."""
 
+from shared.seats import live_holds
+
 LIST_SITES = "SELECT site_id, name, region, timezone, lat, lng FROM sites ORDER BY site_id"
 
 GET_SITE = "SELECT site_id, name, region, timezone, lat, lng FROM sites WHERE site_id = $1"
@@ -27,10 +29,9 @@ VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (slot_id) DO NOTHING
 """
 
-GET_SLOT = """
+GET_SLOT = f"""
 SELECT s.slot_id, s.site_id, s.type_id, s.starts_at, s.ends_at, s.capacity, s.booked, s.withdrawn_at, si.timezone,
-       (SELECT count(*) FROM holds h WHERE h.slot_id = s.slot_id AND h.status = 'active'
-          AND (h.expires_at > now() OR h.pinned_attempt IS NOT NULL)) AS held
+       {live_holds("$2")} AS held
 FROM slots s JOIN sites si ON si.site_id = s.site_id
 WHERE s.slot_id = $1
 """

@@ -12,10 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from admission import queries
 from admission.availability import bookable, remaining
 from admission.keys import AVAILABILITY, METRICS, POOL, admission_of
-from shared.booking import local_iso, utc_iso
 from shared.errors import NotFound, TokenScope
 from shared.http import json_response, validate
-from shared.seats import SlotState
 
 MAX_SLOT_WINDOW = timedelta(days=31)
 MAX_SLOTS = 2000
@@ -91,36 +89,6 @@ async def list_sites(request: web.Request) -> web.Response:
     else:
         sites = [{**s, "distance_km": None} for s in sites]
     return json_response({"sites": sites})
-
-
-def slot_place_and_time(row: Any) -> dict[str, Any]:
-    """Where and when, in UTC and the site's zone, from a row with slot and site columns."""
-    return {
-        "slot_id": str(row["slot_id"]),
-        "site_id": row["site_id"],
-        "starts_at": utc_iso(row["starts_at"]),
-        "ends_at": utc_iso(row["ends_at"]),
-        "local_starts_at": local_iso(row["starts_at"], row["timezone"]),
-        "timezone": row["timezone"],
-    }
-
-
-def state_place(slot: SlotState) -> dict[str, Any]:
-    """Where and when of a locked slot's state."""
-    return slot_place_and_time(
-        {"slot_id": slot.slot_id, "site_id": slot.site_id, "starts_at": slot.starts_at, "ends_at": slot.ends_at,
-         "timezone": slot.timezone}
-    )  # fmt: skip
-
-
-def slot_json(row: Any) -> dict[str, Any]:
-    held = row.get("held") or 0
-    return {
-        **slot_place_and_time(row),
-        "type_id": row.get("type_id"),
-        "capacity": row["capacity"],
-        "remaining": max(0, row["capacity"] - row["booked"] - held),
-    }
 
 
 async def list_slots(request: web.Request) -> web.Response:

@@ -56,11 +56,6 @@ class _Rejected(Exception):
         self.code = code
 
 
-async def take_seat(con: asyncpg.Connection, slot_id: uuid.UUID, now: datetime) -> bool:
-    """Take one free seat if there is one (shared.seats.take_seat: lock, count live holds, conditional update)."""
-    return await seats.take_seat(con, slot_id, now)
-
-
 async def _attempt_outcome(con: asyncpg.Connection, attempt_id: uuid.UUID) -> BookingOutcome:
     return BookingOutcome.from_row(await con.fetchrow(shared_queries.ATTEMPT_OUTCOME, attempt_id))
 
@@ -126,7 +121,7 @@ async def run_attempt(
                         raise _Rejected(HOLD_EXPIRED)
                 except seats.SeatRejected as exc:
                     raise _Rejected(exc.code) from None
-            elif not await take_seat(con, slot_uuid, now):
+            elif not await seats.take_seat(con, slot_uuid, now):
                 raise _Rejected(SLOT_FULL)
             appointment_id = uuid.uuid4()
             try:
@@ -150,7 +145,7 @@ async def run_attempt(
 
     if hold_id is not None and code is not None:
         await con.execute(seats.UNPIN_HOLD, hold_id, attempt_id, now)  # its seat returns at once
-    if code is None:
+    if code is None and slot is not None and slot["holds_seats"]:
         await con.execute(seats.RELEASE_TOKEN_HOLDS, job.token_id, now)  # booked: any other hold is moot
     final = "confirmed" if code is None else "rejected"
     await con.execute(queries.FINISH_ATTEMPT, attempt_id, final, code, appointment_id)

@@ -24,7 +24,8 @@ BEFORE_SEAT = """
 SELECT s.slot_id, s.site_id, s.starts_at, s.withdrawn_at, si.timezone, t.min_notice_minutes, t.max_advance_days,
        EXISTS (SELECT 1 FROM appointments WHERE token_id = $2) AS admission_used,
        EXISTS (SELECT 1 FROM appointments
-               WHERE event_id = $3 AND person_ref = $4 AND status = 'confirmed') AS already_booked
+               WHERE event_id = $3 AND person_ref = $4 AND status = 'confirmed') AS already_booked,
+       EXISTS (SELECT 1 FROM holds WHERE token_id = $2 AND status = 'active') AS holds_seats
 FROM (SELECT 1) AS one
 LEFT JOIN slots s ON s.slot_id = $1
 LEFT JOIN sites si ON si.site_id = s.site_id

@@ -33,9 +33,15 @@ HOLD_EXPIRED = "hold_expired"
 OUTSIDE_WINDOW = "outside_booking_window"
 BOOKING_IN_PROGRESS = "booking_in_progress"
 
-_HELD = """(SELECT count(*) FROM holds h
-            WHERE h.slot_id = s.slot_id AND h.status = 'active'
-              AND (h.expires_at > $2 OR h.pinned_attempt IS NOT NULL))"""
+
+def live_holds(now_param: str) -> str:
+    """SQL: the live holds of slot ``s`` at the instant in parameter ``now_param`` (e.g. "$2").
+    The one definition of what a hold takes from availability; every availability query uses it."""
+    live = f"h.expires_at > {now_param} OR h.pinned_attempt IS NOT NULL"
+    return f"(SELECT count(*) FROM holds h WHERE h.slot_id = s.slot_id AND h.status = 'active' AND ({live}))"  # noqa: S608
+
+
+_HELD = live_holds("$2")
 
 LOCK_SLOTS = "SELECT slot_id FROM slots WHERE slot_id = ANY($1::uuid[]) ORDER BY slot_id FOR UPDATE"
 
@@ -72,9 +78,10 @@ VALUES ($1, $2, $3, $4, $5, $6)
 
 # The admission's live hold is replaced by a new one (a pinned hold belongs to a booking in flight).
 REPLACE_HOLDS = """
-UPDATE holds SET status = 'replaced', ended_at = $2
-WHERE token_id = $1 AND status = 'active' AND pinned_attempt IS NULL
-RETURNING slot_id
+UPDATE holds h SET status = 'replaced', ended_at = $2
+FROM slots s
+WHERE h.token_id = $1 AND h.status = 'active' AND h.pinned_attempt IS NULL AND s.slot_id = h.slot_id
+RETURNING s.site_id
 """
 
 PINNED_HOLD_OF = "SELECT 1 FROM holds WHERE token_id = $1 AND status = 'active' AND pinned_attempt IS NOT NULL"
@@ -251,6 +258,7 @@ class Hold:
     hold_id: uuid.UUID
     slot: SlotState
     expires_at: datetime
+    replaced_sites: tuple[str, ...] = ()  # where the admission's previous hold gave a seat back
 
 
 async def place_hold(
@@ -267,10 +275,11 @@ async def place_hold(
     """Set one seat of the slot aside until ``expires_at``; an admission's previous live hold is
     replaced in the same transaction. Raises SeatRejected (booking_in_progress, not_found,
     slot_withdrawn, outside_booking_window, slot_full)."""
+    replaced: tuple[str, ...] = ()
     if token_id is not None:
         # One admission, one hold: concurrent requests of the same admission queue up here.
         await con.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))", token_id)
-        await con.execute(REPLACE_HOLDS, token_id, now)
+        replaced = tuple(r["site_id"] for r in await con.fetch(REPLACE_HOLDS, token_id, now))
         # A hold pinned by a booking in flight is not replaced; checked after the replace, whose row
         # locks made any concurrent pin either fail (hold replaced) or commit before this read.
         if await con.fetchval(PINNED_HOLD_OF, token_id):
@@ -285,7 +294,7 @@ async def place_hold(
         raise SeatRejected(SLOT_FULL)
     hold_id = uuid.uuid4()
     await con.execute(INSERT_HOLD, hold_id, slot_id, token_id, event_id, offer_id, expires_at)
-    return Hold(hold_id=hold_id, slot=state, expires_at=expires_at)
+    return Hold(hold_id=hold_id, slot=state, expires_at=expires_at, replaced_sites=replaced)
 
 
 async def expire_holds(con: asyncpg.Connection, now: datetime, limit: int = 5000) -> list[uuid.UUID]:

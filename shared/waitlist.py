@@ -21,7 +21,16 @@ import asyncpg
 
 from shared.booking import local_iso, utc_iso
 from shared.persons import PersonVault
-from shared.seats import HOLD_EXPIRED, SeatRejected, SlotState, lock_slots, place_hold, read_slots, slot_problem
+from shared.seats import (
+    HOLD_EXPIRED,
+    SeatRejected,
+    SlotState,
+    live_holds,
+    lock_slots,
+    place_hold,
+    read_slots,
+    slot_problem,
+)
 from shared.settings import Settings
 from shared.tokens import TokenCodec
 
@@ -42,17 +51,27 @@ FOR UPDATE OF e SKIP LOCKED
 """
 
 # Future, offered, typed slots that have a free seat someone on the waitlist could take.
-WANTED_SLOTS = """
+WANTED_SLOTS = f"""
 SELECT DISTINCT s.slot_id, s.starts_at FROM waitlist_entries e
 JOIN slots s ON s.site_id = e.site_id AND s.type_id = e.type_id AND s.withdrawn_at IS NULL AND s.starts_at > $1
 JOIN sites si ON si.site_id = s.site_id
 WHERE e.status = 'waiting'
   AND (e.day IS NULL OR e.day = (s.starts_at AT TIME ZONE si.timezone)::date)
-  AND s.booked + (SELECT count(*) FROM holds h WHERE h.slot_id = s.slot_id AND h.status = 'active'
-                  AND (h.expires_at > $1 OR h.pinned_attempt IS NOT NULL)) < s.capacity
+  AND s.booked + {live_holds("$1")} < s.capacity
 ORDER BY s.starts_at
 LIMIT $2
-"""
+"""  # noqa: S608 (a constant fragment, no input)
+
+# Free, bookable-by-notice seats of a type at a site on a local day (is it full?).
+FREE_ON_DAY = f"""
+SELECT count(*) FROM slots s
+JOIN sites si ON si.site_id = s.site_id
+LEFT JOIN appointment_types t ON t.type_id = s.type_id
+WHERE s.site_id = $1 AND s.type_id = $2 AND s.withdrawn_at IS NULL
+  AND (s.starts_at AT TIME ZONE si.timezone)::date = $3
+  AND s.starts_at > $4::timestamptz + make_interval(mins => coalesce(t.min_notice_minutes, 0))
+  AND s.booked + {live_holds("$4")} < s.capacity
+"""  # noqa: S608 (a constant fragment, no input)
 
 LAPSE_OFFERS = """
 UPDATE waitlist_offers SET status = 'lapsed'
@@ -160,10 +179,12 @@ class Waitlist:
     async def pass_on(self, con: asyncpg.Connection, now: datetime, limit: int = 200) -> int:
         """Lapse expired offers (their seats return) and offer every free seat someone waits for.
         Safe to run at any time and from several workers at once. Returns offers made."""
-        for row in await con.fetch(LAPSE_OFFERS, now):
+        lapsed = [row["offer_id"] for row in await con.fetch(LAPSE_OFFERS, now)]
+        if lapsed:
             await con.execute(
-                "UPDATE holds SET status = 'expired', ended_at = $2 WHERE offer_id = $1 AND status = 'active'",
-                row["offer_id"],
+                "UPDATE holds SET status = 'expired', ended_at = $2 WHERE offer_id = ANY($1::uuid[])"
+                " AND status = 'active'",
+                lapsed,
                 now,
             )
         made = 0
@@ -262,13 +283,7 @@ class Waitlist:
         """Add (or find) the person's entry; SeatRejected(seats_available) when a seat is free that day."""
         if require_full and day is not None:
             free = await con.fetchval(
-                "SELECT count(*) FROM slots s JOIN sites si ON si.site_id = s.site_id"
-                " LEFT JOIN appointment_types t ON t.type_id = s.type_id"
-                " WHERE s.site_id = $1 AND s.type_id = $2 AND s.withdrawn_at IS NULL"
-                " AND (s.starts_at AT TIME ZONE si.timezone)::date = $3"
-                " AND s.starts_at > $4::timestamptz + make_interval(mins => coalesce(t.min_notice_minutes, 0))"
-                " AND s.booked + (SELECT count(*) FROM holds h WHERE h.slot_id = s.slot_id AND h.status = 'active'"
-                "  AND (h.expires_at > $4 OR h.pinned_attempt IS NOT NULL)) < s.capacity",
+                FREE_ON_DAY,
                 site_id,
                 type_id,
                 day,

@@ -7,9 +7,17 @@ import json
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from shared.settings import Settings
+
+
+def add_admin_options(parser: argparse.ArgumentParser, url_flag: str, service: str) -> None:
+    """The options every admin command shares: where the service is and which admin token to send."""
+    parser.add_argument(url_flag, help=f"{service} base URL (default: the configured {service})")
+    parser.add_argument("--admin-token", help="admin token (default: SURGEGATE_ADMIN_TOKEN or <data-dir>/secrets.json)")
+    parser.add_argument("--data-dir", type=Path, default=Path(".surgegate"), help="where `up` keeps its secrets")
 
 
 def admin_token(args: argparse.Namespace, settings: Settings, command: str) -> str:

@@ -9,18 +9,15 @@ keeps in its data dir; the edge from ``--edge-url``, else the configured edge UR
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from shared.settings import Settings
-from surgegate.admin_client import admin_token, call
+from surgegate.admin_client import add_admin_options, admin_token, call
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("event", help="show or change an event (rate, pause, schedule) via the admin API")
-    p.add_argument("--edge-url", help="edge base URL (default: the configured edge, http://127.0.0.1:8080)")
-    p.add_argument("--admin-token", help="admin token (default: SURGEGATE_ADMIN_TOKEN or <data-dir>/secrets.json)")
-    p.add_argument("--data-dir", type=Path, default=Path(".surgegate"), help="where `up` keeps its secrets")
+    add_admin_options(p, "--edge-url", "edge")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     show = actions.add_parser("show", help="the event and its live stats")

@@ -8,16 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from shared.settings import Settings
-from surgegate.admin_client import admin_token, call
+from surgegate.admin_client import add_admin_options, admin_token, call
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("supply", help="appointment types, schedules, overrides, CSV imports, closures (admin API)")
-    p.add_argument("--api-url", help="booking API base URL (default: the configured API, http://127.0.0.1:8081)")
-    p.add_argument("--admin-token", help="admin token (default: SURGEGATE_ADMIN_TOKEN or <data-dir>/secrets.json)")
-    p.add_argument("--data-dir", type=Path, default=Path(".surgegate"), help="where `up` keeps its secrets")
+    add_admin_options(p, "--api-url", "booking API")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     t = actions.add_parser("type", help="create or change an appointment type")

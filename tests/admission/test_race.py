@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-import booking_worker.booking as booking
+from shared import seats as seat_rules
 from shared.settings import Settings
 from shared.tokens import TokenCodec
 from tests.conftest import admission_token, booking_headers, person, running_worker, seed_site_and_slot
@@ -74,7 +74,7 @@ async def test_negative_control_read_then_write_overbooks(
     pool: asyncpg.Pool,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(booking, "take_seat", read_then_write_take_seat)
+    monkeypatch.setattr(seat_rules, "take_seat", read_then_write_take_seat)
     slot_id = await seed_site_and_slot(pool, capacity=CAPACITY)
     async with running_worker(settings):
         outcomes = await fire(api, codec, slot_id)

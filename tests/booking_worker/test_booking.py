@@ -16,9 +16,9 @@ from arq.connections import ArqRedis
 from arq.jobs import Job
 from redis.asyncio import Redis
 
-import booking_worker.booking as booking_module
 from admission.app import create_app as create_api
 from booking_worker.booking import book, requeue_pending, run_attempt
+from shared import seats
 from shared.booking import BookingJob, attempt_id_for
 from shared.metrics import Metrics
 from shared.persons import PersonVault
@@ -228,7 +228,7 @@ async def test_serialization_and_deadlock_errors_retry_and_leave_nothing(
     async def conflicting_take_seat(con: asyncpg.Connection, slot: uuid.UUID, now: datetime) -> bool:
         raise error("could not serialize access")
 
-    monkeypatch.setattr(booking_module, "take_seat", conflicting_take_seat)
+    monkeypatch.setattr(seats, "take_seat", conflicting_take_seat)
     with pytest.raises(Retry):
         await book(ctx(pool, Metrics()), job_for(slot_id).to_dict())
     assert await counts(pool) == (0, 0, 0)  # rolled back whole: the retry starts from scratch
