@@ -23,6 +23,7 @@ from aiohttp import web
 from admission.keys import POOL, VAULT
 from shared.errors import DomainError, IdempotencyConflict, IdempotencyInProgress, ValidationFailed
 from shared.http import STATUS_OF_CODE, json_response, problem
+from shared.locks import LockNamespace, try_xact_lock
 from shared.queries import IDEMPOTENCY_KEPT_HOURS as KEPT_HOURS
 
 KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -67,9 +68,7 @@ async def run_once(
         digest = b""
         if key is not None:
             digest = body_hash(request, route, body)
-            if not await con.fetchval(
-                "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 11))", f"{token_id}\n{key}"
-            ):
+            if not await try_xact_lock(con, LockNamespace.IDEMPOTENCY_KEY, f"{token_id}\n{key}"):
                 raise IdempotencyInProgress()
             stored = await con.fetchrow(STORED, token_id, key, KEPT_HOURS)
             if stored is not None:

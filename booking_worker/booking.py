@@ -178,6 +178,7 @@ async def run_attempt(
 RETRYABLE = (
     asyncpg.SerializationError,
     asyncpg.DeadlockDetectedError,
+    asyncpg.LockNotAvailableError,  # waited past lock_timeout (shared.locks)
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     ConnectionError,

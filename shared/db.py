@@ -12,7 +12,7 @@ from importlib import resources
 
 import asyncpg
 
-_MIGRATION_LOCK = 0x5375726765  # arbitrary, constant: "Surge"
+from shared.locks import LOCK_TIMEOUT_MS, LockNamespace, session_lock, session_unlock
 
 
 async def _init_connection(con: asyncpg.Connection) -> None:
@@ -21,7 +21,12 @@ async def _init_connection(con: asyncpg.Connection) -> None:
 
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     pool: asyncpg.Pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=30
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        command_timeout=30,
+        server_settings={"lock_timeout": str(LOCK_TIMEOUT_MS)},
     )
     return pool
 
@@ -42,7 +47,7 @@ def migration_files() -> list[tuple[str, str]]:
 
 async def migrate(con: asyncpg.Connection) -> list[str]:
     """Apply pending migrations; return the versions applied now (empty when up to date)."""
-    await con.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+    await session_lock(con, LockNamespace.MIGRATIONS, "migrations")
     try:
         await con.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -59,4 +64,4 @@ async def migrate(con: asyncpg.Connection) -> list[str]:
             applied.append(version)
         return applied
     finally:
-        await con.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+        await session_unlock(con, LockNamespace.MIGRATIONS, "migrations")

@@ -130,8 +130,9 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except BACKEND_UNAVAILABLE as exc:
         log.warning("backend unavailable: %s", type(exc).__name__)
         return domain_problem(Overloaded("a backing service is unavailable; retry shortly"))
-    except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
-        # Both transactions were consistent; one lost a race and was rolled back whole.
+    except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError, asyncpg.LockNotAvailableError):
+        # Both transactions were consistent; one lost a race (or waited past lock_timeout) and was
+        # rolled back whole.
         return domain_problem(Overloaded("a concurrent change got in the way; retry", retry_after=1))
     except asyncpg.IntegrityConstraintViolationError as exc:
         # The schema refused the write (a CHECK or foreign key): bad input that validation missed.

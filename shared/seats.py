@@ -25,6 +25,8 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from shared.locks import LockNamespace, xact_lock
+
 # Rejection codes of seat operations (the contract's codes plus this issue's).
 SLOT_FULL = "slot_full"
 SLOT_NOT_FOUND = "not_found"
@@ -278,7 +280,7 @@ async def place_hold(
     replaced: tuple[str, ...] = ()
     if token_id is not None:
         # One admission, one hold: concurrent requests of the same admission queue up here.
-        await con.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))", token_id)
+        await xact_lock(con, LockNamespace.ADMISSION_HOLD, token_id)
         replaced = tuple(r["site_id"] for r in await con.fetch(REPLACE_HOLDS, token_id, now))
         # A hold pinned by a booking in flight is not replaced; checked after the replace, whose row
         # locks made any concurrent pin either fail (hold replaced) or commit before this read.
