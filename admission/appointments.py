@@ -15,7 +15,6 @@ import json
 import logging
 import re
 import uuid
-from dataclasses import replace
 from datetime import date
 from typing import Any
 
@@ -28,11 +27,11 @@ from admission import queries
 from admission.availability import slot_place_and_time
 from admission.idempotency import idempotency_key
 from admission.keys import ARQ, METRICS, POOL, SETTINGS, VAULT, admission_of
-from shared import queries as shared_queries
-from shared import seats
-from shared.booking import HOLD_EXPIRED, BookingJob, BookingOutcome, attempt_id_for, utc_iso
-from shared.errors import BookingRejected, IdempotencyConflict, IdempotencyInProgress, NotFound, Overloaded
+from shared import attempts, seats
+from shared.booking import BookingJob, BookingOutcome, attempt_id_for, utc_iso
+from shared.errors import Code, IdempotencyConflict, IdempotencyInProgress, NotFound, Overloaded, Refused
 from shared.http import json_response, read_json
+from shared.statuses import AttemptStatus
 
 log = logging.getLogger("surgegate.admission")
 
@@ -87,12 +86,12 @@ def _answer(request: web.Request, outcome: BookingOutcome, request_hash: str) ->
     if not hmac.compare_digest(outcome.request_hash, request_hash):
         metrics.booking_requests.labels(outcome.event_id, "idempotency_conflict").inc()
         raise IdempotencyConflict("this Idempotency-Key was already used with a different request")
-    if outcome.status == "pending":
+    if outcome.status == AttemptStatus.PENDING:
         metrics.booking_requests.labels(outcome.event_id, "idempotency_in_progress").inc()
         raise IdempotencyInProgress(
             f"the first request with this Idempotency-Key is still pending: /api/v1/attempts/{outcome.attempt_id}"
         )
-    if outcome.status == "confirmed":
+    if outcome.status == AttemptStatus.CONFIRMED:
         metrics.booking_requests.labels(outcome.event_id, "confirmed").inc()
         return json_response(outcome.confirmation(), status=201)
     assert outcome.code is not None
@@ -101,30 +100,16 @@ def _answer(request: web.Request, outcome: BookingOutcome, request_hash: str) ->
     failure = {"token_scope": "scope", "admission_used": "replay"}.get(outcome.code)
     if failure is not None:
         metrics.token_verify.labels(outcome.event_id, failure).inc()
-    raise BookingRejected(outcome.code, _REJECTION_DETAIL.get(outcome.code, outcome.code))
-
-
-_REJECTION_DETAIL = {
-    "slot_full": "that slot has no seat left; pick another",
-    "already_booked": "this person already holds an appointment for this event",
-    "admission_used": "this admission has already been used to book",
-    "not_found": "no such slot",
-    "token_scope": "this admission does not cover that slot's site",
-    "hold_expired": "the hold is gone (expired, released or used); hold a seat again",
-    "slot_withdrawn": "that slot is no longer offered; pick another",
-    "outside_booking_window": "that slot cannot be booked now (too soon, too far ahead, or past)",
-}
+    raise Refused(Code(outcome.code))
 
 
 async def _stored_outcome(request: web.Request, attempt_id: uuid.UUID) -> BookingOutcome | None:
     async with request.app[POOL].acquire() as con:
-        row = await con.fetchrow(shared_queries.ATTEMPT_OUTCOME, attempt_id)
-    return None if row is None else BookingOutcome.from_row(row)
+        return await attempts.outcome_of(con, attempt_id)
 
 
 async def create_appointment(request: web.Request) -> web.Response:
     admission = admission_of(request)
-    settings = request.app[SETTINGS]
     vault = request.app[VAULT]
     key = idempotency_key(request, required=True)
     assert key is not None
@@ -150,74 +135,58 @@ async def create_appointment(request: web.Request) -> web.Response:
         rank=admission.rank,
         hold_id=None if body.hold_id is None else str(body.hold_id),
     )
-    arq = request.app[ARQ]
+    await _check_queue_depth(request, admission.event_id)
+    # Accepted = durable. A database failure here propagates (503 from the problem middleware): nothing
+    # was accepted, and a retry with the same Idempotency-Key is safe.
+    async with request.app[POOL].acquire() as con, con.transaction():
+        accepted = await attempts.accept(con, job, seats.utcnow())
+    if accepted is None:
+        # A concurrent request with this key won, or the hold was gone: either way it is stored.
+        raced = await _stored_outcome(request, attempt_id)
+        assert raced is not None
+        return _answer(request, raced, request_hash)
+    return await _enqueue_and_wait(request, accepted, request_hash)
+
+
+async def _check_queue_depth(request: web.Request, event_id: str) -> None:
+    """Shed load before accepting anything: 503 overloaded when the queue is full or unreachable."""
+    settings = request.app[SETTINGS]
     try:
-        if await arq.zcard(settings.queue_name) >= settings.max_queue_depth:
-            request.app[METRICS].booking_requests.labels(admission.event_id, "overloaded").inc()
-            raise Overloaded("the booking queue is full; retry shortly", retry_after=5)
-        # Accepted = durable: from here on the attempt runs even if Redis loses its job.
-        accepted = await _accept(request, job)
-        if accepted is None:
-            # A concurrent request with this key won, or the hold was gone: either way it is stored.
-            raced = await _stored_outcome(request, attempt_id)
-            assert raced is not None
-            return _answer(request, raced, request_hash)
-        job = accepted
-        await arq.enqueue_job("book", job.to_dict(), _job_id=str(attempt_id))
-        result = await Job(str(attempt_id), arq, _queue_name=settings.queue_name).result(
+        depth = await request.app[ARQ].zcard(settings.queue_name)
+    except (redis.exceptions.RedisError, OSError):
+        request.app[METRICS].booking_requests.labels(event_id, "overloaded").inc()
+        raise Overloaded("the booking queue is unavailable; retry with the same Idempotency-Key") from None
+    if depth >= settings.max_queue_depth:
+        request.app[METRICS].booking_requests.labels(event_id, "overloaded").inc()
+        raise Overloaded("the booking queue is full; retry shortly", retry_after=5)
+
+
+async def _enqueue_and_wait(request: web.Request, job: BookingJob, request_hash: str) -> web.Response:
+    """Queue the accepted attempt and wait up to ``booking_wait_s`` for its outcome. The attempt is
+    durable from here on, so every failure answers 202 pending: the worker's re-queue job runs it."""
+    settings = request.app[SETTINGS]
+    arq = request.app[ARQ]
+    attempt_id = uuid.UUID(job.attempt_id)
+    try:
+        await arq.enqueue_job("book", job.to_dict(), _job_id=job.attempt_id)
+        result = await Job(job.attempt_id, arq, _queue_name=settings.queue_name).result(
             timeout=settings.booking_wait_s, poll_delay=0.05
         )
     except (TimeoutError, ResultNotFound):
         # Still queued or running, or finished with its result already gone from Redis.
         stored = await _stored_outcome(request, attempt_id)
-        if stored is None or stored.status == "pending":
-            return _pending(request, attempt_id, admission.event_id)
+        if stored is None or stored.status == AttemptStatus.PENDING:
+            return _pending(request, attempt_id, job.event_id)
         return _answer(request, stored, request_hash)
     except (redis.exceptions.RedisError, OSError):
-        if await _stored_outcome(request, attempt_id) is not None:
-            # Accepted before Redis failed: it runs once the worker's re-queue job finds Redis again.
-            return _pending(request, attempt_id, admission.event_id)
-        request.app[METRICS].booking_requests.labels(admission.event_id, "overloaded").inc()
-        raise Overloaded("the booking queue is unavailable; retry with the same Idempotency-Key") from None
-    except (Overloaded, IdempotencyInProgress, IdempotencyConflict, BookingRejected):
-        raise
-    except Exception as exc:
-        # The job failed after all its retries; the attempt stays pending and is re-queued later.
-        log.warning("booking attempt %s failed: %s", attempt_id, type(exc).__name__)
-        return _pending(request, attempt_id, admission.event_id)
+        # Redis failed after the attempt was accepted: it runs once the re-queue job finds Redis again.
+        return _pending(request, attempt_id, job.event_id)
+    except Exception:
+        # arq re-raises the job's own failure after its retries; the attempt stays pending and is
+        # re-queued. The traceback names code, never the person (the job holds only a hash and ciphertext).
+        log.exception("booking attempt %s failed in the worker; it stays pending", attempt_id)
+        return _pending(request, attempt_id, job.event_id)
     return _answer(request, BookingOutcome.from_dict(result), request_hash)
-
-
-async def _accept(request: web.Request, job: BookingJob) -> BookingJob | None:
-    """Record the attempt as pending (None if it already existed, or was refused on the spot). A booking from a hold
-    pins the hold to the attempt in the same transaction, so it cannot lapse while the attempt waits
-    in the queue; a hold already gone is refused here, recorded as the attempt's outcome."""
-    attempt_id = uuid.UUID(job.attempt_id)
-    async with request.app[POOL].acquire() as con, con.transaction():
-        if job.hold_id is not None:
-            slot_id = await con.fetchval(
-                seats.PIN_HOLD, uuid.UUID(job.hold_id), job.token_id, attempt_id, seats.utcnow()
-            )
-            job = replace(job, slot_id="" if slot_id is None else str(slot_id))
-        accepted = await con.fetchval(
-            shared_queries.ACCEPT_ATTEMPT, attempt_id, job.token_id, job.event_id, job.slot_id,
-            bytes.fromhex(job.request_hash), job.to_dict(),
-        )  # fmt: skip
-        if not accepted:
-            return None
-        if job.hold_id is not None and not job.slot_id:
-            await con.execute(
-                "UPDATE booking_attempts SET status = 'rejected', code = $2, job = NULL, finished_at = now()"
-                " WHERE attempt_id = $1",
-                attempt_id,
-                HOLD_EXPIRED,
-            )
-            await con.execute(
-                shared_queries.INSERT_AUDIT, "booking_rejected", job.event_id, None, None, attempt_id, job.token_id,
-                {"code": HOLD_EXPIRED},
-            )  # fmt: skip
-            return None
-    return job
 
 
 def _pending(request: web.Request, attempt_id: uuid.UUID, event_id: str) -> web.Response:
@@ -240,10 +209,9 @@ async def get_attempt(request: web.Request) -> web.Response:
     admission = admission_of(request)
     attempt_id = _uuid(request.match_info["attempt_id"])
     async with request.app[POOL].acquire() as con:
-        row = await con.fetchrow(shared_queries.ATTEMPT_OUTCOME, attempt_id)
-    if row is None or row["token_id"] != admission.token_id:
+        outcome = await attempts.outcome_of(con, attempt_id, token_id=admission.token_id)
+    if outcome is None:
         raise NotFound("no such attempt")
-    outcome = BookingOutcome.from_row(row)
     return json_response(
         {
             "attempt_id": outcome.attempt_id,

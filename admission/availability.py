@@ -23,7 +23,8 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from shared.booking import local_iso, utc_iso
-from shared.seats import SlotState, live_holds, window_problem
+from shared.queries import live_holds
+from shared.seats import SlotState, window_problem
 
 HORIZON = timedelta(days=35)  # the part of the future that search serves from the cache
 

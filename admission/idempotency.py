@@ -21,8 +21,8 @@ import asyncpg
 from aiohttp import web
 
 from admission.keys import POOL, VAULT
-from shared.errors import DomainError, IdempotencyConflict, IdempotencyInProgress, ValidationFailed
-from shared.http import STATUS_OF_CODE, json_response, problem
+from shared.errors import Code, IdempotencyConflict, IdempotencyInProgress, Refused, ValidationFailed
+from shared.http import json_response, problem
 from shared.locks import LockNamespace, try_xact_lock
 from shared.queries import IDEMPOTENCY_KEPT_HOURS as KEPT_HOURS
 
@@ -61,7 +61,7 @@ async def run_once(
 ) -> tuple[web.Response, bool]:
     """Run ``operation`` in a transaction, at most once per (token, Idempotency-Key).
 
-    Returns (response, executed). Without a key the operation simply runs. A DomainError raised by the
+    Returns (response, executed). Without a key the operation simply runs. A Refused raised by the
     operation undoes its writes (savepoint) and is stored and answered as problem+json."""
     key = idempotency_key(request)
     async with request.app[POOL].acquire() as con, con.transaction():
@@ -78,10 +78,10 @@ async def run_once(
         try:
             async with con.transaction():
                 status, payload = await operation(con)
-        except DomainError as exc:
-            if key is None or exc.code in ("overloaded", "validation_error"):
+        except Refused as exc:
+            if key is None or exc.code in (Code.OVERLOADED, Code.VALIDATION_ERROR):
                 raise
-            status = STATUS_OF_CODE.get(exc.code, 400)
+            status = exc.status
             payload = {"problem": True, "code": exc.code, "detail": exc.detail}
         if key is not None:
             await con.execute(STORE, token_id, key, digest, status, payload)

@@ -1,6 +1,6 @@
 """SQL of the booking API. Named statements with $n placeholders; callers own the transaction."""
 
-from shared.seats import live_holds
+from shared.queries import live_holds
 
 LIST_SITES = "SELECT site_id, name, region, timezone, lat, lng FROM sites ORDER BY site_id"
 

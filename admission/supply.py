@@ -15,7 +15,6 @@ import uuid
 from collections import defaultdict
 from datetime import date
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import asyncpg
 import pydantic
@@ -23,13 +22,12 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from admission.admin import SiteIn, upsert_site
-from admission.changes import cancel
 from admission.keys import AVAILABILITY, POOL, SETTINGS, WAITLIST
-from shared import queries as shared_queries
-from shared import seats
-from shared.errors import Conflict, NotFound, ValidationFailed
+from shared import appointments, closures, seats
+from shared.errors import NotFound, ValidationFailed
 from shared.http import json_response, read_json, require_admin
-from shared.schedules import regenerate, regenerate_site, wall_instant
+from shared.schedules import regenerate, regenerate_site
+from shared.statuses import AppointmentStatus
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$|^24:00$")
@@ -390,96 +388,28 @@ async def import_schedules(request: web.Request) -> web.Response:
 
 # --- closing a day, check-in ---------------------------------------------------------------------
 
-DAY_APPOINTMENTS = """
-SELECT ap.appointment_id, ap.event_id, ap.person_ref, ap.person_sealed, s.type_id, s.starts_at
-FROM appointments ap JOIN slots s ON s.slot_id = ap.slot_id
-WHERE s.site_id = $1 AND s.starts_at >= $2 AND s.starts_at < $3 AND ($4::text IS NULL OR s.type_id = $4)
-  AND ap.status = 'confirmed'
-ORDER BY ap.appointment_id
-FOR UPDATE OF ap
-"""
-
-DAY_SLOTS = """
-SELECT slot_id FROM slots
-WHERE site_id = $1 AND starts_at >= $2 AND starts_at < $3 AND ($4::text IS NULL OR type_id = $4)
-  AND withdrawn_at IS NULL
-"""
-
 
 async def close_day(request: web.Request) -> web.Response:
-    """Close a site for a local day: cancel every confirmed appointment with the reason, withdraw the
-    day's slots, put each affected person at the head of the site's waitlist (any day) and queue a
-    notification to them; then offer them free seats on other days. One transaction."""
+    """Close a site for a local day (see :func:`shared.closures.close_day`), in one transaction."""
     _admin(request)
     site_id = _path_id(request, "site_id")
     body = await read_json(request, ClosureIn)
-    waitlist = request.app[WAITLIST]
-    now = seats.utcnow()
     async with request.app[POOL].acquire() as con, con.transaction():
-        timezone = await con.fetchval("SELECT timezone FROM sites WHERE site_id = $1", site_id)
-        if timezone is None:
-            raise NotFound(f"no site {site_id!r}")
-        zone = ZoneInfo(timezone)
-        lower, upper = wall_instant(body.day, 0, zone), wall_instant(body.day, 1440, zone, end=True)
-        await con.execute(
-            "INSERT INTO schedule_overrides (site_id, day, type_id, intervals, note) VALUES ($1, $2, $3, '[]', $4)"
-            " ON CONFLICT (site_id, day, type_id) DO UPDATE SET intervals = '[]', note = EXCLUDED.note",
-            site_id, body.day, body.type_id or "", body.reason,
+        closed = await closures.close_day(
+            con, site_id=site_id, day=body.day, reason=body.reason, type_id=body.type_id,
+            waitlist=request.app[WAITLIST], now=seats.utcnow(), actor="admin",
         )  # fmt: skip
-        slot_ids = [r["slot_id"] for r in await con.fetch(DAY_SLOTS, site_id, lower, upper, body.type_id)]
-        await seats.lock_slots(con, slot_ids, now)
-        # Offers and holds on the day's seats end with it (a hold pinned by a booking in flight stays).
-        await con.execute(
-            "UPDATE waitlist_offers SET status = 'lapsed' WHERE slot_id = ANY($1::uuid[]) AND status = 'open'", slot_ids
-        )
-        await con.execute(
-            "UPDATE holds SET status = 'released', ended_at = $2 WHERE slot_id = ANY($1::uuid[]) AND status = 'active'"
-            " AND pinned_attempt IS NULL",
-            slot_ids,
-            now,
-        )
-        cancelled = waitlisted = 0
-        for row in await con.fetch(DAY_APPOINTMENTS, site_id, lower, upper, body.type_id):
-            await cancel(con, row["appointment_id"], now=now, waitlist=waitlist, actor="admin", reason=body.reason,
-                         by_site=True)  # fmt: skip
-            cancelled += 1
-            if row["type_id"] is not None:
-                await waitlist.join(
-                    con, event_id=row["event_id"], site_id=site_id, type_id=row["type_id"], day=None,
-                    person_ref=bytes(row["person_ref"]), person_sealed=bytes(row["person_sealed"]), token_id=None,
-                    now=now, priority=0, require_full=False,
-                )  # fmt: skip
-                waitlisted += 1
-            await waitlist.notify(
-                con, "cancelled_by_site", bytes(row["person_sealed"]),
-                {"reason": body.reason, "site_id": site_id, "starts_at": row["starts_at"].isoformat(),
-                 "rebooking": "you are first on this site's waitlist; an offer with a claim link follows"},
-                appointment_id=row["appointment_id"],
-            )  # fmt: skip
-        withdrawn = await con.fetch(
-            "UPDATE slots SET withdrawn_at = $2 WHERE slot_id = ANY($1::uuid[]) AND booked = 0"
-            " AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.slot_id = slots.slot_id AND h.status = 'active')"
-            " RETURNING slot_id",
-            slot_ids,
-            now,
-        )
-        kept = sorted(set(slot_ids) - {r["slot_id"] for r in withdrawn})
-        await con.execute(
-            shared_queries.INSERT_AUDIT, "day_closed", None, None, None, None, "admin",
-            {"site_id": site_id, "day": body.day.isoformat(), "reason": body.reason, "cancelled": cancelled},
-        )  # fmt: skip
-        offers = await waitlist.pass_on(con, now)
     request.app[AVAILABILITY].changed(site_id)
     return json_response(
         {
             "site_id": site_id,
             "day": body.day.isoformat(),
-            "cancelled": cancelled,
-            "waitlisted": waitlisted,
-            "notifications_queued": cancelled,
-            "slots_withdrawn": len(withdrawn),
-            "slots_kept": [str(s) for s in kept],
-            "offers_made": offers,
+            "cancelled": closed.cancelled,
+            "waitlisted": closed.waitlisted,
+            "notifications_queued": closed.cancelled,
+            "slots_withdrawn": closed.slots_withdrawn,
+            "slots_kept": [str(s) for s in closed.slots_kept],
+            "offers_made": closed.offers_made,
         }
     )
 
@@ -492,25 +422,5 @@ async def check_in(request: web.Request) -> web.Response:
     except ValueError:
         raise NotFound("no such appointment") from None
     async with request.app[POOL].acquire() as con, con.transaction():
-        row = await con.fetchrow(
-            "UPDATE appointments SET status = 'completed', checked_in_at = $2 WHERE appointment_id = $1"
-            " AND status = 'confirmed' RETURNING event_id, slot_id",
-            appointment_id,
-            seats.utcnow(),
-        )
-        if row is None:
-            status = await con.fetchval("SELECT status FROM appointments WHERE appointment_id = $1", appointment_id)
-            if status is None:
-                raise NotFound("no such appointment")
-            raise Conflict("appointment_not_active", f"the appointment is {status}, not confirmed")
-        await con.execute(
-            shared_queries.INSERT_AUDIT,
-            "checked_in",
-            row["event_id"],
-            row["slot_id"],
-            appointment_id,
-            None,
-            "admin",
-            {},
-        )
-    return json_response({"appointment_id": str(appointment_id), "status": "completed"})
+        await appointments.check_in(con, appointment_id, now=seats.utcnow(), actor="admin")
+    return json_response({"appointment_id": str(appointment_id), "status": AppointmentStatus.COMPLETED})

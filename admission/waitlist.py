@@ -21,16 +21,9 @@ from admission.idempotency import run_once
 from admission.keys import AVAILABILITY, CODEC, METRICS, POOL, VAULT, WAITLIST, admission_of
 from shared import seats
 from shared.booking import utc_iso
-from shared.errors import Conflict, NotFound, TokenExpired, TokenInvalid, TokenScope
+from shared.errors import NotFound, Refused, TokenExpired, TokenInvalid, TokenScope
 from shared.http import json_response, read_json
-
-_DETAIL = {
-    "seats_available": "that day still has free seats; book one instead",
-    "offer_taken": "someone else claimed this seat first; you stay on the waitlist",
-    "offer_expired": "this offer has lapsed; you stay on the waitlist",
-    "hold_expired": "your hold on this seat has lapsed",
-    "not_found": "no such offer",
-}
+from shared.statuses import WaitlistEntryStatus
 
 
 class WaitlistIn(BaseModel):
@@ -54,25 +47,14 @@ async def join_waitlist(request: web.Request) -> web.Response:
     vault = request.app[VAULT]
 
     async def join(con: asyncpg.Connection) -> tuple[int, dict[str, Any]]:
-        known = await con.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM sites WHERE site_id = $1) AND EXISTS"
-            " (SELECT 1 FROM appointment_types WHERE type_id = $2)",
-            body.site_id,
-            body.type_id,
-        )
-        if not known:
-            raise NotFound("no such site or appointment type")
-        try:
-            entry = await request.app[WAITLIST].join(
-                con, event_id=admission.event_id, site_id=body.site_id, type_id=body.type_id, day=body.day,
-                person_ref=vault.ref(body.person.id_number),
-                person_sealed=vault.seal({"name": body.person.name, "email": body.person.email}),
-                token_id=admission.token_id, now=seats.utcnow(),
-            )  # fmt: skip
-        except seats.SeatRejected as exc:
-            raise Conflict(exc.code, _DETAIL.get(exc.code, exc.code)) from None
+        entry = await request.app[WAITLIST].join_as_admission(
+            con, event_id=admission.event_id, site_id=body.site_id, type_id=body.type_id, day=body.day,
+            person_ref=vault.ref(body.person.id_number),
+            person_sealed=vault.seal({"name": body.person.name, "email": body.person.email}),
+            token_id=admission.token_id, now=seats.utcnow(),
+        )  # fmt: skip
         return 201, {**entry, "site_id": body.site_id, "type_id": body.type_id, "day": body.day.isoformat(),
-                     "status": "waiting"}  # fmt: skip
+                     "status": WaitlistEntryStatus.WAITING}  # fmt: skip
 
     response, executed = await run_once(request, admission.token_id, "waitlist", body.model_dump(mode="json"), join)
     if executed and response.status == 201:
@@ -87,14 +69,7 @@ async def leave_waitlist(request: web.Request) -> web.Response:
     except ValueError:
         raise NotFound("no such waitlist entry") from None
     async with request.app[POOL].acquire() as con:
-        status = await con.fetchval(
-            "UPDATE waitlist_entries SET status = CASE WHEN status = 'waiting' THEN 'left' ELSE status END,"
-            " ended_at = coalesce(ended_at, now()) WHERE entry_id = $1 AND token_id = $2 RETURNING status",
-            entry_id,
-            admission.token_id,
-        )
-    if status is None:
-        raise NotFound("no such waitlist entry")
+        status = await request.app[WAITLIST].leave(con, entry_id, admission.token_id)
     return json_response({"entry_id": str(entry_id), "status": status})
 
 
@@ -106,14 +81,12 @@ async def claim_offer(request: web.Request) -> web.Response:
     except (TokenInvalid, TokenExpired):
         request.app[METRICS].waitlist.labels("claim_refused").inc()
         raise
-    async with request.app[POOL].acquire() as con, con.transaction():
-        try:
+    try:
+        async with request.app[POOL].acquire() as con, con.transaction():
             claimed = await request.app[WAITLIST].claim(con, body.claim, seats.utcnow())
-        except seats.SeatRejected as exc:
-            request.app[METRICS].waitlist.labels("claim_refused").inc()
-            if exc.code == "not_found":
-                raise NotFound(_DETAIL["not_found"]) from None
-            raise Conflict(exc.code, _DETAIL.get(exc.code, exc.code)) from None
+    except Refused:
+        request.app[METRICS].waitlist.labels("claim_refused").inc()
+        raise
     request.app[METRICS].waitlist.labels("claimed").inc()
     request.app[AVAILABILITY].changed(claimed.slot.site_id)
     return json_response(

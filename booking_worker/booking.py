@@ -1,22 +1,18 @@
 """The booking job: one booking attempt, committed exactly once in effect.
 
 arq delivers a job at least once (retries, a worker dying mid-job, a duplicate enqueue after its
-result expired). The attempt id is the primary key of ``booking_attempts`` and is claimed in the
-same transaction that takes the seat, inserts the appointment and writes the audit row, so:
-
-* an execution that finds the attempt already claimed returns the stored outcome and changes nothing;
-* an execution that fails before commit leaves no trace, and the retry starts from scratch;
-* two executions running at once serialise on the claim; the second sees the first's outcome.
+result expired). The job runs :func:`shared.attempts.execute` in one transaction, which claims the
+attempt's row, takes the seat, inserts the appointment and writes the audit row together, so a
+repeat returns the stored outcome and changes nothing (the rules are in that module's docstring).
 
 Business outcomes (slot full, already booked, admission used) are results, not exceptions;
-serialisation failures, deadlocks and lost connections raise arq's ``Retry``.
+serialisation failures, deadlocks, lock timeouts and lost connections raise arq's ``Retry``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,155 +21,13 @@ import redis.exceptions
 from arq import Retry
 
 from booking_worker import queries
-from shared import queries as shared_queries
-from shared import seats
-from shared.booking import (
-    ADMISSION_USED,
-    ALREADY_BOOKED,
-    HOLD_EXPIRED,
-    OUT_OF_SCOPE,
-    SLOT_FULL,
-    SLOT_NOT_FOUND,
-    BookingJob,
-    BookingOutcome,
-    local_iso,
-    utc_iso,
-)
+from shared import attempts
+from shared.booking import BookingJob, BookingOutcome
 from shared.metrics import Metrics
 from shared.redis import active_admissions_key, booking_latency_key
+from shared.statuses import AttemptStatus
 
 log = logging.getLogger("surgegate.booking_worker")
-
-_CONSTRAINT_CODES = {
-    "appointments_token_once": ADMISSION_USED,
-    "appointments_person_active": ALREADY_BOOKED,
-}
-
-
-class _Rejected(Exception):
-    def __init__(self, code: str) -> None:
-        super().__init__(code)
-        self.code = code
-
-
-async def _attempt_outcome(con: asyncpg.Connection, attempt_id: uuid.UUID) -> BookingOutcome:
-    return BookingOutcome.from_row(await con.fetchrow(shared_queries.ATTEMPT_OUTCOME, attempt_id))
-
-
-async def run_attempt(
-    con: asyncpg.Connection, job: BookingJob, now: datetime | None = None
-) -> tuple[BookingOutcome, bool]:
-    """Execute the attempt inside the caller's transaction.
-
-    Returns (outcome, executed): ``executed`` is False when the attempt already had its outcome,
-    which is then returned unchanged. With ``job.hold_id`` the seat comes from that hold (pinned to
-    this attempt when the API accepted it); a rejected attempt releases its pinned hold.
-    """
-    now = now or seats.utcnow()
-    attempt_id = uuid.UUID(job.attempt_id)
-    hold_id = None if job.hold_id is None else uuid.UUID(job.hold_id)
-    status = await con.fetchval(queries.LOCK_ATTEMPT, attempt_id)
-    if status is None:
-        # Queued without being accepted through the API first (an older client, a manual enqueue).
-        await con.execute(
-            shared_queries.ACCEPT_ATTEMPT, attempt_id, job.token_id, job.event_id, job.slot_id,
-            bytes.fromhex(job.request_hash), job.to_dict(),
-        )  # fmt: skip
-        status = await con.fetchval(queries.LOCK_ATTEMPT, attempt_id)
-    if status != "pending":
-        return await _attempt_outcome(con, attempt_id), False
-
-    appointment_id: uuid.UUID | None = None
-    code: str | None = None
-    slot = None
-    try:
-        try:
-            slot_uuid = uuid.UUID(job.slot_id)
-        except ValueError:
-            raise _Rejected(SLOT_NOT_FOUND) from None
-        known = await con.fetchrow(
-            queries.BEFORE_SEAT, slot_uuid, job.token_id, job.event_id, bytes.fromhex(job.person_ref)
-        )
-        if known["slot_id"] is None:
-            raise _Rejected(SLOT_NOT_FOUND)
-        slot = known
-        if job.scope is not None and slot["site_id"] not in job.scope:
-            raise _Rejected(OUT_OF_SCOPE)
-        if known["admission_used"]:
-            raise _Rejected(ADMISSION_USED)
-        if known["already_booked"]:
-            raise _Rejected(ALREADY_BOOKED)
-        if hold_id is None:
-            problem = (
-                seats.SLOT_WITHDRAWN
-                if known["withdrawn_at"] is not None
-                else seats.window_problem(
-                    known["starts_at"], known["timezone"], known["min_notice_minutes"] or 0,
-                    known["max_advance_days"], now,
-                )
-            )  # fmt: skip
-            if problem is not None:
-                raise _Rejected(problem)
-        async with con.transaction():  # savepoint: a unique violation undoes the seat (and hold) too
-            if hold_id is not None:
-                try:
-                    if await seats.take_held_seat(con, hold_id, job.token_id, attempt_id, now) != slot_uuid:
-                        raise _Rejected(HOLD_EXPIRED)
-                except seats.SeatRejected as exc:
-                    raise _Rejected(exc.code) from None
-            elif not await seats.take_seat(con, slot_uuid, now):
-                raise _Rejected(SLOT_FULL)
-            appointment_id = uuid.uuid4()
-            try:
-                await con.execute(
-                    queries.INSERT_APPOINTMENT,
-                    appointment_id,
-                    job.event_id,
-                    slot_uuid,
-                    job.token_id,
-                    bytes.fromhex(job.person_ref),
-                    job.person_sealed.encode(),
-                )
-            except asyncpg.UniqueViolationError as exc:
-                code = _CONSTRAINT_CODES.get(exc.constraint_name or "")
-                if code is None:
-                    raise
-                raise _Rejected(code) from None
-    except _Rejected as rejected:
-        appointment_id = None
-        code = rejected.code
-
-    if hold_id is not None and code is not None:
-        await con.execute(seats.UNPIN_HOLD, hold_id, attempt_id, now)  # its seat returns at once
-    if code is None and slot is not None and slot["holds_seats"]:
-        await con.execute(seats.RELEASE_TOKEN_HOLDS, job.token_id, now)  # booked: any other hold is moot
-    final = "confirmed" if code is None else "rejected"
-    await con.execute(queries.FINISH_ATTEMPT, attempt_id, final, code, appointment_id)
-    await con.execute(
-        shared_queries.INSERT_AUDIT,
-        "booked" if code is None else "booking_rejected",
-        job.event_id,
-        None if slot is None else slot["slot_id"],
-        appointment_id,
-        attempt_id,
-        job.token_id,
-        {} if code is None else {"code": code},
-    )
-    booked = slot if code is None else None  # where and when, for a confirmation only
-    outcome = BookingOutcome(
-        attempt_id=job.attempt_id,
-        status=final,
-        code=code,
-        request_hash=job.request_hash,
-        event_id=job.event_id,
-        appointment_id=None if appointment_id is None else str(appointment_id),
-        slot_id=job.slot_id,
-        site_id=None if booked is None else booked["site_id"],
-        starts_at=None if booked is None else utc_iso(booked["starts_at"]),
-        local_starts_at=None if booked is None else local_iso(booked["starts_at"], booked["timezone"]),
-    )
-    return outcome, True
-
 
 RETRYABLE = (
     asyncpg.SerializationError,
@@ -194,7 +48,7 @@ async def book(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         async with pool.acquire() as con, con.transaction():
-            outcome, executed = await run_attempt(con, job)
+            outcome, executed = await attempts.execute(con, job)
     except RETRYABLE:
         raise Retry(defer=min(5.0, 0.1 * ctx.get("job_try", 1))) from None
     if executed:
@@ -212,7 +66,7 @@ async def _tell_the_edge(ctx: dict[str, Any], job: BookingJob, outcome: BookingO
         return
     enqueued = ctx.get("enqueue_time")
     report = executed and isinstance(enqueued, datetime)
-    release = outcome.status == "confirmed" and job.rank is not None
+    release = outcome.status == AttemptStatus.CONFIRMED and job.rank is not None
     if not (report or release):
         return
     try:

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import psutil
 
-from booking_worker.booking import run_attempt
 from booking_worker.worker import MAX_JOBS
 from loadtests.loadgen import Result, request_bytes, run_load
+from shared.attempts import execute as run_attempt
 from shared.booking import BookingJob, attempt_id_for
 from shared.db import connect, create_pool, migrate
 from shared.persons import PersonVault

@@ -14,15 +14,9 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-ATTEMPT_NAMESPACE = uuid.UUID("3f0d9a59-4d51-4e4f-9a3e-6d7d0c9b1a21")
+from shared.statuses import AppointmentStatus
 
-# Rejection codes a booking attempt can end with.
-SLOT_FULL = "slot_full"
-ALREADY_BOOKED = "already_booked"
-ADMISSION_USED = "admission_used"
-SLOT_NOT_FOUND = "not_found"
-OUT_OF_SCOPE = "token_scope"
-HOLD_EXPIRED = "hold_expired"
+ATTEMPT_NAMESPACE = uuid.UUID("3f0d9a59-4d51-4e4f-9a3e-6d7d0c9b1a21")
 
 
 def attempt_id_for(token_id: str, idempotency_key: str) -> uuid.UUID:
@@ -40,8 +34,8 @@ def utc_iso(moment: datetime) -> str:
 @dataclass(frozen=True)
 class BookingOutcome:
     attempt_id: str
-    status: str  # confirmed | rejected
-    code: str | None
+    status: str  # an AttemptStatus: pending, confirmed or rejected
+    code: str | None  # the refusal's Code when rejected (shared/errors.py)
     request_hash: str  # hex
     event_id: str
     appointment_id: str | None = None
@@ -77,7 +71,7 @@ class BookingOutcome:
     def confirmation(self) -> dict[str, Any]:
         return {
             "appointment_id": self.appointment_id,
-            "status": "confirmed",
+            "status": AppointmentStatus.CONFIRMED,
             "slot_id": self.slot_id,
             "starts_at": self.starts_at,
             "local_starts_at": self.local_starts_at,

@@ -18,55 +18,21 @@ import pydantic
 import redis.exceptions
 from aiohttp import web
 
-from shared.errors import DomainError, Overloaded, Unauthorized, ValidationFailed
+from shared.errors import (
+    CODE_OF_HTTP_STATUS,
+    Code,
+    Overloaded,
+    Refused,
+    Unauthorized,
+    ValidationFailed,
+    message_of,
+    status_of,
+)
 from shared.metrics import Metrics
 
 log = logging.getLogger("surgegate.http")
 
 PROBLEM_TYPE = "application/problem+json"
-
-STATUS_OF_CODE: dict[str, int] = {
-    "not_found": 404,
-    "validation_error": 400,
-    "ticket_invalid": 401,
-    "token_invalid": 401,
-    "token_expired": 401,
-    "token_scope": 403,
-    "admission_used": 409,
-    "slot_full": 409,
-    "already_booked": 409,
-    "hold_expired": 409,
-    "ineligible": 403,
-    "event_closed": 410,
-    "rate_limited": 429,
-    "overloaded": 503,
-    "unauthorized": 401,
-    "forbidden": 403,
-    "idempotency_conflict": 409,
-    "event_not_open": 409,
-    "pow_invalid": 403,
-    "payload_too_large": 413,
-    "idempotency_in_progress": 409,
-    "slot_withdrawn": 409,
-    "outside_booking_window": 409,
-    "offer_taken": 409,
-    "offer_expired": 410,
-    "seats_available": 409,
-    "appointment_not_active": 409,
-    "appointment_started": 409,
-    "booking_in_progress": 409,
-    "conflict": 409,
-}
-
-_HTTP_CODES = {
-    400: "validation_error",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-}
 
 # Redis or PostgreSQL away: the request is answered 503 overloaded with Retry-After.
 BACKEND_UNAVAILABLE = (
@@ -105,43 +71,43 @@ def problem(
     return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_TYPE, headers=headers)
 
 
-def domain_problem(exc: DomainError) -> web.Response:
+def refusal_problem(exc: Refused) -> web.Response:
     extra: dict[str, Any] | None = None
     if isinstance(exc, ValidationFailed) and exc.errors:
         extra = {"errors": exc.errors}
-    return problem(STATUS_OF_CODE.get(exc.code, 400), exc.code, exc.detail, retry_after=exc.retry_after, extra=extra)
+    return problem(exc.status, exc.code, exc.detail, retry_after=exc.retry_after, extra=extra)
 
 
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except DomainError as exc:
-        return domain_problem(exc)
+    except Refused as exc:
+        return refusal_problem(exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = _HTTP_CODES.get(exc.status, "http_error")
-        detail = exc.reason if exc.status != 413 else "request body too large"
+        code = CODE_OF_HTTP_STATUS.get(exc.status, Code.HTTP_ERROR)
+        detail = exc.reason if exc.status != 413 else message_of(code)
         resp = problem(exc.status, code, detail)
         if exc.status == 405 and "Allow" in exc.headers:
             resp.headers["Allow"] = exc.headers["Allow"]
         return resp
     except BACKEND_UNAVAILABLE as exc:
         log.warning("backend unavailable: %s", type(exc).__name__)
-        return domain_problem(Overloaded("a backing service is unavailable; retry shortly"))
+        return refusal_problem(Overloaded("a backing service is unavailable; retry shortly"))
     except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError, asyncpg.LockNotAvailableError):
         # Both transactions were consistent; one lost a race (or waited past lock_timeout) and was
         # rolled back whole.
-        return domain_problem(Overloaded("a concurrent change got in the way; retry", retry_after=1))
+        return refusal_problem(Overloaded("a concurrent change got in the way; retry", retry_after=1))
     except asyncpg.IntegrityConstraintViolationError as exc:
         # The schema refused the write (a CHECK or foreign key): bad input that validation missed.
         log.warning("constraint %s refused a write on %s", exc.constraint_name, request.rel_url.path)
-        return problem(409, "conflict", "the request conflicts with data already stored")
+        return refusal_problem(Refused(Code.CONFLICT))
     except Exception:
         # Unexpected: log the type and place, never the request body (it may hold a person's data).
         log.exception("unhandled error on %s %s", request.method, request.rel_url.path)
-        return problem(500, "internal_error", "an unexpected error occurred")
+        return problem(status_of(Code.INTERNAL_ERROR), Code.INTERNAL_ERROR, message_of(Code.INTERNAL_ERROR))
 
 
 async def read_json(request: web.Request, model: type[M]) -> M:

@@ -1,4 +1,337 @@
-"""SQL used by more than one process. Named statements; callers own the transaction."""
+"""SQL of the shared booking domain (seats, attempts, appointments, waitlist, closures) and of what
+more than one process runs. Named statements with $n placeholders; callers own the transaction.
+
+Statuses in the statements are the values of :mod:`shared.statuses` (a test keeps both equal to the
+schema's CHECK constraints).
+"""
+
+
+def live_holds(now_param: str) -> str:
+    """SQL: the live holds of slot ``s`` at the instant in parameter ``now_param`` (e.g. "$2").
+    The one definition of what a hold takes from availability; every availability query uses it."""
+    live = f"h.expires_at > {now_param} OR h.pinned_attempt IS NOT NULL"
+    return f"(SELECT count(*) FROM holds h WHERE h.slot_id = s.slot_id AND h.status = 'active' AND ({live}))"
+
+
+_HELD = live_holds("$2")
+
+# --- seats and holds (shared/seats.py) ------------------------------------------------------------
+
+LOCK_SLOTS = "SELECT slot_id FROM slots WHERE slot_id = ANY($1::uuid[]) ORDER BY slot_id FOR UPDATE"
+
+SLOT_STATE = f"""
+SELECT s.slot_id, s.site_id, s.type_id, s.starts_at, s.ends_at, s.capacity, s.booked, s.withdrawn_at,
+       si.timezone, t.min_notice_minutes, t.max_advance_days, t.cancel_cutoff_minutes,
+       {_HELD} AS held
+FROM slots s
+JOIN sites si ON si.site_id = s.site_id
+LEFT JOIN appointment_types t ON t.type_id = s.type_id
+WHERE s.slot_id = ANY($1::uuid[])
+"""
+
+SITE_OF_SLOT = "SELECT site_id FROM slots WHERE slot_id = $1"
+
+# After LOCK_SLOTS: a seat is taken only while booked + live holds leave one free.
+TAKE_SEAT = f"""
+UPDATE slots s SET booked = booked + 1
+WHERE s.slot_id = $1 AND s.withdrawn_at IS NULL AND s.booked + {_HELD} < s.capacity
+RETURNING booked
+"""
+
+# After LOCK_SLOTS, for a seat already counted by a hold that is being consumed in the same transaction.
+TAKE_HELD_SEAT = """
+UPDATE slots SET booked = booked + 1
+WHERE slot_id = $1 AND withdrawn_at IS NULL AND booked < capacity
+RETURNING booked
+"""
+
+RETURN_SEAT = "UPDATE slots SET booked = booked - 1 WHERE slot_id = $1 RETURNING booked"
+
+INSERT_HOLD = """
+INSERT INTO holds (hold_id, slot_id, token_id, event_id, offer_id, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+"""
+
+# The admission's live hold is replaced by a new one (a pinned hold belongs to a booking in flight).
+REPLACE_HOLDS = """
+UPDATE holds h SET status = 'replaced', ended_at = $2
+FROM slots s
+WHERE h.token_id = $1 AND h.status = 'active' AND h.pinned_attempt IS NULL AND s.slot_id = h.slot_id
+RETURNING s.site_id
+"""
+
+PINNED_HOLD_OF = "SELECT 1 FROM holds WHERE token_id = $1 AND status = 'active' AND pinned_attempt IS NOT NULL"
+
+RELEASE_HOLD = """
+UPDATE holds SET status = 'released', ended_at = $3
+WHERE hold_id = $1 AND token_id = $2 AND status = 'active' AND pinned_attempt IS NULL
+RETURNING slot_id
+"""
+
+GET_HOLD = "SELECT hold_id, slot_id, token_id, expires_at, status, pinned_attempt FROM holds WHERE hold_id = $1"
+
+SLOT_OF_HOLD = "SELECT slot_id FROM holds WHERE hold_id = $1"
+
+# Pin a live hold to an accepted booking attempt: from now on only that attempt consumes or releases it.
+PIN_HOLD = """
+UPDATE holds SET pinned_attempt = $3
+WHERE hold_id = $1 AND token_id = $2 AND status = 'active'
+  AND (pinned_attempt = $3 OR (pinned_attempt IS NULL AND expires_at > $4))
+RETURNING slot_id
+"""
+
+CONSUME_HOLD = """
+UPDATE holds SET status = 'consumed', ended_at = $3
+WHERE hold_id = $1 AND token_id = $4 AND status = 'active'
+  AND (pinned_attempt = $2 OR (pinned_attempt IS NULL AND expires_at > $3))
+RETURNING slot_id
+"""
+
+UNPIN_HOLD = """
+UPDATE holds SET status = 'released', ended_at = $3
+WHERE hold_id = $1 AND pinned_attempt = $2 AND status = 'active'
+"""
+
+RELEASE_ADMISSION_HOLDS = """
+UPDATE holds SET status = 'released', ended_at = $2
+WHERE token_id = $1 AND status = 'active' AND pinned_attempt IS NULL
+"""
+
+# Tidying only: availability already ignores expired holds.
+EXPIRE_HOLDS = """
+WITH gone AS (
+    SELECT hold_id FROM holds
+    WHERE status = 'active' AND pinned_attempt IS NULL AND expires_at <= $1
+    ORDER BY expires_at LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE holds h SET status = 'expired', ended_at = h.expires_at
+FROM gone WHERE h.hold_id = gone.hold_id
+RETURNING h.slot_id
+"""
+
+# What an admission's appointment is (None: it has none); a hold may be placed while it is confirmed.
+APPOINTMENT_STATUS_OF_ADMISSION = "SELECT status FROM appointments WHERE token_id = $1"
+
+# --- booking attempts (shared/attempts.py) -------------------------------------------------------
+
+# Claims the attempt: the row lock makes concurrent executions of one attempt run one at a time;
+# whoever comes second sees the first one's final status and changes nothing.
+LOCK_ATTEMPT = "SELECT status FROM booking_attempts WHERE attempt_id = $1 FOR UPDATE"
+
+FINISH_ATTEMPT = """
+UPDATE booking_attempts SET status = $2, code = $3, appointment_id = $4, job = NULL, finished_at = now()
+WHERE attempt_id = $1
+"""
+
+# Everything the attempt must know before it takes a seat, in one round trip: the slot, its site and
+# booking window (NULLs if there is no such slot), and lock-free answers for doomed attempts (token
+# already used, person already booked). The unique indexes remain the guard under races.
+BEFORE_SEAT = """
+SELECT s.slot_id, s.site_id, s.starts_at, s.withdrawn_at, si.timezone, t.min_notice_minutes, t.max_advance_days,
+       EXISTS (SELECT 1 FROM appointments WHERE token_id = $2) AS admission_used,
+       EXISTS (SELECT 1 FROM appointments
+               WHERE event_id = $3 AND person_ref = $4 AND status = 'confirmed') AS already_booked,
+       EXISTS (SELECT 1 FROM holds WHERE token_id = $2 AND status = 'active') AS holds_seats
+FROM (SELECT 1) AS one
+LEFT JOIN slots s ON s.slot_id = $1
+LEFT JOIN sites si ON si.site_id = s.site_id
+LEFT JOIN appointment_types t ON t.type_id = s.type_id
+"""
+
+INSERT_APPOINTMENT = """
+INSERT INTO appointments (appointment_id, event_id, slot_id, token_id, person_ref, person_sealed, status)
+VALUES ($1, $2, $3, $4, $5, $6, 'confirmed')
+"""
+
+# --- changes to appointments (shared/appointments.py) ---------------------------------------------
+
+LOCK_APPOINTMENT = """
+SELECT appointment_id, event_id, slot_id, status FROM appointments
+WHERE appointment_id = $1 AND token_id = $2
+FOR UPDATE
+"""
+
+# The appointment, locked, with what a change needs to know of its slot and type.
+APPOINTMENT_FOR_CHANGE = """
+SELECT ap.appointment_id, ap.event_id, ap.slot_id, ap.status, ap.person_sealed, s.site_id, s.starts_at, s.type_id,
+       t.cancel_cutoff_minutes
+FROM appointments ap
+JOIN slots s ON s.slot_id = ap.slot_id
+LEFT JOIN appointment_types t ON t.type_id = s.type_id
+WHERE ap.appointment_id = $1
+FOR UPDATE OF ap
+"""
+
+MARK_CANCELLED = """
+UPDATE appointments SET status = 'cancelled', cancelled_at = $2, cancel_late = $3, cancel_reason = $4, cancelled_by = $5
+WHERE appointment_id = $1 AND status = 'confirmed'
+"""
+
+MOVE_APPOINTMENT = "UPDATE appointments SET slot_id = $2, rescheduled_at = $3 WHERE appointment_id = $1"
+
+MARK_COMPLETED = """
+UPDATE appointments SET status = 'completed', checked_in_at = $2
+WHERE appointment_id = $1 AND status = 'confirmed'
+RETURNING event_id, slot_id
+"""
+
+APPOINTMENT_STATUS = "SELECT status FROM appointments WHERE appointment_id = $1"
+
+# --- closing a day (shared/closures.py) -----------------------------------------------------------
+
+SITE_TIMEZONE = "SELECT timezone FROM sites WHERE site_id = $1"
+
+CLOSE_DAY_OVERRIDE = """
+INSERT INTO schedule_overrides (site_id, day, type_id, intervals, note) VALUES ($1, $2, $3, '[]', $4)
+ON CONFLICT (site_id, day, type_id) DO UPDATE SET intervals = '[]', note = EXCLUDED.note
+"""
+
+DAY_SLOTS = """
+SELECT slot_id FROM slots
+WHERE site_id = $1 AND starts_at >= $2 AND starts_at < $3 AND ($4::text IS NULL OR type_id = $4)
+  AND withdrawn_at IS NULL
+"""
+
+DAY_APPOINTMENTS = """
+SELECT ap.appointment_id, ap.event_id, ap.person_ref, ap.person_sealed, s.type_id, s.starts_at
+FROM appointments ap JOIN slots s ON s.slot_id = ap.slot_id
+WHERE s.site_id = $1 AND s.starts_at >= $2 AND s.starts_at < $3 AND ($4::text IS NULL OR s.type_id = $4)
+  AND ap.status = 'confirmed'
+ORDER BY ap.appointment_id
+FOR UPDATE OF ap
+"""
+
+LAPSE_SLOT_OFFERS = "UPDATE waitlist_offers SET status = 'lapsed' WHERE slot_id = ANY($1::uuid[]) AND status = 'open'"
+
+# Offers and holds on closed seats end with them (a hold pinned by a booking in flight stays).
+RELEASE_SLOT_HOLDS = """
+UPDATE holds SET status = 'released', ended_at = $2
+WHERE slot_id = ANY($1::uuid[]) AND status = 'active' AND pinned_attempt IS NULL
+"""
+
+WITHDRAW_EMPTY_SLOTS = """
+UPDATE slots SET withdrawn_at = $2
+WHERE slot_id = ANY($1::uuid[]) AND booked = 0
+  AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.slot_id = slots.slot_id AND h.status = 'active')
+RETURNING slot_id
+"""
+
+# --- waitlist (shared/waitlist.py) ----------------------------------------------------------------
+
+RECIPIENTS = """
+SELECT e.entry_id, e.person_sealed FROM waitlist_entries e
+WHERE e.site_id = $1 AND e.type_id = $2 AND e.status = 'waiting' AND (e.day IS NULL OR e.day = $3)
+  AND NOT EXISTS (SELECT 1 FROM waitlist_offer_recipients r JOIN waitlist_offers o ON o.offer_id = r.offer_id
+                  WHERE r.entry_id = e.entry_id AND (o.slot_id = $4 OR (o.status = 'open' AND o.expires_at > $5)))
+  AND NOT EXISTS (SELECT 1 FROM appointments a
+                  WHERE a.event_id = e.event_id AND a.person_ref = e.person_ref AND a.status = 'confirmed')
+ORDER BY e.priority, e.joined_at
+LIMIT $6
+FOR UPDATE OF e SKIP LOCKED
+"""
+
+# Future, offered, typed slots that have a free seat someone on the waitlist could take.
+WANTED_SLOTS = f"""
+SELECT DISTINCT s.slot_id, s.starts_at FROM waitlist_entries e
+JOIN slots s ON s.site_id = e.site_id AND s.type_id = e.type_id AND s.withdrawn_at IS NULL AND s.starts_at > $1
+JOIN sites si ON si.site_id = s.site_id
+WHERE e.status = 'waiting'
+  AND (e.day IS NULL OR e.day = (s.starts_at AT TIME ZONE si.timezone)::date)
+  AND s.booked + {live_holds("$1")} < s.capacity
+ORDER BY s.starts_at
+LIMIT $2
+"""
+
+# Free, bookable-by-notice seats of a type at a site on a local day (is it full?).
+FREE_ON_DAY = f"""
+SELECT count(*) FROM slots s
+JOIN sites si ON si.site_id = s.site_id
+LEFT JOIN appointment_types t ON t.type_id = s.type_id
+WHERE s.site_id = $1 AND s.type_id = $2 AND s.withdrawn_at IS NULL
+  AND (s.starts_at AT TIME ZONE si.timezone)::date = $3
+  AND s.starts_at > $4::timestamptz + make_interval(mins => coalesce(t.min_notice_minutes, 0))
+  AND s.booked + {live_holds("$4")} < s.capacity
+"""
+
+LAPSE_OFFERS = """
+UPDATE waitlist_offers SET status = 'lapsed'
+WHERE status = 'open' AND expires_at <= $1
+RETURNING offer_id, slot_id
+"""
+
+EXPIRE_OFFER_HOLDS = """
+UPDATE holds SET status = 'expired', ended_at = $2 WHERE offer_id = ANY($1::uuid[]) AND status = 'active'
+"""
+
+INSERT_NOTIFICATION = """
+INSERT INTO notifications (kind, appointment_id, entry_id, sealed) VALUES ($1, $2, $3, $4)
+"""
+
+INSERT_OFFER = "INSERT INTO waitlist_offers (offer_id, slot_id, expires_at) VALUES ($1, $2, $3)"
+
+INSERT_OFFER_RECIPIENT = "INSERT INTO waitlist_offer_recipients (offer_id, entry_id) VALUES ($1, $2)"
+
+LOCK_OFFER = """
+SELECT offer_id, slot_id, expires_at, status, claimed_by FROM waitlist_offers WHERE offer_id = $1 FOR UPDATE
+"""
+
+LOCK_OFFER_ENTRY = """
+SELECT e.* FROM waitlist_entries e JOIN waitlist_offer_recipients r ON r.entry_id = e.entry_id
+WHERE r.offer_id = $1 AND e.entry_id = $2
+FOR UPDATE OF e
+"""
+
+LIVE_HOLD_OF_ADMISSION = """
+SELECT hold_id, expires_at FROM holds WHERE token_id = $1 AND status = 'active' AND expires_at > $2
+"""
+
+CLAIM_OFFER_HOLD = "UPDATE holds SET status = 'claimed', ended_at = $2 WHERE offer_id = $1 AND status = 'active'"
+
+MARK_OFFER_CLAIMED = "UPDATE waitlist_offers SET status = 'claimed', claimed_by = $2 WHERE offer_id = $1"
+
+MARK_ENTRY_CLAIMED = "UPDATE waitlist_entries SET status = 'claimed', ended_at = $2 WHERE entry_id = $1"
+
+OTHER_RECIPIENTS = """
+SELECT e.entry_id, e.person_sealed FROM waitlist_offer_recipients r
+JOIN waitlist_entries e ON e.entry_id = r.entry_id
+WHERE r.offer_id = $1 AND e.entry_id <> $2
+"""
+
+SITE_AND_TYPE_EXIST = """
+SELECT EXISTS (SELECT 1 FROM sites WHERE site_id = $1) AND EXISTS (SELECT 1 FROM appointment_types WHERE type_id = $2)
+"""
+
+INSERT_ENTRY = """
+INSERT INTO waitlist_entries (entry_id, event_id, site_id, type_id, day, priority, person_ref, person_sealed, token_id,
+    joined_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (site_id, type_id, coalesce(day, 'infinity'::date), person_ref) WHERE status = 'waiting'
+DO NOTHING
+RETURNING entry_id, joined_at
+"""
+
+WAITING_ENTRY = """
+SELECT entry_id, joined_at, priority FROM waitlist_entries
+WHERE site_id = $1 AND type_id = $2 AND day IS NOT DISTINCT FROM $3 AND person_ref = $4 AND status = 'waiting'
+"""
+
+RAISE_ENTRY_PRIORITY = "UPDATE waitlist_entries SET priority = $2 WHERE entry_id = $1"
+
+ENTRIES_AHEAD = """
+SELECT count(*) FROM waitlist_entries
+WHERE site_id = $1 AND type_id = $2 AND status = 'waiting'
+  AND (day IS NULL OR $3::date IS NULL OR day = $3) AND (priority, joined_at) < ($4, $5)
+"""
+
+LEAVE_ENTRY = """
+UPDATE waitlist_entries SET status = CASE WHEN status = 'waiting' THEN 'left' ELSE status END,
+    ended_at = coalesce(ended_at, now())
+WHERE entry_id = $1 AND token_id = $2
+RETURNING status
+"""
+
+# --- what more than one process runs ---------------------------------------------------------------
 
 # Accept an attempt: durable before it is queued. Inserts nothing if the attempt id exists.
 ACCEPT_ATTEMPT = """

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from shared.booking import local_iso, utc_iso
-from shared.seats import LOCK_SLOTS, SLOT_STATE
+from shared.queries import LOCK_SLOTS, SLOT_STATE
 
 SLOT_NAMESPACE = uuid.UUID("8a3f3f4e-0c1b-4d38-9d0e-51c0f4b7a9e2")
 Interval = tuple[int, int]  # minutes of the local day, 0..1440

@@ -19,69 +19,14 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from shared import queries
 from shared.booking import local_iso, utc_iso
+from shared.errors import Code, NotFound, Refused
 from shared.persons import PersonVault
-from shared.seats import (
-    HOLD_EXPIRED,
-    SeatRejected,
-    SlotState,
-    live_holds,
-    lock_slots,
-    place_hold,
-    read_slots,
-    slot_problem,
-)
+from shared.seats import SlotState, lock_slots, place_hold, read_slots, slot_problem
 from shared.settings import Settings
+from shared.statuses import OfferStatus, WaitlistEntryStatus
 from shared.tokens import TokenCodec
-
-OFFER_TAKEN = "offer_taken"
-OFFER_EXPIRED = "offer_expired"
-SEATS_AVAILABLE = "seats_available"
-
-RECIPIENTS = """
-SELECT e.entry_id, e.person_sealed FROM waitlist_entries e
-WHERE e.site_id = $1 AND e.type_id = $2 AND e.status = 'waiting' AND (e.day IS NULL OR e.day = $3)
-  AND NOT EXISTS (SELECT 1 FROM waitlist_offer_recipients r JOIN waitlist_offers o ON o.offer_id = r.offer_id
-                  WHERE r.entry_id = e.entry_id AND (o.slot_id = $4 OR (o.status = 'open' AND o.expires_at > $5)))
-  AND NOT EXISTS (SELECT 1 FROM appointments a
-                  WHERE a.event_id = e.event_id AND a.person_ref = e.person_ref AND a.status = 'confirmed')
-ORDER BY e.priority, e.joined_at
-LIMIT $6
-FOR UPDATE OF e SKIP LOCKED
-"""
-
-# Future, offered, typed slots that have a free seat someone on the waitlist could take.
-WANTED_SLOTS = f"""
-SELECT DISTINCT s.slot_id, s.starts_at FROM waitlist_entries e
-JOIN slots s ON s.site_id = e.site_id AND s.type_id = e.type_id AND s.withdrawn_at IS NULL AND s.starts_at > $1
-JOIN sites si ON si.site_id = s.site_id
-WHERE e.status = 'waiting'
-  AND (e.day IS NULL OR e.day = (s.starts_at AT TIME ZONE si.timezone)::date)
-  AND s.booked + {live_holds("$1")} < s.capacity
-ORDER BY s.starts_at
-LIMIT $2
-"""  # noqa: S608 (a constant fragment, no input)
-
-# Free, bookable-by-notice seats of a type at a site on a local day (is it full?).
-FREE_ON_DAY = f"""
-SELECT count(*) FROM slots s
-JOIN sites si ON si.site_id = s.site_id
-LEFT JOIN appointment_types t ON t.type_id = s.type_id
-WHERE s.site_id = $1 AND s.type_id = $2 AND s.withdrawn_at IS NULL
-  AND (s.starts_at AT TIME ZONE si.timezone)::date = $3
-  AND s.starts_at > $4::timestamptz + make_interval(mins => coalesce(t.min_notice_minutes, 0))
-  AND s.booked + {live_holds("$4")} < s.capacity
-"""  # noqa: S608 (a constant fragment, no input)
-
-LAPSE_OFFERS = """
-UPDATE waitlist_offers SET status = 'lapsed'
-WHERE status = 'open' AND expires_at <= $1
-RETURNING offer_id, slot_id
-"""
-
-INSERT_NOTIFICATION = """
-INSERT INTO notifications (kind, appointment_id, entry_id, sealed) VALUES ($1, $2, $3, $4)
-"""
 
 
 @dataclass(frozen=True)
@@ -131,7 +76,7 @@ class Waitlist:
         """Queue a message to a person (address from their sealed record, all of it encrypted)."""
         contact = self.vault.open(sealed_person)
         payload = {"kind": kind, "email": contact.get("email"), **details}
-        await con.execute(INSERT_NOTIFICATION, kind, appointment_id, entry_id, self.vault.seal(payload))
+        await con.execute(queries.INSERT_NOTIFICATION, kind, appointment_id, entry_id, self.vault.seal(payload))
 
     async def offer_seat(self, con: asyncpg.Connection, slot_id: uuid.UUID, now: datetime) -> uuid.UUID | None:
         """Offer one free seat of the slot to the next recipients; None if there is no free seat, it
@@ -141,24 +86,17 @@ class Waitlist:
             return None
         local_day = state.starts_at.astimezone(ZoneInfo(state.timezone)).date()
         recipients = await con.fetch(
-            RECIPIENTS, state.site_id, state.type_id, local_day, slot_id, now, self.policy.offer_size
+            queries.RECIPIENTS, state.site_id, state.type_id, local_day, slot_id, now, self.policy.offer_size
         )
         if not recipients:
             return None
         offer_id = uuid.uuid4()
         expires = min(now + self.policy.offer_window, state.starts_at)
-        await con.execute(
-            "INSERT INTO waitlist_offers (offer_id, slot_id, expires_at) VALUES ($1, $2, $3)",
-            offer_id,
-            slot_id,
-            expires,
-        )
+        await con.execute(queries.INSERT_OFFER, offer_id, slot_id, expires)
         await place_hold(con, token_id=None, event_id=None, offer_id=offer_id, slot_id=slot_id, expires_at=expires,
                          now=now)  # fmt: skip
         for r in recipients:
-            await con.execute(
-                "INSERT INTO waitlist_offer_recipients (offer_id, entry_id) VALUES ($1, $2)", offer_id, r["entry_id"]
-            )
+            await con.execute(queries.INSERT_OFFER_RECIPIENT, offer_id, r["entry_id"])
             token = self.codec.sign_claim(offer_id=str(offer_id), entry_id=str(r["entry_id"]), expires_at=expires)
             await self.notify(
                 con, "waitlist_offer", bytes(r["person_sealed"]),
@@ -179,77 +117,46 @@ class Waitlist:
     async def pass_on(self, con: asyncpg.Connection, now: datetime, limit: int = 200) -> int:
         """Lapse expired offers (their seats return) and offer every free seat someone waits for.
         Safe to run at any time and from several workers at once. Returns offers made."""
-        lapsed = [row["offer_id"] for row in await con.fetch(LAPSE_OFFERS, now)]
+        lapsed = [row["offer_id"] for row in await con.fetch(queries.LAPSE_OFFERS, now)]
         if lapsed:
-            await con.execute(
-                "UPDATE holds SET status = 'expired', ended_at = $2 WHERE offer_id = ANY($1::uuid[])"
-                " AND status = 'active'",
-                lapsed,
-                now,
-            )
+            await con.execute(queries.EXPIRE_OFFER_HOLDS, lapsed, now)
         made = 0
-        for row in await con.fetch(WANTED_SLOTS, now, limit):
+        for row in await con.fetch(queries.WANTED_SLOTS, now, limit):
             made += len(await self.offer_freed(con, row["slot_id"], now))
         return made
 
     async def claim(self, con: asyncpg.Connection, token: str, now: datetime) -> Claimed:
         """Turn an offer into a hold for the claimant, with a fresh admission to book it. Raises
-        SeatRejected: offer_taken (someone was first), offer_expired, not_found."""
+        Refused: offer_taken (someone was first), offer_expired, hold_expired, not_found."""
         claim = self.codec.read_claim(token)
         offer_id, entry_id = uuid.UUID(claim["o"]), uuid.UUID(claim["n"])
-        offer = await con.fetchrow(
-            "SELECT offer_id, slot_id, expires_at, status, claimed_by FROM waitlist_offers"
-            " WHERE offer_id = $1 FOR UPDATE",
-            offer_id,
-        )
-        entry = await con.fetchrow(
-            "SELECT e.* FROM waitlist_entries e JOIN waitlist_offer_recipients r ON r.entry_id = e.entry_id"
-            " WHERE r.offer_id = $1 AND e.entry_id = $2 FOR UPDATE OF e",
-            offer_id,
-            entry_id,
-        )
+        offer = await con.fetchrow(queries.LOCK_OFFER, offer_id)
+        entry = await con.fetchrow(queries.LOCK_OFFER_ENTRY, offer_id, entry_id)
         if offer is None or entry is None:
-            raise SeatRejected("not_found")
+            raise NotFound("no such offer")
         # The claimant's admission is derived from the offer and entry: claiming twice (a double
         # click, a retry) gives back the same admission and hold instead of "taken".
         token_id = uuid.uuid5(offer_id, str(entry_id)).hex
-        if offer["status"] == "claimed" and offer["claimed_by"] == entry_id:
-            row = await con.fetchrow(
-                "SELECT hold_id, expires_at FROM holds WHERE token_id = $1 AND status = 'active' AND expires_at > $2",
-                token_id,
-                now,
-            )
+        if offer["status"] == OfferStatus.CLAIMED and offer["claimed_by"] == entry_id:
+            row = await con.fetchrow(queries.LIVE_HOLD_OF_ADMISSION, token_id, now)
             if row is None:
-                raise SeatRejected(HOLD_EXPIRED)
+                raise Refused(Code.HOLD_EXPIRED, "your hold on this seat has lapsed")
             slot = (await read_slots(con, [offer["slot_id"]], now))[offer["slot_id"]]
             return Claimed(self._admission(entry["event_id"], token_id, slot, now), row["hold_id"], slot,
                            row["expires_at"], entry["event_id"])  # fmt: skip
-        if offer["status"] == "claimed" or entry["status"] != "waiting":
-            raise SeatRejected(OFFER_TAKEN)
-        if offer["status"] != "open" or offer["expires_at"] <= now:
-            raise SeatRejected(OFFER_EXPIRED)
-        await con.execute(
-            "UPDATE holds SET status = 'claimed', ended_at = $2 WHERE offer_id = $1 AND status = 'active'",
-            offer_id,
-            now,
-        )
+        if offer["status"] == OfferStatus.CLAIMED or entry["status"] != WaitlistEntryStatus.WAITING:
+            raise Refused(Code.OFFER_TAKEN)
+        if offer["status"] != OfferStatus.OPEN or offer["expires_at"] <= now:
+            raise Refused(Code.OFFER_EXPIRED)
+        await con.execute(queries.CLAIM_OFFER_HOLD, offer_id, now)
         expires = now + self.policy.hold_ttl
         hold = await place_hold(
             con, token_id=token_id, event_id=entry["event_id"], slot_id=offer["slot_id"], expires_at=expires, now=now,
             check_window=False,
         )  # fmt: skip
-        await con.execute(
-            "UPDATE waitlist_offers SET status = 'claimed', claimed_by = $2 WHERE offer_id = $1", offer_id, entry_id
-        )
-        await con.execute(
-            "UPDATE waitlist_entries SET status = 'claimed', ended_at = $2 WHERE entry_id = $1", entry_id, now
-        )
-        others = await con.fetch(
-            "SELECT e.entry_id, e.person_sealed FROM waitlist_offer_recipients r"
-            " JOIN waitlist_entries e ON e.entry_id = r.entry_id WHERE r.offer_id = $1 AND e.entry_id <> $2",
-            offer_id,
-            entry_id,
-        )
+        await con.execute(queries.MARK_OFFER_CLAIMED, offer_id, entry_id)
+        await con.execute(queries.MARK_ENTRY_CLAIMED, entry_id, now)
+        others = await con.fetch(queries.OTHER_RECIPIENTS, offer_id, entry_id)
         for other in others:
             await self.notify(
                 con, "waitlist_offer_taken", bytes(other["person_sealed"]), {}, entry_id=other["entry_id"]
@@ -280,41 +187,20 @@ class Waitlist:
         priority: int = 1,
         require_full: bool = True,
     ) -> dict[str, Any]:
-        """Add (or find) the person's entry; SeatRejected(seats_available) when a seat is free that day."""
-        if require_full and day is not None:
-            free = await con.fetchval(
-                FREE_ON_DAY,
-                site_id,
-                type_id,
-                day,
-                now,
-            )
-            if free:
-                raise SeatRejected(SEATS_AVAILABLE)
+        """Add (or find) the person's entry; Refused seats_available when a seat is free that day."""
+        if require_full and day is not None and await con.fetchval(queries.FREE_ON_DAY, site_id, type_id, day, now):
+            raise Refused(Code.SEATS_AVAILABLE)
         entry_id = uuid.uuid4()
         row = await con.fetchrow(
-            "INSERT INTO waitlist_entries (entry_id, event_id, site_id, type_id, day, priority, person_ref,"
-            " person_sealed, token_id, joined_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-            " ON CONFLICT (site_id, type_id, coalesce(day, 'infinity'::date), person_ref) WHERE status = 'waiting'"
-            " DO NOTHING RETURNING entry_id, joined_at",
+            queries.INSERT_ENTRY,
             entry_id, event_id, site_id, type_id, day, priority, person_ref, person_sealed, token_id, now,
         )  # fmt: skip
         if row is None:
-            row = await con.fetchrow(
-                "SELECT entry_id, joined_at, priority FROM waitlist_entries WHERE site_id = $1 AND type_id = $2"
-                " AND day IS NOT DISTINCT FROM $3 AND person_ref = $4 AND status = 'waiting'",
-                site_id,
-                type_id,
-                day,
-                person_ref,
-            )
+            row = await con.fetchrow(queries.WAITING_ENTRY, site_id, type_id, day, person_ref)
             if row is not None and priority < row["priority"]:
-                await con.execute(
-                    "UPDATE waitlist_entries SET priority = $2 WHERE entry_id = $1", row["entry_id"], priority
-                )
+                await con.execute(queries.RAISE_ENTRY_PRIORITY, row["entry_id"], priority)
         ahead = await con.fetchval(
-            "SELECT count(*) FROM waitlist_entries WHERE site_id = $1 AND type_id = $2 AND status = 'waiting'"
-            " AND (day IS NULL OR $3::date IS NULL OR day = $3) AND (priority, joined_at) < ($4, $5)",
+            queries.ENTRIES_AHEAD,
             site_id,
             type_id,
             day,
@@ -322,3 +208,32 @@ class Waitlist:
             row["joined_at"],
         )
         return {"entry_id": str(row["entry_id"]), "position": int(ahead) + 1}
+
+    async def join_as_admission(
+        self,
+        con: asyncpg.Connection,
+        *,
+        event_id: str,
+        site_id: str,
+        type_id: str,
+        day: date,
+        person_ref: bytes,
+        person_sealed: bytes,
+        token_id: str,
+        now: datetime,
+    ) -> dict[str, Any]:
+        """A person joins for a full day: not_found for an unknown site or type, seats_available when
+        the day still has a free seat; joining again finds the same entry."""
+        if not await con.fetchval(queries.SITE_AND_TYPE_EXIST, site_id, type_id):
+            raise NotFound("no such site or appointment type")
+        return await self.join(
+            con, event_id=event_id, site_id=site_id, type_id=type_id, day=day, person_ref=person_ref,
+            person_sealed=person_sealed, token_id=token_id, now=now,
+        )  # fmt: skip
+
+    async def leave(self, con: asyncpg.Connection, entry_id: uuid.UUID, token_id: str) -> WaitlistEntryStatus:
+        """Leave the admission's entry (harmless when it already ended); not_found for anyone else's."""
+        status = await con.fetchval(queries.LEAVE_ENTRY, entry_id, token_id)
+        if status is None:
+            raise NotFound("no such waitlist entry")
+        return WaitlistEntryStatus(status)

@@ -17,8 +17,8 @@ from string import Template
 
 from aiohttp import web
 
-from shared.errors import DomainError, TicketInvalid
-from shared.http import STATUS_OF_CODE, read_form
+from shared.errors import Refused, TicketInvalid
+from shared.http import read_form
 from waitingroom.events import Event
 from waitingroom.i18n import STRINGS, duration, eta_minutes, pick_language
 from waitingroom.keys import ROOM
@@ -121,14 +121,12 @@ async def join_form(request: web.Request) -> web.StreamResponse:
         await check_join_limit(request, event.event_id)
         await check_work(request, event.event_id, proof if proof["challenge"] else None, presented)
         ticket, _ = await room.join(event.event_id, presented, person_id)
-    except DomainError as exc:
+    except Refused as exc:
         body = render_queue_page(event, language, None, room.clock(), error=exc.detail)
         headers = dict(_PAGE_HEADERS)
         if exc.retry_after is not None:
             headers["Retry-After"] = str(exc.retry_after)
-        return web.Response(
-            text=body, status=STATUS_OF_CODE.get(exc.code, 400), content_type="text/html", headers=headers
-        )
+        return web.Response(text=body, status=exc.status, content_type="text/html", headers=headers)
     redirect = web.HTTPSeeOther(f"/e/{event.event_id}")
     set_ticket_cookie(redirect, room, event.event_id, ticket)
     raise redirect

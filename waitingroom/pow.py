@@ -16,14 +16,14 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from shared.errors import DomainError, TokenInvalid
+from shared.errors import Code, SpecificRefusal, TokenInvalid
 from shared.tokens import TokenCodec
 
 CHALLENGE_TTL_S = 120
 
 
-class ProofRejected(DomainError):
-    code = "pow_invalid"
+class ProofRejected(SpecificRefusal):
+    code = Code.POW_INVALID
 
     def __init__(self, detail: str, *, reason: str) -> None:
         super().__init__(detail)

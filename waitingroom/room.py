@@ -23,7 +23,7 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
-from shared.errors import DomainError, EventClosed, NotFound, TicketInvalid, ValidationFailed
+from shared.errors import Code, EventClosed, NotFound, SpecificRefusal, TicketInvalid, ValidationFailed
 from shared.http import BACKEND_UNAVAILABLE
 from shared.metrics import Metrics
 from shared.persons import PersonVault, person_key_of
@@ -55,8 +55,8 @@ Clock = Callable[[], float]
 IDLE_POLL_MS = 30_000
 
 
-class EventNotOpen(DomainError):
-    code = "event_not_open"
+class EventNotOpen(SpecificRefusal):
+    code = Code.EVENT_NOT_OPEN
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from admission.changes import cancel_is_late
+from shared import queries as shared_queries
 from shared import seats
+from shared.appointments import cancel_is_late
 from shared.settings import Settings
 from shared.tokens import TokenCodec
 from tests.conftest import admission_token, assert_problem, book, running_worker, seats_of, seed_typed_slots
@@ -150,7 +151,7 @@ async def test_negative_control_reschedule_without_the_capacity_guard_overfills(
         return True
 
     monkeypatch.setattr(seats, "take_seat", trusting_take_seat)
-    monkeypatch.setattr(seats, "LOCK_SLOTS", "SELECT $1::uuid[]")  # and no row locks
+    monkeypatch.setattr(shared_queries, "LOCK_SLOTS", "SELECT $1::uuid[]")  # and no row locks
 
     async def move(token: str, appointment_id: str) -> int:
         resp = await api.post(f"/api/v1/appointments/{appointment_id}/reschedule", json={"slot_id": target},

@@ -11,9 +11,9 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from booking_worker.booking import run_attempt
 from shared import queries as shared_queries
 from shared import seats
+from shared.attempts import execute as run_attempt
 from shared.booking import BookingJob
 from shared.settings import Settings
 from shared.tokens import TokenCodec
@@ -98,10 +98,10 @@ async def test_hold_expiry_at_the_exact_boundary(pool: asyncpg.Pool, clean: None
         assert not await seats.take_seat(con, slot_id, just_before)  # still held
         assert await seats.take_seat(con, slot_id, at)  # expired to the microsecond: free
         await tx.rollback()
-        assert await con.fetchval(seats.PIN_HOLD, placed.hold_id, "holder", uuid.uuid4(), at) is None
+        assert await seats.pin_hold(con, placed.hold_id, "holder", uuid.uuid4(), at) is None
         attempt = uuid.uuid4()
         async with con.transaction():
-            assert await con.fetchval(seats.PIN_HOLD, placed.hold_id, "holder", attempt, just_before) == slot_id
+            assert await seats.pin_hold(con, placed.hold_id, "holder", attempt, just_before) == slot_id
             await con.execute(shared_queries.ACCEPT_ATTEMPT, attempt, "holder", "ev", slot, b"\0", {})
     # pinned just in time: it books even though the worker runs long after expiry
     job = BookingJob(str(attempt), "holder", "ev", None, slot, "00", "11" * 32, "sealed", hold_id=str(placed.hold_id))

@@ -17,8 +17,9 @@ from arq.jobs import Job
 from redis.asyncio import Redis
 
 from admission.app import create_app as create_api
-from booking_worker.booking import book, requeue_pending, run_attempt
+from booking_worker.booking import book, requeue_pending
 from shared import seats
+from shared.attempts import execute as run_attempt
 from shared.booking import BookingJob, attempt_id_for
 from shared.metrics import Metrics
 from shared.persons import PersonVault

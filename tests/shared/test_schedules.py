@@ -11,8 +11,11 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
+from shared.errors import Code
 from shared.schedules import generate, regenerate
-from shared.seats import OUTSIDE_WINDOW, window_problem
+from shared.seats import window_problem
+
+OUTSIDE_WINDOW = Code.OUTSIDE_BOOKING_WINDOW
 
 EVERY_DAY = {d: [(0, 1440)] for d in range(1, 8)}
 NINE_TO_NOON = {d: [(9 * 60, 12 * 60)] for d in range(1, 8)}

@@ -24,13 +24,13 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from admission.changes import RescheduleIn, cancel, reschedule
-from booking_worker.booking import run_attempt
 from shared import queries as shared_queries
 from shared import seats
+from shared.appointments import cancel, reschedule
+from shared.attempts import execute as run_attempt
 from shared.booking import BookingJob
 from shared.db import create_pool
-from shared.errors import DomainError
+from shared.errors import Refused
 from shared.persons import PersonVault
 from shared.tokens import TokenCodec
 from shared.waitlist import Waitlist, WaitlistPolicy
@@ -138,7 +138,7 @@ async def apply(world: World, op: tuple[Any, ...], now: datetime) -> None:
             booking = job(world, token, None, op[2], hold_id)
             attempt_id = uuid.UUID(booking.attempt_id)
             async with con.transaction():  # what the API does when it accepts a booking from a hold
-                slot_id = await con.fetchval(seats.PIN_HOLD, hold_id, token, attempt_id, now)
+                slot_id = await seats.pin_hold(con, hold_id, token, attempt_id, now)
                 if slot_id is None:
                     return
                 booking = BookingJob(**{**booking.to_dict(), "slot_id": str(slot_id)})
@@ -159,14 +159,14 @@ async def apply(world: World, op: tuple[Any, ...], now: datetime) -> None:
             if appointment_id is None:
                 return
             if kind == "reschedule":
-                target = RescheduleIn(slot_id=world.slot_ids[op[2]])
+                target = {"slot_id": world.slot_ids[op[2]]}
             else:
                 hold_id = await hold_of(con, token)
                 if hold_id is None:
                     return
-                target = RescheduleIn(hold_id=hold_id)
+                target = {"hold_id": hold_id}
             async with con.transaction():
-                await reschedule(con, appointment_id, token, lambda site: True, target, now=now,
+                await reschedule(con, appointment_id, token, lambda site: True, **target, now=now,
                                  waitlist=world.waitlist)  # fmt: skip
 
 
@@ -207,9 +207,7 @@ async def run_example(world: World, plan: list[list[tuple[Any, ...]]]) -> None:
                 await seats.expire_holds(con, now)
         for result in results:
             # business refusals and lost deadlock races are outcomes; anything else is a bug
-            if isinstance(result, BaseException) and not isinstance(
-                result, DomainError | seats.SeatRejected | asyncpg.DeadlockDetectedError
-            ):
+            if isinstance(result, BaseException) and not isinstance(result, Refused | asyncpg.DeadlockDetectedError):
                 raise result
         await check(world)
 
@@ -287,6 +285,6 @@ async def test_negative_control_taking_a_seat_without_counting_holds_oversells(
         " WHERE s.slot_id = $1 AND s.withdrawn_at IS NULL AND s.booked < s.capacity AND $2::timestamptz IS NOT NULL"
         " RETURNING booked"
     )
-    monkeypatch.setattr(seats, "TAKE_SEAT", forgetful)
+    monkeypatch.setattr(shared_queries, "TAKE_SEAT", forgetful)
     with pytest.raises(AssertionError, match="held"):
         await asyncio.to_thread(run_property, database_url, 200, False)

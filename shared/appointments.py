@@ -1,0 +1,166 @@
+"""Changes to an appointment: cancel, reschedule, check-in. Service functions of the booking domain.
+
+Each runs in the caller's transaction with the seat authority (:mod:`shared.seats`): the appointment
+row is locked first, then the slots involved in slot-id order. A freed seat is offered to the waitlist
+in the same transaction, so nobody can take it before the people waiting for it are asked. Every
+change writes its audit row in the same transaction too.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from shared import queries, seats
+from shared.errors import CATALOGUE, Code, NotFound, Refused, TokenScope
+from shared.statuses import AppointmentStatus, CancelledBy
+from shared.waitlist import Waitlist
+
+UNCHANGED = " (your appointment is unchanged)"
+
+
+def cancel_is_late(starts_at: datetime, cutoff_minutes: int, now: datetime) -> bool:
+    """After the type's cut-off a cancellation is still accepted, and flagged as late."""
+    return now > starts_at - timedelta(minutes=cutoff_minutes)
+
+
+async def lock_own(con: asyncpg.Connection, appointment_id: uuid.UUID, token_id: str) -> Any:
+    """Lock the admission's appointment; not_found for anyone else's."""
+    row = await con.fetchrow(queries.LOCK_APPOINTMENT, appointment_id, token_id)
+    if row is None:
+        raise NotFound("no such appointment")
+    return row
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    late: bool
+    site_id: str
+    event_id: str
+
+
+async def cancel(
+    con: asyncpg.Connection,
+    appointment_id: uuid.UUID,
+    *,
+    now: datetime,
+    waitlist: Waitlist,
+    actor: str,
+    reason: str | None = None,
+    by_site: bool = False,
+) -> Cancelled | None:
+    """Cancel a confirmed appointment (locking it) and return its seat; None if it was not confirmed.
+    A person's cancel offers the freed seat to the waitlist before anyone else can take it (a site
+    closing a day withdraws the seat instead). Refused appointment_started once it has begun."""
+    row = await con.fetchrow(queries.APPOINTMENT_FOR_CHANGE, appointment_id)
+    if row is None or row["status"] != AppointmentStatus.CONFIRMED:
+        return None
+    if not by_site and now >= row["starts_at"]:
+        raise Refused(Code.APPOINTMENT_STARTED)
+    late = False if by_site else cancel_is_late(row["starts_at"], row["cancel_cutoff_minutes"] or 0, now)
+    by = CancelledBy.SITE if by_site else CancelledBy.PERSON
+    await con.execute(queries.MARK_CANCELLED, appointment_id, now, late, reason, by)
+    await seats.return_seat(con, row["slot_id"])
+    await con.execute(
+        queries.INSERT_AUDIT, "cancelled_by_site" if by_site else "cancelled", row["event_id"], row["slot_id"],
+        appointment_id, None, actor, {"late": late, **({"reason": reason} if reason else {})},
+    )  # fmt: skip
+    if not by_site:
+        await waitlist.offer_freed(con, row["slot_id"], now)
+    return Cancelled(late=late, site_id=row["site_id"], event_id=row["event_id"])
+
+
+@dataclass(frozen=True)
+class Rescheduled:
+    slot: seats.SlotState  # where the appointment is now
+    from_slot_id: uuid.UUID | None  # None: it was already there (nothing changed)
+    sites: tuple[str, ...]  # where seats changed
+
+
+def _refuse_unchanged(code: Code) -> Refused:
+    return Refused(code, CATALOGUE[code].message + UNCHANGED)
+
+
+async def _target_slot(
+    con: asyncpg.Connection, token_id: str, slot_id: uuid.UUID | None, hold_id: uuid.UUID | None, now: datetime
+) -> uuid.UUID:
+    if hold_id is None:
+        assert slot_id is not None
+        return slot_id
+    hold = await seats.get_hold(con, hold_id)
+    if hold is None or hold.token_id != token_id or hold.pinned_attempt is not None or not hold.live(now):
+        raise _refuse_unchanged(Code.HOLD_EXPIRED)
+    return hold.slot_id
+
+
+async def reschedule(
+    con: asyncpg.Connection,
+    appointment_id: uuid.UUID,
+    token_id: str,
+    allows_site: Callable[[str], bool],
+    *,
+    slot_id: uuid.UUID | None = None,
+    hold_id: uuid.UUID | None = None,
+    now: datetime,
+    waitlist: Waitlist,
+) -> Rescheduled:
+    """Move the appointment to another seat (a free one of ``slot_id``, or the one ``hold_id`` sets
+    aside): the new seat is taken and the old one freed, or nothing changes (every refusal raises
+    before a write, or inside the caller's savepoint). Safe to repeat: moving to where it is changes nothing."""
+    current = await lock_own(con, appointment_id, token_id)
+    if current["status"] != AppointmentStatus.CONFIRMED:
+        raise Refused(Code.APPOINTMENT_NOT_ACTIVE)
+    old = current["slot_id"]
+    new = await _target_slot(con, token_id, slot_id, hold_id, now)
+    slots = await seats.lock_slots(con, [old, new], now)
+    if new not in slots:
+        raise NotFound("no such slot")
+    if not allows_site(slots[new].site_id):
+        raise TokenScope()
+    if now >= slots[old].starts_at:
+        raise Refused(Code.APPOINTMENT_STARTED)
+    if new == old:
+        if hold_id is not None:
+            await seats.release_hold(con, hold_id, token_id, now)
+        return Rescheduled(slot=slots[old], from_slot_id=None, sites=())
+    await _take_new_seat(con, slots[new], token_id, hold_id, now)
+    await seats.return_seat(con, old)
+    await con.execute(queries.MOVE_APPOINTMENT, appointment_id, new, now)
+    await con.execute(
+        queries.INSERT_AUDIT, "rescheduled", current["event_id"], new, appointment_id, None, token_id,
+        {"from_slot_id": str(old)},
+    )  # fmt: skip
+    await waitlist.offer_freed(con, old, now)
+    return Rescheduled(slot=slots[new], from_slot_id=old, sites=(slots[old].site_id, slots[new].site_id))
+
+
+async def _take_new_seat(
+    con: asyncpg.Connection, slot: seats.SlotState, token_id: str, hold_id: uuid.UUID | None, now: datetime
+) -> None:
+    if hold_id is not None:
+        if await seats.take_held_seat(con, hold_id, token_id, None, now) != slot.slot_id:
+            raise _refuse_unchanged(Code.HOLD_EXPIRED)
+        return
+    problem = seats.slot_problem(slot, now)
+    if problem is not None:
+        raise _refuse_unchanged(problem)
+    if not await seats.take_seat(con, slot.slot_id, now):
+        raise _refuse_unchanged(Code.SLOT_FULL)
+
+
+async def check_in(con: asyncpg.Connection, appointment_id: uuid.UUID, *, now: datetime, actor: str) -> None:
+    """Mark a confirmed appointment completed (the person came). Refused appointment_not_active otherwise."""
+    row = await con.fetchrow(queries.MARK_COMPLETED, appointment_id, now)
+    if row is None:
+        status = await con.fetchval(queries.APPOINTMENT_STATUS, appointment_id)
+        if status is None:
+            raise NotFound("no such appointment")
+        raise Refused(Code.APPOINTMENT_NOT_ACTIVE, f"the appointment is {status}, not confirmed")
+    await con.execute(
+        queries.INSERT_AUDIT, "checked_in", row["event_id"], row["slot_id"], appointment_id, None, actor, {}
+    )

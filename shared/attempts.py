@@ -1,0 +1,221 @@
+"""Booking attempts: accepted by the API, executed once in effect by the worker, refused by either.
+
+An attempt is a row of ``booking_attempts`` keyed by ``uuid5(token id, Idempotency-Key)``
+(:func:`shared.booking.attempt_id_for`). Its life:
+
+* :func:`accept` (the API, before queueing): the row is inserted ``pending`` with its job, so an
+  accepted attempt is durable even if Redis loses the job. A booking from a hold pins the hold to the
+  attempt in the same transaction; a hold already gone refuses the attempt on the spot.
+* :func:`execute` (the worker): claims the row (``FOR UPDATE``), and in the same transaction takes the
+  seat, inserts the appointment and finishes the attempt with its audit row. An execution that finds
+  the attempt already final returns the stored outcome and changes nothing; one that fails before
+  commit leaves no trace; two at once serialise on the row lock.
+* :func:`finish`: the one place an attempt gets its final status and its audit row, whoever ends it.
+
+Business refusals (slot full, already booked, admission used...) are outcomes, not exceptions: they
+are stored with the attempt and answered from it. Every function runs in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from shared import queries, seats
+from shared.booking import BookingJob, BookingOutcome, local_iso, utc_iso
+from shared.errors import Code, Refused
+from shared.statuses import AttemptStatus
+
+# A unique index that refused the appointment → the refusal it means (a race the early checks missed).
+_CONSTRAINT_CODES = {
+    "appointments_token_once": Code.ADMISSION_USED,
+    "appointments_person_active": Code.ALREADY_BOOKED,
+}
+
+
+async def outcome_of(
+    con: asyncpg.Connection, attempt_id: uuid.UUID, *, token_id: str | None = None
+) -> BookingOutcome | None:
+    """The attempt as stored (pending, confirmed or rejected), or None if it was never accepted
+    (or, with ``token_id``, belongs to another admission)."""
+    row = await con.fetchrow(queries.ATTEMPT_OUTCOME, attempt_id)
+    if row is None or (token_id is not None and row["token_id"] != token_id):
+        return None
+    return BookingOutcome.from_row(row)
+
+
+async def finish(
+    con: asyncpg.Connection,
+    job: BookingJob,
+    *,
+    code: Code | None,
+    appointment_id: uuid.UUID | None = None,
+    slot_id: uuid.UUID | None = None,
+) -> AttemptStatus:
+    """Give a pending attempt its final status (confirmed when ``code`` is None) and its audit row."""
+    attempt_id = uuid.UUID(job.attempt_id)
+    status = AttemptStatus.CONFIRMED if code is None else AttemptStatus.REJECTED
+    await con.execute(queries.FINISH_ATTEMPT, attempt_id, status, code, appointment_id)
+    await con.execute(
+        queries.INSERT_AUDIT,
+        "booked" if code is None else "booking_rejected",
+        job.event_id,
+        slot_id,
+        appointment_id,
+        attempt_id,
+        job.token_id,
+        {} if code is None else {"code": code},
+    )
+    return status
+
+
+async def _insert_pending(con: asyncpg.Connection, job: BookingJob) -> bool:
+    """Insert the attempt as pending; False if it already existed (a repeat or a concurrent request)."""
+    inserted = await con.fetchval(
+        queries.ACCEPT_ATTEMPT, uuid.UUID(job.attempt_id), job.token_id, job.event_id, job.slot_id,
+        bytes.fromhex(job.request_hash), job.to_dict(),
+    )  # fmt: skip
+    return bool(inserted)
+
+
+async def accept(con: asyncpg.Connection, job: BookingJob, now: datetime) -> BookingJob | None:
+    """Record the attempt as pending and return the job to queue (with the hold's slot filled in).
+
+    None when there is nothing to queue: the attempt already existed, or its hold was already gone
+    (then the attempt is stored rejected ``hold_expired``). Either way the stored outcome answers."""
+    if job.hold_id is not None:
+        slot_id = await seats.pin_hold(con, uuid.UUID(job.hold_id), job.token_id, uuid.UUID(job.attempt_id), now)
+        job = replace(job, slot_id="" if slot_id is None else str(slot_id))
+    if not await _insert_pending(con, job):
+        return None
+    if job.hold_id is not None and not job.slot_id:
+        await finish(con, job, code=Code.HOLD_EXPIRED)
+        return None
+    return job
+
+
+async def execute(con: asyncpg.Connection, job: BookingJob, now: datetime | None = None) -> tuple[BookingOutcome, bool]:
+    """Execute the attempt inside the caller's transaction.
+
+    Returns (outcome, executed): ``executed`` is False when the attempt already had its outcome,
+    which is then returned unchanged. With ``job.hold_id`` the seat comes from that hold (pinned to
+    this attempt when the API accepted it); a refused attempt releases its pinned hold.
+    """
+    now = now or seats.utcnow()
+    attempt_id = uuid.UUID(job.attempt_id)
+    if await _claim(con, job) != AttemptStatus.PENDING:
+        stored = await outcome_of(con, attempt_id)
+        assert stored is not None  # claimed above: the row exists
+        return stored, False
+
+    slot = await _slot_before_seat(con, job)
+    code = _refusal_before_seat(job, slot, now)
+    appointment_id: uuid.UUID | None = None
+    if code is None:
+        try:
+            appointment_id = await _take_seat_and_book(con, job, now)
+        except Refused as refused:
+            code = refused.code
+    await _settle_holds(con, job, code, slot, now)
+    await finish(con, job, code=code, appointment_id=appointment_id, slot_id=None if slot is None else slot["slot_id"])
+    return _outcome(job, code, appointment_id, slot), True
+
+
+async def _claim(con: asyncpg.Connection, job: BookingJob) -> AttemptStatus:
+    """Lock the attempt's row (accepting it first if it was queued without the API) → its status."""
+    attempt_id = uuid.UUID(job.attempt_id)
+    status = await con.fetchval(queries.LOCK_ATTEMPT, attempt_id)
+    if status is None:
+        # Queued without being accepted through the API first (an older client, a manual enqueue).
+        await _insert_pending(con, job)
+        status = await con.fetchval(queries.LOCK_ATTEMPT, attempt_id)
+    return AttemptStatus(status)
+
+
+def _slot_uuid(job: BookingJob) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(job.slot_id)
+    except ValueError:
+        return None
+
+
+async def _slot_before_seat(con: asyncpg.Connection, job: BookingJob) -> Any:
+    """The slot with its site and window, and lock-free answers for doomed attempts; None: no such slot."""
+    slot_uuid = _slot_uuid(job)
+    if slot_uuid is None:
+        return None
+    row = await con.fetchrow(queries.BEFORE_SEAT, slot_uuid, job.token_id, job.event_id, bytes.fromhex(job.person_ref))
+    return None if row["slot_id"] is None else row
+
+
+def _refusal_before_seat(job: BookingJob, slot: Any, now: datetime) -> Code | None:
+    """Why the attempt cannot book, known before any lock is taken (None: go and take the seat)."""
+    if slot is None:
+        return Code.NOT_FOUND
+    if job.scope is not None and slot["site_id"] not in job.scope:
+        return Code.TOKEN_SCOPE
+    if slot["admission_used"]:
+        return Code.ADMISSION_USED
+    if slot["already_booked"]:
+        return Code.ALREADY_BOOKED
+    if job.hold_id is not None:
+        return None  # the hold already passed the window checks when it was placed
+    if slot["withdrawn_at"] is not None:
+        return Code.SLOT_WITHDRAWN
+    return seats.window_problem(
+        slot["starts_at"], slot["timezone"], slot["min_notice_minutes"] or 0, slot["max_advance_days"], now
+    )
+
+
+async def _take_seat_and_book(con: asyncpg.Connection, job: BookingJob, now: datetime) -> uuid.UUID:
+    """Take the seat (the hold's, or a free one) and insert the appointment, in a savepoint: a refusal
+    or a unique violation undoes the seat (and the hold's consumption) too. Refused with the code."""
+    slot_uuid = _slot_uuid(job)
+    assert slot_uuid is not None
+    async with con.transaction():
+        if job.hold_id is not None:
+            held = await seats.take_held_seat(con, uuid.UUID(job.hold_id), job.token_id, uuid.UUID(job.attempt_id), now)
+            if held != slot_uuid:
+                raise Refused(Code.HOLD_EXPIRED)
+        elif not await seats.take_seat(con, slot_uuid, now):
+            raise Refused(Code.SLOT_FULL)
+        appointment_id = uuid.uuid4()
+        try:
+            await con.execute(
+                queries.INSERT_APPOINTMENT, appointment_id, job.event_id, slot_uuid, job.token_id,
+                bytes.fromhex(job.person_ref), job.person_sealed.encode(),
+            )  # fmt: skip
+        except asyncpg.UniqueViolationError as exc:
+            code = _CONSTRAINT_CODES.get(exc.constraint_name or "")
+            if code is None:
+                raise
+            raise Refused(code) from None
+    return appointment_id
+
+
+async def _settle_holds(con: asyncpg.Connection, job: BookingJob, code: Code | None, slot: Any, now: datetime) -> None:
+    """A refused attempt gives its pinned hold's seat back at once; a booked admission's other holds are moot."""
+    if job.hold_id is not None and code is not None:
+        await seats.unpin_hold(con, uuid.UUID(job.hold_id), uuid.UUID(job.attempt_id), now)
+    if code is None and slot is not None and slot["holds_seats"]:
+        await seats.release_admission_holds(con, job.token_id, now)
+
+
+def _outcome(job: BookingJob, code: Code | None, appointment_id: uuid.UUID | None, slot: Any) -> BookingOutcome:
+    booked = slot if code is None else None  # where and when, for a confirmation only
+    return BookingOutcome(
+        attempt_id=job.attempt_id,
+        status=AttemptStatus.CONFIRMED if code is None else AttemptStatus.REJECTED,
+        code=code,
+        request_hash=job.request_hash,
+        event_id=job.event_id,
+        appointment_id=None if appointment_id is None else str(appointment_id),
+        slot_id=job.slot_id,
+        site_id=None if booked is None else booked["site_id"],
+        starts_at=None if booked is None else utc_iso(booked["starts_at"]),
+        local_starts_at=None if booked is None else local_iso(booked["starts_at"], booked["timezone"]),
+    )

@@ -1,0 +1,89 @@
+"""Every status a stored row can be in, as StrEnums equal to the schema's CHECK constraints.
+
+``tests/shared/test_statuses.py`` reads the CHECK constraints from a migrated database and fails
+when an enum and its column disagree, so a new status needs a migration and a member here together.
+Members are ``str``: they go into SQL parameters and JSON as the plain value.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class AttemptStatus(StrEnum):
+    """``booking_attempts.status``: accepted and waiting for the worker, then one final outcome."""
+
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    REJECTED = "rejected"
+
+
+class AppointmentStatus(StrEnum):
+    """``appointments.status``; only ``confirmed`` holds a seat."""
+
+    CONFIRMED = "confirmed"
+    CANCELLED = "cancelled"
+    COMPLETED = "completed"
+    NO_SHOW = "no_show"
+
+
+class CancelledBy(StrEnum):
+    """``appointments.cancelled_by``."""
+
+    PERSON = "person"
+    SITE = "site"
+
+
+class HoldStatus(StrEnum):
+    """``holds.status``; only ``active`` (and unexpired, or pinned by an attempt) sets a seat aside."""
+
+    ACTIVE = "active"
+    RELEASED = "released"
+    REPLACED = "replaced"
+    CONSUMED = "consumed"
+    EXPIRED = "expired"
+    CLAIMED = "claimed"
+
+
+class WaitlistEntryStatus(StrEnum):
+    """``waitlist_entries.status``."""
+
+    WAITING = "waiting"
+    CLAIMED = "claimed"
+    LEFT = "left"
+
+
+class OfferStatus(StrEnum):
+    """``waitlist_offers.status``."""
+
+    OPEN = "open"
+    CLAIMED = "claimed"
+    LAPSED = "lapsed"
+
+
+class NotificationStatus(StrEnum):
+    """``notifications.status``."""
+
+    QUEUED = "queued"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class RateMode(StrEnum):
+    """``events.rate_mode``: the operator's rate, or the auto controller's."""
+
+    FIXED = "fixed"
+    AUTO = "auto"
+
+
+# (table, column) → the enum that must equal its CHECK constraint's values.
+COLUMNS: dict[tuple[str, str], type[StrEnum]] = {
+    ("booking_attempts", "status"): AttemptStatus,
+    ("appointments", "status"): AppointmentStatus,
+    ("holds", "status"): HoldStatus,
+    ("waitlist_entries", "status"): WaitlistEntryStatus,
+    ("waitlist_offers", "status"): OfferStatus,
+    ("notifications", "status"): NotificationStatus,
+    ("appointments", "cancelled_by"): CancelledBy,
+    ("events", "rate_mode"): RateMode,
+}
