@@ -97,7 +97,7 @@ def _answer(request: web.Request, outcome: BookingOutcome, request_hash: str) ->
     assert outcome.code is not None
     metrics.booking_requests.labels(outcome.event_id, outcome.code).inc()
     # A token used outside its scope, or used again after it booked, fails verification late.
-    failure = {"token_scope": "scope", "admission_used": "replay"}.get(outcome.code)
+    failure = {Code.TOKEN_SCOPE: "scope", Code.ADMISSION_USED: "replay"}.get(Code(outcome.code))
     if failure is not None:
         metrics.token_verify.labels(outcome.event_id, failure).inc()
     raise Refused(Code(outcome.code))
@@ -192,7 +192,11 @@ async def _enqueue_and_wait(request: web.Request, job: BookingJob, request_hash:
 def _pending(request: web.Request, attempt_id: uuid.UUID, event_id: str) -> web.Response:
     request.app[METRICS].booking_requests.labels(event_id, "pending").inc()
     return json_response(
-        {"attempt_id": str(attempt_id), "status": "pending", "status_url": f"/api/v1/attempts/{attempt_id}"},
+        {
+            "attempt_id": str(attempt_id),
+            "status": AttemptStatus.PENDING,
+            "status_url": f"/api/v1/attempts/{attempt_id}",
+        },
         status=202,
         headers={"Location": f"/api/v1/attempts/{attempt_id}"},
     )

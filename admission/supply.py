@@ -16,17 +16,15 @@ from collections import defaultdict
 from datetime import date
 from typing import Any
 
-import asyncpg
 import pydantic
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from admission.admin import SiteIn, upsert_site
 from admission.keys import AVAILABILITY, POOL, SETTINGS, WAITLIST
-from shared import appointments, closures, seats
+from shared import appointments, closures, seats, supply
 from shared.errors import NotFound, ValidationFailed
 from shared.http import json_response, read_json, require_admin
-from shared.schedules import regenerate, regenerate_site
 from shared.statuses import AppointmentStatus
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -127,29 +125,7 @@ def _path_id(request: web.Request, name: str) -> str:
     return value
 
 
-async def _site_exists(con: asyncpg.Connection, site_id: str) -> None:
-    if await con.fetchval("SELECT 1 FROM sites WHERE site_id = $1", site_id) is None:
-        raise NotFound(f"no site {site_id!r}")
-
-
-async def _type_exists(con: asyncpg.Connection, type_id: str) -> None:
-    if await con.fetchval("SELECT 1 FROM appointment_types WHERE type_id = $1", type_id) is None:
-        raise NotFound(f"no appointment type {type_id!r}")
-
-
 # --- appointment types ---------------------------------------------------------------------------
-
-UPSERT_TYPE = """
-INSERT INTO appointment_types (type_id, name, duration_minutes, seats_per_slot, buffer_minutes, min_notice_minutes,
-    max_advance_days, cancel_cutoff_minutes, no_show_grace_minutes)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-ON CONFLICT (type_id) DO UPDATE SET name = EXCLUDED.name, duration_minutes = EXCLUDED.duration_minutes,
-    seats_per_slot = EXCLUDED.seats_per_slot, buffer_minutes = EXCLUDED.buffer_minutes,
-    min_notice_minutes = EXCLUDED.min_notice_minutes, max_advance_days = EXCLUDED.max_advance_days,
-    cancel_cutoff_minutes = EXCLUDED.cancel_cutoff_minutes, no_show_grace_minutes = EXCLUDED.no_show_grace_minutes,
-    updated_at = now()
-RETURNING *
-"""
 
 
 def _type_json(row: Any) -> dict[str, Any]:
@@ -162,36 +138,23 @@ async def put_type(request: web.Request) -> web.Response:
     type_id = _path_id(request, "type_id")
     body = await read_json(request, TypeIn)
     async with request.app[POOL].acquire() as con:
-        row = await con.fetchrow(UPSERT_TYPE, type_id, *body.model_dump().values())
+        row = await supply.upsert_type(con, type_id, body.model_dump())
     return json_response(_type_json(row))
 
 
 async def list_types(request: web.Request) -> web.Response:
     _admin(request)
     async with request.app[POOL].acquire() as con:
-        rows = await con.fetch("SELECT * FROM appointment_types ORDER BY type_id")
+        rows = await supply.list_types(con)
     return json_response({"appointment_types": [_type_json(r) for r in rows]})
 
 
 # --- schedules and overrides ---------------------------------------------------------------------
 
 
-async def store_schedule(
-    con: asyncpg.Connection, site_id: str, type_id: str, weekly: dict[int, list[tuple[int, int]]]
-) -> None:
-    await con.execute("DELETE FROM schedules WHERE site_id = $1 AND type_id = $2", site_id, type_id)
-    await con.executemany(
-        "INSERT INTO schedules (site_id, type_id, weekday, intervals) VALUES ($1, $2, $3, $4)",
-        [(site_id, type_id, day, [list(i) for i in hours]) for day, hours in sorted(weekly.items())],
-    )
-
-
-async def _weekly_json(con: asyncpg.Connection, site_id: str, type_id: str) -> dict[str, Any]:
-    rows = await con.fetch(
-        "SELECT weekday, intervals FROM schedules WHERE site_id = $1 AND type_id = $2", site_id, type_id
-    )
+def _weekly_json(weekly: dict[int, list[tuple[int, int]]]) -> dict[str, Any]:
     names = {v: k for k, v in WEEKDAYS.items()}
-    return {names[r["weekday"]]: [[hhmm(a), hhmm(b)] for a, b in r["intervals"]] for r in rows}
+    return {names[day]: [[hhmm(a), hhmm(b)] for a, b in hours] for day, hours in weekly.items()}
 
 
 async def put_schedule(request: web.Request) -> web.Response:
@@ -200,27 +163,21 @@ async def put_schedule(request: web.Request) -> web.Response:
     body = await read_json(request, ScheduleIn)
     now = seats.utcnow()
     async with request.app[POOL].acquire() as con, con.transaction():
-        await _site_exists(con, site_id)
-        await _type_exists(con, type_id)
-        await store_schedule(con, site_id, type_id, body.intervals())
-        report = await regenerate(con, site_id, type_id, now=now)
-        weekly = await _weekly_json(con, site_id, type_id)
+        report = await supply.set_schedule(con, site_id, type_id, body.intervals(), now)
+        weekly = await supply.weekly(con, site_id, type_id)
     request.app[AVAILABILITY].changed(site_id)
-    return json_response({"site_id": site_id, "type_id": type_id, "weekly": weekly, "regenerated": report.to_json()})
+    return json_response(
+        {"site_id": site_id, "type_id": type_id, "weekly": _weekly_json(weekly), "regenerated": report.to_json()}
+    )
 
 
 async def get_schedule(request: web.Request) -> web.Response:
     _admin(request)
     site_id, type_id = _path_id(request, "site_id"), _path_id(request, "type_id")
     async with request.app[POOL].acquire() as con:
-        await _site_exists(con, site_id)
-        weekly = await _weekly_json(con, site_id, type_id)
-        overrides = await con.fetch(
-            "SELECT day, type_id, intervals, note FROM schedule_overrides WHERE site_id = $1 AND type_id IN ('', $2)"
-            " ORDER BY day",
-            site_id,
-            type_id,
-        )
+        await supply.require_site(con, site_id)
+        weekly = _weekly_json(await supply.weekly(con, site_id, type_id))
+        overrides = await supply.overrides(con, site_id, type_id)
     return json_response(
         {
             "site_id": site_id,
@@ -242,29 +199,18 @@ def _day(request: web.Request) -> date:
         raise NotFound("the day must be YYYY-MM-DD") from None
 
 
-async def _regenerate_day(con: asyncpg.Connection, site_id: str, type_id: str | None, day: date) -> list[Any]:
-    now = seats.utcnow()
-    if type_id is not None:
-        return [(await regenerate(con, site_id, type_id, day, day, now=now)).to_json()]
-    return [r.to_json() for r in await regenerate_site(con, site_id, day, day, now=now)]
-
-
 async def put_override(request: web.Request) -> web.Response:
     _admin(request)
     site_id, day = _path_id(request, "site_id"), _day(request)
     body = await read_json(request, OverrideIn)
     async with request.app[POOL].acquire() as con, con.transaction():
-        await _site_exists(con, site_id)
-        if body.type_id is not None:
-            await _type_exists(con, body.type_id)
-        await con.execute(
-            "INSERT INTO schedule_overrides (site_id, day, type_id, intervals, note) VALUES ($1, $2, $3, $4, $5)"
-            " ON CONFLICT (site_id, day, type_id) DO UPDATE SET intervals = EXCLUDED.intervals, note = EXCLUDED.note",
-            site_id, day, body.type_id or "", [list(i) for i in parse_hours(body.hours)], body.note,
-        )  # fmt: skip
-        reports = await _regenerate_day(con, site_id, body.type_id, day)
+        reports = await supply.set_override(
+            con, site_id, day, body.type_id, parse_hours(body.hours), body.note, seats.utcnow()
+        )
     request.app[AVAILABILITY].changed(site_id)
-    return json_response({"site_id": site_id, "day": day.isoformat(), **body.model_dump(), "regenerated": reports})
+    return json_response(
+        {"site_id": site_id, "day": day.isoformat(), **body.model_dump(), "regenerated": [r.to_json() for r in reports]}
+    )
 
 
 async def delete_override(request: web.Request) -> web.Response:
@@ -272,17 +218,11 @@ async def delete_override(request: web.Request) -> web.Response:
     site_id, day = _path_id(request, "site_id"), _day(request)
     type_id = request.query.get("type_id") or None
     async with request.app[POOL].acquire() as con, con.transaction():
-        deleted = await con.fetchval(
-            "DELETE FROM schedule_overrides WHERE site_id = $1 AND day = $2 AND type_id = $3 RETURNING 1",
-            site_id,
-            day,
-            type_id or "",
-        )
-        if deleted is None:
-            raise NotFound("no such override")
-        reports = await _regenerate_day(con, site_id, type_id, day)
+        reports = await supply.delete_override(con, site_id, day, type_id, seats.utcnow())
     request.app[AVAILABILITY].changed(site_id)
-    return json_response({"site_id": site_id, "day": day.isoformat(), "deleted": True, "regenerated": reports})
+    return json_response(
+        {"site_id": site_id, "day": day.isoformat(), "deleted": True, "regenerated": [r.to_json() for r in reports]}
+    )
 
 
 async def post_generate(request: web.Request) -> web.Response:
@@ -292,12 +232,7 @@ async def post_generate(request: web.Request) -> web.Response:
     body = await read_json(request, GenerateIn) if request.can_read_body else GenerateIn()
     now = seats.utcnow()
     async with request.app[POOL].acquire() as con, con.transaction():
-        await _site_exists(con, site_id)
-        if body.type_id is not None:
-            await _type_exists(con, body.type_id)
-            reports = [await regenerate(con, site_id, body.type_id, body.from_, body.to, now=now)]
-        else:
-            reports = await regenerate_site(con, site_id, body.from_, body.to, now=now)
+        reports = await supply.generate(con, site_id, body.type_id, body.from_, body.to, now)
     request.app[AVAILABILITY].changed(site_id)
     return json_response({"regenerated": [r.to_json() for r in reports]})
 
@@ -374,16 +309,10 @@ async def import_schedules(request: web.Request) -> web.Response:
         except ValueError as exc:
             errors.append({"loc": ["site_id", key[0], "type_id", key[1]], "msg": str(exc)})
     _line_errors(errors)
-    now = seats.utcnow()
-    reports = []
     async with request.app[POOL].acquire() as con, con.transaction():
-        for (site_id, type_id), intervals in sorted(parsed.items()):
-            await _site_exists(con, site_id)
-            await _type_exists(con, type_id)
-            await store_schedule(con, site_id, type_id, intervals)
-            reports.append((await regenerate(con, site_id, type_id, now=now)).to_json())
+        reports = await supply.import_schedules(con, parsed, seats.utcnow())
     request.app[AVAILABILITY].changed(*{k[0] for k in parsed})
-    return json_response({"imported": len(parsed), "regenerated": reports}, status=201)
+    return json_response({"imported": len(parsed), "regenerated": [r.to_json() for r in reports]}, status=201)
 
 
 # --- closing a day, check-in ---------------------------------------------------------------------

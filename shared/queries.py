@@ -331,6 +331,44 @@ WHERE entry_id = $1 AND token_id = $2
 RETURNING status
 """
 
+# --- supply: appointment types, schedules, overrides (shared/supply.py) -----------------------------
+
+SITE_EXISTS = "SELECT 1 FROM sites WHERE site_id = $1"
+
+TYPE_EXISTS = "SELECT 1 FROM appointment_types WHERE type_id = $1"
+
+UPSERT_TYPE = """
+INSERT INTO appointment_types (type_id, name, duration_minutes, seats_per_slot, buffer_minutes, min_notice_minutes,
+    max_advance_days, cancel_cutoff_minutes, no_show_grace_minutes)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (type_id) DO UPDATE SET name = EXCLUDED.name, duration_minutes = EXCLUDED.duration_minutes,
+    seats_per_slot = EXCLUDED.seats_per_slot, buffer_minutes = EXCLUDED.buffer_minutes,
+    min_notice_minutes = EXCLUDED.min_notice_minutes, max_advance_days = EXCLUDED.max_advance_days,
+    cancel_cutoff_minutes = EXCLUDED.cancel_cutoff_minutes, no_show_grace_minutes = EXCLUDED.no_show_grace_minutes,
+    updated_at = now()
+RETURNING *
+"""
+
+LIST_TYPES = "SELECT * FROM appointment_types ORDER BY type_id"
+
+DELETE_SCHEDULE = "DELETE FROM schedules WHERE site_id = $1 AND type_id = $2"
+
+INSERT_SCHEDULE_DAY = "INSERT INTO schedules (site_id, type_id, weekday, intervals) VALUES ($1, $2, $3, $4)"
+
+SCHEDULE_DAYS = "SELECT weekday, intervals FROM schedules WHERE site_id = $1 AND type_id = $2"
+
+# A site's overrides for one type: those of the type and those of every type ('').
+OVERRIDES_OF = """
+SELECT day, type_id, intervals, note FROM schedule_overrides WHERE site_id = $1 AND type_id IN ('', $2) ORDER BY day
+"""
+
+UPSERT_OVERRIDE = """
+INSERT INTO schedule_overrides (site_id, day, type_id, intervals, note) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (site_id, day, type_id) DO UPDATE SET intervals = EXCLUDED.intervals, note = EXCLUDED.note
+"""
+
+DELETE_OVERRIDE = "DELETE FROM schedule_overrides WHERE site_id = $1 AND day = $2 AND type_id = $3 RETURNING 1"
+
 # --- what more than one process runs ---------------------------------------------------------------
 
 # Accept an attempt: durable before it is queued. Inserts nothing if the attempt id exists.

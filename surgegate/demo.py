@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import asyncpg
 
 from admission.admin import SiteIn, upsert_site
-from admission.supply import store_schedule
 from shared.schedules import regenerate
+from shared.supply import store_schedule
 from waitingroom.events import Event, get_event, save_event
 
 DEMO_EVENT = Event(

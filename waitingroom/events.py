@@ -14,6 +14,7 @@ from typing import Any, Literal
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.statuses import RateMode
 from waitingroom import queries
 from waitingroom.lottery import Lottery
 from waitingroom.queue import QueueConfig
@@ -38,7 +39,7 @@ class Event:
     one_place_per_person: bool = False
     abandon_after_s: int | None = 300  # background tabs poll about once a minute: be generous
     max_active: int | None = None
-    rate_mode: str = "fixed"
+    rate_mode: str = RateMode.FIXED
     rate_min: float | None = None
     rate_max: float | None = None
     target_queue_depth: int = 200
@@ -132,7 +133,7 @@ class EventUpdate(BaseModel):
     one_place_per_person: bool | None = None
     abandon_after_s: int | None = Field(default=None, ge=5, le=86400)
     max_active: int | None = Field(default=None, ge=1, le=10_000_000)
-    rate_mode: Literal["fixed", "auto"] | None = None
+    rate_mode: RateMode | None = None
     rate_min: float | None = Field(default=None, ge=0, le=100_000, allow_inf_nan=False)
     rate_max: float | None = Field(default=None, gt=0, le=100_000, allow_inf_nan=False)
     target_queue_depth: int | None = Field(default=None, ge=1, le=10_000_000)
@@ -180,7 +181,7 @@ class EventUpdate(BaseModel):
             changes["site_ids"] = tuple(changes["site_ids"])
         event = replace(base, event_id=event_id, **changes)
         bounded = event.rate_min is not None and event.rate_max is not None and event.rate_min <= event.rate_max
-        if event.rate_mode == "auto" and not bounded:
+        if event.rate_mode == RateMode.AUTO and not bounded:
             raise ValueError("rate_mode auto needs rate_min <= rate_max")
         return event
 

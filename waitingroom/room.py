@@ -28,6 +28,7 @@ from shared.http import BACKEND_UNAVAILABLE
 from shared.metrics import Metrics
 from shared.persons import PersonVault, person_key_of
 from shared.settings import Settings
+from shared.statuses import RateMode
 from shared.tokens import Ticket, TokenCodec
 from waitingroom.autorate import RateController, next_rate
 from waitingroom.events import (
@@ -159,7 +160,7 @@ class Room:
         now = self.clock()
         config = self._config(event, now)
         live = self._states.get(event_id)
-        if event.rate_mode == "auto" and live is not None and "rate_per_s" not in update.model_fields_set:
+        if event.rate_mode == RateMode.AUTO and live is not None and "rate_per_s" not in update.model_fields_set:
             # An edit of other fields keeps the rate the controller has found, within the new bounds.
             low, high = event.rate_min or 0.0, event.rate_max or live.rate_per_s
             config = replace(config, rate_per_s=min(high, max(low, live.rate_per_s)))
@@ -235,7 +236,7 @@ class Room:
         """Move each auto event's live rate toward what the booking side absorbs (autorate.py)."""
         for event in list(self._events.values()):
             state = self._states.get(event.event_id)
-            if event.rate_mode != "auto" or state is None or event.paused or event.phase(now) == "closed":
+            if event.rate_mode != RateMode.AUTO or state is None or event.paused or event.phase(now) == "closed":
                 continue
             if not await self._rates.leads(event.event_id):
                 continue
@@ -298,7 +299,7 @@ class Room:
             else max(
                 event.rate_per_s,
                 state.rate_per_s if state is not None else 0.0,
-                (event.rate_max or 0.0) if event.rate_mode == "auto" else 0.0,
+                (event.rate_max or 0.0) if event.rate_mode == RateMode.AUTO else 0.0,
             )
         )
         point = restore_point(
