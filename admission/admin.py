@@ -16,7 +16,7 @@ from admission import queries
 from admission.availability import slot_json
 from admission.keys import POOL, SETTINGS
 from shared.errors import NotFound, ValidationFailed
-from shared.http import json_response, read_json, require_admin
+from shared.http import json_response, path_uuid, read_json, require_admin
 from shared.seats import utcnow
 
 _SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -117,10 +117,7 @@ async def post_slots(request: web.Request) -> web.Response:
 async def get_slot(request: web.Request) -> web.Response:
     """A slot's capacity and bookings, read from the primary (never a cache)."""
     require_admin(request, request.app[SETTINGS].admin_tokens)
-    try:
-        slot_id = uuid.UUID(request.match_info["slot_id"])
-    except ValueError:
-        raise NotFound("no such slot") from None
+    slot_id = path_uuid(request, "slot_id", "slot")
     async with request.app[POOL].acquire() as con:
         row = await con.fetchrow(queries.GET_SLOT, slot_id, utcnow())
     if row is None:

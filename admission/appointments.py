@@ -30,7 +30,7 @@ from admission.keys import ARQ, METRICS, POOL, SETTINGS, VAULT, admission_of
 from shared import attempts, seats
 from shared.booking import BookingJob, BookingOutcome, attempt_id_for, utc_iso
 from shared.errors import Code, IdempotencyConflict, IdempotencyInProgress, NotFound, Overloaded, Refused
-from shared.http import json_response, read_json
+from shared.http import json_response, path_uuid, read_json
 from shared.statuses import AttemptStatus
 
 log = logging.getLogger("surgegate.admission")
@@ -202,16 +202,9 @@ def _pending(request: web.Request, attempt_id: uuid.UUID, event_id: str) -> web.
     )
 
 
-def _uuid(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise NotFound("no such id") from None
-
-
 async def get_attempt(request: web.Request) -> web.Response:
     admission = admission_of(request)
-    attempt_id = _uuid(request.match_info["attempt_id"])
+    attempt_id = path_uuid(request, "attempt_id", "attempt")
     async with request.app[POOL].acquire() as con:
         outcome = await attempts.outcome_of(con, attempt_id, token_id=admission.token_id)
     if outcome is None:
@@ -243,7 +236,7 @@ def _appointment_json(row: Any) -> dict[str, Any]:
 
 async def get_appointment(request: web.Request) -> web.Response:
     admission = admission_of(request)
-    appointment_id = _uuid(request.match_info["appointment_id"])
+    appointment_id = path_uuid(request, "appointment_id", "appointment")
     async with request.app[POOL].acquire() as con:
         row = await con.fetchrow(queries.GET_APPOINTMENT, appointment_id, admission.token_id)
     if row is None:

@@ -17,22 +17,14 @@ from admission.availability import state_place
 from admission.idempotency import run_once
 from admission.keys import AVAILABILITY, METRICS, POOL, WAITLIST, admission_of
 from shared import appointments, seats
-from shared.errors import NotFound
-from shared.http import json_response, read_json
+from shared.http import json_response, path_uuid, read_json
 from shared.statuses import AppointmentStatus
-
-
-def _uuid(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise NotFound("no such appointment") from None
 
 
 async def cancel_appointment(request: web.Request) -> web.Response:
     """Cancel and return the seat in one transaction. Cancelling twice is harmless."""
     admission = admission_of(request)
-    appointment_id = _uuid(request.match_info["appointment_id"])
+    appointment_id = path_uuid(request, "appointment_id", "appointment")
     now = seats.utcnow()
     async with request.app[POOL].acquire() as con, con.transaction():
         current = await appointments.lock_own(con, appointment_id, admission.token_id)
@@ -62,7 +54,7 @@ class RescheduleIn(BaseModel):
 
 async def reschedule_appointment(request: web.Request) -> web.Response:
     admission = admission_of(request)
-    appointment_id = _uuid(request.match_info["appointment_id"])
+    appointment_id = path_uuid(request, "appointment_id", "appointment")
     target = await read_json(request, RescheduleIn)
     sites: list[str] = []
 

@@ -21,8 +21,7 @@ from admission.idempotency import run_once
 from admission.keys import AVAILABILITY, METRICS, POOL, SETTINGS, admission_of
 from shared import holds, seats
 from shared.booking import utc_iso
-from shared.errors import NotFound
-from shared.http import json_response, read_json
+from shared.http import json_response, path_uuid, read_json
 from shared.statuses import HoldStatus
 
 
@@ -59,16 +58,9 @@ async def post_hold(request: web.Request) -> web.Response:
     return response
 
 
-def _hold_id(request: web.Request) -> uuid.UUID:
-    try:
-        return uuid.UUID(request.match_info["hold_id"])
-    except ValueError:
-        raise NotFound("no such hold") from None
-
-
 async def get_hold(request: web.Request) -> web.Response:
     admission = admission_of(request)
-    hold_id = _hold_id(request)
+    hold_id = path_uuid(request, "hold_id", "hold")
     async with request.app[POOL].acquire() as con:
         found = await holds.view(con, hold_id, admission.token_id, seats.utcnow())
     return json_response(hold_json(hold_id, found.slot, found.hold.expires_at, found.status))
@@ -77,7 +69,7 @@ async def get_hold(request: web.Request) -> web.Response:
 async def delete_hold(request: web.Request) -> web.Response:
     """Release the hold; its seat is free at once. Releasing twice, or an expired hold, is harmless."""
     admission = admission_of(request)
-    hold_id = _hold_id(request)
+    hold_id = path_uuid(request, "hold_id", "hold")
     async with request.app[POOL].acquire() as con, con.transaction():
         released = await holds.release(con, hold_id, admission.token_id, seats.utcnow())
     if released.site_id is not None:

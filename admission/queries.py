@@ -44,27 +44,3 @@ JOIN slots s ON s.slot_id = ap.slot_id
 JOIN sites si ON si.site_id = s.site_id
 WHERE ap.appointment_id = $1 AND ap.token_id = $2
 """
-
-LOCK_APPOINTMENT = """
-SELECT appointment_id, event_id, slot_id, status FROM appointments
-WHERE appointment_id = $1 AND token_id = $2
-FOR UPDATE
-"""
-
-# The appointment, locked, with what a change needs to know of its slot and type.
-APPOINTMENT_FOR_CHANGE = """
-SELECT ap.appointment_id, ap.event_id, ap.slot_id, ap.status, ap.person_sealed, s.site_id, s.starts_at, s.type_id,
-       t.cancel_cutoff_minutes
-FROM appointments ap
-JOIN slots s ON s.slot_id = ap.slot_id
-LEFT JOIN appointment_types t ON t.type_id = s.type_id
-WHERE ap.appointment_id = $1
-FOR UPDATE OF ap
-"""
-
-MARK_CANCELLED = """
-UPDATE appointments SET status = 'cancelled', cancelled_at = $2, cancel_late = $3, cancel_reason = $4, cancelled_by = $5
-WHERE appointment_id = $1 AND status = 'confirmed'
-"""
-
-MOVE_APPOINTMENT = "UPDATE appointments SET slot_id = $2, rescheduled_at = $3 WHERE appointment_id = $1"

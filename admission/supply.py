@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-import uuid
 from collections import defaultdict
 from datetime import date
 from typing import Any
@@ -24,7 +23,7 @@ from admission.admin import SiteIn, upsert_site
 from admission.keys import AVAILABILITY, POOL, SETTINGS, WAITLIST
 from shared import appointments, closures, seats, supply
 from shared.errors import NotFound, ValidationFailed
-from shared.http import json_response, read_json, require_admin
+from shared.http import json_response, path_uuid, read_json, require_admin
 from shared.statuses import AppointmentStatus
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -346,10 +345,7 @@ async def close_day(request: web.Request) -> web.Response:
 async def check_in(request: web.Request) -> web.Response:
     """Mark a confirmed appointment completed (the person came)."""
     _admin(request)
-    try:
-        appointment_id = uuid.UUID(request.match_info["appointment_id"])
-    except ValueError:
-        raise NotFound("no such appointment") from None
+    appointment_id = path_uuid(request, "appointment_id", "appointment")
     async with request.app[POOL].acquire() as con, con.transaction():
         await appointments.check_in(con, appointment_id, now=seats.utcnow(), actor="admin")
     return json_response({"appointment_id": str(appointment_id), "status": AppointmentStatus.COMPLETED})

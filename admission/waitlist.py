@@ -7,7 +7,6 @@ admission token and a hold on the seat; the claimant books with ``hold_id`` thro
 
 from __future__ import annotations
 
-import uuid
 from datetime import date
 from typing import Any
 
@@ -21,8 +20,8 @@ from admission.idempotency import run_once
 from admission.keys import AVAILABILITY, CODEC, METRICS, POOL, VAULT, WAITLIST, admission_of
 from shared import seats
 from shared.booking import utc_iso
-from shared.errors import NotFound, Refused, TokenExpired, TokenInvalid, TokenScope
-from shared.http import json_response, read_json
+from shared.errors import Refused, TokenExpired, TokenInvalid, TokenScope
+from shared.http import json_response, path_uuid, read_json
 from shared.statuses import WaitlistEntryStatus
 
 
@@ -64,10 +63,7 @@ async def join_waitlist(request: web.Request) -> web.Response:
 
 async def leave_waitlist(request: web.Request) -> web.Response:
     admission = admission_of(request)
-    try:
-        entry_id = uuid.UUID(request.match_info["entry_id"])
-    except ValueError:
-        raise NotFound("no such waitlist entry") from None
+    entry_id = path_uuid(request, "entry_id", "waitlist entry")
     async with request.app[POOL].acquire() as con:
         status = await request.app[WAITLIST].leave(con, entry_id, admission.token_id)
     return json_response({"entry_id": str(entry_id), "status": status})

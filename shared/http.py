@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -21,6 +22,7 @@ from aiohttp import web
 from shared.errors import (
     CODE_OF_HTTP_STATUS,
     Code,
+    NotFound,
     Overloaded,
     Refused,
     Unauthorized,
@@ -137,6 +139,14 @@ def validate(model: type[M], data: Any) -> M:
             for e in exc.errors(include_url=False, include_input=False, include_context=False)
         ]
         raise ValidationFailed("the request is invalid", errors) from None
+
+
+def path_uuid(request: web.Request, name: str, what: str) -> uuid.UUID:
+    """The path parameter ``name`` as a UUID; anything else is 404 "no such {what}" (as an unknown id)."""
+    try:
+        return uuid.UUID(request.match_info[name])
+    except ValueError:
+        raise NotFound(f"no such {what}") from None
 
 
 def bearer(request: web.Request) -> str | None:
