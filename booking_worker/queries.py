@@ -36,3 +36,17 @@ INSERT_APPOINTMENT = """
 INSERT INTO appointments (appointment_id, event_id, slot_id, token_id, person_ref, person_sealed, status)
 VALUES ($1, $2, $3, $4, $5, $6, 'confirmed')
 """
+
+# --- periodic jobs (booking_worker/periodic.py) ---
+
+# Confirmed appointments whose slot ended longer ago than the type's grace period (30 min untyped).
+NO_SHOWS = """
+UPDATE appointments ap SET status = 'no_show'
+FROM slots s LEFT JOIN appointment_types t ON t.type_id = s.type_id
+WHERE ap.slot_id = s.slot_id AND ap.status = 'confirmed'
+  AND s.ends_at + make_interval(mins => coalesce(t.no_show_grace_minutes, 30)) < $1
+RETURNING ap.appointment_id, ap.event_id, ap.slot_id
+"""
+
+# Every (site, type) with a weekly schedule: what extend_schedules regenerates.
+SCHEDULED_PAIRS = "SELECT DISTINCT site_id, type_id FROM schedules ORDER BY site_id, type_id"
