@@ -152,7 +152,8 @@ async def regenerate(
     if last_day < first_day:
         return report
     weekly, overrides = await load_schedule(con, site_id, type_id)
-    wanted = _wanted(site_id, type_id, kind, zone, weekly, overrides, first_day, last_day, now)
+    slots = generate(first_day, last_day, zone, weekly, overrides, kind["duration_minutes"], kind["buffer_minutes"])
+    wanted = {slot_id_for(site_id, type_id, s, e): (s, e) for s, e in slots if s > now}
     lower = wall_instant(first_day, 0, zone)
     upper = wall_instant(last_day, 1440, zone, end=True)
     existing = await con.fetch(queries.SCHEDULE_EXISTING_SLOTS, site_id, type_id, lower, upper, now)
@@ -174,27 +175,6 @@ async def _site_zone_and_type(con: asyncpg.Connection, site_id: str, type_id: st
     if timezone is None or kind is None:
         raise LookupError("no such site or appointment type")
     return timezone, kind
-
-
-def _wanted(
-    site_id: str,
-    type_id: str,
-    kind: asyncpg.Record,
-    zone: ZoneInfo,
-    weekly: Mapping[int, Sequence[Interval]],
-    overrides: Mapping[date, Sequence[Interval]],
-    first_day: date,
-    last_day: date,
-    now: datetime,
-) -> dict[uuid.UUID, tuple[datetime, datetime]]:
-    """The slots the schedule has on those days that start after ``now``, by their deterministic id."""
-    return {
-        slot_id_for(site_id, type_id, starts, ends): (starts, ends)
-        for starts, ends in generate(
-            first_day, last_day, zone, weekly, overrides, kind["duration_minutes"], kind["buffer_minutes"]
-        )
-        if starts > now
-    }
 
 
 def _plan(
