@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from admission import admin, appointments, changes, holds, search, supply, waitlist
+from admission import admin, appointments, changes, holds, queries, search, supply, waitlist
 from admission.auth import CLAIMS_PATH, cors_middleware, token_middleware
 from admission.availability import Availability, Cache
 from admission.keys import ARQ, AVAILABILITY, CODEC, METRICS, POOL, SETTINGS, VAULT, WAITLIST
@@ -48,7 +48,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     async def readyz(request: web.Request) -> web.Response:
         await request.app[ARQ].ping()
         async with request.app[POOL].acquire() as con:
-            await con.fetchval("SELECT 1")
+            await con.fetchval(queries.PING)
         return json_response({"status": "ready"})
 
     r = app.router

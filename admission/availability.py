@@ -22,22 +22,11 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from admission import queries
 from shared.booking import local_iso, utc_iso
-from shared.queries import live_holds
 from shared.seats import SlotState, window_problem
 
 HORIZON = timedelta(days=35)  # the part of the future that search serves from the cache
-
-SITE_SLOTS = f"""
-SELECT s.slot_id, s.site_id, s.type_id, s.starts_at, s.ends_at, s.capacity, s.booked, si.timezone,
-       t.min_notice_minutes, t.max_advance_days,
-       {live_holds("$2")} AS held
-FROM slots s
-JOIN sites si ON si.site_id = s.site_id
-LEFT JOIN appointment_types t ON t.type_id = s.type_id
-WHERE s.site_id = $1 AND s.withdrawn_at IS NULL AND s.starts_at > $2 AND s.starts_at < $3
-ORDER BY s.starts_at
-"""  # noqa: S608 (a constant fragment, no input)
 
 
 class Cache:
@@ -91,7 +80,7 @@ class Availability:
 
         async def load() -> list[dict[str, Any]]:
             async with pool.acquire() as con:
-                rows = await con.fetch(SITE_SLOTS, site_id, now, now + HORIZON)
+                rows = await con.fetch(queries.SITE_SLOTS, site_id, now, now + HORIZON)
             return [prepared(dict(r)) for r in rows]
 
         rows: list[dict[str, Any]] = await self.cache.get(("slots", site_id), load)
@@ -103,7 +92,7 @@ class Availability:
         if end <= now + HORIZON:
             return [r for r in await self.site_slots(pool, site_id, now) if start <= r["starts_at"] < end]
         async with pool.acquire() as con:  # beyond the cached horizon: rare, read directly
-            return [prepared(dict(r)) for r in await con.fetch(SITE_SLOTS, site_id, max(start, now), end)]
+            return [prepared(dict(r)) for r in await con.fetch(queries.SITE_SLOTS, site_id, max(start, now), end)]
 
     def changed(self, *site_ids: str) -> None:
         """A seat changed at these sites (in this process): drop their entries now."""

@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from admission import queries
 from admission.keys import POOL, VAULT
 from shared.errors import Code, IdempotencyConflict, IdempotencyInProgress, Refused, ValidationFailed
 from shared.http import json_response, problem
@@ -27,17 +28,6 @@ from shared.locks import LockNamespace, try_xact_lock
 from shared.queries import IDEMPOTENCY_KEPT_HOURS as KEPT_HOURS
 
 KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
-
-STORED = """
-SELECT request_hash, response_status, response_body FROM idempotency_keys
-WHERE token_id = $1 AND key = $2 AND created_at > now() - make_interval(hours => $3)
-"""
-STORE = """
-INSERT INTO idempotency_keys (token_id, key, request_hash, response_status, response_body)
-VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT (token_id, key) DO UPDATE SET request_hash = EXCLUDED.request_hash,
-    response_status = EXCLUDED.response_status, response_body = EXCLUDED.response_body, created_at = now()
-"""
 
 Operation = Callable[[asyncpg.Connection], Awaitable[tuple[int, dict[str, Any]]]]
 
@@ -70,7 +60,7 @@ async def run_once(
             digest = body_hash(request, route, body)
             if not await try_xact_lock(con, LockNamespace.IDEMPOTENCY_KEY, f"{token_id}\n{key}"):
                 raise IdempotencyInProgress()
-            stored = await con.fetchrow(STORED, token_id, key, KEPT_HOURS)
+            stored = await con.fetchrow(queries.STORED_RESPONSE, token_id, key, KEPT_HOURS)
             if stored is not None:
                 if not hmac.compare_digest(bytes(stored["request_hash"]), digest):
                     raise IdempotencyConflict("this Idempotency-Key was already used with a different request")
@@ -84,7 +74,7 @@ async def run_once(
             status = exc.status
             payload = {"problem": True, "code": exc.code, "detail": exc.detail}
         if key is not None:
-            await con.execute(STORE, token_id, key, digest, status, payload)
+            await con.execute(queries.STORE_RESPONSE, token_id, key, digest, status, payload)
     return _respond(status, payload), True
 
 

@@ -15,14 +15,6 @@ ON CONFLICT (site_id) DO UPDATE SET
 RETURNING site_id, name, region, timezone, lat, lng
 """
 
-SEARCH_SLOTS = """
-SELECT s.slot_id, s.site_id, s.starts_at, s.ends_at, s.capacity, s.booked, si.timezone
-FROM slots s JOIN sites si ON si.site_id = s.site_id
-WHERE s.site_id = $1 AND s.starts_at >= $2 AND s.starts_at < $3
-ORDER BY s.starts_at
-LIMIT $4
-"""
-
 INSERT_SLOT = """
 INSERT INTO slots (slot_id, site_id, starts_at, ends_at, capacity)
 VALUES ($1, $2, $3, $4, $5)
@@ -44,3 +36,34 @@ JOIN slots s ON s.slot_id = ap.slot_id
 JOIN sites si ON si.site_id = s.site_id
 WHERE ap.appointment_id = $1 AND ap.token_id = $2
 """
+
+# --- idempotency keys, availability read model, readiness (admission/idempotency.py, availability.py, app.py) ---
+
+# A stored response of a synchronous POST, if its key is younger than $3 hours.
+STORED_RESPONSE = """
+SELECT request_hash, response_status, response_body FROM idempotency_keys
+WHERE token_id = $1 AND key = $2 AND created_at > now() - make_interval(hours => $3)
+"""
+
+# Stores (or, for a key that aged out, replaces) the response given to (token, key).
+STORE_RESPONSE = """
+INSERT INTO idempotency_keys (token_id, key, request_hash, response_status, response_body)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (token_id, key) DO UPDATE SET request_hash = EXCLUDED.request_hash,
+    response_status = EXCLUDED.response_status, response_body = EXCLUDED.response_body, created_at = now()
+"""
+
+# A site's offered slots starting in ($2 = now, $3), with their type's booking window and live holds.
+SITE_SLOTS = f"""
+SELECT s.slot_id, s.site_id, s.type_id, s.starts_at, s.ends_at, s.capacity, s.booked, si.timezone,
+       t.min_notice_minutes, t.max_advance_days,
+       {live_holds("$2")} AS held
+FROM slots s
+JOIN sites si ON si.site_id = s.site_id
+LEFT JOIN appointment_types t ON t.type_id = s.type_id
+WHERE s.site_id = $1 AND s.withdrawn_at IS NULL AND s.starts_at > $2 AND s.starts_at < $3
+ORDER BY s.starts_at
+"""
+
+# Readiness: one round trip to the database.
+PING = "SELECT 1"

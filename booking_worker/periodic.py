@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from booking_worker import queries
 from shared import queries as shared_queries
 from shared import seats
 from shared.metrics import Metrics
@@ -22,14 +23,6 @@ from shared.schedules import regenerate
 from shared.waitlist import Waitlist
 
 log = logging.getLogger("surgegate.booking_worker")
-
-NO_SHOWS = """
-UPDATE appointments ap SET status = 'no_show'
-FROM slots s LEFT JOIN appointment_types t ON t.type_id = s.type_id
-WHERE ap.slot_id = s.slot_id AND ap.status = 'confirmed'
-  AND s.ends_at + make_interval(mins => coalesce(t.no_show_grace_minutes, 30)) < $1
-RETURNING ap.appointment_id, ap.event_id, ap.slot_id
-"""
 
 
 async def tidy_holds(ctx: dict[str, Any], now: datetime | None = None) -> dict[str, int]:
@@ -48,7 +41,7 @@ async def mark_no_shows(ctx: dict[str, Any], now: datetime | None = None) -> int
     pool: asyncpg.Pool = ctx["pool"]
     metrics: Metrics = ctx["metrics"]
     async with pool.acquire() as con, con.transaction():
-        rows = await con.fetch(NO_SHOWS, now or seats.utcnow())
+        rows = await con.fetch(queries.NO_SHOWS, now or seats.utcnow())
         for row in rows:
             await con.execute(
                 shared_queries.INSERT_AUDIT, "no_show", row["event_id"], row["slot_id"], row["appointment_id"], None,
@@ -72,7 +65,7 @@ async def extend_schedules(ctx: dict[str, Any], now: datetime | None = None) -> 
     now = now or seats.utcnow()
     created = 0
     async with pool.acquire() as con:
-        pairs = await con.fetch("SELECT DISTINCT site_id, type_id FROM schedules ORDER BY site_id, type_id")
+        pairs = await con.fetch(queries.SCHEDULED_PAIRS)
         for pair in pairs:
             async with con.transaction():
                 report = await regenerate(con, pair["site_id"], pair["type_id"], now=now)

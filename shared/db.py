@@ -47,6 +47,8 @@ def migration_files() -> list[tuple[str, str]]:
 
 async def migrate(con: asyncpg.Connection) -> list[str]:
     """Apply pending migrations; return the versions applied now (empty when up to date)."""
+    # The runner's own bookkeeping SQL stays here rather than in shared/queries.py: it must work before
+    # any migration has run, belongs to no domain, and nothing else uses it, so it reads best in place.
     await session_lock(con, LockNamespace.MIGRATIONS, "migrations")
     try:
         await con.execute(

@@ -16,6 +16,8 @@ from enum import IntEnum
 
 import asyncpg
 
+from shared import queries
+
 # How long a statement waits for any lock before it fails (pretix's locking.py habit). Seat rows are
 # held for one short transaction; waiting longer than this means something is stuck, not busy.
 LOCK_TIMEOUT_MS = 5000
@@ -34,18 +36,18 @@ class LockNamespace(IntEnum):
 
 async def xact_lock(con: asyncpg.Connection, namespace: LockNamespace, key: str) -> None:
     """Wait (at most ``lock_timeout``) for the advisory lock until the transaction ends."""
-    await con.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, $2))", key, int(namespace))
+    await con.execute(queries.ADVISORY_XACT_LOCK, key, int(namespace))
 
 
 async def try_xact_lock(con: asyncpg.Connection, namespace: LockNamespace, key: str) -> bool:
     """Take the advisory lock until the transaction ends, if free; never waits."""
-    return bool(await con.fetchval("SELECT pg_try_advisory_xact_lock(hashtextextended($1, $2))", key, int(namespace)))
+    return bool(await con.fetchval(queries.ADVISORY_TRY_XACT_LOCK, key, int(namespace)))
 
 
 async def session_lock(con: asyncpg.Connection, namespace: LockNamespace, key: str) -> None:
     """Wait for the advisory lock until :func:`session_unlock` (or the connection closes)."""
-    await con.execute("SELECT pg_advisory_lock(hashtextextended($1, $2))", key, int(namespace))
+    await con.execute(queries.ADVISORY_LOCK, key, int(namespace))
 
 
 async def session_unlock(con: asyncpg.Connection, namespace: LockNamespace, key: str) -> None:
-    await con.execute("SELECT pg_advisory_unlock(hashtextextended($1, $2))", key, int(namespace))
+    await con.execute(queries.ADVISORY_UNLOCK, key, int(namespace))

@@ -22,8 +22,8 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from shared import queries
 from shared.booking import local_iso, utc_iso
-from shared.queries import LOCK_SLOTS, SLOT_STATE
 
 SLOT_NAMESPACE = uuid.UUID("8a3f3f4e-0c1b-4d38-9d0e-51c0f4b7a9e2")
 Interval = tuple[int, int]  # minutes of the local day, 0..1440
@@ -84,17 +84,11 @@ async def load_schedule(
 ) -> tuple[dict[int, list[Interval]], dict[date, list[Interval]]]:
     weekly = {
         r["weekday"]: parse_intervals(r["intervals"])
-        for r in await con.fetch("SELECT weekday, intervals FROM schedules WHERE site_id = $1 AND type_id = $2",
-                                 site_id, type_id)
-    }  # fmt: skip
+        for r in await con.fetch(queries.SCHEDULE_WEEKLY, site_id, type_id)
+    }
     overrides: dict[date, list[Interval]] = {}
-    # A type's own override wins over the site-wide one ('' sorts first, so it is overwritten).
-    for r in await con.fetch(
-        "SELECT day, type_id, intervals FROM schedule_overrides WHERE site_id = $1 AND type_id IN ('', $2)"
-        " ORDER BY day, type_id",
-        site_id,
-        type_id,
-    ):
+    # A type's own override wins over the site-wide one (it comes later, so it overwrites).
+    for r in await con.fetch(queries.SCHEDULE_OVERRIDES, site_id, type_id):
         overrides[r["day"]] = parse_intervals(r["intervals"])
     return weekly, overrides
 
@@ -127,17 +121,14 @@ class RegenerationReport:
         }
 
 
-INSERT_GENERATED = """
-INSERT INTO slots (slot_id, site_id, type_id, starts_at, ends_at, capacity, generated)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::int[]),
-       (VALUES (true)) AS g(generated)
-ON CONFLICT (slot_id) DO NOTHING
-"""
+@dataclass
+class _Plan:
+    """What regeneration will write: slots to create, withdraw, restore, and give the new capacity."""
 
-EXISTING_GENERATED = """
-SELECT slot_id FROM slots
-WHERE site_id = $1 AND type_id = $2 AND generated AND starts_at >= $3 AND starts_at < $4 AND starts_at > $5
-"""
+    new: list[tuple[uuid.UUID, datetime, datetime]] = field(default_factory=list)
+    withdraw: list[uuid.UUID] = field(default_factory=list)
+    restore: list[uuid.UUID] = field(default_factory=list)
+    resize: list[uuid.UUID] = field(default_factory=list)
 
 
 async def regenerate(
@@ -151,11 +142,8 @@ async def regenerate(
 ) -> RegenerationReport:
     """Bring the future generated slots of (site, type) on the local days first_day..last_day in line
     with the schedule; defaults: today at the site through the type's maximum advance. Safe to repeat."""
-    site = await con.fetchrow("SELECT timezone FROM sites WHERE site_id = $1", site_id)
-    kind = await con.fetchrow("SELECT * FROM appointment_types WHERE type_id = $1", type_id)
-    if site is None or kind is None:
-        raise LookupError("no such site or appointment type")
-    zone = ZoneInfo(site["timezone"])
+    timezone, kind = await _site_zone_and_type(con, site_id, type_id)
+    zone = ZoneInfo(timezone)
     today = now.astimezone(zone).date()
     first_day = max(first_day or today, today)
     last_day = last_day or today + timedelta(days=kind["max_advance_days"])
@@ -163,65 +151,86 @@ async def regenerate(
     if last_day < first_day:
         return report
     weekly, overrides = await load_schedule(con, site_id, type_id)
-    seats = kind["seats_per_slot"]
-    wanted: dict[uuid.UUID, tuple[datetime, datetime]] = {}
-    for starts, ends in generate(
-        first_day, last_day, zone, weekly, overrides, kind["duration_minutes"], kind["buffer_minutes"]
-    ):
-        if starts > now:
-            wanted[slot_id_for(site_id, type_id, starts, ends)] = (starts, ends)
-
+    slots = generate(first_day, last_day, zone, weekly, overrides, kind["duration_minutes"], kind["buffer_minutes"])
+    wanted = {slot_id_for(site_id, type_id, s, e): (s, e) for s, e in slots if s > now}
     lower = wall_instant(first_day, 0, zone)
     upper = wall_instant(last_day, 1440, zone, end=True)
-    existing_ids = [r["slot_id"] for r in await con.fetch(EXISTING_GENERATED, site_id, type_id, lower, upper, now)]
+    existing = await con.fetch(queries.SCHEDULE_EXISTING_SLOTS, site_id, type_id, lower, upper, now)
+    existing_ids = [r["slot_id"] for r in existing]
     touched = sorted(set(existing_ids) | set(wanted))
-    await con.execute(LOCK_SLOTS, touched)  # no booking or hold can slip in while we decide
-    states = {r["slot_id"]: r for r in await con.fetch(SLOT_STATE, touched, now)}
+    await con.execute(queries.LOCK_SLOTS, touched)  # no booking or hold can slip in while we decide
+    states = {r["slot_id"]: r for r in await con.fetch(queries.SLOT_STATE, touched, now)}
+    plan = _plan(existing_ids, wanted, states, kind["seats_per_slot"], timezone, report)
+    await _apply(con, plan, site_id, type_id, kind["seats_per_slot"], now)
+    report.created, report.withdrawn, report.restored = len(plan.new), len(plan.withdraw), len(plan.restore)
+    report.capacity_changed = len(plan.resize)
+    return report
 
-    to_withdraw: list[uuid.UUID] = []
-    to_restore: list[uuid.UUID] = []
+
+async def _site_zone_and_type(con: asyncpg.Connection, site_id: str, type_id: str) -> tuple[str, asyncpg.Record]:
+    """The site's IANA zone and the appointment type's row; LookupError if either does not exist."""
+    timezone = await con.fetchval(queries.SCHEDULE_SITE_ZONE, site_id)
+    kind = await con.fetchrow(queries.SCHEDULE_TYPE, type_id)
+    if timezone is None or kind is None:
+        raise LookupError("no such site or appointment type")
+    return timezone, kind
+
+
+def _plan(
+    existing_ids: Sequence[uuid.UUID],
+    wanted: Mapping[uuid.UUID, tuple[datetime, datetime]],
+    states: Mapping[uuid.UUID, Any],
+    seats: int,
+    timezone: str,
+    report: RegenerationReport,
+) -> _Plan:
+    """Decide, from the locked slots' states, what to write; count unchanged slots and list the kept
+    ones (bookings or holds that no longer fit) in ``report``. Writes nothing."""
+    plan = _Plan()
     for slot_id in existing_ids:
         row = states[slot_id]
-        if slot_id in wanted:
-            continue
-        if row["withdrawn_at"] is not None:
+        if slot_id in wanted or row["withdrawn_at"] is not None:
             continue
         if row["booked"] == 0 and row["held"] == 0:
-            to_withdraw.append(slot_id)
+            plan.withdraw.append(slot_id)
         else:
-            report.kept.append(_kept(row, site["timezone"], "no longer in the schedule"))
-    new: list[tuple[uuid.UUID, datetime, datetime]] = []
+            report.kept.append(_kept(row, timezone, "no longer in the schedule"))
     for slot_id, (starts, ends) in wanted.items():
         row = states.get(slot_id)
         if row is None:
-            new.append((slot_id, starts, ends))
+            plan.new.append((slot_id, starts, ends))
             continue
         if row["withdrawn_at"] is not None:
-            to_restore.append(slot_id)
+            plan.restore.append(slot_id)
         if row["capacity"] != seats:
             if row["booked"] + row["held"] <= seats:
-                await con.execute("UPDATE slots SET capacity = $2 WHERE slot_id = $1", slot_id, seats)
-                report.capacity_changed += 1
+                plan.resize.append(slot_id)
             else:
-                report.kept.append(_kept(row, site["timezone"], f"more seats taken than the new {seats}"))
+                report.kept.append(_kept(row, timezone, f"more seats taken than the new {seats}"))
         elif row["withdrawn_at"] is None:
             report.unchanged += 1
-    if to_withdraw:
-        await con.execute("UPDATE slots SET withdrawn_at = $2 WHERE slot_id = ANY($1::uuid[])", to_withdraw, now)
-    if to_restore:
-        await con.execute("UPDATE slots SET withdrawn_at = NULL WHERE slot_id = ANY($1::uuid[])", to_restore)
-    if new:
+    return plan
+
+
+async def _apply(con: asyncpg.Connection, plan: _Plan, site_id: str, type_id: str, seats: int, now: datetime) -> None:
+    """Write the plan, one statement per kind of change."""
+    if plan.resize:
+        await con.execute(queries.SCHEDULE_SET_CAPACITY, plan.resize, seats)
+    if plan.withdraw:
+        await con.execute(queries.SCHEDULE_WITHDRAW_SLOTS, plan.withdraw, now)
+    if plan.restore:
+        await con.execute(queries.SCHEDULE_RESTORE_SLOTS, plan.restore)
+    if plan.new:
+        count = len(plan.new)
         await con.execute(
-            INSERT_GENERATED,
-            [n[0] for n in new],
-            [site_id] * len(new),
-            [type_id] * len(new),
-            [n[1] for n in new],
-            [n[2] for n in new],
-            [seats] * len(new),
+            queries.SCHEDULE_INSERT_SLOTS,
+            [slot_id for slot_id, _, _ in plan.new],
+            [site_id] * count,
+            [type_id] * count,
+            [starts for _, starts, _ in plan.new],
+            [ends for _, _, ends in plan.new],
+            [seats] * count,
         )
-    report.created, report.withdrawn, report.restored = len(new), len(to_withdraw), len(to_restore)
-    return report
 
 
 def _kept(row: Any, timezone: str, reason: str) -> dict[str, Any]:
@@ -239,7 +248,5 @@ async def regenerate_site(
     con: asyncpg.Connection, site_id: str, first_day: date | None = None, last_day: date | None = None, *, now: datetime
 ) -> list[RegenerationReport]:
     """Regenerate every appointment type the site has a schedule for."""
-    types = [r["type_id"] for r in await con.fetch("SELECT DISTINCT type_id FROM schedules WHERE site_id = $1"
-                                                    " UNION SELECT DISTINCT type_id FROM slots WHERE site_id = $1"
-                                                    " AND generated AND type_id IS NOT NULL", site_id)]  # fmt: skip
+    types = [r["type_id"] for r in await con.fetch(queries.SCHEDULE_TYPES_OF_SITE, site_id)]
     return [await regenerate(con, site_id, t, first_day, last_day, now=now) for t in sorted(types)]

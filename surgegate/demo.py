@@ -9,6 +9,7 @@ import asyncpg
 from admission.admin import SiteIn, upsert_site
 from shared.schedules import regenerate
 from shared.supply import store_schedule
+from surgegate import queries
 from waitingroom.events import Event, get_event, save_event
 
 DEMO_EVENT = Event(
@@ -46,13 +47,7 @@ async def seed_demo(con: asyncpg.Connection, *, days: int = 7, now: datetime | N
         return False
     await save_event(con, DEMO_EVENT)
     now = now or datetime.now(UTC)
-    await con.execute(
-        "INSERT INTO appointment_types (type_id, name, duration_minutes, seats_per_slot, min_notice_minutes,"
-        " max_advance_days, cancel_cutoff_minutes) VALUES ($1, 'Vaccination', 30, 5, 5, $2, 60)"
-        " ON CONFLICT (type_id) DO NOTHING",
-        DEMO_TYPE,
-        days,
-    )
+    await con.execute(queries.INSERT_DEMO_TYPE, DEMO_TYPE, days)
     for site in DEMO_SITES:
         await upsert_site(con, site)
         await store_schedule(con, site.site_id, DEMO_TYPE, {weekday: [(9 * 60, 17 * 60)] for weekday in range(1, 8)})

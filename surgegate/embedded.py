@@ -123,6 +123,9 @@ class EmbeddedPostgres:
             pass
 
     def _create_database(self, bin_path: Path, user: str | None) -> None:
+        # This probe stays here, not in a queries.py: it is a psql command line (this module manages
+        # processes and opens no connection; the database it looks for may not exist yet), and psql
+        # -c takes no $n parameters. DB_NAME is a constant.
         deadline = time.monotonic() + 30
         while True:
             probe = subprocess.run(

@@ -62,3 +62,6 @@ GET_DRAW = "SELECT event_id, size, seed, algorithm, recorded_at FROM lottery_dra
 
 # Admissions used: each admission token books at most one appointment, ever.
 COUNT_USED = "SELECT count(*) FROM appointments WHERE event_id = $1"
+
+# Readiness: one round trip to the database.
+PING = "SELECT 1"

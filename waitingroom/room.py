@@ -43,7 +43,7 @@ from waitingroom.events import (
 )
 from waitingroom.lottery import ALGORITHM, Lottery
 from waitingroom.polling import poll_after_ms
-from waitingroom.queries import COUNT_USED, SAVE_CHECKPOINT, SAVE_DRAW
+from waitingroom.queries import COUNT_USED, PING, SAVE_CHECKPOINT, SAVE_DRAW
 from waitingroom.queue import QueueConfig, QueueState, QueueStore
 from waitingroom.recovery import Known, restore_point
 from waitingroom.stats import actual_rate, quantile
@@ -435,7 +435,7 @@ class Room:
         """Raise if Redis or PostgreSQL cannot be reached."""
         await self.queue.ping()
         async with self.pool.acquire() as con:
-            await con.fetchval("SELECT 1")
+            await con.fetchval(PING)
 
     def _note_alive(self, event_id: str, rank: int, deadline: float) -> None:
         """Remember (in memory; flushed to Redis once per tick) that this rank's holder is present."""

@@ -233,6 +233,7 @@ async def test_capacity_change_applies_unless_more_seats_are_taken(pool: asyncpg
     async with pool.acquire() as con, con.transaction():
         report = await regenerate(con, "s1", "shot", date(2026, 5, 4), date(2026, 5, 4), now=now)
     assert report.capacity_changed == 5
+    assert await pool.fetchval("SELECT count(*) FROM slots WHERE capacity = 1") == 5
     assert [k["slot_id"] for k in report.kept] == [str(first)]
     assert await pool.fetchval("SELECT capacity FROM slots WHERE slot_id = $1", first) == 2
     assert isinstance(first, uuid.UUID)

@@ -23,6 +23,7 @@ import asyncpg
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import FlakyFailure
 
 from shared import queries as shared_queries
 from shared import seats
@@ -286,5 +287,9 @@ async def test_negative_control_taking_a_seat_without_counting_holds_oversells(
         " RETURNING booked"
     )
     monkeypatch.setattr(shared_queries, "TAKE_SEAT", forgetful)
-    with pytest.raises(AssertionError, match="held"):
+    # The oversell depends on how concurrent transactions interleave: hypothesis may find it and then
+    # fail to replay it exactly (FlakyFailure wraps the same AssertionError). Either way it was seen.
+    with pytest.raises((AssertionError, FlakyFailure)) as caught:
         await asyncio.to_thread(run_property, database_url, 200, False)
+    found = [caught.value] if isinstance(caught.value, AssertionError) else list(caught.value.exceptions)
+    assert any(isinstance(e, AssertionError) and "held" in str(e) for e in found), caught.value
