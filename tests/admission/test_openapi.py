@@ -116,7 +116,7 @@ class Documented:
         self.spec = spec
         self.answered: set[tuple[str, str, int]] = set()
         # literal paths first, so /api/v1/waitlist/claims is not taken for /api/v1/waitlist/{entry_id}
-        self._templates = sorted(spec["paths"], key=lambda p: p.count("{"))
+        self._templates: list[str] = sorted(spec["paths"], key=lambda p: p.count("{"))
 
     def template(self, method: str, path: str) -> str:
         for template in self._templates:
