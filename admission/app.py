@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from importlib import resources
 
 from aiohttp import web
 
@@ -18,6 +19,12 @@ from shared.redis import create_arq_pool
 from shared.settings import Settings
 from shared.tokens import TokenCodec
 from shared.waitlist import Waitlist, WaitlistPolicy
+
+_OPENAPI = (resources.files("admission") / "openapi.json").read_bytes()
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=_OPENAPI, content_type="application/json")
 
 
 def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.Application:
@@ -83,4 +90,5 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     r.add_get("/healthz", healthz)
     r.add_get("/readyz", readyz)
     r.add_get("/metrics", metrics_handler(app[METRICS]))
+    r.add_get("/openapi.json", openapi)
     return app

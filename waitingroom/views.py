@@ -15,13 +15,22 @@ from waitingroom.room import Room
 NO_STORE = {"Cache-Control": "no-store"}
 
 
+class Proof(BaseModel):
+    """A solved challenge (see :mod:`waitingroom.pow`). Other keys are ignored, as in the join body."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+    challenge: str | None = None
+    solution: str | None = None
+
+
 class JoinRequest(BaseModel):
     """Optional body of a join. ``person_id`` (e.g. a health-card number) is required by events with
-    one place per person and ignored by others; it is kept only as a keyed hash."""
+    one place per person and ignored by others; it is kept only as a keyed hash. Every field may be
+    left out or sent as null (the same thing); unknown keys are ignored."""
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
     person_id: str | None = Field(default=None, min_length=1, max_length=64)
-    pow: dict[str, str] | None = None  # {"challenge", "solution"} where the event asks for work
+    pow: Proof | None = None  # where the event asks for work
     # SHA-256 (hex) of a secret only the visitor's browser keeps: the admission is then bound to it.
     device_key_hash: str | None = Field(default=None, pattern="^[0-9a-f]{64}$")
 
@@ -88,7 +97,8 @@ async def join(request: web.Request) -> web.Response:
     room.event(event_id)  # unknown events are 404 and spend nobody's join allowance
     await check_join_limit(request, event_id)
     presented = presented_ticket(request, event_id)
-    await check_work(request, event_id, body.pow, presented)
+    proof = None if body.pow is None else body.pow.model_dump(exclude_none=True)
+    await check_work(request, event_id, proof, presented)
     ticket, status = await room.join(event_id, presented, body.person_id, body.device_key_hash)
     resp = json_response({"ticket": ticket, **status.to_json()}, status=201, headers=NO_STORE)
     set_ticket_cookie(resp, room, event_id, ticket)
