@@ -61,3 +61,36 @@ def test_the_problem_body_takes_status_and_detail_from_the_catalogue() -> None:
     assert refusal_problem(NotFound("no such hold")).status == 404
     assert json.loads(refusal_problem(TokenScope()).text or "")["detail"] == CATALOGUE[Code.TOKEN_SCOPE].message
     assert status_of("not_a_code") == 400
+
+
+def _documented_codes(document: dict[str, object]) -> list[tuple[str, int, str]]:
+    """(where, status, code) for every problem code an OpenAPI document lists under a status."""
+    found: list[tuple[str, int, str]] = []
+
+    def walk(node: object, where: str, status: int | None) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "enum" and where.endswith("/code") and status is not None:
+                    found.extend((where, status, code) for code in value)
+                else:
+                    walk(value, f"{where}/{key}", int(key) if key.isdigit() and len(key) == 3 else status)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, where, status)
+
+    walk(document.get("paths", {}), "paths", None)
+    responses = document.get("components", {}).get("responses", {})  # type: ignore[union-attr]
+    for name, response in responses.items():
+        refs = json.dumps(document.get("paths", {}))
+        statuses = {int(s) for s in re.findall(rf'"(\d{{3}})": {{"\$ref": "#/components/responses/{name}"}}', refs)}
+        for status in statuses:
+            walk(response, f"components/responses/{name}", status)
+    return found
+
+
+def test_the_openapi_documents_give_each_code_its_catalogue_status() -> None:
+    for name in ("admission/openapi.json", "waitingroom/openapi.json"):
+        document = json.loads((REPO / name).read_text())
+        for where, status, code in _documented_codes(document):
+            assert code in {c.value for c in Code}, f"{name} {where}: {code} is not in the catalogue"
+            assert status_of(code) == status, f"{name} {where}: {code} is {status_of(code)}, documented {status}"
