@@ -13,7 +13,7 @@ from admission.app import create_app
 from shared.settings import Settings
 from shared.tokens import Ticket, TokenCodec
 from surgegate.embedded import EmbeddedValkey
-from tests.conftest import (
+from tests.helpers import (
     TEST_KEYS,
     admin_headers,
     admission_token,

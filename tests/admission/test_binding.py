@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 from admission.keys import METRICS
 from shared.settings import Settings
 from shared.tokens import TokenCodec, device_hash
-from tests.conftest import FakeClock, admin_headers, assert_problem, serve
+from tests.helpers import FakeClock, admin_headers, assert_problem, serve
 from waitingroom.app import create_app
 from waitingroom.keys import ROOM
 

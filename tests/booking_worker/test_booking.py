@@ -25,7 +25,7 @@ from shared.persons import PersonVault
 from shared.redis import create_arq_pool
 from shared.settings import Settings
 from shared.tokens import TokenCodec
-from tests.conftest import (
+from tests.helpers import (
     admission_token,
     booking_headers,
     person,

@@ -26,6 +26,8 @@ from surgegate.embedded import free_port
 PERSON = {"id_number": "E2E-998877", "name": "Zelda Quarrington", "email": "zelda.q@example.org",
           "birth_date": "1961-07-30"}  # fmt: skip
 
+pytestmark = pytest.mark.slow  # starts real PostgreSQL, Valkey and three processes, twice
+
 
 @dataclass
 class Up:

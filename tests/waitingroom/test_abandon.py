@@ -14,10 +14,12 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from shared.settings import Settings
-from tests.conftest import FakeClock, admin_headers, serve
+from tests.helpers import FakeClock, admin_headers, serve
 from waitingroom.app import create_app
 from waitingroom.keys import ROOM
 from waitingroom.room import Room
+
+pytestmark = pytest.mark.slow  # 600 visitors over a minute of ticks, twice
 
 RATE = 4.0
 WINDOW = (30.0, 60.0)  # everyone who left is past their grace by t = 30 s

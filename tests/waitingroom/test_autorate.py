@@ -12,7 +12,7 @@ from shared.metrics import Metrics
 from shared.redis import booking_latency_key
 from shared.settings import Settings
 from shared.tokens import TokenCodec
-from tests.conftest import FakeClock, tick_for
+from tests.helpers import FakeClock, tick_for
 from waitingroom.autorate import next_rate
 from waitingroom.events import Event, EventUpdate
 from waitingroom.room import Room

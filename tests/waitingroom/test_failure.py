@@ -19,10 +19,12 @@ from redis.asyncio import Redis
 from shared.settings import Settings
 from shared.tokens import TokenCodec
 from surgegate.embedded import EmbeddedValkey
-from tests.conftest import FakeClock, admin_headers, assert_problem, serve, tick_for
+from tests.helpers import FakeClock, admin_headers, assert_problem, serve, tick_for
 from waitingroom.app import create_app
 from waitingroom.keys import ROOM
 from waitingroom.room import Room
+
+pytestmark = pytest.mark.slow  # fault injection: kills and restarts its own Valkey
 
 
 @pytest.fixture

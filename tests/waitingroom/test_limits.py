@@ -9,7 +9,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from shared.settings import Settings
-from tests.conftest import FakeClock, admin_headers, assert_problem, serve
+from tests.helpers import FakeClock, admin_headers, assert_problem, serve
 from waitingroom.app import create_app
 from waitingroom.keys import METRICS
 from waitingroom.limits import client_key, parse_networks

@@ -9,7 +9,7 @@ import jsonschema
 from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
 
-from tests.conftest import FakeClock, admin_headers
+from tests.helpers import FakeClock, admin_headers
 from waitingroom.keys import ROOM
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncpg
+import pytest
 from redis.asyncio import Redis
 
 from shared.metrics import Metrics
 from shared.settings import Settings
 from shared.tokens import TokenCodec
-from tests.conftest import FakeClock
+from tests.helpers import FakeClock
 from waitingroom.events import EventUpdate
 from waitingroom.recovery import RESTORE_SLACK, Known, restore_point
 from waitingroom.room import Room
@@ -24,6 +25,7 @@ def test_restore_point_bounds_what_can_have_happened() -> None:
     assert far == (10 + 3 + RESTORE_SLACK, 8.2)
 
 
+@pytest.mark.slow  # fault injection: Redis loses the queue state mid-run
 async def test_auto_mode_restore_accounts_for_the_raised_rate(
     settings: Settings, pool: asyncpg.Pool, redis: Redis, clock: FakeClock
 ) -> None:

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from shared.metrics import Metrics
 from shared.settings import Settings
 from shared.tokens import TokenCodec
-from tests.conftest import FakeClock, tick_for
+from tests.helpers import FakeClock, tick_for
 from waitingroom.events import EventUpdate
 from waitingroom.room import Room
 

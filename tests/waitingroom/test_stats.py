@@ -16,7 +16,7 @@ from shared.metrics import Metrics
 from shared.persons import PersonVault
 from shared.redis import create_arq_pool
 from shared.settings import Settings
-from tests.conftest import FakeClock, admin_headers, seed_site_and_slot, serve
+from tests.helpers import FakeClock, admin_headers, seed_site_and_slot, serve
 from waitingroom.app import create_app
 from waitingroom.keys import ROOM
 from waitingroom.room import Room
