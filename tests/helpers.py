@@ -65,6 +65,22 @@ async def serve(app: web.Application) -> AsyncIterator[TestClient]:
         await client.close()
 
 
+SAMPLE_SUFFIXES = ("", "_total", "_count", "_sum", "_bucket")
+
+
+def metric_value(metrics: Metrics, name: str, **labels: str) -> float:
+    """A sample's current value as a scrape of ``/metrics`` would show it (``surgegate_admitted_total``),
+    read through prometheus-client's public registry API; 0 for a labelled series not yet touched."""
+    value = metrics.registry.get_sample_value(name, labels)
+    if value is not None:
+        return value
+    # Only a series nobody touched yet reads as 0: a misspelt name must not pass as "nothing counted".
+    known = {family.name + suffix for family in metrics.registry.collect() for suffix in SAMPLE_SUFFIXES}
+    if name not in known:
+        raise KeyError(f"no metric {name!r} in the registry")
+    return 0.0
+
+
 def make_worker(settings: Settings, metrics: Metrics | None = None, **overrides: Any) -> Worker:
     ctx: dict[str, Any] = {"serve_metrics": False, "metrics": metrics or Metrics()}
     # No cron in test workers: tests that need the re-queue job call it directly, deterministically.
