@@ -7,6 +7,7 @@ does). Every test that touches them starts from empty tables and an empty Redis 
 
 from __future__ import annotations
 
+import graphlib
 import os
 from collections.abc import AsyncIterator, Iterator
 
@@ -23,11 +24,16 @@ from surgegate.embedded import EmbeddedPostgres, EmbeddedValkey
 from tests.helpers import ADMIN, TEST_KEYS, FakeClock, serve
 from waitingroom.app import create_app as create_edge
 
-TABLES = (
-    "notifications, waitlist_offer_recipients, waitlist_offers, waitlist_entries, idempotency_keys, holds, "
-    "schedule_overrides, schedules, appointment_types, lottery_draws, queue_checkpoints, audit_log, "
-    "booking_attempts, appointments, slots, sites, events"
-)
+# Every table of the schema and the tables its foreign keys point at (the migrations' own table kept).
+TABLES = """
+SELECT c.relname AS name, array_remove(array_agg(DISTINCT p.relname::text), NULL) AS referenced
+FROM pg_class c
+LEFT JOIN pg_constraint k ON k.conrelid = c.oid AND k.contype = 'f' AND k.confrelid <> c.oid
+LEFT JOIN pg_class p ON p.oid = k.confrelid
+WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r' AND c.relname <> 'schema_migrations'
+GROUP BY c.relname
+"""
+APPEND_ONLY = ("audit_log",)  # its trigger refuses DELETE; TRUNCATE fires no row trigger
 
 
 @pytest.fixture(scope="session")
@@ -77,9 +83,22 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
+@pytest.fixture(scope="session")
+async def emptying(pool: asyncpg.Pool) -> str:
+    """One statement that empties every table, referencing tables before those they reference.
+
+    DELETE, not TRUNCATE: on a test's handful of rows it takes well under a millisecond, where a
+    TRUNCATE of the whole schema takes tens (new files for every table and index, fsynced).
+    """
+    graph = {row["name"]: set(row["referenced"]) for row in await pool.fetch(TABLES)}
+    referenced_first = list(graphlib.TopologicalSorter(graph).static_order())
+    deletes = [f"DELETE FROM {name}" for name in reversed(referenced_first) if name not in APPEND_ONLY]
+    return "; ".join([*(f"TRUNCATE {name}" for name in APPEND_ONLY), *deletes])
+
+
 @pytest.fixture
-async def clean(pool: asyncpg.Pool, redis: Redis) -> None:
-    await pool.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+async def clean(pool: asyncpg.Pool, redis: Redis, emptying: str) -> None:
+    await pool.execute(emptying)
     await redis.flushdb()
 
 
