@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 from shared.metrics import Metrics
 from shared.settings import Settings
 from shared.tokens import TokenCodec
-from tests.conftest import admission_token, booking_headers, person, running_worker, seed_site_and_slot
+from tests.helpers import admission_token, booking_headers, person, running_worker, seed_site_and_slot
 
 
 async def test_person_data_never_logged_or_in_metrics(

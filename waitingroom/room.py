@@ -426,6 +426,11 @@ class Room:
             booking_url=f"{self.settings.api_url}/api/v1",
         )
 
+    def snapshot(self, event_id: str) -> QueueState | None:
+        """The most advanced queue state this edge has seen for the event (None before the first);
+        read-only, no Redis call: what this edge's answers and metrics are currently based on."""
+        return self._states.get(event_id)
+
     def lottery(self, event_id: str) -> Lottery | None:
         """The event's pre-queue draw as this edge knows it (its snapshot, else the recorded one)."""
         state = self._states.get(event_id)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+import pytest
 from aiohttp.test_utils import TestClient
 
 from shared.locks import LOCK_TIMEOUT_MS
 from shared.tokens import TokenCodec
-from tests.conftest import admission_token, assert_problem, booking_headers, person, seed_site_and_slot
+from tests.helpers import admission_token, assert_problem, booking_headers, person, seed_site_and_slot
 
 
+@pytest.mark.slow  # waits out lock_timeout (5 s)
 async def test_a_database_failure_during_accept_is_503_and_nothing_is_pending(
     api: TestClient, pool: asyncpg.Pool, codec: TokenCodec, database_url: str
 ) -> None:

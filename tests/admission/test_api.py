@@ -13,12 +13,13 @@ from admission.app import create_app
 from shared.settings import Settings
 from shared.tokens import Ticket, TokenCodec
 from surgegate.embedded import EmbeddedValkey
-from tests.conftest import (
+from tests.helpers import (
     TEST_KEYS,
     admin_headers,
     admission_token,
     assert_problem,
     booking_headers,
+    metric_value,
     person,
     run_burst,
     running_worker,
@@ -34,8 +35,7 @@ def bearer(token: str) -> dict[str, str]:
 def verify_count(api: TestClient, event: str, result: str) -> float:
     from admission.keys import METRICS
 
-    value: float = api.app[METRICS].token_verify.labels(event, result)._value.get()
-    return value
+    return metric_value(api.app[METRICS], "surgegate_token_verify_total", event=event, result=result)
 
 
 async def test_token_failures_get_the_right_codes_and_reasons(api: TestClient, codec: TokenCodec) -> None:

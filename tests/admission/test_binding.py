@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 from admission.keys import METRICS
 from shared.settings import Settings
 from shared.tokens import TokenCodec, device_hash
-from tests.conftest import FakeClock, admin_headers, assert_problem, serve
+from tests.helpers import FakeClock, admin_headers, assert_problem, metric_value, serve
 from waitingroom.app import create_app
 from waitingroom.keys import ROOM
 
@@ -27,7 +27,7 @@ async def test_a_bound_admission_needs_its_device_key(api: TestClient, codec: To
     for headers in ({}, {"X-Device-Key": "not-the-secret"}):
         resp = await api.get("/api/v1/sites", headers={"Authorization": f"Bearer {token}", **headers})
         assert_problem(resp.status, await resp.json(), 401, "token_invalid")
-    assert api.app[METRICS].token_verify.labels("ev", "binding")._value.get() == 2
+    assert metric_value(api.app[METRICS], "surgegate_token_verify_total", event="ev", result="binding") == 2
     ok = await api.get("/api/v1/sites", headers={"Authorization": f"Bearer {token}", "X-Device-Key": secret})
     assert ok.status == 200
 

@@ -16,7 +16,7 @@ from shared import seats
 from shared.appointments import cancel_is_late
 from shared.settings import Settings
 from shared.tokens import TokenCodec
-from tests.conftest import admission_token, assert_problem, book, running_worker, seats_of, seed_typed_slots
+from tests.helpers import admission_token, assert_problem, book, running_worker, seats_of, seed_typed_slots
 
 
 def auth(token: str) -> dict[str, str]:

@@ -13,7 +13,7 @@ import uuid
 from aiohttp.test_utils import TestClient
 
 from shared.tokens import TokenCodec
-from tests.conftest import ADMIN, admission_token, seed_site_and_slot
+from tests.helpers import ADMIN, admission_token, seed_site_and_slot
 
 PATHS = ["/api/v1/sites", "/api/v1/slots", "/api/v1/appointments", "/api/v1/appointments/{id}",
          "/api/v1/attempts/{id}", "/admin/v1/sites", "/admin/v1/slots", "/admin/v1/slots/{id}", "/metrics",

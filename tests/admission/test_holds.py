@@ -17,7 +17,7 @@ from shared.attempts import execute as run_attempt
 from shared.booking import BookingJob
 from shared.settings import Settings
 from shared.tokens import TokenCodec
-from tests.conftest import admission_token, assert_problem, book, running_worker, seats_of, seed_typed_slots
+from tests.helpers import admission_token, assert_problem, book, running_worker, seats_of, seed_typed_slots
 
 
 def auth(token: str, key: str | None = None) -> dict[str, str]:

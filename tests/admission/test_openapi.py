@@ -28,7 +28,7 @@ from shared.booking import attempt_id_for
 from shared.persons import PersonVault, person_key_of
 from shared.settings import Settings
 from shared.tokens import TokenCodec
-from tests.conftest import admin_headers, admission_token, person, run_burst, running_worker, serve
+from tests.helpers import admin_headers, admission_token, person, run_burst, running_worker, serve
 
 Json = Any
 

@@ -18,7 +18,9 @@ from aiohttp.test_utils import TestClient
 from shared import seats as seat_rules
 from shared.settings import Settings
 from shared.tokens import TokenCodec
-from tests.conftest import admission_token, booking_headers, person, running_worker, seed_site_and_slot
+from tests.helpers import admission_token, booking_headers, person, running_worker, seed_site_and_slot
+
+pytestmark = pytest.mark.slow  # 200 requests through the API, the queue and the worker, twice
 
 REQUESTS = 200
 CAPACITY = 20

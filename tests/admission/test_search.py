@@ -15,7 +15,7 @@ from admission.app import create_app
 from admission.keys import AVAILABILITY
 from shared.settings import Settings
 from shared.tokens import TokenCodec
-from tests.conftest import admission_token, assert_problem, seed_typed_slots, serve
+from tests.helpers import admission_token, assert_problem, seed_typed_slots, serve
 
 
 def auth(token: str) -> dict[str, str]:

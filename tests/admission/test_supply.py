@@ -14,7 +14,7 @@ from booking_worker.periodic import extend_schedules, mark_no_shows
 from shared.metrics import Metrics
 from shared.settings import Settings
 from shared.tokens import TokenCodec
-from tests.conftest import admin_headers, admission_token, assert_problem, book, running_worker, seed_typed_slots
+from tests.helpers import admin_headers, admission_token, assert_problem, book, running_worker, seed_typed_slots
 
 SITES_CSV = """site_id,name,region,timezone,lat,lng
 nyc-1,Midtown,New York,America/New_York,40.75,-73.98

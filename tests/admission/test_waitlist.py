@@ -18,7 +18,7 @@ from shared.persons import PersonVault, person_key_of
 from shared.settings import Settings
 from shared.tokens import TokenCodec
 from shared.waitlist import Waitlist, WaitlistPolicy
-from tests.conftest import (
+from tests.helpers import (
     admin_headers,
     admission_token,
     assert_problem,

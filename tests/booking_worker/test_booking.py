@@ -26,9 +26,10 @@ from shared.persons import PersonVault
 from shared.redis import create_arq_pool
 from shared.settings import Settings
 from shared.tokens import TokenCodec
-from tests.conftest import (
+from tests.helpers import (
     admission_token,
     booking_headers,
+    metric_value,
     person,
     run_burst,
     running_worker,
@@ -87,7 +88,7 @@ async def test_duplicate_enqueue_is_a_no_op_and_books_once(settings: Settings, p
     finally:
         await arq.aclose()
     assert await counts(pool) == (1, 1, 1)
-    assert metrics.booking_attempts.labels("ev", "confirmed")._value.get() == 1
+    assert metric_value(metrics, "surgegate_booking_attempts_total", event="ev", outcome="confirmed") == 1
 
 
 async def test_running_the_same_attempt_twice_returns_the_stored_outcome(pool: asyncpg.Pool, clean: None) -> None:
@@ -99,7 +100,7 @@ async def test_running_the_same_attempt_twice_returns_the_stored_outcome(pool: a
     assert first["status"] == "confirmed"
     assert await counts(pool) == (1, 1, 1)
     # only the execution that did the work is counted
-    assert metrics.booking_attempts.labels("ev", "confirmed")._value.get() == 1
+    assert metric_value(metrics, "surgegate_booking_attempts_total", event="ev", outcome="confirmed") == 1
 
 
 async def test_crash_between_commit_and_result_then_redelivery(settings: Settings, pool: asyncpg.Pool) -> None:

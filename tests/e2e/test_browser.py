@@ -20,17 +20,20 @@ from aiohttp import web
 from admission.app import create_app as create_api
 from shared.settings import Settings
 from surgegate.embedded import free_port
-from tests.conftest import FakeClock, admin_headers, running_worker, seed_site_and_slot
+from tests.helpers import FakeClock, admin_headers, running_worker, seed_site_and_slot
 from waitingroom.app import create_app as create_edge
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None and os.environ.get("CI") != "true",
-    reason="Debian chromium is not installed (.ci/run installs it; in CI its absence fails the test)",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        CHROMIUM is None and os.environ.get("CI") != "true",
+        reason="Debian chromium is not installed (.ci/run installs it; in CI its absence fails the test)",
+    ),
+]
 
 
 @pytest.fixture

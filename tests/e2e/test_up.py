@@ -1,30 +1,36 @@
 """`surgegate up` for real: embedded PostgreSQL and Valkey, three child processes, free ports.
 
 Drives join -> admitted -> book -> cancel over HTTP, checks the funnel metrics of all three
-processes, checks no person data reached the logs, stops with SIGTERM and checks nothing is left
-running, then starts again on the same data dir and finds the data still there.
+processes, checks no person data reached the logs, stops with SIGTERM and checks nothing of the
+process tree it started is left running (only its own tree: another `surgegate up` on the machine is
+none of its business), then starts again on the same data dir and finds the data still there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import psutil
 import pytest
 
 from surgegate.embedded import free_port
 
 PERSON = {"id_number": "E2E-998877", "name": "Zelda Quarrington", "email": "zelda.q@example.org",
           "birth_date": "1961-07-30"}  # fmt: skip
+
+pytestmark = pytest.mark.slow  # starts real PostgreSQL, Valkey and three processes, twice
 
 
 @dataclass
@@ -35,9 +41,47 @@ class Up:
     api: str
     worker: str
     admin_token: str
+    tree: set[psutil.Process]  # what `up` had started once it was up
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+def process_tree(proc: subprocess.Popen[Any]) -> set[psutil.Process]:
+    """The processes below ``proc`` now, children of children included. A psutil Process is its pid
+    and start time, so a pid that someone else's process reuses later is never taken for ours."""
+    try:
+        return set(psutil.Process(proc.pid).children(recursive=True))
+    except psutil.NoSuchProcess:
+        return set()
+
+
+def describe(process: psutil.Process) -> str:
+    try:
+        return f"{process.pid} {' '.join(process.cmdline())}"
+    except psutil.Error:
+        return f"{process.pid} (gone)"
+
+
+def still_running(processes: Iterable[psutil.Process]) -> list[psutil.Process]:
+    """Those of ``processes`` still running (a zombie is not: it has exited, only its status is left)."""
+    running = []
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                running.append(process)
+        except psutil.NoSuchProcess:
+            pass
+    return running
+
+
+def stop_tree(proc: subprocess.Popen[Any], seen: set[psutil.Process]) -> list[str]:
+    """SIGTERM ``proc``, expect a clean exit, and return what is still running of its tree: the
+    processes seen under it earlier and those under it at the moment of the signal."""
+    tree = seen | process_tree(proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0
+    return [describe(p) for p in still_running(tree)]
 
 
 def start_up(data_dir: Path, log: Path, ports: tuple[int, int, int]) -> Up:
@@ -58,14 +102,20 @@ def start_up(data_dir: Path, log: Path, ports: tuple[int, int, int]) -> Up:
             raise AssertionError("surgegate up did not start:\n" + log.read_text(errors="replace")[-4000:])
         time.sleep(0.2)
     token = re.search(r"admin token\s+(\S+)", log.read_bytes()[offset:].decode(errors="replace")).group(1)  # type: ignore[union-attr]
-    return Up(proc, log, f"http://127.0.0.1:{edge}", f"http://127.0.0.1:{api}", f"http://127.0.0.1:{metrics}", token)
+    tree = process_tree(proc)
+    started = " | ".join(describe(p) for p in tree)
+    # The leftover check of stop_up watches this tree: it must hold everything `up` runs.
+    if missing := [p for p in ("surgegate edge", "surgegate api", "surgegate worker", "postgres", "valkey")
+                   if p not in started]:  # fmt: skip
+        proc.terminate()
+        proc.wait(60)
+        raise AssertionError(f"{missing} not among the processes of surgegate up: {started}")
+    return Up(proc, log, f"http://127.0.0.1:{edge}", f"http://127.0.0.1:{api}", f"http://127.0.0.1:{metrics}", token,
+              tree)  # fmt: skip
 
 
-def stop_up(up: Up, data_dir: Path) -> None:
-    up.proc.send_signal(signal.SIGTERM)
-    assert up.proc.wait(60) == 0
-    left = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    leftovers = [line for line in left.splitlines() if str(data_dir) in line or "-m surgegate" in line]
+def stop_up(up: Up) -> None:
+    leftovers = stop_tree(up.proc, up.tree)
     assert leftovers == [], leftovers
 
 
@@ -146,7 +196,7 @@ async def test_up_runs_the_whole_path_and_stops_cleanly(data_dir: Path, tmp_path
     try:
         flow = await drive(up)
     finally:
-        stop_up(up, data_dir)
+        stop_up(up)
     first_output = up.output()
     assert "migrations applied: 0001_initial" in first_output
     assert "demo event, sites and slots loaded" in first_output
@@ -159,7 +209,7 @@ async def test_up_runs_the_whole_path_and_stops_cleanly(data_dir: Path, tmp_path
             async with s.get(f"{up.api}/api/v1/appointments/{flow['appointment_id']}", headers=auth) as r:
                 assert (await r.json())["status"] == "cancelled"
     finally:
-        stop_up(up, data_dir)
+        stop_up(up)
     second_output = up.output()[len(first_output) :]
     assert "database schema up to date" in second_output
     assert "loaded" not in second_output
@@ -168,3 +218,31 @@ async def test_up_runs_the_whole_path_and_stops_cleanly(data_dir: Path, tmp_path
     everything = up.output()
     for value in PERSON.values():
         assert value not in everything
+
+
+FORGETFUL_UP = """
+import signal, subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "left-behind"], start_new_session=True)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # exits cleanly, but forgets to stop its child
+print("up", flush=True)
+time.sleep(120)
+"""
+
+
+def test_negative_control_a_child_left_running_is_caught() -> None:
+    """The leftover check bites: an `up` that exits 0 but leaves a child running is caught, while a
+    `surgegate up` of someone else, running at the same time outside the tree, is not reported."""
+    someone_else = psutil.Popen([sys.executable, "-c", "import time; time.sleep(120)",
+                                 "surgegate", "up", "--data-dir", "/tmp/other"])  # fmt: skip
+    seen: set[psutil.Process] = set()
+    try:
+        with subprocess.Popen([sys.executable, "-c", FORGETFUL_UP], stdout=subprocess.PIPE, text=True) as forgetful:
+            assert forgetful.stdout is not None and forgetful.stdout.readline() == "up\n"
+            seen = process_tree(forgetful)
+            leftovers = stop_tree(forgetful, seen)
+        assert len(leftovers) == 1 and leftovers[0].endswith("left-behind"), leftovers
+    finally:
+        for process in [*seen, someone_else]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        someone_else.wait()

@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from shared.db import migrate, migration_files
-from tests.conftest import seed_site_and_slot
+from tests.helpers import seed_site_and_slot
 
 
 async def test_migrate_is_idempotent(pool: asyncpg.Pool, clean: None) -> None:

@@ -35,7 +35,9 @@ from shared.errors import Refused
 from shared.persons import PersonVault
 from shared.tokens import TokenCodec
 from shared.waitlist import Waitlist, WaitlistPolicy
-from tests.conftest import TEST_KEYS
+from tests.helpers import TEST_KEYS
+
+pytestmark = pytest.mark.slow  # hundreds of Hypothesis examples against PostgreSQL
 
 SLOTS = 2
 CAPACITY = 3

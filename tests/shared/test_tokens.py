@@ -6,7 +6,7 @@ import pytest
 
 from shared.errors import TicketInvalid, TokenExpired, TokenInvalid
 from shared.tokens import Ticket, TokenCodec
-from tests.conftest import FakeClock
+from tests.helpers import FakeClock
 
 OLD = ("old", "old-secret-0123456789")
 NEW = ("new", "new-secret-0123456789")

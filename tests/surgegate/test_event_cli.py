@@ -14,7 +14,7 @@ from aiohttp import web
 from shared.settings import Settings
 from surgegate.cli import main
 from surgegate.embedded import free_port
-from tests.conftest import ADMIN
+from tests.helpers import ADMIN
 from waitingroom.app import create_app
 
 

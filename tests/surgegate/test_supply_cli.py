@@ -18,7 +18,7 @@ from admission.app import create_app
 from shared.settings import Settings
 from surgegate.cli import main
 from surgegate.embedded import free_port
-from tests.conftest import ADMIN
+from tests.helpers import ADMIN
 
 
 @pytest.fixture

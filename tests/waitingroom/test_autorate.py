@@ -12,7 +12,7 @@ from shared.metrics import Metrics
 from shared.redis import booking_latency_key
 from shared.settings import Settings
 from shared.tokens import TokenCodec
-from tests.conftest import FakeClock, tick_for
+from tests.helpers import FakeClock, metric_value, tick_for
 from waitingroom.autorate import next_rate
 from waitingroom.events import Event, EventUpdate
 from waitingroom.room import Room
@@ -45,6 +45,13 @@ def make_room(settings: Settings, pool: asyncpg.Pool, redis: Redis, clock: FakeC
                 metrics=Metrics(), clock=clock)  # fmt: skip
 
 
+def live_rate(room: Room, event_id: str) -> float:
+    """The rate this edge admits at now (its latest queue snapshot)."""
+    state = room.snapshot(event_id)
+    assert state is not None
+    return state.rate_per_s
+
+
 async def test_backlog_brings_the_rate_down_and_calm_brings_it_up(
     settings: Settings, pool: asyncpg.Pool, redis: Redis, clock: FakeClock
 ) -> None:
@@ -60,23 +67,25 @@ async def test_backlog_brings_the_rate_down_and_calm_brings_it_up(
     await tick_for(clock, 20, a, b, step=0.5)
     assert a.lottery("ev") is not None  # sanity: both edges are live on the event
     for room in (a, b):  # every edge applies the controller's rate
-        assert room._states["ev"].rate_per_s == 1.0
-        assert room._states["fixed"].rate_per_s == 3.0  # fixed mode is never touched
-    downs = [room.metrics.rate_changes.labels("ev", "down")._value.get() for room in (a, b)]
+        assert live_rate(room, "ev") == 1.0
+        assert live_rate(room, "fixed") == 3.0  # fixed mode is never touched
+    downs = [
+        metric_value(room.metrics, "surgegate_rate_changes_total", event="ev", direction="down") for room in (a, b)
+    ]
     assert sorted(downs) == [0, 7]  # one edge steers (10 -> 7 -> 4.9 -> ... -> 1), the other does not
-    assert a.metrics.admission_rate.labels("ev")._value.get() == 1.0
+    assert metric_value(a.metrics, "surgegate_admission_rate_per_s", event="ev") == 1.0
 
     # the backlog clears and attempts are quick again: the rate climbs back, never past rate_max
     await redis.delete(settings.queue_name, booking_latency_key("ev"))
     await redis.lpush(booking_latency_key("ev"), *["0.2"] * 20)
     await tick_for(clock, 120, a, b, step=0.5)
-    assert a._states["ev"].rate_per_s == 20.0
+    assert live_rate(a, "ev") == 20.0
     stats = await a.stats("ev")
     assert stats["rate_per_s"]["configured"] == 20.0
 
     # an operator edit of another field keeps the rate the controller found
     await a.put_event("ev", EventUpdate(name="Renamed"))
-    assert a._states["ev"].rate_per_s == 20.0
+    assert live_rate(a, "ev") == 20.0
 
 
 async def test_auto_needs_bounds(settings: Settings, pool: asyncpg.Pool, redis: Redis, clock: FakeClock) -> None:

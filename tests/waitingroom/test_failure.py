@@ -19,10 +19,12 @@ from redis.asyncio import Redis
 from shared.settings import Settings
 from shared.tokens import TokenCodec
 from surgegate.embedded import EmbeddedValkey
-from tests.conftest import FakeClock, admin_headers, assert_problem, serve, tick_for
+from tests.helpers import FakeClock, admin_headers, assert_problem, metric_value, serve, tick_for
 from waitingroom.app import create_app
 from waitingroom.keys import ROOM
 from waitingroom.room import Room
+
+pytestmark = pytest.mark.slow  # fault injection: kills and restarts its own Valkey
 
 
 @pytest.fixture
@@ -84,7 +86,7 @@ async def test_redis_killed_mid_queue_resumes_fairly(
     again.start()
     try:
         await room.tick()
-        assert room.metrics.queue_restored.labels("ev")._value.get() == 1
+        assert metric_value(room.metrics, "surgegate_queue_restored_total", event="ev") == 1
         # nobody admitted twice (nobody admitted before is waiting again), nobody jumped the line:
         # the restore resumes at most a couple of places ahead (its safety margin), in order
         after = await states(room, tickets)

@@ -9,7 +9,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from shared.settings import Settings
-from tests.conftest import FakeClock, admin_headers, assert_problem, serve
+from tests.helpers import FakeClock, admin_headers, assert_problem, metric_value, serve
 from waitingroom.app import create_app
 from waitingroom.keys import METRICS
 from waitingroom.limits import client_key, parse_networks
@@ -65,7 +65,9 @@ async def test_a_client_over_its_limit_gets_429_and_others_do_not(limited_edge: 
     clock.advance(10)
     assert (await join_from(limited_edge, "198.51.100.1"))[0] == 201  # refilled
     assert (await join_from(limited_edge, "198.51.100.1"))[0] == 429
-    assert limited_edge.app[METRICS].join_rejected.labels("ev", "rate_limited")._value.get() == 2
+    assert (
+        metric_value(limited_edge.app[METRICS], "surgegate_join_rejected_total", event="ev", reason="rate_limited") == 2
+    )
     # refused joins took no place in the queue
     stats = await (await limited_edge.get("/admin/v1/events/ev", headers=admin_headers())).json()
     assert stats["stats"]["joined"] == 6

@@ -11,7 +11,7 @@ import pytest
 from waitingroom.lottery import Lottery
 
 
-@pytest.mark.parametrize("size", [1, 2, 3, 7, 64, 1000, 4097])
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 64, 1000, pytest.param(4097, marks=pytest.mark.slow)])
 def test_every_pre_queue_visitor_gets_exactly_one_distinct_rank(size: int) -> None:
     lottery = Lottery(size, secrets.token_hex(16))
     assert sorted(lottery.rank(n) for n in range(1, size + 1)) == list(range(1, size + 1))
@@ -42,11 +42,13 @@ def chi_square_of_first_arrival(size: int, draws: int) -> float:
 
 
 # chi-square limits at p = 0.0001 for size - 1 degrees of freedom
+@pytest.mark.slow  # 20,000 draws per size
 @pytest.mark.parametrize(("size", "limit"), [(3, 18.4), (6, 25.7), (10, 33.7), (37, 80.0)])
 def test_ranks_are_uniform_over_many_draws(size: int, limit: float) -> None:
     assert chi_square_of_first_arrival(size, 20000) < limit
 
 
+@pytest.mark.slow  # 20,000 draws
 def test_negative_control_too_few_rounds_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """The uniformity check bites: the 4-round version it replaced fails it."""
     import waitingroom.lottery as lottery

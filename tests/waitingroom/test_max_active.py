@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 
 from admission.app import create_app as create_api
 from shared.settings import Settings
-from tests.conftest import (
+from tests.helpers import (
     FakeClock,
     admin_headers,
     booking_headers,

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from shared.settings import Settings
 from shared.tokens import TokenCodec
-from tests.conftest import FakeClock, admin_headers, assert_problem, serve
+from tests.helpers import FakeClock, admin_headers, assert_problem, serve
 from waitingroom.app import create_app
 
 

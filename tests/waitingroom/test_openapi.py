@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
 
 from shared.settings import Settings
-from tests.conftest import FakeClock, admin_headers, assert_problem, serve
+from tests.helpers import FakeClock, admin_headers, assert_problem, serve
 from waitingroom.app import create_app
 from waitingroom.keys import ROOM
 from waitingroom.pow import solve

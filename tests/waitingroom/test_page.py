@@ -12,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from shared.settings import Settings
-from tests.conftest import FakeClock, admin_headers, serve
+from tests.helpers import FakeClock, admin_headers, serve
 from waitingroom.app import create_app
 from waitingroom.keys import ROOM
 

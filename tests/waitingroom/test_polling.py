@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from shared.metrics import Metrics
 from shared.settings import Settings
 from shared.tokens import TokenCodec
-from tests.conftest import FakeClock
+from tests.helpers import FakeClock
 from waitingroom.events import EventUpdate
 from waitingroom.polling import JITTER, harmonic, poll_after_ms, poll_interval_s
 from waitingroom.room import Room
@@ -27,6 +27,7 @@ def total_poll_rate(waiting: int, budget: float, rate_per_s: float | None) -> fl
     )
 
 
+@pytest.mark.slow  # sums a million intervals
 def test_a_million_waiters_stay_under_the_budget() -> None:
     total = total_poll_rate(1_000_000, budget=2000, rate_per_s=50)
     print(f"1,000,000 waiters, budget 2000/s, admitting 50/s: {total:,.1f} polls/s")

@@ -9,7 +9,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from shared.settings import Settings
-from tests.conftest import FakeClock, admin_headers, assert_problem, serve
+from tests.helpers import FakeClock, admin_headers, assert_problem, metric_value, serve
 from waitingroom.app import create_app
 from waitingroom.keys import METRICS
 from waitingroom.pow import leading_zero_bits, solve, solves
@@ -39,8 +39,7 @@ async def join(edge: TestClient, proof: dict[str, str] | None, event_id: str = "
 
 
 def rejected(edge: TestClient, reason: str) -> float:
-    value: float = edge.app[METRICS].join_rejected.labels("ev", f"pow_{reason}")._value.get()
-    return value
+    return metric_value(edge.app[METRICS], "surgegate_join_rejected_total", event="ev", reason=f"pow_{reason}")
 
 
 async def test_a_solved_challenge_buys_one_place(edge: TestClient) -> None:

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from shared.metrics import Metrics
 from shared.settings import Settings
 from shared.tokens import TokenCodec
-from tests.conftest import FakeClock, admin_headers, serve
+from tests.helpers import FakeClock, admin_headers, serve
 from waitingroom.app import create_app
 from waitingroom.events import EventUpdate
 from waitingroom.keys import ROOM
@@ -55,6 +55,7 @@ async def admit_all(room: Room, clock: FakeClock, tickets: list[str]) -> list[in
     raise AssertionError("not everyone was admitted")
 
 
+@pytest.mark.slow  # 130 visitors, each one's status read on every tick until all are admitted
 async def test_lottery_at_opening_then_fifo(edge: TestClient, clock: FakeClock, pool: asyncpg.Pool) -> None:
     room = edge.app[ROOM]
     early = [await join(room) for _ in range(120)]

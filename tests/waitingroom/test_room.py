@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from shared.metrics import Metrics
 from shared.settings import Settings
 from shared.tokens import TokenCodec
-from tests.conftest import FakeClock, tick_for
+from tests.helpers import FakeClock, metric_value, tick_for
 from waitingroom.events import EventUpdate
 from waitingroom.room import Room
 
@@ -130,6 +130,6 @@ async def test_admitted_visitor_gets_a_scoped_token_with_fixed_expiry(
 async def test_metrics_follow_the_funnel(room: Room, clock: FakeClock) -> None:
     await join_many(room, 20)
     await tick_for(clock, 2, room)
-    assert room.metrics.queue_joined.labels("ev")._value.get() == 20
-    assert room.metrics.admitted.labels("ev")._value.get() == 10
-    assert room.metrics.queue_waiting.labels("ev")._value.get() == 10
+    assert metric_value(room.metrics, "surgegate_queue_joined_total", event="ev") == 20
+    assert metric_value(room.metrics, "surgegate_admitted_total", event="ev") == 10
+    assert metric_value(room.metrics, "surgegate_queue_waiting", event="ev") == 10

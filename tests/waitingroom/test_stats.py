@@ -16,7 +16,7 @@ from shared.metrics import Metrics
 from shared.persons import PersonVault
 from shared.redis import create_arq_pool
 from shared.settings import Settings
-from tests.conftest import FakeClock, admin_headers, seed_site_and_slot, serve
+from tests.helpers import FakeClock, admin_headers, metric_value, seed_site_and_slot, serve
 from waitingroom.app import create_app
 from waitingroom.keys import ROOM
 from waitingroom.room import Room
@@ -52,9 +52,9 @@ async def test_the_funnel_in_one_place(
     waits = now["time_in_queue_s"]
     assert waits["sample"] == 20
     assert 4.0 <= waits["median"] <= 6.0 and 8.0 <= waits["p90"] <= 10.0  # the n-th waited about n/2 s
-    wait_histogram = room.metrics.registry.get_sample_value("surgegate_queue_wait_seconds_count", {"event": "ev"})
+    wait_histogram = metric_value(room.metrics, "surgegate_queue_wait_seconds_count", event="ev")
     assert wait_histogram == 20  # once per admitted visitor, however often they poll
-    assert room.metrics.admissions_active.labels("ev")._value.get() == 20
+    assert metric_value(room.metrics, "surgegate_admissions_active", event="ev") == 20
 
     # one admission is used: the booking worker frees it
     slot_id = await seed_site_and_slot(pool, event_id="ev")
@@ -80,5 +80,5 @@ async def test_the_funnel_in_one_place(
     await room.tick()
     lapsed = await stats(edge)
     assert lapsed["expired_unused"] == 19
-    assert room.metrics.admissions_lapsed.labels("ev")._value.get() == 19
+    assert metric_value(room.metrics, "surgegate_admissions_lapsed_total", event="ev") == 19
     assert lapsed["used"] == 1

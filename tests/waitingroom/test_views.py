@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import FakeClock, admin_headers, assert_problem
+from tests.helpers import FakeClock, admin_headers, assert_problem
 from waitingroom.keys import ROOM
 
 
