@@ -39,8 +39,8 @@ from shared.booking import (
     local_iso,
     utc_iso,
 )
+from shared.keys import active_admissions_key, booking_latency_key
 from shared.metrics import Metrics
-from shared.redis import active_admissions_key, booking_latency_key
 
 log = logging.getLogger("surgegate.booking_worker")
 

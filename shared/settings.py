@@ -11,6 +11,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from shared.keys import BOOKING_QUEUE_NAME
+
 _KID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 
@@ -67,7 +69,7 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     # Booking queue depth above which the API sheds load with 503 overloaded.
     max_queue_depth: int = 50_000
-    queue_name: str = "surgegate:booking"
+    queue_name: str = BOOKING_QUEUE_NAME
     edge_tick_s: float = 0.1
     # Polls per second all waiters of one event may send together (see waitingroom/polling.py).
     poll_budget_per_s: float = 2000.0
