@@ -23,8 +23,8 @@ from arq import Retry
 from booking_worker import queries
 from shared import attempts
 from shared.booking import BookingJob, BookingOutcome
+from shared.keys import active_admissions_key, booking_latency_key
 from shared.metrics import Metrics
-from shared.redis import active_admissions_key, booking_latency_key
 from shared.statuses import AttemptStatus
 
 log = logging.getLogger("surgegate.booking_worker")

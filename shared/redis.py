@@ -22,15 +22,3 @@ def create_redis(url: str) -> Redis:
 async def create_arq_pool(url: str, queue_name: str) -> ArqRedis:
     pool: ArqRedis = await create_pool(redis_settings(url), default_queue_name=queue_name)
     return pool
-
-
-def active_admissions_key(event_id: str) -> str:
-    """Sorted set of the event's admissions out and unused: member = rank, score = when it lapses.
-    The edge adds to it when it admits; the booking worker removes a rank once its booking commits."""
-    return f"sg:active:{event_id}"
-
-
-def booking_latency_key(event_id: str) -> str:
-    """List of the event's latest booking attempt latencies (seconds from enqueue to outcome),
-    newest first; the worker writes it, the edge's auto rate controller reads it."""
-    return f"sg:latency:{event_id}"

@@ -1,15 +1,31 @@
 """Settings: the one place that reads the environment.
 
 Every process builds one frozen :class:`Settings` with :meth:`Settings.from_env` (the CLI may
-override single fields with ``dataclasses.replace``); tests build it directly.
+override single fields with ``dataclasses.replace``); tests build it directly. It is a pydantic
+dataclass, so every construction — from the environment, directly, or by ``replace`` — checks types
+and ranges; a bad variable stops the process at start with a :class:`SettingsError` that names it
+and says what it expects (``SURGEGATE_HOLD_TTL_S must be a whole number above 0, not 'abc'``).
+
+Each field read from the environment says so next to its type (``Env("SURGEGATE_...")``); the
+others are tuning knobs for tests and benchmarks. Why not pydantic-settings: its ``BaseSettings``
+is a model, not a dataclass (the CLI and tests override fields with ``dataclasses.replace``), and it
+reads ``os.environ`` on every construction, tests' direct ones included; what it would do here is
+the dozen lines of :meth:`Settings.from_env`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, ValidationError
+from pydantic.dataclasses import dataclass, is_pydantic_dataclass
+from pydantic.fields import FieldInfo
+
+from shared.keys import BOOKING_QUEUE_NAME
 
 _KID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
@@ -37,98 +53,102 @@ def parse_secret_keys(raw: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if not raw:
-        return default
-    if not raw.isdigit() or int(raw) < 1:
-        raise SettingsError(f"{name} must be a positive integer")
-    return int(raw)
+def comma_list(raw: str) -> tuple[str, ...]:
+    """``a, b,,c`` -> ``("a", "b", "c")``."""
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
+class Env:
+    """Marks a field as read from the environment variable ``name``; ``parse`` turns the text
+    into the field's value first (else pydantic converts it). An empty variable counts as unset."""
+
+    name: str
+    parse: Callable[[str], Any] | None = None
+
+
+# The kinds of value a variable may hold; ``description`` is what the error message says it expects.
+Port = Annotated[int, Field(ge=0, le=65535, description="a port number (0 to 65535)")]
+PositiveInt = Annotated[int, Field(gt=0, description="a whole number above 0")]
+NonNegativeInt = Annotated[int, Field(ge=0, description="a whole number (0 or more)")]
+PositiveFloat = Annotated[float, Field(gt=0, description="a number above 0")]
+NonNegativeFloat = Annotated[float, Field(ge=0, description="a number (0 or more)")]
+LogLevel = Annotated[
+    Literal["DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL", "NOTSET"],  # logging's names
+    Field(description="a logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL"),
+]
+
+
+@dataclass(frozen=True, config=ConfigDict(allow_inf_nan=False))
 class Settings:
-    database_url: str | None = None
-    redis_url: str | None = None
-    secret_keys: tuple[tuple[str, str], ...] = ()
-    admin_tokens: tuple[str, ...] = ()
+    database_url: Annotated[str | None, Env("SURGEGATE_DATABASE_URL")] = None
+    redis_url: Annotated[str | None, Env("SURGEGATE_REDIS_URL")] = None
+    secret_keys: Annotated[tuple[tuple[str, str], ...], Env("SURGEGATE_SECRET_KEYS", parse_secret_keys)] = ()
+    admin_tokens: Annotated[tuple[str, ...], Env("SURGEGATE_ADMIN_TOKEN", comma_list)] = ()
     # Keys the hash of a person's id number (person_ref). Kept apart from the signing keys so
     # rotating those never changes who is who; defaults to one derived from the oldest signing key.
-    person_key: str | None = None
-    host: str = "127.0.0.1"
-    edge_port: int = 8080
-    api_port: int = 8081
-    worker_metrics_port: int = 9101
+    person_key: Annotated[str | None, Env("SURGEGATE_PERSON_KEY")] = None
+    host: Annotated[str, Env("SURGEGATE_HOST")] = "127.0.0.1"
+    edge_port: Annotated[Port, Env("SURGEGATE_EDGE_PORT")] = 8080
+    api_port: Annotated[Port, Env("SURGEGATE_API_PORT")] = 8081
+    worker_metrics_port: Annotated[Port, Env("SURGEGATE_WORKER_METRICS_PORT")] = 9101
     # Where browsers reach the services (printed by `up`, used for booking_url and CORS).
-    public_edge_url: str | None = None
-    public_api_url: str | None = None
-    cors_origins: tuple[str, ...] = ()
-    booking_wait_s: float = 2.0
-    max_body_bytes: int = 64 * 1024
+    public_edge_url: Annotated[str | None, Env("SURGEGATE_PUBLIC_EDGE_URL")] = None
+    public_api_url: Annotated[str | None, Env("SURGEGATE_PUBLIC_API_URL")] = None
+    cors_origins: Annotated[tuple[str, ...], Env("SURGEGATE_CORS_ORIGINS", comma_list)] = ()
+    booking_wait_s: Annotated[NonNegativeFloat, Env("SURGEGATE_BOOKING_WAIT_S")] = 2.0
+    max_body_bytes: PositiveInt = 64 * 1024
     # Booking queue depth above which the API sheds load with 503 overloaded.
-    max_queue_depth: int = 50_000
-    queue_name: str = "surgegate:booking"
-    edge_tick_s: float = 0.1
+    max_queue_depth: NonNegativeInt = 50_000
+    queue_name: str = BOOKING_QUEUE_NAME
+    edge_tick_s: PositiveFloat = 0.1
     # Polls per second all waiters of one event may send together (see waitingroom/polling.py).
-    poll_budget_per_s: float = 2000.0
+    poll_budget_per_s: Annotated[PositiveFloat, Env("SURGEGATE_POLL_BUDGET_PER_S")] = 2000.0
     # Joins per client (IPv4 address or IPv6 /64): a burst, refilled per minute; 0 disables.
-    join_limit_per_min: float = 30.0
-    join_limit_burst: int = 10
+    join_limit_per_min: Annotated[NonNegativeFloat, Env("SURGEGATE_JOIN_LIMIT_PER_MIN")] = 30.0
+    join_limit_burst: Annotated[NonNegativeInt, Env("SURGEGATE_JOIN_LIMIT_BURST")] = 10
     # Proxies whose X-Forwarded-For is believed (CIDRs), e.g. the load balancer's addresses.
-    trusted_proxies: tuple[str, ...] = ()
-    event_refresh_s: float = 1.0
+    trusted_proxies: Annotated[tuple[str, ...], Env("SURGEGATE_TRUSTED_PROXIES", comma_list)] = ()
+    event_refresh_s: NonNegativeFloat = 1.0
     # How often each edge saves where every queue stands (the restore point if Redis loses it).
-    checkpoint_interval_s: float = 1.0
+    checkpoint_interval_s: PositiveFloat = 1.0
     # How often the auto rate controller (rate_mode "auto") re-decides each event's rate.
-    rate_control_interval_s: float = 2.0
-    token_leeway_s: int = 5
-    log_level: str = "INFO"
+    rate_control_interval_s: PositiveFloat = 2.0
+    token_leeway_s: NonNegativeInt = 5
+    log_level: Annotated[LogLevel, Env("SURGEGATE_LOG_LEVEL", str.upper)] = "INFO"
     # Holds: how long a seat stays set aside for an admission.
-    hold_ttl_s: int = 300
+    hold_ttl_s: Annotated[PositiveInt, Env("SURGEGATE_HOLD_TTL_S")] = 300
     # Waitlist: how many people one freed seat is offered to at once, and for how long.
-    waitlist_offer_size: int = 3
-    waitlist_offer_window_s: int = 7200
+    waitlist_offer_size: Annotated[PositiveInt, Env("SURGEGATE_WAITLIST_OFFER_SIZE")] = 3
+    waitlist_offer_window_s: Annotated[PositiveInt, Env("SURGEGATE_WAITLIST_OFFER_WINDOW_S")] = 7200
     # Search answers are served from a per-process cache at most this old (a booking, cancel or
     # hold in the same process drops the site's entry at once).
-    search_cache_s: float = 1.0
+    search_cache_s: Annotated[NonNegativeFloat, Env("SURGEGATE_SEARCH_CACHE_S")] = 1.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Settings from ``env`` (default ``os.environ``); unset or empty variables keep the
+        defaults. Raises :class:`SettingsError` naming every bad variable and what it expects."""
         env = os.environ if env is None else env
-
-        def port(name: str, default: int) -> int:
-            raw = env.get(name)
-            if not raw:
-                return default
-            if not raw.isdigit() or not 0 <= int(raw) < 65536:
-                raise SettingsError(f"{name} must be a port number")
-            return int(raw)
-
-        origins = tuple(o.strip() for o in env.get("SURGEGATE_CORS_ORIGINS", "").split(",") if o.strip())
-        return cls(
-            database_url=env.get("SURGEGATE_DATABASE_URL") or None,
-            redis_url=env.get("SURGEGATE_REDIS_URL") or None,
-            secret_keys=parse_secret_keys(env.get("SURGEGATE_SECRET_KEYS", "")),
-            admin_tokens=tuple(t.strip() for t in env.get("SURGEGATE_ADMIN_TOKEN", "").split(",") if t.strip()),
-            person_key=env.get("SURGEGATE_PERSON_KEY") or None,
-            host=env.get("SURGEGATE_HOST", "127.0.0.1"),
-            edge_port=port("SURGEGATE_EDGE_PORT", 8080),
-            api_port=port("SURGEGATE_API_PORT", 8081),
-            worker_metrics_port=port("SURGEGATE_WORKER_METRICS_PORT", 9101),
-            public_edge_url=env.get("SURGEGATE_PUBLIC_EDGE_URL") or None,
-            public_api_url=env.get("SURGEGATE_PUBLIC_API_URL") or None,
-            cors_origins=origins,
-            booking_wait_s=float(env.get("SURGEGATE_BOOKING_WAIT_S", "2.0")),
-            poll_budget_per_s=float(env.get("SURGEGATE_POLL_BUDGET_PER_S", "2000")),
-            join_limit_per_min=float(env.get("SURGEGATE_JOIN_LIMIT_PER_MIN", "30")),
-            join_limit_burst=int(env.get("SURGEGATE_JOIN_LIMIT_BURST", "10")),
-            trusted_proxies=tuple(p.strip() for p in env.get("SURGEGATE_TRUSTED_PROXIES", "").split(",") if p.strip()),
-            log_level=env.get("SURGEGATE_LOG_LEVEL", "INFO").upper(),
-            hold_ttl_s=_positive_int(env, "SURGEGATE_HOLD_TTL_S", 300),
-            waitlist_offer_size=_positive_int(env, "SURGEGATE_WAITLIST_OFFER_SIZE", 3),
-            waitlist_offer_window_s=_positive_int(env, "SURGEGATE_WAITLIST_OFFER_WINDOW_S", 7200),
-            search_cache_s=float(env.get("SURGEGATE_SEARCH_CACHE_S", "1.0")),
-        )
+        values: dict[str, Any] = {}
+        read: dict[str, tuple[Env, str]] = {}  # field -> (its variable, the text found there)
+        fields = _fields()
+        for name, field in fields.items():
+            var = next((m for m in field.metadata if isinstance(m, Env)), None)
+            raw = env.get(var.name, "") if var else ""
+            if var and raw:
+                values[name] = var.parse(raw) if var.parse else raw
+                read[name] = (var, raw)
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            problems = []
+            for error in exc.errors():
+                name = str(error["loc"][0])
+                var, raw = read[name]
+                expects = fields[name].description or error["msg"]
+                problems.append(f"{var.name} must be {expects}, not {raw!r}")
+            raise SettingsError("; ".join(problems)) from None
 
     # --- derived values -------------------------------------------------------------------------
 
@@ -169,3 +189,9 @@ class Settings:
     def require_admin(self) -> None:
         if not self.admin_tokens:
             raise SettingsError("SURGEGATE_ADMIN_TOKEN is not set; servers refuse to start without one")
+
+
+def _fields() -> dict[str, FieldInfo]:
+    """Settings' fields as pydantic sees them: their metadata holds the :class:`Env` markers."""
+    assert is_pydantic_dataclass(Settings)  # always true; tells mypy the class has pydantic's attributes
+    return Settings.__pydantic_fields__

@@ -26,6 +26,13 @@ def _settings(args: argparse.Namespace) -> Settings:
     return dataclasses.replace(settings, **overrides)
 
 
+def _port(text: str) -> int:
+    """argparse type of the --*port options: the range Settings accepts, refused before anything starts."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number (0 to 65535), not {text!r}")
+    return int(text)
+
+
 def _logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
@@ -113,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     def server(name: str, helptext: str, port_field: str, default_port: int) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=helptext, description=helptext)
         p.add_argument("--host", help="address to bind (SURGEGATE_HOST, default 127.0.0.1)")
-        p.add_argument("--port", type=int, help=f"port (default {default_port} or the env variable)")
+        p.add_argument("--port", type=_port, help=f"port (default {default_port} or the env variable)")
         p.set_defaults(port_field=port_field)
         return p
 
@@ -145,9 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
         "URLs and admin token, and stop everything on Ctrl-C or SIGTERM.",
     )
     p.add_argument("--data-dir", type=Path, default=Path(".surgegate"), help="where data and keys live")
-    p.add_argument("--edge-port", type=int, help="edge port (default 8080 or SURGEGATE_EDGE_PORT)")
-    p.add_argument("--api-port", type=int, help="API port (default 8081 or SURGEGATE_API_PORT)")
-    p.add_argument("--worker-metrics-port", type=int, help="worker metrics port (default 9101)")
+    p.add_argument("--edge-port", type=_port, help="edge port (default 8080 or SURGEGATE_EDGE_PORT)")
+    p.add_argument("--api-port", type=_port, help="API port (default 8081 or SURGEGATE_API_PORT)")
+    p.add_argument("--worker-metrics-port", type=_port, help="worker metrics port (default 9101)")
     p.add_argument("--no-seed", action="store_true", help="do not load the demo into an empty database")
     p.set_defaults(func=cmd_up)
     return parser

@@ -19,8 +19,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import NamedTuple
 
 from shared.settings import Settings
 from surgegate.embedded import EmbeddedPostgres, EmbeddedValkey
@@ -79,12 +81,30 @@ def _stop_children(children: dict[str, subprocess.Popen[bytes]]) -> None:
             proc.wait()
 
 
-def run_up(args: argparse.Namespace) -> int:
-    from surgegate.cli import _migrate, _seed
+class _Ports(NamedTuple):
+    edge: int
+    api: int
+    metrics: int
 
-    settings = Settings.from_env()
-    data_dir: Path = args.data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+
+@dataclass
+class _Running:
+    """What ``up`` started, so that shutdown stops exactly that: the children, then the servers."""
+
+    postgres: EmbeddedPostgres | None = None
+    valkey: EmbeddedValkey | None = None
+    children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def stop(self) -> None:
+        _stop_children(self.children)
+        if self.valkey is not None:
+            self.valkey.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+
+
+def _child_env(settings: Settings, data_dir: Path, ports: _Ports) -> dict[str, str]:
+    """The children's environment: ours, plus the stored keys where none are configured, plus the ports."""
     env = dict(os.environ)
     if not settings.secret_keys:
         stored = load_secrets(data_dir)
@@ -93,67 +113,98 @@ def run_up(args: argparse.Namespace) -> int:
             env["SURGEGATE_PERSON_KEY"] = stored["person_key"]
     if not settings.admin_tokens:
         env["SURGEGATE_ADMIN_TOKEN"] = load_secrets(data_dir)["admin_token"]
-    edge_port = args.edge_port or settings.edge_port
-    api_port = args.api_port or settings.api_port
-    metrics_port = args.worker_metrics_port or settings.worker_metrics_port
     env.update(
-        SURGEGATE_EDGE_PORT=str(edge_port),
-        SURGEGATE_API_PORT=str(api_port),
-        SURGEGATE_WORKER_METRICS_PORT=str(metrics_port),
+        SURGEGATE_EDGE_PORT=str(ports.edge),
+        SURGEGATE_API_PORT=str(ports.api),
+        SURGEGATE_WORKER_METRICS_PORT=str(ports.metrics),
     )
-    host = settings.host
+    return env
+
+
+def _start_servers(settings: Settings, data_dir: Path, env: dict[str, str], running: _Running) -> None:
+    """Embedded PostgreSQL / Valkey for whichever URL is not configured; their URLs go into ``env``."""
+    if settings.database_url is None:
+        running.postgres = EmbeddedPostgres(data_dir / "pg")
+        env["SURGEGATE_DATABASE_URL"] = running.postgres.start()
+        print(
+            f"embedded PostgreSQL  {env['SURGEGATE_DATABASE_URL']}  (data in {running.postgres.data_dir})",
+            flush=True,
+        )
+    if settings.redis_url is None:
+        running.valkey = EmbeddedValkey(data_dir / "valkey")
+        env["SURGEGATE_REDIS_URL"] = running.valkey.start()
+        print(f"embedded Valkey      {env['SURGEGATE_REDIS_URL']}  (data in {running.valkey.data_dir})", flush=True)
+
+
+def _prepare_database(dsn: str, *, seed: bool) -> None:
+    """Migrate; load the demo into an empty database unless told not to."""
+    from surgegate.cli import _migrate, _seed
+
+    applied = asyncio.run(_migrate(dsn))
+    print(
+        f"migrations applied: {', '.join(applied)}" if applied else "database schema up to date",
+        flush=True,
+    )
+    if seed and asyncio.run(_database_empty(dsn)) and asyncio.run(_seed(dsn)):
+        print("demo event, sites and slots loaded", flush=True)
+
+
+def _start_children(env: dict[str, str], host: str, ports: _Ports, running: _Running) -> None:
+    """Edge, api and worker as child processes; returns once each answers its health check."""
+    for name in ("edge", "api", "worker"):
+        running.children[name] = subprocess.Popen(
+            [sys.executable, "-m", "surgegate", name], env=env, start_new_session=True
+        )
+    _wait_http(f"http://{host}:{ports.edge}/readyz", running.children["edge"], "edge")
+    _wait_http(f"http://{host}:{ports.api}/readyz", running.children["api"], "api")
+    _wait_http(f"http://{host}:{ports.metrics}/healthz", running.children["worker"], "worker")
+
+
+def _announce(host: str, ports: _Ports, admin: str) -> None:
+    edge, api, metrics = ports
+    print(
+        "\nsurgegate is up\n"
+        f"  queue page     http://{host}:{edge}/   (the demo: http://{host}:{edge}/e/demo)\n"
+        f"  waiting room   http://{host}:{edge}/api/v1/events/{{event_id}}/join\n"
+        f"  booking API    http://{host}:{api}/api/v1\n"
+        f"  metrics        http://{host}:{edge}/metrics  http://{host}:{api}/metrics  "
+        f"http://{host}:{metrics}/metrics\n"
+        f"  admin token    {admin}\n"
+        "Press Ctrl-C to stop.",
+        flush=True,
+    )
+
+
+def _watch(children: dict[str, subprocess.Popen[bytes]]) -> int:
+    """Block until a child exits (then 1: ``up`` stops everything); a signal interrupts it."""
+    while True:
+        for name, proc in children.items():
+            if proc.poll() is not None:
+                print(f"surgegate up: {name} exited with code {proc.returncode}; stopping", file=sys.stderr)
+                return 1
+        time.sleep(0.2)
+
+
+def run_up(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    data_dir: Path = args.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ports = _Ports(
+        args.edge_port or settings.edge_port,
+        args.api_port or settings.api_port,
+        args.worker_metrics_port or settings.worker_metrics_port,
+    )
+    env = _child_env(settings, data_dir, ports)
 
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    postgres: EmbeddedPostgres | None = None
-    valkey: EmbeddedValkey | None = None
-    children: dict[str, subprocess.Popen[bytes]] = {}
+    running = _Running()
     code = 0
     try:
-        if settings.database_url is None:
-            postgres = EmbeddedPostgres(data_dir / "pg")
-            env["SURGEGATE_DATABASE_URL"] = postgres.start()
-            print(
-                f"embedded PostgreSQL  {env['SURGEGATE_DATABASE_URL']}  (data in {postgres.data_dir})",
-                flush=True,
-            )
-        if settings.redis_url is None:
-            valkey = EmbeddedValkey(data_dir / "valkey")
-            env["SURGEGATE_REDIS_URL"] = valkey.start()
-            print(f"embedded Valkey      {env['SURGEGATE_REDIS_URL']}  (data in {valkey.data_dir})", flush=True)
-        dsn = env["SURGEGATE_DATABASE_URL"]
-        applied = asyncio.run(_migrate(dsn))
-        print(
-            f"migrations applied: {', '.join(applied)}" if applied else "database schema up to date",
-            flush=True,
-        )
-        if not args.no_seed and asyncio.run(_database_empty(dsn)) and asyncio.run(_seed(dsn)):
-            print("demo event, sites and slots loaded", flush=True)
-
-        for name in ("edge", "api", "worker"):
-            children[name] = subprocess.Popen(
-                [sys.executable, "-m", "surgegate", name], env=env, start_new_session=True
-            )
-        _wait_http(f"http://{host}:{edge_port}/readyz", children["edge"], "edge")
-        _wait_http(f"http://{host}:{api_port}/readyz", children["api"], "api")
-        _wait_http(f"http://{host}:{metrics_port}/healthz", children["worker"], "worker")
-        admin = env["SURGEGATE_ADMIN_TOKEN"].split(",")[0]
-        print(
-            "\nsurgegate is up\n"
-            f"  queue page     http://{host}:{edge_port}/   (the demo: http://{host}:{edge_port}/e/demo)\n"
-            f"  waiting room   http://{host}:{edge_port}/api/v1/events/{{event_id}}/join\n"
-            f"  booking API    http://{host}:{api_port}/api/v1\n"
-            f"  metrics        http://{host}:{edge_port}/metrics  http://{host}:{api_port}/metrics  "
-            f"http://{host}:{metrics_port}/metrics\n"
-            f"  admin token    {admin}\n"
-            "Press Ctrl-C to stop.",
-            flush=True,
-        )
-        while True:
-            for name, proc in children.items():
-                if proc.poll() is not None:
-                    print(f"surgegate up: {name} exited with code {proc.returncode}; stopping", file=sys.stderr)
-                    return 1
-            time.sleep(0.2)
+        _start_servers(settings, data_dir, env, running)
+        _prepare_database(env["SURGEGATE_DATABASE_URL"], seed=not args.no_seed)
+        _start_children(env, settings.host, ports, running)
+        _announce(settings.host, ports, admin=env["SURGEGATE_ADMIN_TOKEN"].split(",")[0])
+        code = _watch(running.children)
     except _Stop:
         print("\nstopping…", flush=True)
     except Exception as exc:
@@ -163,11 +214,7 @@ def run_up(args: argparse.Namespace) -> int:
         # A second Ctrl-C must not interrupt the cleanup itself.
         for s in previous:
             signal.signal(s, signal.SIG_IGN)
-        _stop_children(children)
-        if valkey is not None:
-            valkey.stop()
-        if postgres is not None:
-            postgres.stop()
+        running.stop()
         for s, handler in previous.items():
             signal.signal(s, handler)
     return code

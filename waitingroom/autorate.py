@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
-from shared.redis import booking_latency_key
+from shared.keys import booking_latency_key, rate_lease_key
 
 if TYPE_CHECKING:
     from waitingroom.events import Event
@@ -64,7 +64,7 @@ class RateController:
     async def leads(self, event_id: str) -> bool:
         """Whether this edge controls the event's rate now (a lease of three intervals, renewed)."""
         lease_ms = int(self.interval_s * 3000)
-        return bool(await self._lease(keys=[f"sg:ratectl:{event_id}"], args=[self._edge_id, lease_ms]))
+        return bool(await self._lease(keys=[rate_lease_key(event_id)], args=[self._edge_id, lease_ms]))
 
     async def signals(self, event_id: str) -> tuple[int, float | None]:
         """(booking queue depth, p90 of the event's recent attempt latencies)."""

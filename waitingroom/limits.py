@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from shared.keys import join_bucket_key
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _BUCKET = """
@@ -71,11 +73,10 @@ class Verdict:
 
 
 class JoinLimiter:
-    def __init__(self, redis: Redis, *, per_minute: float, burst: int, prefix: str = "sg") -> None:
+    def __init__(self, redis: Redis, *, per_minute: float, burst: int) -> None:
         self._script = redis.register_script(_BUCKET)
         self._rate = per_minute / 60.0
         self._burst = burst
-        self._prefix = prefix
 
     @property
     def enabled(self) -> bool:
@@ -84,6 +85,6 @@ class JoinLimiter:
     async def check(self, client: str, now: float) -> Verdict:
         """Take one join from the client's bucket (atomic); say when to retry if it is empty."""
         allowed, wait = await self._script(
-            keys=[f"{self._prefix}:rl:join:{client}"], args=[repr(now), repr(self._rate), self._burst]
+            keys=[join_bucket_key(client)], args=[repr(now), repr(self._rate), self._burst]
         )
         return Verdict(bool(int(allowed)), max(1, math.ceil(float(wait))))

@@ -17,6 +17,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from shared.errors import Code, SpecificRefusal, TokenInvalid
+from shared.keys import pow_used_key
 from shared.tokens import TokenCodec
 
 CHALLENGE_TTL_S = 120
@@ -76,5 +77,5 @@ async def check(
         raise ProofRejected("the challenge has expired; get a new one", reason="expired")
     if not solves(challenge, solution, difficulty):
         raise ProofRejected("the solution does not solve the challenge", reason="work")
-    if not await redis.set(f"sg:pow:{claims['n']}", "1", nx=True, ex=CHALLENGE_TTL_S + 60):
+    if not await redis.set(pow_used_key(claims["n"]), "1", nx=True, ex=CHALLENGE_TTL_S + 60):
         raise ProofRejected("this challenge was already used", reason="replay")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from shared.redis import active_admissions_key
+from shared import keys
 from waitingroom.lottery import Lottery
 
 _SCRIPT = """
@@ -189,22 +189,13 @@ class QueueConfig:
 
 
 class QueueStore:
-    """Atomic operations on ``sg:q:{event_id}``. Each is one Redis round trip."""
+    """Atomic operations on an event's queue (its keys: :mod:`shared.keys`). Each is one Redis
+    round trip."""
 
-    def __init__(self, redis: Redis, prefix: str = "sg") -> None:
+    def __init__(self, redis: Redis) -> None:
         self.redis = redis
-        self._prefix = prefix
         self._script = redis.register_script(_SCRIPT)
         self._admitted_script = redis.register_script(_ADMITTED)
-
-    def _key(self, event_id: str) -> str:
-        return f"{self._prefix}:q:{event_id}"
-
-    def _alive_key(self, event_id: str) -> str:
-        return f"{self._prefix}:alive:{event_id}"
-
-    def _abandoned_key(self, event_id: str) -> str:
-        return f"{self._prefix}:abandoned:{event_id}"
 
     async def note_alive(self, deadlines: dict[str, dict[int, float]]) -> None:
         """Record, per event, until when each rank's holder counts as present (one round trip for
@@ -212,18 +203,18 @@ class QueueStore:
         async with self.redis.pipeline(transaction=False) as pipe:
             for event_id, ranks in deadlines.items():
                 if ranks:
-                    pipe.zadd(self._alive_key(event_id), {str(r): d for r, d in ranks.items()}, gt=True)
+                    pipe.zadd(keys.alive_key(event_id), {str(r): d for r, d in ranks.items()}, gt=True)
             await pipe.execute()
 
     async def _run(
         self, mode: str, event_id: str, now: float, config: QueueConfig, person_ref: str = "", visitor: str = ""
     ) -> tuple[QueueState, int, str]:
-        keys = [
-            self._key(event_id),
-            self._alive_key(event_id),
-            self._abandoned_key(event_id),
-            f"{self._prefix}:pp:{event_id}:{person_ref}" if person_ref else "",
-            active_admissions_key(event_id),
+        script_keys = [
+            keys.queue_key(event_id),
+            keys.alive_key(event_id),
+            keys.abandoned_key(event_id),
+            keys.person_place_key(event_id, person_ref) if person_ref else "",
+            keys.active_admissions_key(event_id),
         ]
         (
             joined,
@@ -241,7 +232,7 @@ class QueueStore:
             lapsed,
             active,
         ) = await self._script(
-            keys=keys,
+            keys=script_keys,
             args=[
                 mode,
                 repr(now),
@@ -290,15 +281,12 @@ class QueueStore:
         """Advance under the old settings up to ``now``, then switch to ``config``."""
         return (await self._run("configure", event_id, now, config))[0]
 
-    def _waits_key(self, event_id: str) -> str:
-        return f"{self._prefix}:waits:{event_id}"
-
     async def counts(self, event_id: str, now: float) -> tuple[int, int, list[float]]:
         """(admissions out and unused, admissions that lapsed unused, recent waits in seconds)."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zcount(active_admissions_key(event_id), now, "+inf")
-            pipe.hget(self._key(event_id), "lapsed")
-            pipe.lrange(self._waits_key(event_id), 0, -1)
+            pipe.zcount(keys.active_admissions_key(event_id), now, "+inf")
+            pipe.hget(keys.queue_key(event_id), "lapsed")
+            pipe.lrange(keys.waits_key(event_id), 0, -1)
             active, lapsed, waits = await pipe.execute()
         return int(active), int(lapsed or 0), [float(w) for w in waits]
 
@@ -312,9 +300,9 @@ class QueueStore:
         return the same time; None if their rank was passed over because they had left."""
         value, first = await self._admitted_script(
             keys=[
-                f"{self._prefix}:adm:{event_id}:{visitor_id}",
-                self._abandoned_key(event_id),
-                self._waits_key(event_id),
+                keys.admitted_at_key(event_id, visitor_id),
+                keys.abandoned_key(event_id),
+                keys.waits_key(event_id),
             ],
             args=[repr(now), str(rank), repr(joined_at)],
         )

@@ -8,8 +8,8 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
+from shared.keys import booking_latency_key
 from shared.metrics import Metrics
-from shared.redis import booking_latency_key
 from shared.settings import Settings
 from shared.tokens import TokenCodec
 from tests.helpers import FakeClock, metric_value, tick_for

@@ -1,0 +1,82 @@
+"""Every Redis key and queue name this project uses, built here and nowhere else (arq keeps its own
+in ``arq/constants.py``: ``arq:job:{id}``, ``arq:result:{id}`` under the queue below).
+
+The strings are a storage format: a running deployment's data lives under them, so changing one
+loses that data (``tests/shared/test_keys.py`` pins each). All are ours under ``sg:``, apart from
+the arq queue. Per-event keys end in the event id; nothing here is person data in the clear
+(``person_ref`` is a keyed hash, ``client`` an address the edge already sees).
+"""
+
+from __future__ import annotations
+
+PREFIX = "sg"
+
+# The arq queue (a sorted set) of booking attempts: the API enqueues, the worker takes, the edge's
+# auto rate controller reads its depth. Settings.queue_name; tests use their own.
+BOOKING_QUEUE_NAME = "surgegate:booking"
+
+
+# --- an event's waiting room (waitingroom/queue.py) ---------------------------------------------
+
+
+def queue_key(event_id: str) -> str:
+    """Hash: the queue's state (joined, served, rate, paused, lottery...) — its one Lua script's."""
+    return f"{PREFIX}:q:{event_id}"
+
+
+def alive_key(event_id: str) -> str:
+    """Sorted set: rank -> until when its holder counts as present (abandonment)."""
+    return f"{PREFIX}:alive:{event_id}"
+
+
+def abandoned_key(event_id: str) -> str:
+    """Set of the ranks passed over because their holders had left."""
+    return f"{PREFIX}:abandoned:{event_id}"
+
+
+def person_place_key(event_id: str, person_ref: str) -> str:
+    """Hash (seq, visitor) of the place one person holds: one place per person; kept 30 days."""
+    return f"{PREFIX}:pp:{event_id}:{person_ref}"
+
+
+def admitted_at_key(event_id: str, visitor_id: str) -> str:
+    """String: when this visitor was first seen admitted (set once, kept 7 days)."""
+    return f"{PREFIX}:adm:{event_id}:{visitor_id}"
+
+
+def waits_key(event_id: str) -> str:
+    """List of the latest waits (seconds from join to admission), newest first, for the stats."""
+    return f"{PREFIX}:waits:{event_id}"
+
+
+def active_admissions_key(event_id: str) -> str:
+    """Sorted set of the event's admissions out and unused: member = rank, score = when it lapses.
+    The edge adds to it when it admits; the booking worker removes a rank once its booking commits."""
+    return f"{PREFIX}:active:{event_id}"
+
+
+# --- the edge's guards ----------------------------------------------------------------------------
+
+
+def rate_lease_key(event_id: str) -> str:
+    """String: the edge that controls the event's rate now (a lease, waitingroom/autorate.py)."""
+    return f"{PREFIX}:ratectl:{event_id}"
+
+
+def pow_used_key(nonce: str) -> str:
+    """String: a proof-of-work challenge already spent (replay guard, waitingroom/pow.py)."""
+    return f"{PREFIX}:pow:{nonce}"
+
+
+def join_bucket_key(client: str) -> str:
+    """Hash (tokens, t): one client's join rate-limit bucket (waitingroom/limits.py)."""
+    return f"{PREFIX}:rl:join:{client}"
+
+
+# --- the booking worker's signals ---------------------------------------------------------------
+
+
+def booking_latency_key(event_id: str) -> str:
+    """List of the event's latest booking attempt latencies (seconds from enqueue to outcome),
+    newest first; the worker writes it, the edge's auto rate controller reads it."""
+    return f"{PREFIX}:latency:{event_id}"
