@@ -14,7 +14,7 @@ from admission.keys import ARQ, AVAILABILITY, CODEC, METRICS, POOL, SETTINGS, VA
 from shared.db import create_pool
 from shared.http import healthz, json_response, metrics_handler, problem_middleware
 from shared.metrics import Metrics
-from shared.persons import PersonVault, person_key_of
+from shared.persons import PersonVault
 from shared.redis import create_arq_pool
 from shared.settings import Settings
 from shared.tokens import TokenCodec
@@ -37,7 +37,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     app[SETTINGS] = settings
     app[METRICS] = metrics or Metrics()
     app[CODEC] = TokenCodec(settings.secret_keys, leeway_s=settings.token_leeway_s)
-    app[VAULT] = PersonVault(person_key_of(settings))
+    app[VAULT] = PersonVault.from_settings(settings)
     app[AVAILABILITY] = Availability(Cache(settings.search_cache_s))
     app[WAITLIST] = Waitlist(app[CODEC], app[VAULT], WaitlistPolicy.from_settings(settings))
 

@@ -114,6 +114,7 @@ async def create_appointment(request: web.Request) -> web.Response:
     key = idempotency_key(request, required=True)
     assert key is not None
     body = await read_json(request, BookingIn)
+    person_ref = vault.ref(body.person.id_number, field=("person", "id_number"))
     request_hash = _request_hash(vault.hash_key, body)
     attempt_id = attempt_id_for(admission.token_id, key)
 
@@ -128,7 +129,7 @@ async def create_appointment(request: web.Request) -> web.Response:
         scope=None if admission.scope is None else list(admission.scope),
         slot_id=str(body.slot_id or ""),
         request_hash=request_hash,
-        person_ref=vault.ref(body.person.id_number).hex(),
+        person_ref=person_ref.hex(),
         person_sealed=vault.seal(
             {"name": body.person.name, "email": body.person.email, "birth_date": body.person.birth_date.isoformat()}
         ).decode(),

@@ -44,11 +44,12 @@ async def join_waitlist(request: web.Request) -> web.Response:
     if not admission.allows_site(body.site_id):
         raise TokenScope("this admission does not cover that site")
     vault = request.app[VAULT]
+    person_ref = vault.ref(body.person.id_number, field=("person", "id_number"))
 
     async def join(con: asyncpg.Connection) -> tuple[int, dict[str, Any]]:
         entry = await request.app[WAITLIST].join_as_admission(
             con, event_id=admission.event_id, site_id=body.site_id, type_id=body.type_id, day=body.day,
-            person_ref=vault.ref(body.person.id_number),
+            person_ref=person_ref,
             person_sealed=vault.seal({"name": body.person.name, "email": body.person.email}),
             token_id=admission.token_id, now=seats.utcnow(),
         )  # fmt: skip

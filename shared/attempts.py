@@ -10,6 +10,10 @@ An attempt is a row of ``booking_attempts`` keyed by ``uuid5(token id, Idempoten
   seat, inserts the appointment and finishes the attempt with its audit row. An execution that finds
   the attempt already final returns the stored outcome and changes nothing; one that fails before
   commit leaves no trace; two at once serialise on the row lock.
+* Who may book: one person holds at most one active appointment per *program* (the event's; unique
+  index ``appointments_person_active``), and an admission that came from a waitlist claim books only
+  for the person who joined the waitlist (``claim_person_mismatch``, checked in the booking
+  transaction; the refused attempt leaves the claim's hold in place for the right person).
 * :func:`finish`: the one place an attempt gets its final status and its audit row, whoever ends it.
 
 Business refusals (slot full, already booked, admission used...) are outcomes, not exceptions: they
@@ -158,6 +162,8 @@ def _refusal_before_seat(job: BookingJob, slot: Any, now: datetime) -> Code | No
         return Code.NOT_FOUND
     if job.scope is not None and slot["site_id"] not in job.scope:
         return Code.TOKEN_SCOPE
+    if slot["claimed_for_another_person"]:
+        return Code.CLAIM_PERSON_MISMATCH
     if slot["admission_used"]:
         return Code.ADMISSION_USED
     if slot["already_booked"]:
@@ -198,9 +204,12 @@ async def _take_seat_and_book(con: asyncpg.Connection, job: BookingJob, now: dat
 
 
 async def _settle_holds(con: asyncpg.Connection, job: BookingJob, code: Code | None, slot: Any, now: datetime) -> None:
-    """A refused attempt gives its pinned hold's seat back at once; a booked admission's other holds are moot."""
+    """A refused attempt gives its pinned hold's seat back at once; a booked admission's other holds are moot.
+    A claim refused for the wrong person keeps its hold (until its expiry) for the right one: a typo
+    in the form must not cost the person the seat they were offered."""
     if job.hold_id is not None and code is not None:
-        await seats.unpin_hold(con, uuid.UUID(job.hold_id), uuid.UUID(job.attempt_id), now)
+        keep = code == Code.CLAIM_PERSON_MISMATCH
+        await seats.unpin_hold(con, uuid.UUID(job.hold_id), uuid.UUID(job.attempt_id), now, release=not keep)
     if code is None and slot is not None and slot["holds_seats"]:
         await seats.release_admission_holds(con, job.token_id, now)
 

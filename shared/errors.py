@@ -60,6 +60,7 @@ class Code(StrEnum):
     SEATS_AVAILABLE = "seats_available"
     OFFER_TAKEN = "offer_taken"
     OFFER_EXPIRED = "offer_expired"
+    CLAIM_PERSON_MISMATCH = "claim_person_mismatch"
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ CATALOGUE: Mapping[Code, Refusal] = {
     Code.SLOT_FULL: Refusal(409, "that slot has no seat left; pick another"),
     Code.SLOT_WITHDRAWN: Refusal(409, "that slot is no longer offered; pick another"),
     Code.OUTSIDE_BOOKING_WINDOW: Refusal(409, "that slot cannot be booked now (too soon, too far ahead, or past)"),
-    Code.ALREADY_BOOKED: Refusal(409, "this person already holds an appointment for this event"),
+    Code.ALREADY_BOOKED: Refusal(409, "this person already holds an active appointment in this program"),
     Code.ADMISSION_USED: Refusal(409, "this admission has already been used to book"),
     Code.HOLD_EXPIRED: Refusal(409, "the hold is gone (expired, released or used); hold a seat again"),
     Code.BOOKING_IN_PROGRESS: Refusal(409, "a booking from this admission's hold is in progress"),
@@ -103,6 +104,9 @@ CATALOGUE: Mapping[Code, Refusal] = {
     Code.SEATS_AVAILABLE: Refusal(409, "that day still has free seats; book one instead"),
     Code.OFFER_TAKEN: Refusal(409, "someone else claimed this seat first; you stay on the waitlist"),
     Code.OFFER_EXPIRED: Refusal(410, "this offer has lapsed; you stay on the waitlist"),
+    Code.CLAIM_PERSON_MISMATCH: Refusal(
+        403, "a seat claimed from the waitlist can only be booked for the person who joined the waitlist"
+    ),
 }
 
 # An HTTP status aiohttp raised itself (no route, wrong method, body too large) → its code.

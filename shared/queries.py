@@ -92,6 +92,11 @@ UPDATE holds SET status = 'released', ended_at = $3
 WHERE hold_id = $1 AND pinned_attempt = $2 AND status = 'active'
 """
 
+# The attempt gives the hold back to its admission, still live until its own expiry.
+UNPIN_HOLD_KEEP = """
+UPDATE holds SET pinned_attempt = NULL WHERE hold_id = $1 AND pinned_attempt = $2 AND status = 'active'
+"""
+
 RELEASE_ADMISSION_HOLDS = """
 UPDATE holds SET status = 'released', ended_at = $2
 WHERE token_id = $1 AND status = 'active' AND pinned_attempt IS NULL
@@ -126,12 +131,16 @@ WHERE attempt_id = $1
 
 # Everything the attempt must know before it takes a seat, in one round trip: the slot, its site and
 # booking window (NULLs if there is no such slot), and lock-free answers for doomed attempts (token
-# already used, person already booked). The unique indexes remain the guard under races.
+# already used, person already booked in the event's program, an admission from a waitlist claim used
+# for someone other than the entry's person). The unique indexes remain the guard under races; the
+# claim's person cannot race (an entry's person and its claim's admission never change).
 BEFORE_SEAT = """
 SELECT s.slot_id, s.site_id, s.starts_at, s.withdrawn_at, si.timezone, t.min_notice_minutes, t.max_advance_days,
        EXISTS (SELECT 1 FROM appointments WHERE token_id = $2) AS admission_used,
-       EXISTS (SELECT 1 FROM appointments
-               WHERE event_id = $3 AND person_ref = $4 AND status = 'confirmed') AS already_booked,
+       EXISTS (SELECT 1 FROM appointments a JOIN events e ON e.program_id = a.program_id
+               WHERE e.event_id = $3 AND a.person_ref = $4 AND a.status = 'confirmed') AS already_booked,
+       EXISTS (SELECT 1 FROM waitlist_entries
+               WHERE claim_token_id = $2 AND person_ref <> $4) AS claimed_for_another_person,
        EXISTS (SELECT 1 FROM holds WHERE token_id = $2 AND status = 'active') AS holds_seats
 FROM (SELECT 1) AS one
 LEFT JOIN slots s ON s.slot_id = $1
@@ -139,6 +148,7 @@ LEFT JOIN sites si ON si.site_id = s.site_id
 LEFT JOIN appointment_types t ON t.type_id = s.type_id
 """
 
+# program_id is filled in from the event by the database (trigger appointments_program_of_event).
 INSERT_APPOINTMENT = """
 INSERT INTO appointments (appointment_id, event_id, slot_id, token_id, person_ref, person_sealed, status)
 VALUES ($1, $2, $3, $4, $5, $6, 'confirmed')
@@ -224,8 +234,8 @@ SELECT e.entry_id, e.person_sealed FROM waitlist_entries e
 WHERE e.site_id = $1 AND e.type_id = $2 AND e.status = 'waiting' AND (e.day IS NULL OR e.day = $3)
   AND NOT EXISTS (SELECT 1 FROM waitlist_offer_recipients r JOIN waitlist_offers o ON o.offer_id = r.offer_id
                   WHERE r.entry_id = e.entry_id AND (o.slot_id = $4 OR (o.status = 'open' AND o.expires_at > $5)))
-  AND NOT EXISTS (SELECT 1 FROM appointments a
-                  WHERE a.event_id = e.event_id AND a.person_ref = e.person_ref AND a.status = 'confirmed')
+  AND NOT EXISTS (SELECT 1 FROM appointments a JOIN events ev ON ev.program_id = a.program_id
+                  WHERE ev.event_id = e.event_id AND a.person_ref = e.person_ref AND a.status = 'confirmed')
 ORDER BY e.priority, e.joined_at
 LIMIT $6
 FOR UPDATE OF e SKIP LOCKED
@@ -290,7 +300,10 @@ CLAIM_OFFER_HOLD = "UPDATE holds SET status = 'claimed', ended_at = $2 WHERE off
 
 MARK_OFFER_CLAIMED = "UPDATE waitlist_offers SET status = 'claimed', claimed_by = $2 WHERE offer_id = $1"
 
-MARK_ENTRY_CLAIMED = "UPDATE waitlist_entries SET status = 'claimed', ended_at = $2 WHERE entry_id = $1"
+# The claim's admission is recorded with the entry: it books only for the entry's person.
+MARK_ENTRY_CLAIMED = """
+UPDATE waitlist_entries SET status = 'claimed', ended_at = $2, claim_token_id = $3 WHERE entry_id = $1
+"""
 
 OTHER_RECIPIENTS = """
 SELECT e.entry_id, e.person_sealed FROM waitlist_offer_recipients r

@@ -230,9 +230,15 @@ async def pin_hold(
     return slot_id
 
 
-async def unpin_hold(con: asyncpg.Connection, hold_id: uuid.UUID, attempt_id: uuid.UUID, now: datetime) -> None:
-    """Release a hold pinned by an attempt that did not book: its seat is free at once."""
-    await con.execute(queries.UNPIN_HOLD, hold_id, attempt_id, now)
+async def unpin_hold(
+    con: asyncpg.Connection, hold_id: uuid.UUID, attempt_id: uuid.UUID, now: datetime, *, release: bool = True
+) -> None:
+    """Release a hold pinned by an attempt that did not book: its seat is free at once. With
+    ``release=False`` the hold goes back to its admission instead, live until its own expiry."""
+    if release:
+        await con.execute(queries.UNPIN_HOLD, hold_id, attempt_id, now)
+    else:
+        await con.execute(queries.UNPIN_HOLD_KEEP, hold_id, attempt_id)
 
 
 async def release_hold(con: asyncpg.Connection, hold_id: uuid.UUID, token_id: str, now: datetime) -> uuid.UUID | None:

@@ -21,13 +21,17 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, ConfigDict, Field, ValidationError
 from pydantic.dataclasses import dataclass, is_pydantic_dataclass
 from pydantic.fields import FieldInfo
 
 from shared.keys import BOOKING_QUEUE_NAME
 
 _KID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+# What an id number may be once written in its canonical form (shared/persons.py): ASCII letters
+# (upper case) and digits, separators already removed.
+DEFAULT_ID_NUMBER_PATTERN = "[A-Z0-9]{1,64}"
 
 
 class SettingsError(ValueError):
@@ -73,6 +77,17 @@ PositiveInt = Annotated[int, Field(gt=0, description="a whole number above 0")]
 NonNegativeInt = Annotated[int, Field(ge=0, description="a whole number (0 or more)")]
 PositiveFloat = Annotated[float, Field(gt=0, description="a number above 0")]
 NonNegativeFloat = Annotated[float, Field(ge=0, description="a number (0 or more)")]
+
+
+def _compiles(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:  # as a ValueError, pydantic reports it as this field's error
+        raise ValueError(str(exc)) from None
+    return pattern
+
+
+Regex = Annotated[str, AfterValidator(_compiles), Field(min_length=1, description="a regular expression")]
 LogLevel = Annotated[
     Literal["DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL", "NOTSET"],  # logging's names
     Field(description="a logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL"),
@@ -124,6 +139,10 @@ class Settings:
     # Search answers are served from a per-process cache at most this old (a booking, cancel or
     # hold in the same process drops the site's entry at once).
     search_cache_s: Annotated[NonNegativeFloat, Env("SURGEGATE_SEARCH_CACHE_S")] = 1.0
+    # --- issue 14, item 5: one person, one identity -------------------------------------------------
+    # The whole canonical form of an id number (NFKC, case-folded, upper case, every script's digits
+    # as ASCII, separators " - . /" removed) must match this, or the request is refused 400.
+    id_number_pattern: Annotated[Regex, Env("SURGEGATE_ID_NUMBER_PATTERN")] = DEFAULT_ID_NUMBER_PATTERN
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -126,8 +126,10 @@ class Waitlist:
         return made
 
     async def claim(self, con: asyncpg.Connection, token: str, now: datetime) -> Claimed:
-        """Turn an offer into a hold for the claimant, with a fresh admission to book it. Raises
-        Refused: offer_taken (someone was first), offer_expired, hold_expired, not_found."""
+        """Turn an offer into a hold for the claimant, with a fresh admission to book it. The admission
+        is recorded with the entry and books only for the entry's person (shared/attempts.py refuses
+        anyone else claim_person_mismatch), so a claim link cannot be handed or sold on.
+        Raises Refused: offer_taken (someone was first), offer_expired, hold_expired, not_found."""
         claim = self.codec.read_claim(token)
         offer_id, entry_id = uuid.UUID(claim["o"]), uuid.UUID(claim["n"])
         offer = await con.fetchrow(queries.LOCK_OFFER, offer_id)
@@ -155,7 +157,7 @@ class Waitlist:
             check_window=False,
         )  # fmt: skip
         await con.execute(queries.MARK_OFFER_CLAIMED, offer_id, entry_id)
-        await con.execute(queries.MARK_ENTRY_CLAIMED, entry_id, now)
+        await con.execute(queries.MARK_ENTRY_CLAIMED, entry_id, now, token_id)
         others = await con.fetch(queries.OTHER_RECIPIENTS, offer_id, entry_id)
         for other in others:
             await self.notify(

@@ -47,6 +47,8 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--abandon-after", help="seconds without polling before a place is passed over, or 'none'")
     s.add_argument("--one-place", action=argparse.BooleanOptionalAction, default=None, dest="one_place_per_person",
                    help="one place per person (joins must send person_id)")  # fmt: skip
+    s.add_argument("--program", dest="program_id",
+                   help="the program the event admits to (one active appointment per person per program)")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -54,7 +56,7 @@ def _changes(args: argparse.Namespace) -> dict[str, Any]:
     body: dict[str, Any] = {}
     for field in (
         "name", "rate_per_s", "admission_ttl_s", "paused", "one_place_per_person", "rate_mode", "rate_min",
-        "rate_max", "target_queue_depth", "target_latency_s",
+        "rate_max", "target_queue_depth", "target_latency_s", "program_id",
     ):  # fmt: skip
         if getattr(args, field) is not None:
             body[field] = getattr(args, field)

@@ -14,12 +14,14 @@ from typing import Any, Literal
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.errors import Code, Refused
 from shared.statuses import RateMode
 from waitingroom import queries
 from waitingroom.lottery import Lottery
 from waitingroom.queue import QueueConfig
 
-EVENT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+EVENT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")  # program ids too
+DEFAULT_PROGRAM = "default"
 SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 Phase = Literal["not_open", "prequeue", "open", "closed"]
@@ -45,6 +47,9 @@ class Event:
     target_queue_depth: int = 200
     target_latency_s: float = 2.0
     pow_difficulty: int | None = None
+    # What people are admitted for: one person holds one active appointment per program, whichever
+    # of its events admitted them (shared/migrations/0012_one_appointment_per_program.sql).
+    program_id: str = DEFAULT_PROGRAM
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Event:
@@ -68,6 +73,7 @@ class Event:
             target_queue_depth=row["target_queue_depth"],
             target_latency_s=row["target_latency_s"],
             pow_difficulty=row["pow_difficulty"],
+            program_id=row["program_id"],
         )
 
     def phase(self, now: float) -> Phase:
@@ -113,6 +119,7 @@ class Event:
             "target_queue_depth": self.target_queue_depth,
             "target_latency_s": self.target_latency_s,
             "pow_difficulty": self.pow_difficulty,
+            "program_id": self.program_id,
         }
 
 
@@ -139,6 +146,7 @@ class EventUpdate(BaseModel):
     target_queue_depth: int | None = Field(default=None, ge=1, le=10_000_000)
     target_latency_s: float | None = Field(default=None, gt=0, le=3600, allow_inf_nan=False)
     pow_difficulty: int | None = Field(default=None, ge=1, le=32)
+    program_id: str | None = Field(default=None, pattern=EVENT_ID.pattern)
 
     @field_validator("opens_at", "prequeue_opens_at", "closes_at")
     @classmethod
@@ -169,7 +177,7 @@ class EventUpdate(BaseModel):
         given = self.model_fields_set
         for name in (
             "name", "rate_per_s", "paused", "admission_ttl_s", "one_place_per_person", "rate_mode",
-            "target_queue_depth", "target_latency_s",
+            "target_queue_depth", "target_latency_s", "program_id",
         ):  # fmt: skip
             if name in given and getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be null")
@@ -221,7 +229,21 @@ async def list_events(con: asyncpg.Connection) -> list[Event]:
 
 
 async def save_event(con: asyncpg.Connection, event: Event) -> Event:
-    row = await con.fetchrow(
+    """Insert or update the event. Refused conflict when moving it to another program would give
+    someone two active appointments there (the database refuses; nothing changes)."""
+    try:
+        row = await _upsert(con, event)
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name != "appointments_person_active":
+            raise
+        raise Refused(
+            Code.CONFLICT, "people booked through this event already hold appointments in that program"
+        ) from None
+    return Event.from_row(row)
+
+
+async def _upsert(con: asyncpg.Connection, event: Event) -> asyncpg.Record:
+    return await con.fetchrow(
         queries.UPSERT_EVENT,
         event.event_id,
         event.name,
@@ -241,8 +263,8 @@ async def save_event(con: asyncpg.Connection, event: Event) -> Event:
         event.target_queue_depth,
         event.target_latency_s,
         event.pow_difficulty,
+        event.program_id,
     )
-    return Event.from_row(row)
 
 
 async def count_events(con: asyncpg.Connection) -> int:

@@ -3,7 +3,7 @@
 EVENT_COLUMNS = """
     event_id, name, rate_per_s, opens_at, prequeue_opens_at, closes_at, paused, admission_ttl_s, site_ids,
     one_place_per_person, abandon_after_s, max_active, rate_mode, rate_min, rate_max, target_queue_depth,
-    target_latency_s, pow_difficulty
+    target_latency_s, pow_difficulty, program_id
 """
 
 GET_EVENT = f"SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1"
@@ -12,7 +12,7 @@ LIST_EVENTS = f"SELECT {EVENT_COLUMNS} FROM events ORDER BY event_id"
 
 UPSERT_EVENT = f"""
 INSERT INTO events ({EVENT_COLUMNS})
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
 ON CONFLICT (event_id) DO UPDATE SET
     name = EXCLUDED.name,
     rate_per_s = EXCLUDED.rate_per_s,
@@ -31,6 +31,8 @@ ON CONFLICT (event_id) DO UPDATE SET
     target_queue_depth = EXCLUDED.target_queue_depth,
     target_latency_s = EXCLUDED.target_latency_s,
     pow_difficulty = EXCLUDED.pow_difficulty,
+    -- the event's appointments follow (ON UPDATE CASCADE), or the unique index refuses the move
+    program_id = EXCLUDED.program_id,
     updated_at = now()
 RETURNING {EVENT_COLUMNS}
 """

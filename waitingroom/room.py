@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 from shared.errors import Code, EventClosed, NotFound, SpecificRefusal, TicketInvalid, ValidationFailed
 from shared.http import BACKEND_UNAVAILABLE
 from shared.metrics import Metrics
-from shared.persons import PersonVault, person_key_of
+from shared.persons import PersonVault
 from shared.settings import Settings
 from shared.statuses import RateMode
 from shared.tokens import Ticket, TokenCodec
@@ -105,7 +105,7 @@ class Room:
         self.codec = codec
         self.metrics = metrics
         self.clock = clock
-        self.vault = PersonVault(person_key_of(settings))
+        self.vault = PersonVault.from_settings(settings)
         self._rates = RateController(
             redis,
             queue_name=settings.queue_name,
@@ -358,7 +358,7 @@ class Room:
         if event.one_place_per_person:
             if not person_id:
                 raise ValidationFailed("this event gives one place per person: send your person_id to join")
-            person_ref = self.vault.ref(person_id).hex()  # only the keyed hash goes to Redis
+            person_ref = self.vault.ref(person_id, field=("person_id",)).hex()  # only the keyed hash goes to Redis
         new_visitor = secrets.token_urlsafe(16)
         state, seq, visitor = await self.queue.join(
             event_id, now, self._config(event, now), visitor=new_visitor, person_ref=person_ref
