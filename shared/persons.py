@@ -56,7 +56,8 @@ def canonical_id_number(written: str) -> str:
             continue
         digit = unicodedata.decimal(ch, None)
         kept.append(ch if digit is None else str(digit))
-    return "".join(kept).upper()
+    # NFKC once more: dropping a separator can leave a letter next to a combining mark it composes with.
+    return unicodedata.normalize("NFKC", "".join(kept).upper())
 
 
 def person_key_of(settings: Settings) -> bytes:

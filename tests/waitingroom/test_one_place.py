@@ -12,6 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from shared.persons import PersonVault
 from shared.settings import Settings
 from shared.tokens import TokenCodec
 from tests.helpers import FakeClock, admin_headers, assert_problem, serve
@@ -88,3 +89,41 @@ async def test_negative_control_check_then_set_gives_one_person_many_places(redi
 
     places = await asyncio.gather(*(racy_join() for _ in range(20)))
     assert len(set(places)) > 1
+
+
+# Issue 14, item 5: one number written three ways (plain, FULLWIDTH letters and digits at ASCII +
+# 0xFEE0, DEVANAGARI digits at U+0966..) is one person; a look-alike from another script is refused.
+SAME_PERSON = (
+    "AB-123 456",
+    "".join(chr(ord(c) + 0xFEE0) if c.isalnum() else c for c in "ab-123 456"),
+    "".join(chr(0x0966 + int(c)) if c.isdigit() else c for c in "AB.123/456"),
+)
+
+
+async def places_of(edge: TestClient, codec: TokenCodec, forms: tuple[str, ...]) -> set[tuple[str, int]]:
+    places = set()
+    for form in forms:
+        status, body = await join(edge, "cohort", form)
+        assert status == 201, body
+        ticket = codec.read_ticket(str(body["ticket"]))
+        places.add((ticket.visitor_id, ticket.seq))
+    return places
+
+
+async def test_one_number_written_three_ways_gets_one_place(edge: TestClient, settings: Settings) -> None:
+    assert len(set(SAME_PERSON)) == 3
+    assert len(await places_of(edge, TokenCodec(settings.secret_keys), SAME_PERSON)) == 1
+    cyrillic = "AB-123 456".replace("A", "\N{CYRILLIC CAPITAL LETTER A}")
+    status, body = await join(edge, "cohort", cyrillic)
+    assert_problem(status, body, 400, "validation_error")
+    assert body["errors"][0]["loc"] == ["person_id"] and "123" not in str(body)
+
+
+async def test_negative_control_the_old_normalisation_gives_three_places(
+    edge: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def old_rule(self: PersonVault, id_number: str, **_: object) -> str:
+        return "".join(ch for ch in id_number.upper() if ch.isalnum())
+
+    monkeypatch.setattr(PersonVault, "canonical_id", old_rule)
+    assert len(await places_of(edge, TokenCodec(settings.secret_keys), SAME_PERSON)) == 3
