@@ -124,6 +124,10 @@ class Settings:
     # Search answers are served from a per-process cache at most this old (a booking, cancel or
     # hold in the same process drops the site's entry at once).
     search_cache_s: Annotated[NonNegativeFloat, Env("SURGEGATE_SEARCH_CACHE_S")] = 1.0
+    # --- issue 14, item 4 ---
+    # A queue ticket older than this answers "expired" (join again), also for an event that never
+    # closes; the ticket cookie and the pinned admission moments live as long.
+    ticket_max_age_s: Annotated[PositiveInt, Env("SURGEGATE_TICKET_MAX_AGE_S")] = 7 * 86400
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
