@@ -71,8 +71,9 @@ return {'first', at}
 
 @dataclass(frozen=True)
 class Moment:
-    """When an admission began (queue clock, epoch seconds); ``first_seen``: this status is the
-    visitor's first as admitted (for the wait statistics; never true for a moment recovered after a loss)."""
+    """When an admission began (queue clock, epoch seconds); ``first_seen``: this status pinned it
+    from the runs, the visitor's first as admitted (for the wait statistics; a moment taken from
+    PostgreSQL never counts)."""
 
     at: float
     first_seen: bool = False
