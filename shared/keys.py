@@ -40,8 +40,15 @@ def person_place_key(event_id: str, person_ref: str) -> str:
 
 
 def admitted_at_key(event_id: str, visitor_id: str) -> str:
-    """String: when this visitor was first seen admitted (set once, kept 7 days)."""
+    """String: the moment this visitor's admission began (waitingroom/admissions.py), pinned at their
+    first admitted status; set once, kept as long as a ticket lives."""
     return f"{PREFIX}:adm:{event_id}:{visitor_id}"
+
+
+def admission_runs_key(event_id: str) -> str:
+    """Sorted set: when the serving position reached each rank. One member per advance that reached
+    new ranks: score = the last rank reached, member = ``"<first rank>:<queue-clock time>"``."""
+    return f"{PREFIX}:runs:{event_id}"
 
 
 def waits_key(event_id: str) -> str:

@@ -143,6 +143,10 @@ class Settings:
     # The whole canonical form of an id number (NFKC, case-folded, upper case, every script's digits
     # as ASCII, separators " - . /" removed) must match this, or the request is refused 400.
     id_number_pattern: Annotated[Regex, Env("SURGEGATE_ID_NUMBER_PATTERN")] = DEFAULT_ID_NUMBER_PATTERN
+    # --- issue 14, item 4 ---
+    # A queue ticket older than this answers "expired" (join again), also for an event that never
+    # closes; the ticket cookie and the pinned admission moments live as long.
+    ticket_max_age_s: Annotated[PositiveInt, Env("SURGEGATE_TICKET_MAX_AGE_S")] = 7 * 86400
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

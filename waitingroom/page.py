@@ -17,7 +17,7 @@ from string import Template
 
 from aiohttp import web
 
-from shared.errors import Refused, TicketInvalid
+from shared.errors import EventClosed, Refused, TicketInvalid
 from shared.http import read_form
 from waitingroom.events import Event
 from waitingroom.i18n import STRINGS, duration, eta_minutes, pick_language
@@ -97,14 +97,16 @@ async def queue_page(request: web.Request) -> web.Response:
     room = request.app[ROOM]
     event = room.event(request.match_info["event_id"])
     language = pick_language(request.headers.get("Accept-Language"))
-    status = None
+    status, error = None, ""
     ticket = request.cookies.get(cookie_name(event.event_id))
     if ticket:
         try:
             status = await room.status(event.event_id, ticket)
         except TicketInvalid:
             status = None
-    body = render_queue_page(event, language, status, room.clock())
+        except EventClosed as exc:
+            error = exc.detail
+    body = render_queue_page(event, language, status, room.clock(), error)
     return web.Response(text=body, content_type="text/html", headers={**_PAGE_HEADERS, "Content-Language": language})
 
 

@@ -50,6 +50,17 @@ ON CONFLICT (event_id) DO UPDATE SET
     taken_at = GREATEST(c.taken_at, EXCLUDED.taken_at)
 """
 
+# Marks (waitingroom/admissions.py): the latest queue-clock moment each serving position was seen.
+SAVE_MARK = """
+INSERT INTO queue_marks AS m (event_id, passed, seen_at) VALUES ($1, $2, $3)
+ON CONFLICT (event_id, passed) DO UPDATE SET seen_at = GREATEST(m.seen_at, EXCLUDED.seen_at)
+"""
+
+# The latest mark below a rank: the earliest moment that rank can have been reached.
+LAST_MARK_BELOW = """
+SELECT seen_at FROM queue_marks WHERE event_id = $1 AND passed < $2 ORDER BY passed DESC LIMIT 1
+"""
+
 LIST_CHECKPOINTS = "SELECT event_id, joined, served, join_rate, taken_at FROM queue_checkpoints"
 
 # First writer wins: every edge sees the same draw, so later inserts change nothing.

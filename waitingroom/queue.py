@@ -4,7 +4,8 @@ Arrivals get consecutive numbers (``joined``). The serving position ``served`` i
 that advances at ``rate`` per second while the event is open and not paused, and never passes
 ``joined`` (so an empty queue banks no credit for a later burst). A visitor with number ``n`` is
 admitted once ``floor(served) >= n``: FIFO by construction, and over T seconds exactly
-``floor(rate * T)`` (+-1) positions are admitted while enough visitors wait.
+``floor(rate * T)`` (+-1) positions are admitted while enough visitors wait. Each advance that
+reaches new ranks records when it did: the moment their admissions begin (:mod:`waitingroom.admissions`).
 
 All state changes happen in one Lua script, so every edge process computes the same position from
 the same Redis hash; the rate and pause flag live there too, which is why a change made through any
@@ -93,6 +94,11 @@ if paused ~= '1' and now > from then
     abandoned = abandoned + skipped
   end
   served = target
+  -- When each rank was reached (waitingroom/admissions.py): one member per run of new ranks.
+  local reached = math.floor(served)
+  if reached > before then
+    redis.call('ZADD', KEYS[6], reached, string.format('%d:%.17g', before + 1, now))
+  end
 end
 if now > t then t = now end
 -- A join takes the next number, unless its person (KEYS[2], a keyed hash) already holds one.
@@ -128,19 +134,9 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-# An admission counts as out a little longer than its token lives: the token's clock starts at the
-# visitor's first poll after being admitted, which can come a few seconds later.
+# An admission counts as out a little longer than its token lives: a margin for edges whose clocks
+# differ by a little (the token's clock starts at the same moment, see waitingroom/admissions.py).
 ACTIVE_GRACE_S = 30
-
-_ADMITTED = """
-if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then return {'', '0'} end
-local previous = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'GET', 'EX', 7 * 86400)
-if previous then return {previous, '0'} end
--- first seen admitted: keep how long they waited (the latest 10,000, for the event's stats)
-redis.call('LPUSH', KEYS[3], tostring(tonumber(ARGV[1]) - tonumber(ARGV[3])))
-redis.call('LTRIM', KEYS[3], 0, 9999)
-return {ARGV[1], '1'}
-"""
 
 
 @dataclass(frozen=True)
@@ -195,7 +191,6 @@ class QueueStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._script = redis.register_script(_SCRIPT)
-        self._admitted_script = redis.register_script(_ADMITTED)
 
     async def note_alive(self, deadlines: dict[str, dict[int, float]]) -> None:
         """Record, per event, until when each rank's holder counts as present (one round trip for
@@ -215,6 +210,7 @@ class QueueStore:
             keys.abandoned_key(event_id),
             keys.person_place_key(event_id, person_ref) if person_ref else "",
             keys.active_admissions_key(event_id),
+            keys.admission_runs_key(event_id),
         ]
         (
             joined,
@@ -292,18 +288,3 @@ class QueueStore:
 
     async def ping(self) -> None:
         await self.redis.ping()
-
-    async def admitted_at(
-        self, event_id: str, visitor_id: str, rank: int, now: float, joined_at: float
-    ) -> tuple[float, bool] | None:
-        """(when this visitor was first seen admitted, whether that is now): set once, later calls
-        return the same time; None if their rank was passed over because they had left."""
-        value, first = await self._admitted_script(
-            keys=[
-                keys.admitted_at_key(event_id, visitor_id),
-                keys.abandoned_key(event_id),
-                keys.waits_key(event_id),
-            ],
-            args=[repr(now), str(rank), repr(joined_at)],
-        )
-        return None if _text(value) == "" else (float(value), _text(first) == "1")

@@ -3,9 +3,10 @@
 Hot-path budget (status is polled by every waiting visitor): a *waiting* visitor's status costs no
 Redis or database call at all. Their ticket is signed and carries their arrival number; the serving
 position comes from a per-process snapshot that :meth:`Room.tick` refreshes every ``edge_tick_s``
-(100 ms) with one Redis call per event. Only an *admitted* visitor costs one Redis call (to pin the
-moment of admission, which fixes the token's expiry). Event definitions are cached and reloaded from
-PostgreSQL every ``event_refresh_s``; no request touches the database.
+(100 ms) with one Redis call per event. Only an *admitted* visitor costs one Redis call (to read the
+moment of admission, which fixes the token's expiry: :mod:`waitingroom.admissions`). Event
+definitions are cached and reloaded from PostgreSQL every ``event_refresh_s``; no request touches the
+database, apart from recovering an admission moment that Redis has lost (once per visitor).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from shared.persons import PersonVault
 from shared.settings import Settings
 from shared.statuses import RateMode
 from shared.tokens import Ticket, TokenCodec
+from waitingroom.admissions import Admissions
 from waitingroom.autorate import RateController, next_rate
 from waitingroom.events import (
     Checkpoint,
@@ -43,7 +45,7 @@ from waitingroom.events import (
 )
 from waitingroom.lottery import ALGORITHM, Lottery
 from waitingroom.polling import poll_after_ms
-from waitingroom.queries import COUNT_USED, PING, SAVE_CHECKPOINT, SAVE_DRAW
+from waitingroom.queries import COUNT_USED, PING, SAVE_CHECKPOINT, SAVE_DRAW, SAVE_MARK
 from waitingroom.queue import QueueConfig, QueueState, QueueStore
 from waitingroom.recovery import Known, restore_point
 from waitingroom.stats import actual_rate, quantile
@@ -102,6 +104,7 @@ class Room:
         self.settings = settings
         self.pool = pool
         self.queue = QueueStore(redis)
+        self.admissions = Admissions(redis, pool, pin_ttl_s=settings.ticket_max_age_s)
         self.codec = codec
         self.metrics = metrics
         self.clock = clock
@@ -150,6 +153,7 @@ class Room:
 
     async def put_event(self, event_id: str, update: EventUpdate) -> Event:
         """Create or update an event; its rate/pause apply to every edge on their next tick."""
+        now = self.clock()
         async with self.pool.acquire() as con, con.transaction():
             current = await get_event(con, event_id)
             try:
@@ -157,7 +161,8 @@ class Room:
             except ValueError as exc:
                 raise ValidationFailed(str(exc)) from None
             event = await save_event(con, event)
-        now = self.clock()
+            if current is None:  # a new queue has reached nobody yet: its first mark (admissions.py)
+                await con.execute(SAVE_MARK, event_id, 0, now)
         config = self._config(event, now)
         live = self._states.get(event_id)
         if event.rate_mode == RateMode.AUTO and live is not None and "rate_per_s" not in update.model_fields_set:
@@ -268,15 +273,18 @@ class Room:
         ]
         if not due:
             return
-        rows = []
+        rows, marks = [], []
         for event_id, state in due:
             last_at, last_joined = self._checkpointed.get(event_id, (now, state.joined))
             recent = (state.joined - last_joined) / (now - last_at) if now > last_at else 0.0
             # Sized for the worst recent burst, decaying slowly: it bounds joins we may not have seen.
             self._join_rates[event_id] = max(recent, self._join_rates.get(event_id, 0.0) * 0.9)
             rows.append((event_id, state.joined, state.served, self._join_rates[event_id], now))
+            # When the snapshot was taken, not now: the position may have moved on since.
+            marks.append((event_id, state.passed, self._state_at[event_id]))
         async with self.pool.acquire() as con:
             await con.executemany(SAVE_CHECKPOINT, rows)
+            await con.executemany(SAVE_MARK, marks)
         for event_id, state in due:
             self._checkpointed[event_id] = (now, state.joined)
 
@@ -377,11 +385,18 @@ class Room:
             return False
 
     async def status(self, event_id: str, presented: str) -> Status:
+        """The visitor's state. A ticket dies with its event (closed: refused) and at its maximum
+        age (``ticket_max_age_s``: expired, join again)."""
         event = self.event(event_id)
         ticket = self.codec.read_ticket(presented)
         if ticket.event_id != event_id:
             raise TicketInvalid("the ticket belongs to another event")
-        return await self._status(event, ticket, await self._state(event), self.clock())
+        now = self.clock()
+        if event.phase(now) == "closed":
+            raise EventClosed(f"the queue for {event_id!r} has closed; its tickets are no longer valid")
+        if now - ticket.issued_at > self.settings.ticket_max_age_s:
+            return Status("expired", None, None, IDLE_POLL_MS)
+        return await self._status(event, ticket, await self._state(event), now)
 
     async def _status(self, event: Event, ticket: Ticket, state: QueueState, now: float) -> Status:
         if state.lottery is None or event.phase(now) == "prequeue":
@@ -399,13 +414,12 @@ class Room:
             if event.abandon_after_s is not None:
                 self._note_alive(event.event_id, rank, now + poll_ms / 1000 + event.abandon_after_s)
             return Status("waiting", position, eta, poll_ms)
-        pinned = await self.queue.admitted_at(event.event_id, ticket.visitor_id, rank, now, ticket.issued_at)
-        if pinned is None:  # passed over while away: they learn so and may join again
+        moment = await self.admissions.moment(event.event_id, ticket.visitor_id, rank, now, ticket.issued_at)
+        if moment is None:  # passed over while away: they learn so and may join again
             return Status("expired", None, None, IDLE_POLL_MS)
-        admitted_at, first_seen = pinned
-        if first_seen:
+        if moment.first_seen:
             self.metrics.queue_wait_seconds.labels(event.event_id).observe(max(0.0, now - ticket.issued_at))
-        expires_at = admitted_at + event.admission_ttl_s
+        expires_at = moment.at + event.admission_ttl_s
         if now > expires_at:
             return Status("expired", None, None, IDLE_POLL_MS)
         token = self.codec.sign_admission(

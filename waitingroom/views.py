@@ -82,7 +82,7 @@ def set_ticket_cookie(response: web.StreamResponse, room: Room, event_id: str, t
     response.set_cookie(
         cookie_name(event_id),
         ticket,
-        max_age=7 * 86400,
+        max_age=room.settings.ticket_max_age_s,
         path="/",
         httponly=True,
         samesite="Lax",

@@ -19,6 +19,7 @@ def test_every_key_is_byte_identical() -> None:
     assert keys.abandoned_key("ev-1") == "sg:abandoned:ev-1"
     assert keys.person_place_key("ev-1", "c0ffee") == "sg:pp:ev-1:c0ffee"
     assert keys.admitted_at_key("ev-1", "v-42") == "sg:adm:ev-1:v-42"
+    assert keys.admission_runs_key("ev-1") == "sg:runs:ev-1"
     assert keys.waits_key("ev-1") == "sg:waits:ev-1"
     assert keys.active_admissions_key("ev-1") == "sg:active:ev-1"
     assert keys.rate_lease_key("ev-1") == "sg:ratectl:ev-1"

@@ -65,6 +65,7 @@
       .then(function (rb) {
         var r = rb[0], st = rb[1];
         if (r.status === 401) return join();
+        if (r.status === 410) return showError(st.detail || T.error_generic);  // the event has closed
         if (!r.ok) { showError(st.detail || T.error_generic); return schedule(5000); }
         showError("");
         render(st);
