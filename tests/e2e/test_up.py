@@ -249,9 +249,16 @@ def test_negative_control_a_child_left_running_is_caught() -> None:
         someone_else.wait()
 
 
+def command_of(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:  # it ended meanwhile
+        return []
+
+
 def child_named(up: Up, name: str) -> psutil.Process:
     """The one running `surgegate {name}` process below `up`."""
-    found = [p for p in still_running(process_tree(up.proc)) if p.cmdline()[-2:] == ["surgegate", name]]
+    found = [p for p in still_running(process_tree(up.proc)) if command_of(p)[-2:] == ["surgegate", name]]
     assert len(found) == 1, [describe(p) for p in found]
     return found[0]
 
