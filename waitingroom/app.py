@@ -12,7 +12,14 @@ from pathlib import Path
 from aiohttp import web
 
 from shared.db import create_pool
-from shared.http import healthz, json_response, metrics_handler, problem_middleware
+from shared.http import (
+    add_security_headers,
+    healthz,
+    json_response,
+    metrics_handler,
+    problem_middleware,
+    server_handler_args,
+)
 from shared.metrics import Metrics
 from shared.redis import create_redis
 from shared.settings import Settings, SettingsError
@@ -40,7 +47,12 @@ def create_app(
     """The waiting room app. ``run_ticker=False`` leaves admission ticks to the caller (tests)."""
     settings.require_keys()
     settings.require_admin()
-    app = web.Application(middlewares=[problem_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[problem_middleware],
+        client_max_size=settings.max_body_bytes,
+        handler_args=server_handler_args(),
+    )
+    add_security_headers(app, page.content_security_policy(settings))
     app[SETTINGS] = settings
     app[METRICS] = metrics or Metrics()
     try:

@@ -1,5 +1,7 @@
 """The queue page in real headless Chromium: join -> wait -> admitted -> book -> confirmation; the
-same page with JavaScript off (form join, self-refresh); the pre-queue countdown in Spanish.
+same page with JavaScript off (form join, self-refresh); the pre-queue countdown in Spanish. Every
+test also fails on a Content-Security-Policy violation (the policy must not break the page), and
+the page refuses to be framed.
 
 Edge, API and worker run in-process on real ports (the page calls the API cross-origin, as under
 `surgegate up`); Chromium is Debian's, driven by Playwright with ``executable_path``.
@@ -12,6 +14,7 @@ import shutil
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 import pytest
@@ -22,6 +25,9 @@ from shared.settings import Settings
 from surgegate.embedded import free_port
 from tests.helpers import FakeClock, admin_headers, running_worker, seed_site_and_slot
 from waitingroom.app import create_app as create_edge
+
+if TYPE_CHECKING:
+    from playwright.async_api import Page
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -34,6 +40,14 @@ pytestmark = [
         reason="Debian chromium is not installed (.ci/run installs it; in CI its absence fails the test)",
     ),
 ]
+
+
+def csp_refusals(page: Page) -> list[str]:
+    """What Chromium refuses to load or run on ``page`` under the Content-Security-Policy, as it
+    reports it on the console (with or without JavaScript), from now on."""
+    refused: list[str] = []
+    page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+    return refused
 
 
 @pytest.fixture
@@ -69,7 +83,9 @@ async def test_queue_page_join_wait_admit_book(stack: Settings, pool: asyncpg.Po
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = await browser.new_page(viewport={"width": 390, "height": 844})  # a phone
-        await page.goto(f"{stack.edge_url}/e/ev")
+        refused = csp_refusals(page)
+        served = await page.goto(f"{stack.edge_url}/e/ev")
+        assert served is not None and "frame-ancestors 'none'" in served.headers["content-security-policy"]
         await page.wait_for_selector("text=You are in the queue.")
         assert await page.text_content("#position") == "1"
         await page.screenshot(path=str(shots / "queue-waiting.png"))
@@ -85,6 +101,7 @@ async def test_queue_page_join_wait_admit_book(stack: Settings, pool: asyncpg.Po
         confirmation = await page.text_content("#confirmation") or ""
         await page.screenshot(path=str(shots / "queue-booked.png"))
         await browser.close()
+    assert refused == []
     assert "Appointment" in confirmation and "local time" in confirmation
     row = await pool.fetchrow("SELECT status, slot_id FROM appointments")
     assert row["status"] == "confirmed"
@@ -111,6 +128,7 @@ async def test_without_javascript_the_page_still_works(stack: Settings, tmp_path
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = await browser.new_context(java_script_enabled=False, viewport={"width": 390, "height": 844})
         page = await context.new_page()
+        refused = csp_refusals(page)
         await page.goto(f"{stack.edge_url}/e/ev")
         # by keyboard alone: Tab to the button, Enter submits the form (a plain post, then 303 back)
         for _ in range(10):
@@ -127,6 +145,7 @@ async def test_without_javascript_the_page_still_works(stack: Settings, tmp_path
         assert "Booking needs JavaScript" in (await page.content())
         await page.screenshot(path=str(shots / "queue-no-js-admitted.png"))
         await browser.close()
+    assert refused == []
 
 
 async def test_pre_queue_countdown_in_spanish(stack: Settings, tmp_path: Path) -> None:
@@ -141,6 +160,7 @@ async def test_pre_queue_countdown_in_spanish(stack: Settings, tmp_path: Path) -
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = await browser.new_context(locale="es-ES", viewport={"width": 390, "height": 844})
         page = await context.new_page()
+        refused = csp_refusals(page)
         await page.goto(f"{stack.edge_url}/e/ev")
         await page.wait_for_selector("text=Tiene un lugar en la prefila.")
         eta = await page.text_content("#eta") or ""
@@ -149,6 +169,7 @@ async def test_pre_queue_countdown_in_spanish(stack: Settings, tmp_path: Path) -
         assert await page.get_attribute("html", "lang") == "es"
         await page.screenshot(path=str(shots / "queue-prequeue-es.png"))
         await browser.close()
+    assert refused == []
 
 
 async def test_proof_of_work_is_solved_in_a_web_worker(stack: Settings, tmp_path: Path) -> None:
@@ -158,10 +179,12 @@ async def test_proof_of_work_is_solved_in_a_web_worker(stack: Settings, tmp_path
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = await browser.new_page()
+        refused = csp_refusals(page)
         await page.goto(f"{stack.edge_url}/e/ev")
         await page.wait_for_selector("text=You are in the queue.", timeout=20_000)  # joined only with a valid proof
         assert await page.text_content("#position") == "1"
         await browser.close()
+    assert refused == []  # the Web Worker is allowed
 
 
 async def test_an_expired_turn_offers_to_join_again(settings: Settings, clock: FakeClock, tmp_path: Path) -> None:
@@ -180,6 +203,7 @@ async def test_an_expired_turn_offers_to_join_again(settings: Settings, clock: F
             browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             context = await browser.new_context(java_script_enabled=False, viewport={"width": 390, "height": 844})
             page = await context.new_page()
+            refused = csp_refusals(page)
             await page.goto(f"{live.edge_url}/e/ev")
             async with page.expect_navigation():
                 await page.click("#join")
@@ -191,5 +215,37 @@ async def test_an_expired_turn_offers_to_join_again(settings: Settings, clock: F
             assert await page.is_visible("#join") and (await page.text_content("#join") or "").strip() == "Join again"
             await page.screenshot(path=str(shots / "queue-expired.png"))
             await browser.close()
+        assert refused == []
+    finally:
+        await runner.cleanup()
+
+
+async def test_the_page_refuses_to_be_framed(stack: Settings) -> None:
+    """frame-ancestors 'none': a page of another origin that frames the queue page gets an empty frame."""
+    from playwright.async_api import async_playwright
+
+    await put_event(stack, rate_per_s=1)
+    framing = web.Application()
+
+    async def frames_the_queue_page(request: web.Request) -> web.Response:
+        body = f'<!doctype html><iframe id="f" src="{stack.edge_url}/e/ev"></iframe>'
+        return web.Response(text=body, content_type="text/html")
+
+    framing.router.add_get("/", frames_the_queue_page)
+    runner = web.AppRunner(framing)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = await browser.new_page()
+            refused = csp_refusals(page)
+            async with page.expect_response(f"{stack.edge_url}/e/ev") as served:
+                await page.goto(f"http://localhost:{port}/")  # another origin than the edge's 127.0.0.1
+            assert (await served.value).status == 200  # served, but not shown in the frame
+            assert await page.frame_locator("#f").locator("#queue").count() == 0
+            await browser.close()
+        assert any("frame-ancestors" in text for text in refused), refused
     finally:
         await runner.cleanup()

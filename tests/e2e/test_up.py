@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -246,3 +247,53 @@ def test_negative_control_a_child_left_running_is_caught() -> None:
             with contextlib.suppress(psutil.NoSuchProcess):
                 process.kill()
         someone_else.wait()
+
+
+def command_of(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:  # it ended meanwhile
+        return []
+
+
+def child_named(up: Up, name: str) -> psutil.Process:
+    """The one running `surgegate {name}` process below `up`."""
+    found = [p for p in still_running(process_tree(up.proc)) if command_of(p)[-2:] == ["surgegate", name]]
+    assert len(found) == 1, [describe(p) for p in found]
+    return found[0]
+
+
+async def answers(url: str) -> bool:
+    try:
+        async with aiohttp.ClientSession() as s, s.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
+            return r.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+
+
+async def test_up_restarts_a_child_that_dies(data_dir: Path, tmp_path: Path) -> None:
+    """kill -9 of the worker, then of the api: each is started again and answers, `up` stays up, and
+    the whole path still works. The admin token is shown once; the servers' passwords never."""
+    log = tmp_path / "up.log"
+    up = start_up(data_dir, log, (free_port(), free_port(), free_port()))
+    try:
+        for name, probe in (("worker", f"{up.worker}/healthz"), ("api", f"{up.api}/readyz")):
+            victim = child_named(up, name)
+            victim.kill()
+            victim.wait(10)
+            deadline = time.monotonic() + 60
+            while not (await answers(probe) and child_named(up, name).pid != victim.pid):
+                assert up.proc.poll() is None, up.output()[-4000:]
+                assert time.monotonic() < deadline, f"{name} did not come back:\n{up.output()[-4000:]}"
+                await asyncio.sleep(0.2)
+            assert f"surgegate up: {name} was killed by SIGKILL; starting it again in 0.5 s" in up.output()
+            assert f"surgegate up: {name} started again (pid {child_named(up, name).pid})" in up.output()
+        await drive(up)  # join, admission, booking (by the new worker), cancel (by the new api)
+        assert up.proc.poll() is None
+    finally:
+        stop_up(up)
+    output = up.output()
+    assert output.count(up.admin_token) == 1  # the banner
+    stored = json.loads((data_dir / "secrets.json").read_text())
+    for password in (stored["postgres_password"], stored["valkey_password"]):
+        assert password not in output
