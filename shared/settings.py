@@ -124,6 +124,23 @@ class Settings:
     # Search answers are served from a per-process cache at most this old (a booking, cancel or
     # hold in the same process drops the site's entry at once).
     search_cache_s: Annotated[NonNegativeFloat, Env("SURGEGATE_SEARCH_CACHE_S")] = 1.0
+    # --- issue 14 item 7: the booking API's limits per credential (admission/throttle.py) ----------
+    # Requests per admission token, a burst refilled per minute, reads (GET) and writes (POST, DELETE)
+    # apart, so a visitor polling an attempt's status is never refused for their own writes; 0 disables.
+    api_token_read_limit_per_min: Annotated[NonNegativeFloat, Env("SURGEGATE_API_TOKEN_READ_LIMIT_PER_MIN")] = 120.0
+    api_token_read_limit_burst: Annotated[NonNegativeInt, Env("SURGEGATE_API_TOKEN_READ_LIMIT_BURST")] = 60
+    api_token_write_limit_per_min: Annotated[NonNegativeFloat, Env("SURGEGATE_API_TOKEN_WRITE_LIMIT_PER_MIN")] = 20.0
+    api_token_write_limit_burst: Annotated[NonNegativeInt, Env("SURGEGATE_API_TOKEN_WRITE_LIMIT_BURST")] = 10
+    # Requests per client (IPv4 address, IPv6 /64, behind SURGEGATE_TRUSTED_PROXIES), all its admission
+    # tokens, claims and the admin API together; sized for a few dozen people behind one NAT.
+    api_client_read_limit_per_min: Annotated[NonNegativeFloat, Env("SURGEGATE_API_CLIENT_READ_LIMIT_PER_MIN")] = 1200.0
+    api_client_read_limit_burst: Annotated[NonNegativeInt, Env("SURGEGATE_API_CLIENT_READ_LIMIT_BURST")] = 300
+    api_client_write_limit_per_min: Annotated[NonNegativeFloat, Env("SURGEGATE_API_CLIENT_WRITE_LIMIT_PER_MIN")] = 240.0
+    api_client_write_limit_burst: Annotated[NonNegativeInt, Env("SURGEGATE_API_CLIENT_WRITE_LIMIT_BURST")] = 120
+    # What one admission may leave behind: hold rows in total (replaced ones stay as rows), and stored
+    # Idempotency-Keys (of holds, reschedules, waitlist joins; and, apart, booking attempts); 0: no cap.
+    max_holds_per_admission: Annotated[NonNegativeInt, Env("SURGEGATE_MAX_HOLDS_PER_ADMISSION")] = 50
+    max_keys_per_admission: Annotated[NonNegativeInt, Env("SURGEGATE_MAX_KEYS_PER_ADMISSION")] = 100
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -13,13 +13,13 @@ from aiohttp import web
 
 from shared.db import create_pool
 from shared.http import healthz, json_response, metrics_handler, problem_middleware
+from shared.limits import Buckets, Limit, parse_networks
 from shared.metrics import Metrics
 from shared.redis import create_redis
 from shared.settings import Settings, SettingsError
 from shared.tokens import TokenCodec
 from waitingroom import admin, page, views
-from waitingroom.keys import LIMITER, METRICS, ROOM, SETTINGS, TRUSTED_PROXIES
-from waitingroom.limits import JoinLimiter, parse_networks
+from waitingroom.keys import JOIN_LIMIT, LIMITER, METRICS, ROOM, SETTINGS, TRUSTED_PROXIES
 from waitingroom.page import STATIC
 from waitingroom.room import Clock, Room
 
@@ -43,6 +43,7 @@ def create_app(
     app = web.Application(middlewares=[problem_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[METRICS] = metrics or Metrics()
+    app[JOIN_LIMIT] = Limit(settings.join_limit_per_min, settings.join_limit_burst)
     try:
         app[TRUSTED_PROXIES] = parse_networks(settings.trusted_proxies)
     except ValueError as exc:
@@ -55,7 +56,7 @@ def create_app(
         room = Room(settings=settings, pool=pool, redis=redis, codec=codec, metrics=app[METRICS], clock=clock)
         await room.refresh_events()
         app[ROOM] = room
-        app[LIMITER] = JoinLimiter(redis, per_minute=settings.join_limit_per_min, burst=settings.join_limit_burst)
+        app[LIMITER] = Buckets(redis)
         ticker = asyncio.create_task(room.run()) if run_ticker else None
         try:
             yield
