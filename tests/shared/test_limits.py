@@ -3,11 +3,16 @@ in-memory twin the booking API falls back to, which must give the very same verd
 
 from __future__ import annotations
 
+import asyncio
 import random
+from pathlib import Path
 
+import pytest
 from redis.asyncio import Redis
 
 from shared.limits import Buckets, Limit, LocalBuckets, client_key, parse_networks
+from shared.redis import create_redis
+from surgegate.embedded import EmbeddedValkey
 
 PROXIES = parse_networks(["10.0.0.0/8", "127.0.0.1/32"])
 
@@ -52,6 +57,39 @@ async def test_a_take_charges_every_bucket_or_none(redis: Redis, clean: None) ->
     # refilled at its rate: one second later, "a" holds one request again
     assert (await buckets.take(now + 1, [("sg:t:a", SMALL)])).allowed
     assert not (await buckets.take(now + 1, [("sg:t:a", SMALL)])).allowed
+
+
+async def test_concurrent_takes_stay_atomic(redis: Redis, clean: None) -> None:
+    """Takes in flight together share one pipeline; each is still one atomic script call."""
+    buckets = Buckets(redis)
+    verdicts = await asyncio.gather(
+        *(buckets.take(0.0, [("sg:t:shared", Limit(60, 5)), (f"sg:t:own{i}", Limit(60, 5))]) for i in range(40))
+    )
+    assert sum(v.allowed for v in verdicts) == 5
+    assert {v.refused_by for v in verdicts if not v.allowed} == {0}
+    # the refused takes cost their own buckets nothing: each still holds its whole burst
+    for i in range(40):
+        expected = 5 if not verdicts[i].allowed else 4
+        assert [(await buckets.take(0.0, [(f"sg:t:own{i}", Limit(60, 5))])).allowed for _ in range(6)].count(True) == (
+            expected
+        )
+
+
+@pytest.mark.slow  # starts and restarts its own Valkey
+async def test_a_restarted_redis_gets_the_script_again(tmp_path: Path) -> None:
+    server = EmbeddedValkey(tmp_path / "vk", persist=False)
+    server.start()
+    client = create_redis(server.url)
+    try:
+        buckets = Buckets(client)
+        assert (await buckets.take(0.0, [("sg:t:a", Limit(60, 1))])).allowed  # a new server: loaded first
+        server.stop()
+        server.start()  # scripts are gone with the process
+        assert (await buckets.take(0.0, [("sg:t:a", Limit(60, 1))])).allowed
+        assert not (await buckets.take(0.0, [("sg:t:a", Limit(60, 1))])).allowed
+    finally:
+        await client.aclose()
+        server.stop()
 
 
 async def test_disabled_limits_are_skipped_without_a_round_trip() -> None:
