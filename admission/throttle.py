@@ -110,7 +110,7 @@ class Throttle:
                 self._local_until = time.monotonic() + REDIS_RETRY_S
             else:
                 if self._local_until:
-                    log.warning("rate limits: Redis reachable again; limits are shared again")
+                    log.info("rate limits: Redis reachable again; limits are shared again")
                     self._local_until = 0.0
                 return verdict
         self._metrics.api_throttle_local.inc()
