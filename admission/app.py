@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from importlib import resources
 
 from aiohttp import web
 
 from admission import admin, appointments, changes, holds, queries, search, supply, waitlist
-from admission.auth import CLAIMS_PATH, cors_middleware, token_middleware
+from admission.auth import CLAIMS_PATH, cors_middleware, throttle_middleware, token_middleware
 from admission.availability import Availability, Cache
-from admission.keys import ARQ, AVAILABILITY, CODEC, METRICS, POOL, SETTINGS, VAULT, WAITLIST
+from admission.keys import ARQ, AVAILABILITY, CODEC, METRICS, POOL, SETTINGS, THROTTLE, VAULT, WAITLIST
+from admission.throttle import REDIS_TIMEOUT_S, Throttle
 from shared.db import create_pool
 from shared.http import (
     add_security_headers,
@@ -20,10 +22,11 @@ from shared.http import (
     problem_middleware,
     server_handler_args,
 )
+from shared.limits import parse_networks
 from shared.metrics import Metrics
 from shared.persons import PersonVault
-from shared.redis import create_arq_pool
-from shared.settings import Settings
+from shared.redis import create_arq_pool, create_redis
+from shared.settings import Settings, SettingsError
 from shared.tokens import TokenCodec
 from shared.waitlist import Waitlist, WaitlistPolicy
 
@@ -34,11 +37,18 @@ async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=_OPENAPI, content_type="application/json")
 
 
-def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.Application:
+def create_app(
+    settings: Settings, *, metrics: Metrics | None = None, clock: Callable[[], float] = time.time
+) -> web.Application:
+    """The booking API app. ``clock`` is the rate limits' time (tests inject one)."""
     settings.require_keys()
     settings.require_admin()
+    try:
+        trusted = parse_networks(settings.trusted_proxies)
+    except ValueError as exc:
+        raise SettingsError(f"SURGEGATE_TRUSTED_PROXIES: {exc}") from None
     app = web.Application(
-        middlewares=[cors_middleware, problem_middleware, token_middleware],
+        middlewares=[cors_middleware, problem_middleware, token_middleware, throttle_middleware],
         client_max_size=settings.max_body_bytes,
         handler_args=server_handler_args(),
     )
@@ -53,9 +63,12 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> web.App
     async def resources_ctx(app: web.Application) -> AsyncIterator[None]:
         app[POOL] = await create_pool(settings.require_database(), min_size=1, max_size=10)
         app[ARQ] = await create_arq_pool(settings.require_redis(), settings.queue_name)
+        limits_redis = create_redis(settings.require_redis(), timeout_s=REDIS_TIMEOUT_S)
+        app[THROTTLE] = Throttle(limits_redis, settings, trusted, app[METRICS], clock=clock)
         try:
             yield
         finally:
+            await limits_redis.aclose()
             await app[ARQ].aclose()
             await app[POOL].close()
 

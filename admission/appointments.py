@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from admission import queries
 from admission.availability import slot_place_and_time
-from admission.idempotency import idempotency_key
+from admission.idempotency import check_key_cap, idempotency_key
 from admission.keys import ARQ, METRICS, POOL, SETTINGS, VAULT, admission_of
 from shared import attempts, seats
 from shared.booking import BookingJob, BookingOutcome, attempt_id_for, utc_iso
@@ -140,6 +140,13 @@ async def create_appointment(request: web.Request) -> web.Response:
     # Accepted = durable. A database failure here propagates (503 from the problem middleware): nothing
     # was accepted, and a retry with the same Idempotency-Key is safe.
     async with request.app[POOL].acquire() as con, con.transaction():
+        try:
+            await check_key_cap(con, request, admission.token_id, queries.ATTEMPTS_MADE_BY)
+        except Refused:
+            # At the cap, a concurrent request with this very key may have made the attempt meanwhile.
+            if await attempts.outcome_of(con, attempt_id) is None:
+                request.app[METRICS].booking_requests.labels(admission.event_id, Code.TOO_MANY_KEYS).inc()
+                raise
         accepted = await attempts.accept(con, job, seats.utcnow())
     if accepted is None:
         # A concurrent request with this key won, or the hold was gone: either way it is stored.

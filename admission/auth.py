@@ -1,20 +1,23 @@
-"""Admission token verification and CORS, as middlewares of the booking API.
+"""Admission token verification, rate limits and CORS, as middlewares of the booking API.
 
 Every ``/api/v1/*`` request must carry ``Authorization: Bearer <admission token>``. The token is
 verified offline (signature under any configured kid, type, expiry); each verification is counted
-in ``surgegate_token_verify_total{event,result}`` with ``result`` = ok or the failure reason.
+in ``surgegate_token_verify_total{event,result}`` with ``result`` = ok or the failure reason. Then
+every ``/api/v1/*`` and ``/admin/v1/*`` request is held to the limits of its token and its client
+(:mod:`admission.throttle`).
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from admission.keys import ADMISSION, CODEC, METRICS, SETTINGS
+from admission.keys import ADMISSION, CODEC, METRICS, SETTINGS, THROTTLE
 from shared.errors import TokenExpired, TokenInvalid
 from shared.http import Handler, bearer
 
 # The signed claim link is the credential there (an offer may come long after the admission expired).
 CLAIMS_PATH = "/api/v1/waitlist/claims"
+LIMITED_PATHS = ("/api/v1/", "/admin/v1/")
 _CORS_HEADERS = "Authorization, Content-Type, Idempotency-Key, X-Device-Key"
 _CORS_METHODS = "GET, POST, DELETE, OPTIONS"
 
@@ -43,6 +46,21 @@ async def token_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
     metrics.token_verify.labels(admission.event_id, "ok").inc()
     request[ADMISSION] = admission
+    return await handler(request)
+
+
+@web.middleware
+async def throttle_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """After the token middleware: the verified token (if any) names the token's buckets."""
+    throttle = request.app[THROTTLE]
+    if throttle.enabled and request.path.startswith(LIMITED_PATHS):
+        admission = request.get(ADMISSION)
+        await throttle.check(
+            method=request.method,
+            token_id=None if admission is None else admission.token_id,
+            peer=request.remote,
+            forwarded_for=request.headers.get("X-Forwarded-For"),
+        )
     return await handler(request)
 
 

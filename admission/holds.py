@@ -39,14 +39,15 @@ def hold_json(
 async def post_hold(request: web.Request) -> web.Response:
     admission = admission_of(request)
     body = await read_json(request, HoldIn)
-    ttl = timedelta(seconds=request.app[SETTINGS].hold_ttl_s)
+    settings = request.app[SETTINGS]
+    ttl = timedelta(seconds=settings.hold_ttl_s)
     changed_sites: list[str] = []
 
     async def hold(con: asyncpg.Connection) -> tuple[int, dict[str, Any]]:
         now = seats.utcnow()
         placed = await holds.place(
             con, token_id=admission.token_id, event_id=admission.event_id, allows_site=admission.allows_site,
-            slot_id=body.slot_id, expires_at=now + ttl, now=now,
+            slot_id=body.slot_id, expires_at=now + ttl, now=now, max_holds=settings.max_holds_per_admission,
         )  # fmt: skip
         changed_sites.extend((placed.slot.site_id, *placed.replaced_sites))
         return 201, hold_json(placed.hold_id, placed.slot, placed.expires_at)

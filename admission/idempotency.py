@@ -6,6 +6,11 @@ stores its response (business refusals included) before committing; a concurrent
 same key gets 409 ``idempotency_in_progress`` with Retry-After; a later one gets the stored
 response, or 409 ``idempotency_conflict`` if its body differs. A crash releases the lock and leaves
 nothing stored, so a retry simply runs again. Bookings keep their keys in ``booking_attempts``.
+
+An admission may store at most ``SURGEGATE_MAX_KEYS_PER_ADMISSION`` keys here (and, apart, make as
+many booking attempts): past that, a new key is refused 409 ``too_many_keys`` before anything runs or
+is stored, while a key already stored still answers its repeats. New keys of one admission are
+counted one at a time under an advisory lock, so concurrent requests cannot overshoot the cap.
 """
 
 from __future__ import annotations
@@ -21,10 +26,10 @@ import asyncpg
 from aiohttp import web
 
 from admission import queries
-from admission.keys import POOL, VAULT
+from admission.keys import POOL, SETTINGS, VAULT
 from shared.errors import Code, IdempotencyConflict, IdempotencyInProgress, Refused, ValidationFailed
 from shared.http import json_response, problem
-from shared.locks import LockNamespace, try_xact_lock
+from shared.locks import LockNamespace, try_xact_lock, xact_lock
 from shared.queries import IDEMPOTENCY_KEPT_HOURS as KEPT_HOURS
 
 KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -65,6 +70,7 @@ async def run_once(
                 if not hmac.compare_digest(bytes(stored["request_hash"]), digest):
                     raise IdempotencyConflict("this Idempotency-Key was already used with a different request")
                 return _respond(stored["response_status"], stored["response_body"]), False
+            await check_key_cap(con, request, token_id, queries.KEYS_STORED_BY)
         try:
             async with con.transaction():
                 status, payload = await operation(con)
@@ -76,6 +82,18 @@ async def run_once(
         if key is not None:
             await con.execute(queries.STORE_RESPONSE, token_id, key, digest, status, payload)
     return _respond(status, payload), True
+
+
+async def check_key_cap(con: asyncpg.Connection, request: web.Request, token_id: str, count_query: str) -> None:
+    """Refuse too_many_keys when the admission already has its cap of rows counted by ``count_query``
+    (``$1`` token id, ``$2`` the cap). Call it in the transaction that writes the new row: it holds
+    the admission's key lock until that transaction ends."""
+    cap = request.app[SETTINGS].max_keys_per_admission
+    if not cap:
+        return
+    await xact_lock(con, LockNamespace.ADMISSION_KEYS, token_id)
+    if await con.fetchval(count_query, token_id, cap) >= cap:
+        raise Refused(Code.TOO_MANY_KEYS)
 
 
 def _respond(status: int, payload: dict[str, Any]) -> web.Response:

@@ -7,6 +7,7 @@ from aiohttp import web
 from arq.connections import ArqRedis
 
 from admission.availability import Availability
+from admission.throttle import Throttle
 from shared.metrics import Metrics
 from shared.persons import PersonVault
 from shared.settings import Settings
@@ -21,6 +22,7 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 ARQ = web.AppKey("arq", ArqRedis)
 AVAILABILITY = web.AppKey("availability", Availability)
 WAITLIST = web.AppKey("waitlist", Waitlist)
+THROTTLE = web.AppKey("throttle", Throttle)
 
 ADMISSION = web.RequestKey("admission", Admission)  # the verified token of this request
 

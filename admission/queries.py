@@ -53,6 +53,12 @@ ON CONFLICT (token_id, key) DO UPDATE SET request_hash = EXCLUDED.request_hash,
     response_status = EXCLUDED.response_status, response_body = EXCLUDED.response_body, created_at = now()
 """
 
+# How many Idempotency-Keys the admission has stored, counted up to $2 (the cap).
+KEYS_STORED_BY = "SELECT count(*) FROM (SELECT 1 FROM idempotency_keys WHERE token_id = $1 LIMIT $2) stored"
+
+# How many booking attempts (a booking's Idempotency-Keys) the admission has made, counted up to $2.
+ATTEMPTS_MADE_BY = "SELECT count(*) FROM (SELECT 1 FROM booking_attempts WHERE token_id = $1 LIMIT $2) made"
+
 # A site's offered slots starting in ($2 = now, $3), with their type's booking window and live holds.
 SITE_SLOTS = f"""
 SELECT s.slot_id, s.site_id, s.type_id, s.starts_at, s.ends_at, s.capacity, s.booked, si.timezone,

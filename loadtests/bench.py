@@ -10,6 +10,8 @@ Markdown table: figure, surgegate, baseline, ratio. Nothing is asserted: the num
 * joins/s of one edge process         vs  the same bare handler
 * bookings committed/s, API -> arq -> worker  vs  the worker's booking transaction run directly
   through asyncpg with the same concurrency (the SQL floor of the path)
+* other users' hold latency while one admission token floods POST /holds with fresh Idempotency-Keys
+  vs  the same with nobody flooding: with the API's limits and caps (defaults), and without them
 """
 
 from __future__ import annotations
@@ -44,6 +46,13 @@ from surgegate.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
 KEYS = "bench:benchmark-secret-key-0001"
 ADMIN = "bench-admin"
 SLOTS = 50
+SEARCHERS = 2000  # each searches at most ~15 times in 10 s: well inside a token's read limit
+# Everything SURGEGATE_API_* off and no caps: the booking API as it was before its limits.
+NO_LIMITS = {
+    **{f"SURGEGATE_API_{who}_{kind}_LIMIT_{part}": "0" for who in ("TOKEN", "CLIENT") for kind in ("READ", "WRITE")
+       for part in ("PER_MIN", "BURST")},
+    "SURGEGATE_MAX_HOLDS_PER_ADMISSION": "0", "SURGEGATE_MAX_KEYS_PER_ADMISSION": "0",
+}  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -137,8 +146,7 @@ async def edge_figures(env: dict[str, str], args: argparse.Namespace) -> list[tu
         # Each join from its own address (RFC 2544 benchmarking range) through a trusted proxy, so the
         # per-client limiter runs, and is paid for, on every join without refusing any.
         join_reqs = [
-            request_bytes("POST", "/api/v1/events/bench/join", {"X-Forwarded-For": f"198.18.{i // 250}.{i % 250 + 1}"})
-            for i in range(50_000)
+            request_bytes("POST", "/api/v1/events/bench/join", {"X-Forwarded-For": address(i)}) for i in range(50_000)
         ]
         joins = await run_load(
             port, lambda i: join_reqs[i % len(join_reqs)], concurrency=args.concurrency, seconds=args.seconds
@@ -164,6 +172,16 @@ async def edge_figures(env: dict[str, str], args: argparse.Namespace) -> list[tu
     ]
 
 
+def address(i: int) -> str:
+    """The i-th client address of the RFC 2544 benchmarking range (198.18.0.0/15), one per visitor,
+    sent through the trusted proxy (127.0.0.1), so per-client limits run on every request unhit."""
+    return f"198.18.{i // 250}.{i % 250 + 1}"
+
+
+def visitor_token(codec: TokenCodec, visitor: str) -> str:
+    return codec.sign_admission(event_id="bench", visitor_id=visitor, scope=None, expires_at=time.time() + 3600)
+
+
 def booking_requests(codec: TokenCodec, slots: list[uuid.UUID], n: int) -> list[bytes]:
     out = []
     for i in range(n):
@@ -180,8 +198,8 @@ def booking_requests(codec: TokenCodec, slots: list[uuid.UUID], n: int) -> list[
             }
         )
         out.append(request_bytes("POST", "/api/v1/appointments", {
-            "Authorization": f"Bearer {token}", "Idempotency-Key": f"k{i}", "Content-Type": "application/json"},
-            body.encode()))  # fmt: skip
+            "Authorization": f"Bearer {token}", "Idempotency-Key": f"k{i}", "Content-Type": "application/json",
+            "X-Forwarded-For": address(i)}, body.encode()))  # fmt: skip
     return out
 
 
@@ -248,8 +266,13 @@ async def search_figures(
     request (SURGEGATE_SEARCH_CACHE_S=0), and a bare aiohttp handler sending a body of the same size."""
     await prepare_database(dsn)
     codec = TokenCodec([tuple(KEYS.split(":", 1))])  # type: ignore[list-item]
-    token = codec.sign_admission(event_id="bench", visitor_id="searcher", scope=None, expires_at=time.time() + 3600)
-    get = request_bytes("GET", "/api/v1/slots?site_id=bench-site", {"Authorization": f"Bearer {token}"})
+    # Searches of many visitors, each from its own address: the API's limits run on every one, unhit.
+    gets = [
+        request_bytes("GET", "/api/v1/slots?site_id=bench-site", {
+            "Authorization": f"Bearer {visitor_token(codec, f's{i}')}", "X-Forwarded-For": address(i)})
+        for i in range(SEARCHERS)
+    ]  # fmt: skip
+    get = gets[0]
     results: dict[str, Result] = {}
     size = 0
     for label, cache_s in (("cached", "1"), ("uncached", "0")):
@@ -262,7 +285,9 @@ async def search_figures(
             head = await reader.readuntil(b"\r\n\r\n")
             size = int(next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")).split(b":")[1])
             writer.close()
-            results[label] = await run_load(port, lambda i: get, concurrency=args.concurrency, seconds=args.seconds)
+            results[label] = await run_load(
+                port, lambda i: gets[i % len(gets)], concurrency=args.concurrency, seconds=args.seconds
+            )
         finally:
             stop(api)
     base_port = free_port()
@@ -276,6 +301,51 @@ async def search_figures(
         ("slot searches/s, 1 s read model (1 API process)", results["cached"], bare, note),
         ("slot searches/s, PostgreSQL every time (1 API process)", results["uncached"], bare, note),
     ]
+
+
+def hold_request(token: str, slot: uuid.UUID, key: str, client: str) -> bytes:
+    return request_bytes("POST", "/api/v1/holds", {
+        "Authorization": f"Bearer {token}", "Idempotency-Key": key, "Content-Type": "application/json",
+        "X-Forwarded-For": client}, json.dumps({"slot_id": str(slot)}).encode())  # fmt: skip
+
+
+async def hold_run(
+    env: dict[str, str], slots: list[uuid.UUID], args: argparse.Namespace, *, flood: bool
+) -> tuple[Result, Result]:
+    """(others, flood) of one API process: other users' holds on one connection, each a new visitor
+    from its own address, for ``--seconds``; with ``flood``, meanwhile one admission token sending
+    holds with fresh Idempotency-Keys on ``--concurrency`` connections (the issue-14 attack)."""
+    codec = TokenCodec([tuple(KEYS.split(":", 1))])  # type: ignore[list-item]
+    run = uuid.uuid4().hex[:8]  # fresh visitors and keys per run (idempotency keys outlive a run)
+    others = [
+        hold_request(visitor_token(codec, f"o{run}{i}"), slots[i % SLOTS], f"o{i}", address(i)) for i in range(3000)
+    ]
+    spammer = visitor_token(codec, f"spam{run}")
+    port = free_port()
+    api = spawn(["surgegate", "api", "--port", str(port)], env, f"http://127.0.0.1:{port}/healthz")
+    try:
+        measured = run_load(port, lambda i: others[i % len(others)], concurrency=1, seconds=args.seconds)
+        if not flood:
+            return await measured, Result()
+        spam = run_load(
+            port, lambda i: hold_request(spammer, slots[0], f"s{run}-{i}", "203.0.113.66"),
+            concurrency=args.concurrency, seconds=args.seconds,
+        )  # fmt: skip
+        others_result, flood_result = await asyncio.gather(measured, spam)
+        return others_result, flood_result
+    finally:
+        stop(api)
+
+
+async def hold_figures(env: dict[str, str], dsn: str, args: argparse.Namespace) -> list[tuple[str, Result, Result]]:
+    """Other users' hold latency with nobody flooding ("quiet"), while one token floods with the
+    API's limits and caps at their defaults ("limits on"), and with all of them off ("limits off",
+    the API as it was before them): (label, others, flood) per run."""
+    slots = await prepare_database(dsn)
+    quiet, _ = await hold_run(env, slots, args, flood=False)
+    on = await hold_run(env, slots, args, flood=True)
+    off = await hold_run({**env, **NO_LIMITS}, slots, args, flood=True)
+    return [("quiet", quiet, Result()), ("limits on", *on), ("limits off", *off)]
 
 
 def describe_machine() -> str:
@@ -296,6 +366,7 @@ async def main(args: argparse.Namespace) -> None:
         rows = await edge_figures(env, args) if "edge" in args.figures else []
         rows += await search_figures(env, dsn, args) if "search" in args.figures else []
         path, direct = await booking_figures(env, dsn, args) if "bookings" in args.figures else (Result(), Result())
+        holds = await hold_figures(env, dsn, args) if "holds" in args.figures else []
 
     print(f"\nMachine: {describe_machine()}")
     print(f"Run: {args.seconds:.0f} s per HTTP figure, {args.concurrency} connections, {args.bookings} bookings\n")
@@ -309,6 +380,15 @@ async def main(args: argparse.Namespace) -> None:
         print(f"| {name} | {ours.rate:,.0f} (p99 {ours.percentile(0.99) * 1000:.1f} ms) | "
               f"{base.rate:,.0f} (p99 {base.percentile(0.99) * 1000:.1f} ms) bare aiohttp | "
               f"{ours.rate / base.rate:.2f} | {note}; statuses {dict(sorted(ours.statuses.items()))} |")  # fmt: skip
+    if holds:
+        quiet = holds[0][1].percentile(0.5)
+        for label, others, flood in holds[1:]:
+            print(f"| other users' hold latency, one token flooding holds, {label} | "
+                  f"p50 {others.percentile(0.5) * 1000:.1f} ms (p99 {others.percentile(0.99) * 1000:.0f} ms) | "
+                  f"p50 {quiet * 1000:.1f} ms (p99 {holds[0][1].percentile(0.99) * 1000:.0f} ms) nobody flooding | "
+                  f"{others.percentile(0.5) / quiet:.1f} | flood: {flood.requests:,} requests on {args.concurrency} "
+                  f"connections, statuses {dict(sorted(flood.statuses.items()))}; others' statuses "
+                  f"{dict(sorted(others.statuses.items()))} |")  # fmt: skip
     if "bookings" not in args.figures:
         return
     print(f"| bookings committed/s | {path.rate:,.0f} (HTTP p50 {path.percentile(0.5) * 1000:.0f} ms, "
@@ -324,7 +404,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--bookings", type=int, default=2000)
     p.add_argument(
-        "--figures", default="edge,search,bookings", help="comma-separated subset of: edge, search, bookings"
+        "--figures",
+        default="edge,search,bookings,holds",
+        help="comma-separated subset of: edge, search, bookings, holds",
     )
     return p.parse_args(argv)
 

@@ -44,6 +44,7 @@ class Code(StrEnum):
     # Idempotency
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress"
+    TOO_MANY_KEYS = "too_many_keys"
     # Seats and bookings
     SLOT_FULL = "slot_full"
     SLOT_WITHDRAWN = "slot_withdrawn"
@@ -52,6 +53,7 @@ class Code(StrEnum):
     ADMISSION_USED = "admission_used"
     HOLD_EXPIRED = "hold_expired"
     BOOKING_IN_PROGRESS = "booking_in_progress"
+    TOO_MANY_HOLDS = "too_many_holds"
     INELIGIBLE = "ineligible"
     # Changes to an appointment
     APPOINTMENT_NOT_ACTIVE = "appointment_not_active"
@@ -91,6 +93,9 @@ CATALOGUE: Mapping[Code, Refusal] = {
     Code.CONFLICT: Refusal(409, "the request conflicts with data already stored"),
     Code.IDEMPOTENCY_CONFLICT: Refusal(409, "this Idempotency-Key was already used with a different request"),
     Code.IDEMPOTENCY_IN_PROGRESS: Refusal(409, "a request with this Idempotency-Key is still being processed"),
+    Code.TOO_MANY_KEYS: Refusal(
+        409, "this admission has used too many Idempotency-Keys; retry a request with the key it was first sent with"
+    ),
     Code.SLOT_FULL: Refusal(409, "that slot has no seat left; pick another"),
     Code.SLOT_WITHDRAWN: Refusal(409, "that slot is no longer offered; pick another"),
     Code.OUTSIDE_BOOKING_WINDOW: Refusal(409, "that slot cannot be booked now (too soon, too far ahead, or past)"),
@@ -98,6 +103,9 @@ CATALOGUE: Mapping[Code, Refusal] = {
     Code.ADMISSION_USED: Refusal(409, "this admission has already been used to book"),
     Code.HOLD_EXPIRED: Refusal(409, "the hold is gone (expired, released or used); hold a seat again"),
     Code.BOOKING_IN_PROGRESS: Refusal(409, "a booking from this admission's hold is in progress"),
+    Code.TOO_MANY_HOLDS: Refusal(
+        409, "this admission has held seats too many times; book the seat it holds, or a slot"
+    ),
     Code.INELIGIBLE: Refusal(403, "this person is not eligible"),
     Code.APPOINTMENT_NOT_ACTIVE: Refusal(409, "only a confirmed appointment can be changed"),
     Code.APPOINTMENT_STARTED: Refusal(409, "the appointment has already started"),

@@ -2,7 +2,8 @@
 
 Service functions over the seat authority (:mod:`shared.seats`), each run in the caller's
 transaction. One live hold per admission: a new one replaces the old atomically; a hold pinned by a
-booking in flight belongs to that booking and can be neither replaced nor released.
+booking in flight belongs to that booking and can be neither replaced nor released. A replaced hold
+stays as a row (what was set aside, and when), so the rows one admission can leave are capped.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncpg
 
 from shared import queries, seats
 from shared.errors import Code, NotFound, Refused, TokenScope
+from shared.locks import LockNamespace, xact_lock
 from shared.statuses import AppointmentStatus, HoldStatus
 
 
@@ -28,12 +30,20 @@ async def place(
     slot_id: uuid.UUID,
     expires_at: datetime,
     now: datetime,
+    max_holds: int = 0,
 ) -> seats.Hold:
     """Hold one seat of the slot for the admission until ``expires_at``, replacing its previous hold.
 
     Refused: admission_used (its appointment ended), booking_in_progress, token_scope, not_found,
-    slot_withdrawn, outside_booking_window, slot_full. An admission whose appointment is confirmed may
+    slot_withdrawn, outside_booking_window, slot_full, and too_many_holds once the admission has
+    placed ``max_holds`` holds in all (0: no cap). An admission whose appointment is confirmed may
     still hold a seat (to reschedule into)."""
+    if max_holds:
+        # Under the admission's hold lock (seats.place_hold takes it again: advisory locks nest), so
+        # concurrent requests of one admission are counted one after the other and none slips past.
+        await xact_lock(con, LockNamespace.ADMISSION_HOLD, token_id)
+        if await con.fetchval(queries.HOLDS_PLACED_BY, token_id, max_holds) >= max_holds:
+            raise Refused(Code.TOO_MANY_HOLDS)
     booked = await con.fetchval(queries.APPOINTMENT_STATUS_OF_ADMISSION, token_id)
     if booked not in (None, AppointmentStatus.CONFIRMED):
         raise Refused(Code.ADMISSION_USED)

@@ -76,8 +76,18 @@ def pow_used_key(nonce: str) -> str:
 
 
 def join_bucket_key(client: str) -> str:
-    """Hash (tokens, t): one client's join rate-limit bucket (waitingroom/limits.py)."""
+    """Hash (tokens, t): one client's join rate-limit bucket (shared/limits.py, waitingroom/views.py)."""
     return f"{PREFIX}:rl:join:{client}"
+
+
+# --- the booking API's guards ---------------------------------------------------------------------
+
+
+def api_bucket_key(scope: str, kind: str, who: str) -> str:
+    """Hash (tokens, t): a booking-API rate-limit bucket (admission/throttle.py). ``scope`` is
+    ``token`` (``who`` = the admission's token id) or ``client`` (``who`` = its client key, e.g.
+    ``ip:203.0.113.7``); ``kind`` is ``read`` or ``write``."""
+    return f"{PREFIX}:rl:api:{scope}:{kind}:{who}"
 
 
 # --- the booking worker's signals ---------------------------------------------------------------

@@ -32,6 +32,8 @@ class LockNamespace(IntEnum):
     IDEMPOTENCY_KEY = 11
     # Concurrent `surgegate migrate` runs wait for each other (session lock, key "migrations").
     MIGRATIONS = 13
+    # New Idempotency-Keys of one admission are counted against its cap one at a time (transaction lock).
+    ADMISSION_KEYS = 17
 
 
 async def xact_lock(con: asyncpg.Connection, namespace: LockNamespace, key: str) -> None:

@@ -104,6 +104,17 @@ class Metrics:
             "surgegate_appointment_status_changes", "Appointments moved to a status", ["status"], registry=r
         )
         self.search_cache = Counter("surgegate_search_cache", "Search cache lookups", ["result"], registry=r)
+        self.api_throttled = Counter(
+            "surgegate_api_throttled",
+            "Booking-API requests refused 429 by a rate limit, by scope (token, client) and kind (read, write)",
+            ["scope", "kind"],
+            registry=r,
+        )
+        self.api_throttle_local = Counter(
+            "surgegate_api_throttle_local",
+            "Booking-API limit checks decided in this process's memory because Redis was unreachable",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -62,6 +62,9 @@ RETURNING s.site_id
 
 PINNED_HOLD_OF = "SELECT 1 FROM holds WHERE token_id = $1 AND status = 'active' AND pinned_attempt IS NOT NULL"
 
+# How many holds the admission has placed, whatever became of them, counted up to $2 (the cap).
+HOLDS_PLACED_BY = "SELECT count(*) FROM (SELECT 1 FROM holds WHERE token_id = $1 LIMIT $2) placed"
+
 RELEASE_HOLD = """
 UPDATE holds SET status = 'released', ended_at = $3
 WHERE hold_id = $1 AND token_id = $2 AND status = 'active' AND pinned_attempt IS NULL

@@ -13,9 +13,11 @@ def redis_settings(url: str) -> RedisSettings:
     return settings
 
 
-def create_redis(url: str) -> Redis:
-    """A pooled client; commands fail fast (2 s) when the server is gone instead of hanging."""
-    client: Redis = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=15)
+def create_redis(url: str, *, timeout_s: float = 2) -> Redis:
+    """A pooled client; commands fail fast (``timeout_s``) when the server is gone instead of hanging."""
+    client: Redis = Redis.from_url(
+        url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, health_check_interval=15
+    )
     return client
 
 

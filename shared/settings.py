@@ -147,6 +147,23 @@ class Settings:
     # A queue ticket older than this answers "expired" (join again), also for an event that never
     # closes; the ticket cookie and the pinned admission moments live as long.
     ticket_max_age_s: Annotated[PositiveInt, Env("SURGEGATE_TICKET_MAX_AGE_S")] = 7 * 86400
+    # --- issue 14 item 7: the booking API's limits per credential (admission/throttle.py) ----------
+    # Requests per admission token, a burst refilled per minute, reads (GET) and writes (POST, DELETE)
+    # apart, so a visitor polling an attempt's status is never refused for their own writes; 0 disables.
+    api_token_read_limit_per_min: Annotated[NonNegativeFloat, Env("SURGEGATE_API_TOKEN_READ_LIMIT_PER_MIN")] = 120.0
+    api_token_read_limit_burst: Annotated[NonNegativeInt, Env("SURGEGATE_API_TOKEN_READ_LIMIT_BURST")] = 60
+    api_token_write_limit_per_min: Annotated[NonNegativeFloat, Env("SURGEGATE_API_TOKEN_WRITE_LIMIT_PER_MIN")] = 20.0
+    api_token_write_limit_burst: Annotated[NonNegativeInt, Env("SURGEGATE_API_TOKEN_WRITE_LIMIT_BURST")] = 10
+    # Requests per client (IPv4 address, IPv6 /64, behind SURGEGATE_TRUSTED_PROXIES), all its admission
+    # tokens, claims and the admin API together; sized for a few dozen people behind one NAT.
+    api_client_read_limit_per_min: Annotated[NonNegativeFloat, Env("SURGEGATE_API_CLIENT_READ_LIMIT_PER_MIN")] = 1200.0
+    api_client_read_limit_burst: Annotated[NonNegativeInt, Env("SURGEGATE_API_CLIENT_READ_LIMIT_BURST")] = 300
+    api_client_write_limit_per_min: Annotated[NonNegativeFloat, Env("SURGEGATE_API_CLIENT_WRITE_LIMIT_PER_MIN")] = 240.0
+    api_client_write_limit_burst: Annotated[NonNegativeInt, Env("SURGEGATE_API_CLIENT_WRITE_LIMIT_BURST")] = 120
+    # What one admission may leave behind: hold rows in total (replaced ones stay as rows), and stored
+    # Idempotency-Keys (of holds, reschedules, waitlist joins; and, apart, booking attempts); 0: no cap.
+    max_holds_per_admission: Annotated[NonNegativeInt, Env("SURGEGATE_MAX_HOLDS_PER_ADMISSION")] = 50
+    max_keys_per_admission: Annotated[NonNegativeInt, Env("SURGEGATE_MAX_KEYS_PER_ADMISSION")] = 100
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

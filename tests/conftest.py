@@ -113,6 +113,16 @@ def settings(database_url: str, redis_url: str, clean: None) -> Settings:
         edge_tick_s=0.05,
         event_refresh_s=0.0,
         queue_name="surgegate:test-booking",
+        # Tests run whole flows at machine speed, hundreds of visitors from one address: the booking
+        # API's limits stay on (every request takes from its buckets) but only throttle tests reach them.
+        api_token_read_limit_per_min=10_000,
+        api_token_read_limit_burst=10_000,
+        api_token_write_limit_per_min=10_000,
+        api_token_write_limit_burst=10_000,
+        api_client_read_limit_per_min=10_000,
+        api_client_read_limit_burst=10_000,
+        api_client_write_limit_per_min=10_000,
+        api_client_write_limit_burst=10_000,
     )
 
 

@@ -20,13 +20,13 @@ from shared.http import (
     problem_middleware,
     server_handler_args,
 )
+from shared.limits import Buckets, Limit, parse_networks
 from shared.metrics import Metrics
 from shared.redis import create_redis
 from shared.settings import Settings, SettingsError
 from shared.tokens import TokenCodec
 from waitingroom import admin, page, views
-from waitingroom.keys import LIMITER, METRICS, ROOM, SETTINGS, TRUSTED_PROXIES
-from waitingroom.limits import JoinLimiter, parse_networks
+from waitingroom.keys import JOIN_LIMIT, LIMITER, METRICS, ROOM, SETTINGS, TRUSTED_PROXIES
 from waitingroom.page import STATIC
 from waitingroom.room import Clock, Room
 
@@ -55,6 +55,7 @@ def create_app(
     add_security_headers(app, page.content_security_policy(settings))
     app[SETTINGS] = settings
     app[METRICS] = metrics or Metrics()
+    app[JOIN_LIMIT] = Limit(settings.join_limit_per_min, settings.join_limit_burst)
     try:
         app[TRUSTED_PROXIES] = parse_networks(settings.trusted_proxies)
     except ValueError as exc:
@@ -67,7 +68,7 @@ def create_app(
         room = Room(settings=settings, pool=pool, redis=redis, codec=codec, metrics=app[METRICS], clock=clock)
         await room.refresh_events()
         app[ROOM] = room
-        app[LIMITER] = JoinLimiter(redis, per_minute=settings.join_limit_per_min, burst=settings.join_limit_burst)
+        app[LIMITER] = Buckets(redis)
         ticker = asyncio.create_task(room.run()) if run_ticker else None
         try:
             yield

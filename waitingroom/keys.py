@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from shared.limits import Buckets, IPNetwork, Limit
 from shared.metrics import Metrics
 from shared.settings import Settings
-from waitingroom.limits import IPNetwork, JoinLimiter
 from waitingroom.room import Room
 
 ROOM = web.AppKey("room", Room)
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
-LIMITER = web.AppKey("join_limiter", JoinLimiter)
+LIMITER = web.AppKey("join_limiter", Buckets)
+JOIN_LIMIT = web.AppKey("join_limit", Limit)
 TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple[IPNetwork, ...])

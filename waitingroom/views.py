@@ -7,9 +7,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.errors import RateLimited, TicketInvalid
 from shared.http import bearer, json_response, read_json
+from shared.keys import join_bucket_key
+from shared.limits import client_key
 from waitingroom import pow
-from waitingroom.keys import LIMITER, METRICS, ROOM, TRUSTED_PROXIES
-from waitingroom.limits import client_key
+from waitingroom.keys import JOIN_LIMIT, LIMITER, METRICS, ROOM, TRUSTED_PROXIES
 from waitingroom.room import Room
 
 NO_STORE = {"Cache-Control": "no-store"}
@@ -46,12 +47,12 @@ def presented_ticket(request: web.Request, event_id: str) -> str | None:
 
 async def check_join_limit(request: web.Request, event_id: str) -> None:
     """Take one join from this client's allowance; raise RateLimited when it is spent."""
-    limiter = request.app[LIMITER]
-    if not limiter.enabled:
+    limit = request.app[JOIN_LIMIT]
+    if not limit.enabled:
         return
     trusted = request.app[TRUSTED_PROXIES]
     client = client_key(request.remote, request.headers.get("X-Forwarded-For"), trusted)
-    verdict = await limiter.check(client, request.app[ROOM].clock())
+    verdict = await request.app[LIMITER].take(request.app[ROOM].clock(), [(join_bucket_key(client), limit)])
     if not verdict.allowed:
         request.app[METRICS].join_rejected.labels(event_id, "rate_limited").inc()
         raise RateLimited("too many joins from your network; try again shortly", retry_after=verdict.retry_after_s)

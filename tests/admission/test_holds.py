@@ -1,23 +1,27 @@
 """Holds through the booking API: placing, replacing, releasing, booking from a hold, expiry at the
-exact boundary (with an injected clock), and the idempotency of POST /api/v1/holds."""
+exact boundary (with an injected clock), the idempotency of POST /api/v1/holds, and the cap on the
+holds one admission places in all."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from admission.app import create_app
 from shared import queries as shared_queries
 from shared import seats
 from shared.attempts import execute as run_attempt
 from shared.booking import BookingJob
 from shared.settings import Settings
 from shared.tokens import TokenCodec
-from tests.helpers import admission_token, assert_problem, book, running_worker, seats_of, seed_typed_slots
+from tests.helpers import admission_token, assert_problem, book, running_worker, seats_of, seed_typed_slots, serve
 
 
 def auth(token: str, key: str | None = None) -> dict[str, str]:
@@ -164,3 +168,23 @@ async def test_bad_hold_input(api: TestClient, codec: TokenCodec, pool: asyncpg.
         assert_problem(resp.status, await resp.json(), 400, "validation_error")
     resp = await api.get("/api/v1/holds/not-a-uuid", headers=auth(token))
     assert_problem(resp.status, await resp.json(), 404, "not_found")
+
+
+@pytest.mark.parametrize("cap", [3, 0])
+async def test_an_admission_places_at_most_its_cap_of_holds_in_all(
+    settings: Settings, codec: TokenCodec, pool: asyncpg.Pool, cap: int
+) -> None:
+    """Each hold replaces the last one, and the replaced rows stay: past the cap a new hold is refused
+    too_many_holds, even when the requests race. Cap 0 (no cap) is the negative control: all placed."""
+    a, b = await seed_typed_slots(pool, capacity=5)
+    token = admission_token(codec)
+    token_id = codec.verify_admission(token).token_id
+    async with serve(create_app(replace(settings, max_holds_per_admission=cap))) as api:
+        results = await asyncio.gather(*(hold(api, token, (a, b)[i % 2]) for i in range(10)))
+        assert Counter(status for status, _ in results) == ({201: 3, 409: 7} if cap else {201: 10})
+        for status, body in results:
+            if status == 409:
+                assert_problem(status, body, 409, "too_many_holds")
+        rows = await pool.fetch("SELECT status FROM holds WHERE token_id = $1", token_id)
+        assert Counter(row["status"] for row in rows) == {"active": 1, "replaced": (cap or 10) - 1}
+        assert (await hold(api, admission_token(codec), a))[0] == 201  # another admission is unaffected

@@ -25,6 +25,8 @@ def test_every_key_is_byte_identical() -> None:
     assert keys.rate_lease_key("ev-1") == "sg:ratectl:ev-1"
     assert keys.pow_used_key("n0nce") == "sg:pow:n0nce"
     assert keys.join_bucket_key("ip:203.0.113.7") == "sg:rl:join:ip:203.0.113.7"
+    assert keys.api_bucket_key("token", "write", "t-1") == "sg:rl:api:token:write:t-1"
+    assert keys.api_bucket_key("client", "read", "ip:2001:db8::/64") == "sg:rl:api:client:read:ip:2001:db8::/64"
     assert keys.booking_latency_key("ev-1") == "sg:latency:ev-1"
     assert keys.BOOKING_QUEUE_NAME == "surgegate:booking" == Settings().queue_name
 

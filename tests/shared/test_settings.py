@@ -88,6 +88,9 @@ def test_good_values_parse() -> None:
         ("SURGEGATE_JOIN_LIMIT_PER_MIN", "-30", "a number (0 or more)"),
         ("SURGEGATE_JOIN_LIMIT_BURST", "-3", "a whole number (0 or more)"),
         ("SURGEGATE_JOIN_LIMIT_BURST", "ten", "a whole number (0 or more)"),
+        ("SURGEGATE_API_TOKEN_WRITE_LIMIT_PER_MIN", "-1", "a number (0 or more)"),
+        ("SURGEGATE_API_CLIENT_READ_LIMIT_BURST", "lots", "a whole number (0 or more)"),
+        ("SURGEGATE_MAX_KEYS_PER_ADMISSION", "-5", "a whole number (0 or more)"),
         ("SURGEGATE_EDGE_PORT", "70000", "a port number (0 to 65535)"),
         ("SURGEGATE_API_PORT", "-1", "a port number (0 to 65535)"),
         ("SURGEGATE_WORKER_METRICS_PORT", "http", "a port number (0 to 65535)"),
@@ -127,3 +130,15 @@ def test_direct_construction_and_replace_check_ranges_too() -> None:
     with pytest.raises(ValidationError):
         replace(Settings(), edge_port=70000)
     assert replace(Settings(), edge_port=1234).edge_port == 1234
+
+
+def test_the_booking_api_limits_and_caps_read_from_the_environment_and_0_disables() -> None:
+    env = {f"SURGEGATE_API_{who}_{kind}_LIMIT_{part}": "0" for who in ("TOKEN", "CLIENT")
+           for kind in ("READ", "WRITE") for part in ("PER_MIN", "BURST")}  # fmt: skip
+    settings = Settings.from_env({**GOOD, **env, "SURGEGATE_MAX_HOLDS_PER_ADMISSION": "0",
+                                  "SURGEGATE_MAX_KEYS_PER_ADMISSION": "7"})  # fmt: skip
+    assert settings.api_token_read_limit_per_min == settings.api_client_write_limit_burst == 0
+    assert (settings.max_holds_per_admission, settings.max_keys_per_admission) == (0, 7)
+    defaults = Settings()
+    assert (defaults.api_token_write_limit_per_min, defaults.api_token_write_limit_burst) == (20.0, 10)
+    assert (defaults.api_token_read_limit_per_min, defaults.api_token_read_limit_burst) == (120.0, 60)
