@@ -62,7 +62,7 @@ async def no_fault(run: Run) -> None:
 async def _when_jobs_run(run: Run) -> None:
     """Wait (up to 5 s) until a worker is inside a booking job, so that the fault interrupts one."""
     jobs = await run.cluster.jobs_in_progress(within_s=5.0)
-    run.notes.append(f"{jobs} jobs in progress when it struck")
+    run.notes.append(f"booking jobs running when it struck: {jobs}")
 
 
 async def kill_worker(run: Run) -> None:
@@ -74,7 +74,7 @@ async def kill_worker(run: Run) -> None:
 
 
 async def kill_api(run: Run) -> None:
-    run.notes.append(f"{run.load.in_flight[0]} requests in flight at the kill")
+    run.notes.append(f"requests in flight to the killed API: {run.load.in_flight[0]}")
     api = run.cluster.apis[0]
     run.strike()
     api.kill9()
@@ -108,7 +108,7 @@ async def stop_postgres_30s(run: Run) -> None:
 async def kill_one_api_and_one_worker(run: Run) -> None:
     """Two of each; one of each killed and not replaced: the survivors must finish everything."""
     await _when_jobs_run(run)
-    run.notes.append(f"{run.load.in_flight[0]} requests in flight at the kill")
+    run.notes.append(f"requests in flight to the killed API: {run.load.in_flight[0]}")
     run.strike()
     run.cluster.apis[0].kill9()
     run.cluster.workers[0].kill9()
