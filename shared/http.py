@@ -47,6 +47,9 @@ BACKEND_UNAVAILABLE = (
     asyncpg.InterfaceError,
     asyncpg.TooManyConnectionsError,
     asyncpg.CannotConnectNowError,
+    # Raised while the pool hands back a connection the server dropped (PostgreSQL shutting down):
+    # the fault suite saw it turn a booking into a 500 during a PostgreSQL stop.
+    asyncpg.InternalClientError,
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
