@@ -13,7 +13,6 @@ import pytest
 from aiohttp.test_utils import TestClient
 from arq import Retry
 from arq.connections import ArqRedis
-from arq.jobs import Job
 from redis.asyncio import Redis
 
 from admission.app import create_app as create_api
@@ -23,7 +22,7 @@ from shared.attempts import execute as run_attempt
 from shared.booking import BookingJob, attempt_id_for
 from shared.metrics import Metrics
 from shared.persons import PersonVault
-from shared.redis import create_arq_pool
+from shared.redis import create_arq_pool, job_of
 from shared.settings import Settings
 from shared.tokens import TokenCodec
 from tests.helpers import (
@@ -81,7 +80,7 @@ async def test_duplicate_enqueue_is_a_no_op_and_books_once(settings: Settings, p
         metrics = Metrics()
         worker = await run_burst(settings, metrics)
         assert worker.jobs_complete == 1
-        result = await Job(job.attempt_id, arq, _queue_name=settings.queue_name).result(timeout=5)
+        result = await job_of(arq, job.attempt_id).result(timeout=5)
         assert result["status"] == "confirmed"
         # after completion a further enqueue is also refused while the result is kept
         assert await arq.enqueue_job("book", job.to_dict(), _job_id=job.attempt_id) is None
@@ -111,9 +110,9 @@ async def test_crash_between_commit_and_result_then_redelivery(settings: Setting
     try:
         await arq.enqueue_job("book", job.to_dict(), _job_id=job.attempt_id)
         committed = await book(ctx(pool, Metrics()), job.to_dict())  # the "crashed" execution
-        assert await Job(job.attempt_id, arq, _queue_name=settings.queue_name).result_info() is None
+        assert await job_of(arq, job.attempt_id).result_info() is None
         await run_burst(settings)  # redelivery
-        redelivered = await Job(job.attempt_id, arq, _queue_name=settings.queue_name).result(timeout=5)
+        redelivered = await job_of(arq, job.attempt_id).result(timeout=5)
     finally:
         await arq.aclose()
     assert redelivered == committed
