@@ -46,7 +46,10 @@ def _exception_as_json(value: object) -> dict[str, str]:
 
 def loads(raw: bytes) -> dict[str, Any]:
     """arq's ``job_deserializer``: the envelope, or :class:`NotAJob` (arq then fails the job unrun)."""
-    data = json.loads(raw)
+    try:
+        data = json.loads(raw)  # a ValueError (JSONDecodeError, UnicodeDecodeError) if not JSON
+    except RecursionError:
+        raise NotAJob("not a job of ours: nested too deeply") from None
     problem = _problem(data)
     if problem:
         raise NotAJob(f"not a job of ours: {problem}")
