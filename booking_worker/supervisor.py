@@ -148,8 +148,12 @@ class Supervisor:
         """End one arq worker. Its jobs run on when it ended by itself (Redis lost: their database
         work needs no Redis) and are cancelled, as arq does, when it is being stopped."""
         ended_by_itself = main.done()
-        if not ended_by_itself:
+        while not main.done():
+            # Cancelled again until it ends: on Python 3.11 asyncio.wait_for, which redis-py wraps
+            # around socket writes when a socket timeout is set, can swallow a cancellation that
+            # arrives as the write completes (fixed in 3.12), and the poll loop would run on.
             main.cancel()
+            await asyncio.wait({main}, timeout=0.1)
         tasks = dict(worker.tasks)
         if ended_by_itself and tasks:
             await asyncio.wait(tasks.values(), timeout=DRAIN_S)
