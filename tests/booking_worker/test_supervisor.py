@@ -19,16 +19,17 @@ from typing import Any
 import asyncpg
 import pytest
 from arq import func
+from arq.constants import in_progress_key_prefix
 
 from booking_worker.booking import book
-from booking_worker.outages import POSTGRESQL
+from booking_worker.outages import POSTGRESQL, REDIS
 from booking_worker.supervisor import Supervisor
 from shared import attempts, seats
 from shared.booking import BookingJob, attempt_id_for
 from shared.db import create_pool, migrate
 from shared.keys import BOOKING_QUEUE_NAME
 from shared.persons import PersonVault
-from shared.redis import create_arq_pool
+from shared.redis import create_arq_pool, job_of
 from shared.settings import Settings
 from surgegate.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
 from tests.helpers import TEST_KEYS, seed_site_and_slot
@@ -171,6 +172,44 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+async def test_a_job_in_flight_when_valkey_restarts_runs_again_at_once(
+    settings: Settings, pool: asyncpg.Pool, valkey: EmbeddedValkey
+) -> None:
+    """Valkey stops (keeping its data) while a booking runs: the job finishes its database work, but
+    its end cannot be written, so its in-progress key outlives the restart and would hold the job back
+    for arq's in-progress timeout (70 s). The worker releases it on reconnecting: the job runs again
+    (and returns the stored outcome) at once. Without the release this test times out."""
+    settings = replace(settings, redis_url=valkey.url)
+    job = await accept(pool, await seed_site_and_slot(pool), 1)
+    supervisor = Supervisor(settings, serve_metrics=False, poll_delay=0.01, cron_jobs=[])
+    running = asyncio.create_task(supervisor.run())
+    arq = await create_arq_pool(valkey.url, settings.queue_name)
+    try:
+        await eventually(lambda: _polling(supervisor), "the worker polling")
+        async with pool.acquire() as con:
+            blocker = con.transaction()
+            await blocker.start()
+            await con.execute(
+                "SELECT 1 FROM booking_attempts WHERE attempt_id = $1 FOR UPDATE", uuid.UUID(job.attempt_id)
+            )
+            await arq.enqueue_job("book", job.to_dict(), _job_id=job.attempt_id)
+            await eventually(lambda: _exists(arq, in_progress_key_prefix + job.attempt_id), "the job in flight")
+            await arq.aclose()
+            await asyncio.to_thread(valkey.stop)
+            await blocker.rollback()  # the job goes on with Redis away
+        await eventually(lambda: _is(pool, job, "confirmed"), "the booking committed with Redis away")
+        await eventually(lambda: _redis_down(supervisor), "the worker finding Redis gone")
+        await asyncio.to_thread(valkey.start)
+        arq = await create_arq_pool(valkey.url, settings.queue_name)
+        outcome = await job_of(arq, job.attempt_id).result(timeout=30, poll_delay=0.05)
+    finally:
+        await arq.aclose()
+        supervisor.stop()
+        await running
+    assert outcome["status"] == "confirmed"
+    assert await pool.fetchval("SELECT count(*) FROM appointments") == 1
+
+
 async def test_stop_ends_the_worker_even_when_a_cancellation_is_swallowed(settings: Settings) -> None:
     """On Python 3.11 a cancellation that meets a finishing socket write inside redis-py's
     asyncio.wait_for is lost, and a worker cancelled once polled on (a SIGTERM'd ``surgegate worker``
@@ -281,6 +320,14 @@ async def test_queued_attempts_complete_once_postgresql_is_back(
 
 async def _polling(supervisor: Supervisor) -> bool:
     return supervisor.worker is not None and supervisor.worker.ctx.get("waitlist") is not None
+
+
+async def _redis_down(supervisor: Supervisor) -> bool:
+    return supervisor.outages.is_down(REDIS)
+
+
+async def _exists(arq: Any, key: str) -> bool:
+    return bool(await arq.exists(key))
 
 
 async def _down(supervisor: Supervisor) -> bool:
