@@ -7,9 +7,10 @@ and the outage log — and runs arq workers one after another:
 
 * Redis lost, while connecting or under a running worker: the jobs in flight finish their database
   work, which needs no Redis (arq's job timeout bounds them); the worker and its Redis pool are
-  dropped, and a fresh one connects after 0.5 s, then 1, 2, 4, 5, 5... s until Redis answers. The
-  jobs the dropped worker still held are released on reconnection (their ``in-progress`` keys,
-  which would otherwise block them for arq's in-progress timeout when Redis kept its data).
+  dropped, and a fresh one connects after 0.5 s, then 1, 2, 4, 5, 5... s until Redis answers. On
+  connecting, the jobs the dropped worker still held are released (their ``in-progress`` keys,
+  which would otherwise block them for arq's in-progress timeout when Redis kept its data), and
+  every pending attempt whose job Redis lost or never got is queued again.
 * PostgreSQL lost: the worker keeps polling. The booking job retries without end, at most
   ``RETRY_MAX_S`` apart (``booking_worker.booking``), periodic jobs skip their runs, and the
   asyncpg pool reconnects by itself. Only at start, before a pool exists, is it retried here.
@@ -34,6 +35,7 @@ from arq.constants import in_progress_key_prefix
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
+from booking_worker.booking import requeue_pending
 from booking_worker.outages import POSTGRESQL, REDIS, Outages
 from booking_worker.worker import WorkerSettings, build_worker, open_database
 from shared.db import DATABASE_UNAVAILABLE
@@ -110,6 +112,9 @@ class Supervisor:
             if self._held:
                 await redis.delete(*(in_progress_key_prefix + job_id for job_id in self._held))
                 self._held.clear()
+            # What Redis lost (emptied) or never got (accepted while it was away) is queued now, not
+            # at the re-queue job's next run; queued and running jobs are left alone.
+            await requeue_pending({"pool": pool, "redis": redis}, older_than_s=0)
         except REDIS_UNAVAILABLE as exc:
             await _close(redis)
             self.outages.down(REDIS, exc)

@@ -105,7 +105,8 @@ class BookingJob:
     def from_dict(cls, data: Any) -> BookingJob:
         """The job from its ``to_dict()`` (read back from Redis or PostgreSQL): data to check, never
         to trust. Raises :class:`InvalidJob` (a ValueError naming only the wrong fields, never their
-        values) for anything but an object with exactly these fields, each of its type."""
+        values) for anything but an object with exactly these fields, each of (or plainly convertible
+        to, as "5" to 5) its type."""
         try:
             return _BOOKING_JOB.validate_python(data)
         except ValidationError as exc:

@@ -133,11 +133,14 @@ async def test_the_worker_rides_out_a_valkey_restart(
                     _remove(path)
         # negative control: arq's own run loop ends while Redis is away (the bug this fixes)
         await eventually(lambda: _ended(bare), "the bare arq worker ended")
+        during = await accept(pool, slot_id, 2)  # accepted by the API, whose enqueue then failed
         await asyncio.sleep(3)  # the outage goes on: reconnection attempts 0.5, 1 and 2 s apart
         await asyncio.to_thread(valkey.start)
 
+        # queued on reconnection, not 30 to 60 s later by the re-queue job (this times out without)
+        await eventually(lambda: _is(pool, during, "confirmed"), "a booking accepted during the outage")
         arq = await create_arq_pool(valkey.url, BOOKING_QUEUE_NAME)
-        after = await accept(pool, slot_id, 2)
+        after = await accept(pool, slot_id, 3)
         await arq.enqueue_job("book", after.to_dict(), _job_id=after.attempt_id)
         await eventually(lambda: _is(pool, after, "confirmed"), "a booking queued after the restart")
         assert worker.poll() is None, logs[0].read_text()
@@ -180,12 +183,13 @@ async def test_a_job_in_flight_when_valkey_restarts_runs_again_at_once(
     for arq's in-progress timeout (70 s). The worker releases it on reconnecting: the job runs again
     (and returns the stored outcome) at once. Without the release this test times out."""
     settings = replace(settings, redis_url=valkey.url)
-    job = await accept(pool, await seed_site_and_slot(pool), 1)
+    slot_id = await seed_site_and_slot(pool)
     supervisor = Supervisor(settings, serve_metrics=False, poll_delay=0.01, cron_jobs=[])
     running = asyncio.create_task(supervisor.run())
     arq = await create_arq_pool(valkey.url, settings.queue_name)
     try:
         await eventually(lambda: _polling(supervisor), "the worker polling")
+        job = await accept(pool, slot_id, 1)
         async with pool.acquire() as con:
             blocker = con.transaction()
             await blocker.start()
@@ -279,14 +283,14 @@ async def test_queued_attempts_complete_once_postgresql_is_back(
     if try_limit is not None:
         options["functions"] = [func(book, name="book", max_tries=try_limit)]
     supervisor = Supervisor(settings, serve_metrics=False, **options)
-    pool = await create_pool(settings.database_url)
-    slot_id = await seed_site_and_slot(pool, capacity=ATTEMPTS)
-    jobs = [await accept(pool, slot_id, n) for n in range(ATTEMPTS)]
-    await pool.close()
     running = asyncio.create_task(supervisor.run())
     arq = await create_arq_pool(settings.redis_url, settings.queue_name)
     try:
         await eventually(lambda: _polling(supervisor), "the worker polling")
+        pool = await create_pool(settings.database_url)
+        slot_id = await seed_site_and_slot(pool, capacity=ATTEMPTS)
+        jobs = [await accept(pool, slot_id, n) for n in range(ATTEMPTS)]
+        await pool.close()
         await asyncio.to_thread(postgres.stop)
         for job in jobs:
             await arq.enqueue_job("book", job.to_dict(), _job_id=job.attempt_id)
