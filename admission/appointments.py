@@ -20,7 +20,7 @@ from typing import Any
 
 import redis.exceptions
 from aiohttp import web
-from arq.jobs import Job, ResultNotFound
+from arq.jobs import ResultNotFound
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from admission import queries
@@ -31,6 +31,7 @@ from shared import attempts, seats
 from shared.booking import BookingJob, BookingOutcome, attempt_id_for, utc_iso
 from shared.errors import Code, IdempotencyConflict, IdempotencyInProgress, NotFound, Overloaded, Refused
 from shared.http import json_response, path_uuid, read_json
+from shared.redis import job_of
 from shared.statuses import AttemptStatus
 
 log = logging.getLogger("surgegate.admission")
@@ -177,9 +178,7 @@ async def _enqueue_and_wait(request: web.Request, job: BookingJob, request_hash:
     attempt_id = uuid.UUID(job.attempt_id)
     try:
         await arq.enqueue_job("book", job.to_dict(), _job_id=job.attempt_id)
-        result = await Job(job.attempt_id, arq, _queue_name=settings.queue_name).result(
-            timeout=settings.booking_wait_s, poll_delay=0.05
-        )
+        result = await job_of(arq, job.attempt_id).result(timeout=settings.booking_wait_s, poll_delay=0.05)
     except (TimeoutError, ResultNotFound):
         # Still queued or running, or finished with its result already gone from Redis.
         stored = await _stored_outcome(request, attempt_id)

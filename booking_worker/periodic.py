@@ -5,6 +5,8 @@
 * ``mark_no_shows``: confirmed appointments whose slot ended longer ago than the type's grace period.
 * ``purge_idempotency_keys``: keys older than 24 h.
 * ``extend_schedules``: regenerate every schedule so the bookable horizon rolls forward day by day.
+
+While PostgreSQL is unreachable each run is skipped (returns None), not failed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import asyncpg
 
 from booking_worker import queries
+from booking_worker.outages import skipped_while_database_down
 from shared import queries as shared_queries
 from shared import seats
 from shared.metrics import Metrics
@@ -25,7 +28,8 @@ from shared.waitlist import Waitlist
 log = logging.getLogger("surgegate.booking_worker")
 
 
-async def tidy_holds(ctx: dict[str, Any], now: datetime | None = None) -> dict[str, int]:
+@skipped_while_database_down
+async def tidy_holds(ctx: dict[str, Any], now: datetime | None = None) -> dict[str, int] | None:
     pool: asyncpg.Pool = ctx["pool"]
     waitlist: Waitlist = ctx["waitlist"]
     now = now or seats.utcnow()
@@ -37,7 +41,8 @@ async def tidy_holds(ctx: dict[str, Any], now: datetime | None = None) -> dict[s
     return {"expired_holds": len(expired), "offers": offers}
 
 
-async def mark_no_shows(ctx: dict[str, Any], now: datetime | None = None) -> int:
+@skipped_while_database_down
+async def mark_no_shows(ctx: dict[str, Any], now: datetime | None = None) -> int | None:
     pool: asyncpg.Pool = ctx["pool"]
     metrics: Metrics = ctx["metrics"]
     async with pool.acquire() as con, con.transaction():
@@ -52,14 +57,16 @@ async def mark_no_shows(ctx: dict[str, Any], now: datetime | None = None) -> int
     return len(rows)
 
 
-async def purge_idempotency_keys(ctx: dict[str, Any]) -> int:
+@skipped_while_database_down
+async def purge_idempotency_keys(ctx: dict[str, Any]) -> int | None:
     pool: asyncpg.Pool = ctx["pool"]
     async with pool.acquire() as con:
         status = await con.execute(shared_queries.PURGE_IDEMPOTENCY_KEYS, shared_queries.IDEMPOTENCY_KEPT_HOURS)
     return int(status.split()[-1])
 
 
-async def extend_schedules(ctx: dict[str, Any], now: datetime | None = None) -> int:
+@skipped_while_database_down
+async def extend_schedules(ctx: dict[str, Any], now: datetime | None = None) -> int | None:
     """Regenerate every (site, type) schedule through its maximum advance; returns slots created."""
     pool: asyncpg.Pool = ctx["pool"]
     now = now or seats.utcnow()

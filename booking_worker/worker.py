@@ -1,21 +1,26 @@
 """arq worker settings and lifecycle for the booking worker.
 
-``on_startup`` fills ``ctx`` with the settings, a PostgreSQL pool, the metrics object and (unless
-``ctx["serve_metrics"]`` is False, as in tests) a small aiohttp server for ``/metrics``.
+``on_startup`` fills ``ctx`` with the settings, a PostgreSQL pool (unless one is given: the
+supervisor's outlives each arq worker), the metrics object, the outage log and the waitlist.
+Jobs and results are JSON (``shared.job_codec``), never pickle. ``surgegate worker`` runs these
+workers under ``booking_worker.supervisor``, which keeps one running through Redis and PostgreSQL
+outages and serves ``/metrics`` and ``/healthz``.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, ClassVar, cast
 
-from aiohttp import web
+import asyncpg
 from arq import cron, func
 from arq.worker import Worker, create_worker
 
-from booking_worker.booking import book, requeue_pending
+from booking_worker.booking import BOOK_MAX_TRIES, book, requeue_pending
+from booking_worker.outages import Outages
 from booking_worker.periodic import extend_schedules, mark_no_shows, purge_idempotency_keys, tidy_holds
+from shared import job_codec
 from shared.db import create_pool
-from shared.http import healthz, metrics_handler
 from shared.metrics import Metrics
 from shared.persons import PersonVault, person_key_of
 from shared.redis import redis_settings
@@ -26,36 +31,31 @@ from shared.waitlist import Waitlist, WaitlistPolicy
 MAX_JOBS = 20
 
 
+async def open_database(settings: Settings) -> asyncpg.Pool:
+    """The worker's PostgreSQL pool: one connection per job slot, plus one for the periodic jobs."""
+    return await create_pool(settings.require_database(), min_size=1, max_size=MAX_JOBS + 1)
+
+
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or Settings.from_env()
     ctx["settings"] = settings
-    ctx["pool"] = await create_pool(settings.require_database(), min_size=1, max_size=MAX_JOBS + 1)
-    metrics: Metrics = ctx.get("metrics") or Metrics()
-    ctx["metrics"] = metrics
+    if "pool" not in ctx:
+        ctx["pool"] = await open_database(settings)
+        ctx["owns_pool"] = True
+    ctx.setdefault("metrics", Metrics())
+    ctx.setdefault("outages", Outages())
     ctx["waitlist"] = Waitlist(
         TokenCodec(settings.secret_keys), PersonVault(person_key_of(settings)), WaitlistPolicy.from_settings(settings)
     )
-    if ctx.get("serve_metrics", True):
-        app = web.Application()
-        app.router.add_get("/metrics", metrics_handler(metrics))
-        app.router.add_get("/healthz", healthz)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, settings.host, settings.worker_metrics_port).start()
-        ctx["metrics_runner"] = runner
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    runner: web.AppRunner | None = ctx.get("metrics_runner")
-    if runner is not None:
-        await runner.cleanup()
-    pool = ctx.get("pool")
-    if pool is not None:
-        await pool.close()
+    if ctx.get("owns_pool"):
+        await ctx["pool"].close()
 
 
 class WorkerSettings:
-    functions: ClassVar[list[Any]] = [func(book, name="book", max_tries=10)]
+    functions: ClassVar[list[Any]] = [func(book, name="book", max_tries=BOOK_MAX_TRIES)]
     cron_jobs: ClassVar[list[Any]] = [
         cron(requeue_pending, second={0, 30}, unique=True, run_at_startup=True),
         cron(tidy_holds, second=set(range(0, 60, 5)), unique=True),
@@ -73,16 +73,26 @@ class WorkerSettings:
     poll_delay = 0.02
     # Results hold no identity data, but keep logs lean on the hottest job anyway.
     log_results = False
+    job_serializer = job_codec.dumps
+    job_deserializer = job_codec.loads
 
 
 def build_worker(settings: Settings, **overrides: Any) -> Worker:
-    """A worker bound to the configured Redis and queue; ``overrides`` go to arq's Worker."""
+    """A worker bound to the configured Redis and queue; ``overrides`` go to arq's Worker (a
+    ``redis_pool`` from ``shared.redis.create_arq_pool`` instead of connecting itself, say).
+
+    Each worker gets its own copies of the cron jobs: arq keeps a cron job's next run on the object,
+    and a worker started after an outage must neither replay every run it missed nor skip the runs
+    at startup (``requeue_pending`` then re-queues at once what an emptied Redis lost).
+    """
     ctx = {"settings": settings, **overrides.pop("ctx", {})}
+    cron_jobs = overrides.pop("cron_jobs", WorkerSettings.cron_jobs)
     worker: Worker = create_worker(
         cast(Any, WorkerSettings),  # arq's settings type is a Protocol our plain class satisfies
         redis_settings=redis_settings(settings.require_redis()),
         queue_name=settings.queue_name,
         ctx=ctx,
+        cron_jobs=[replace(job, next_run=None) for job in cron_jobs],
         **overrides,
     )
     return worker

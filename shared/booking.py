@@ -14,6 +14,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+
 from shared.statuses import AppointmentStatus
 
 ATTEMPT_NAMESPACE = uuid.UUID("3f0d9a59-4d51-4e4f-9a3e-6d7d0c9b1a21")
@@ -83,6 +85,8 @@ class BookingOutcome:
 class BookingJob:
     """The job's only argument. Holds no readable identity: a keyed hash and ciphertext."""
 
+    __pydantic_config__ = ConfigDict(extra="forbid")  # for from_dict: no key we do not know
+
     attempt_id: str
     token_id: str
     event_id: str
@@ -98,5 +102,20 @@ class BookingJob:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BookingJob:
-        return cls(**data)
+    def from_dict(cls, data: Any) -> BookingJob:
+        """The job from its ``to_dict()`` (read back from Redis or PostgreSQL): data to check, never
+        to trust. Raises :class:`InvalidJob` (a ValueError naming only the wrong fields, never their
+        values) for anything but an object with exactly these fields, each of (or plainly convertible
+        to, as "5" to 5) its type."""
+        try:
+            return _BOOKING_JOB.validate_python(data)
+        except ValidationError as exc:
+            wrong = sorted({".".join(map(str, e["loc"])) or "(the whole job)" for e in exc.errors()})
+            raise InvalidJob(f"not a booking job; wrong: {', '.join(wrong)}") from None
+
+
+class InvalidJob(ValueError):
+    """A job argument that is not a :class:`BookingJob`'s ``to_dict()``."""
+
+
+_BOOKING_JOB = TypeAdapter(BookingJob)

@@ -14,6 +14,20 @@ import asyncpg
 
 from shared.locks import LOCK_TIMEOUT_MS, LockNamespace, session_lock, session_unlock
 
+# PostgreSQL away or going away: refused or lost connections (OSError covers refused, reset and
+# timed-out sockets), a server starting up or shutting down (57P01-57P03, "cannot connect now"), one
+# out of connection slots. A pool recovers from all of them by itself: it reconnects on the next
+# acquire. Whoever catches them tries again later; nothing else is lost (a transaction is whole or not).
+DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+
 
 async def _init_connection(con: asyncpg.Connection) -> None:
     await con.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")

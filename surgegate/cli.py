@@ -62,11 +62,11 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from booking_worker.worker import build_worker
+    from booking_worker.supervisor import run
 
     settings = _settings(args)
     _logging(settings)
-    build_worker(settings).run()
+    run(settings)  # through Redis and PostgreSQL outages, until SIGINT or SIGTERM
     return 0
 
 

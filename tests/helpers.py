@@ -82,7 +82,7 @@ def metric_value(metrics: Metrics, name: str, **labels: str) -> float:
 
 
 def make_worker(settings: Settings, metrics: Metrics | None = None, **overrides: Any) -> Worker:
-    ctx: dict[str, Any] = {"serve_metrics": False, "metrics": metrics or Metrics()}
+    ctx: dict[str, Any] = {"metrics": metrics or Metrics()}
     # No cron in test workers: tests that need the re-queue job call it directly, deterministically.
     options: dict[str, Any] = {"handle_signals": False, "poll_delay": 0.01, "cron_jobs": [], **overrides}
     return build_worker(settings, ctx=ctx, **options)

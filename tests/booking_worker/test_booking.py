@@ -13,17 +13,18 @@ import pytest
 from aiohttp.test_utils import TestClient
 from arq import Retry
 from arq.connections import ArqRedis
-from arq.jobs import Job
+from arq.constants import job_key_prefix
 from redis.asyncio import Redis
 
 from admission.app import create_app as create_api
-from booking_worker.booking import book, requeue_pending
+from booking_worker.booking import BOOK_MAX_TRIES, RETRY_MAX_S, book, requeue_pending, retry_delay
+from booking_worker.worker import WorkerSettings
 from shared import seats
 from shared.attempts import execute as run_attempt
-from shared.booking import BookingJob, attempt_id_for
+from shared.booking import BookingJob, InvalidJob, attempt_id_for
 from shared.metrics import Metrics
 from shared.persons import PersonVault
-from shared.redis import create_arq_pool
+from shared.redis import create_arq_pool, job_of
 from shared.settings import Settings
 from shared.tokens import TokenCodec
 from tests.helpers import (
@@ -81,7 +82,7 @@ async def test_duplicate_enqueue_is_a_no_op_and_books_once(settings: Settings, p
         metrics = Metrics()
         worker = await run_burst(settings, metrics)
         assert worker.jobs_complete == 1
-        result = await Job(job.attempt_id, arq, _queue_name=settings.queue_name).result(timeout=5)
+        result = await job_of(arq, job.attempt_id).result(timeout=5)
         assert result["status"] == "confirmed"
         # after completion a further enqueue is also refused while the result is kept
         assert await arq.enqueue_job("book", job.to_dict(), _job_id=job.attempt_id) is None
@@ -111,9 +112,9 @@ async def test_crash_between_commit_and_result_then_redelivery(settings: Setting
     try:
         await arq.enqueue_job("book", job.to_dict(), _job_id=job.attempt_id)
         committed = await book(ctx(pool, Metrics()), job.to_dict())  # the "crashed" execution
-        assert await Job(job.attempt_id, arq, _queue_name=settings.queue_name).result_info() is None
+        assert await job_of(arq, job.attempt_id).result_info() is None
         await run_burst(settings)  # redelivery
-        redelivered = await Job(job.attempt_id, arq, _queue_name=settings.queue_name).result(timeout=5)
+        redelivered = await job_of(arq, job.attempt_id).result(timeout=5)
     finally:
         await arq.aclose()
     assert redelivered == committed
@@ -236,3 +237,60 @@ async def test_serialization_and_deadlock_errors_retry_and_leave_nothing(
     assert await counts(pool) == (0, 0, 0)  # rolled back whole: the retry starts from scratch
     monkeypatch.undo()
     assert (await book(ctx(pool, Metrics()), job_for(slot_id).to_dict()))["status"] == "confirmed"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"attempt_id": str(uuid.uuid4())},  # fields missing
+        {**job_for("x").to_dict(), "extra": 1},  # a field we do not know
+        {**job_for("x").to_dict(), "scope": "all"},  # a field of the wrong type
+        ["not", "an", "object"],
+    ],
+)
+async def test_a_payload_that_is_not_a_booking_job_runs_nothing(pool: asyncpg.Pool, clean: None, payload: Any) -> None:
+    with pytest.raises(InvalidJob):
+        await book(ctx(pool, Metrics()), payload)
+    assert await counts(pool) == (0, 0, 0)
+
+
+async def test_an_attempt_whose_job_failed_is_queued_again(
+    settings: Settings, codec: TokenCodec, pool: asyncpg.Pool, redis: Redis
+) -> None:
+    """A job that ended without an outcome (here: tampered with in Redis, so refused unrun) leaves a
+    failed result that blocks its job id; the re-queue job drops it and queues the attempt again from
+    its row in PostgreSQL."""
+    from dataclasses import replace
+
+    slot_id = await seed_site_and_slot(pool)
+    token = admission_token(codec)
+    async with serve(create_api(replace(settings, booking_wait_s=0.1))) as api:  # no worker running yet
+        resp = await api.post("/api/v1/appointments", json={"slot_id": slot_id, "person": person(1)},
+                              headers=booking_headers(token, "k"))  # fmt: skip
+        attempt_id = (await resp.json())["attempt_id"]
+    await redis.set(job_key_prefix + attempt_id, b'{"not": "a job"}')
+    worker = await run_burst(settings)
+    assert worker.jobs_failed == 1
+    assert await pool.fetchval("SELECT status FROM booking_attempts") == "pending"
+    arq = await arq_pool(settings)
+    try:
+        job = await pool.fetchval("SELECT job FROM booking_attempts")
+        # negative control: the failed result blocks a plain enqueue of the same job id
+        assert await arq.enqueue_job("book", job, _job_id=attempt_id) is None
+        assert await requeue_pending({"pool": pool, "redis": arq}, older_than_s=0) == 1
+        assert await requeue_pending({"pool": pool, "redis": arq}, older_than_s=0) == 0  # queued now
+        await run_burst(settings)
+        outcome = await job_of(arq, attempt_id).result(timeout=5)
+    finally:
+        await arq.aclose()
+    assert outcome["status"] == "confirmed"
+    assert await counts(pool) == (1, 1, 1)
+
+
+def test_database_errors_are_retried_without_a_try_limit_and_at_most_2_s_apart() -> None:
+    delays = [retry_delay(n) for n in range(1, 8)]
+    assert delays == [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
+    assert retry_delay(BOOK_MAX_TRIES) == 2.0
+    # a day of tries at the cap: the job expires (arq drops it after a day) before its tries run out
+    assert BOOK_MAX_TRIES * RETRY_MAX_S > 24 * 3600
+    assert WorkerSettings.functions[0].max_tries == BOOK_MAX_TRIES
