@@ -54,28 +54,36 @@ def retry_delay(job_try: int) -> float:
 
 
 async def book(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
-    """arq job: run one booking attempt in its own transaction and return its outcome (a dict).
+    """arq job: run one accepted booking attempt in its own transaction and return its outcome (a dict).
 
-    Raises :class:`shared.booking.InvalidJob` (arq fails the job; nothing ran) for a payload that is
-    not a BookingJob, and arq's ``Retry`` for a conflict or an unreachable PostgreSQL.
+    Of the payload only the attempt id is used: the attempt is executed as the API accepted it
+    (stored in PostgreSQL), so a job written into Redis by anyone else books nothing. Raises
+    :class:`shared.booking.InvalidJob` (arq fails the job; nothing ran) for a payload that is not a
+    BookingJob or names no accepted attempt, and arq's ``Retry`` for a conflict or an unreachable
+    PostgreSQL.
     """
-    job = BookingJob.from_dict(payload)
+    attempt_id = BookingJob.from_dict(payload).attempt_id
     pool: asyncpg.Pool = ctx["pool"]
     metrics: Metrics = ctx["metrics"]
     started = time.perf_counter()
     try:
         async with pool.acquire() as con, con.transaction():
-            outcome, executed = await attempts.execute(con, job)
+            done = await attempts.execute(con, attempt_id)
     except CONFLICTS:
         raise Retry(defer=retry_delay(ctx.get("job_try", 1))) from None
     except DATABASE_UNAVAILABLE as exc:
         outages_of(ctx).down(POSTGRESQL, exc)
         raise Retry(defer=retry_delay(ctx.get("job_try", 1))) from None
+    except attempts.UnknownAttempt:
+        log.warning("dropped a booking job for attempt %s: no such accepted attempt", attempt_id)
+        raise
     outages_of(ctx).up(POSTGRESQL)
-    if executed:
-        metrics.booking_seconds.labels(job.event_id).observe(time.perf_counter() - started)
-        metrics.booking_attempts.labels(job.event_id, outcome.code or "confirmed").inc()
-    await _tell_the_edge(ctx, job, outcome, executed)
+    outcome = done.outcome
+    if done.executed:
+        metrics.booking_seconds.labels(outcome.event_id).observe(time.perf_counter() - started)
+        metrics.booking_attempts.labels(outcome.event_id, outcome.code or "confirmed").inc()
+    if done.job is not None:
+        await _tell_the_edge(ctx, done.job, outcome, done.executed)
     return outcome.to_dict()
 
 

@@ -36,10 +36,12 @@ import psutil
 
 from booking_worker.worker import MAX_JOBS
 from loadtests.loadgen import Result, request_bytes, run_load
+from shared.attempts import accept
 from shared.attempts import execute as run_attempt
 from shared.booking import BookingJob, attempt_id_for
 from shared.db import connect, create_pool, migrate
 from shared.persons import PersonVault
+from shared.seats import utcnow
 from shared.tokens import TokenCodec
 from surgegate.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
 
@@ -248,7 +250,8 @@ async def booking_figures(env: dict[str, str], dsn: str, args: argparse.Namespac
         for job in queue:
             t0 = time.perf_counter()
             async with pool.acquire() as con, con.transaction():
-                await run_attempt(con, job)
+                await accept(con, job, utcnow())
+                await run_attempt(con, job.attempt_id)
             direct.latencies.append(time.perf_counter() - t0)
             direct.requests += 1
 

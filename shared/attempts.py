@@ -7,7 +7,9 @@ An attempt is a row of ``booking_attempts`` keyed by ``uuid5(token id, Idempoten
   accepted attempt is durable even if Redis loses the job. A booking from a hold pins the hold to the
   attempt in the same transaction; a hold already gone refuses the attempt on the spot.
 * :func:`execute` (the worker): claims the row (``FOR UPDATE``), and in the same transaction takes the
-  seat, inserts the appointment and finishes the attempt with its audit row. An execution that finds
+  seat, inserts the appointment and finishes the attempt with its audit row. It books the job stored
+  with the row, never the one the queue delivered: a job written into Redis by anyone else names at
+  most an attempt the API accepted, and books exactly what was accepted. An execution that finds
   the attempt already final returns the stored outcome and changes nothing; one that fails before
   commit leaves no trace; two at once serialise on the row lock.
 * Who may book: one person holds at most one active appointment per *program* (the event's; unique
@@ -25,12 +27,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
 from shared import queries, seats
-from shared.booking import BookingJob, BookingOutcome, local_iso, utc_iso
+from shared.booking import BookingJob, BookingOutcome, InvalidJob, local_iso, utc_iso
 from shared.errors import Code, Refused
 from shared.statuses import AttemptStatus
 
@@ -102,19 +104,27 @@ async def accept(con: asyncpg.Connection, job: BookingJob, now: datetime) -> Boo
     return job
 
 
-async def execute(con: asyncpg.Connection, job: BookingJob, now: datetime | None = None) -> tuple[BookingOutcome, bool]:
-    """Execute the attempt inside the caller's transaction.
+class Executed(NamedTuple):
+    outcome: BookingOutcome
+    executed: bool  # False: the attempt already had its outcome, returned unchanged
+    job: BookingJob | None  # the job as accepted (None when it had already ended)
 
-    Returns (outcome, executed): ``executed`` is False when the attempt already had its outcome,
-    which is then returned unchanged. With ``job.hold_id`` the seat comes from that hold (pinned to
-    this attempt when the API accepted it); a refused attempt releases its pinned hold.
+
+async def execute(con: asyncpg.Connection, attempt_id: str, now: datetime | None = None) -> Executed:
+    """Execute the accepted attempt inside the caller's transaction.
+
+    The attempt's row is the truth: what is booked, for whom and where comes from the job stored when
+    the API accepted it, never from what the queue delivered (anyone who can write to Redis could
+    write a job). An id the API never accepted raises :class:`UnknownAttempt` and nothing runs. With
+    a hold, the seat comes from that hold (pinned to this attempt when it was accepted); a refused
+    attempt releases its pinned hold.
     """
     now = now or seats.utcnow()
-    attempt_id = uuid.UUID(job.attempt_id)
-    if await _claim(con, job) != AttemptStatus.PENDING:
-        stored = await outcome_of(con, attempt_id)
+    status, job = await _claim(con, attempt_id)
+    if status != AttemptStatus.PENDING or job is None:
+        stored = await outcome_of(con, uuid.UUID(attempt_id))
         assert stored is not None  # claimed above: the row exists
-        return stored, False
+        return Executed(stored, False, None)
 
     slot = await _slot_before_seat(con, job)
     code = _refusal_before_seat(job, slot, now)
@@ -126,18 +136,28 @@ async def execute(con: asyncpg.Connection, job: BookingJob, now: datetime | None
             code = refused.code
     await _settle_holds(con, job, code, slot, now)
     await finish(con, job, code=code, appointment_id=appointment_id, slot_id=None if slot is None else slot["slot_id"])
-    return _outcome(job, code, appointment_id, slot), True
+    return Executed(_outcome(job, code, appointment_id, slot), True, job)
 
 
-async def _claim(con: asyncpg.Connection, job: BookingJob) -> AttemptStatus:
-    """Lock the attempt's row (accepting it first if it was queued without the API) → its status."""
-    attempt_id = uuid.UUID(job.attempt_id)
-    status = await con.fetchval(queries.LOCK_ATTEMPT, attempt_id)
-    if status is None:
-        # Queued without being accepted through the API first (an older client, a manual enqueue).
-        await _insert_pending(con, job)
-        status = await con.fetchval(queries.LOCK_ATTEMPT, attempt_id)
-    return AttemptStatus(status)
+class UnknownAttempt(InvalidJob):
+    """A job for an attempt the API never accepted (or whose stored job is not a booking job)."""
+
+
+async def _claim(con: asyncpg.Connection, attempt_id: str) -> tuple[AttemptStatus, BookingJob | None]:
+    """Lock the attempt's row → its status and, while pending, the job stored when it was accepted."""
+    try:
+        row = await con.fetchrow(queries.LOCK_ATTEMPT, uuid.UUID(attempt_id))
+    except ValueError:
+        raise UnknownAttempt("not an attempt id") from None
+    if row is None:
+        raise UnknownAttempt("no accepted attempt has this id")
+    status = AttemptStatus(row["status"])
+    if status != AttemptStatus.PENDING:
+        return status, None
+    try:
+        return status, BookingJob.from_dict(row["job"])
+    except InvalidJob:
+        raise UnknownAttempt("the accepted attempt's stored job is not a booking job") from None
 
 
 def _slot_uuid(job: BookingJob) -> uuid.UUID | None:

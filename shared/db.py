@@ -26,6 +26,8 @@ DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.CrashShutdownError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
+    # Raised while the pool hands back a connection the server dropped (PostgreSQL shutting down).
+    asyncpg.InternalClientError,
 )
 
 

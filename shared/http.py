@@ -22,6 +22,7 @@ import redis.exceptions
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
 
+from shared.db import DATABASE_UNAVAILABLE
 from shared.errors import (
     CODE_OF_HTTP_STATUS,
     Code,
@@ -40,17 +41,7 @@ log = logging.getLogger("surgegate.http")
 PROBLEM_TYPE = "application/problem+json"
 
 # Redis or PostgreSQL away: the request is answered 503 overloaded with Retry-After.
-BACKEND_UNAVAILABLE = (
-    redis.exceptions.RedisError,
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.CannotConnectNowError,
-    # Raised while the pool hands back a connection the server dropped (PostgreSQL shutting down):
-    # the fault suite saw it turn a booking into a 500 during a PostgreSQL stop.
-    asyncpg.InternalClientError,
-)
+BACKEND_UNAVAILABLE: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, *DATABASE_UNAVAILABLE)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 M = TypeVar("M", bound=pydantic.BaseModel)

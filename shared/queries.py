@@ -125,7 +125,7 @@ APPOINTMENT_STATUS_OF_ADMISSION = "SELECT status FROM appointments WHERE token_i
 
 # Claims the attempt: the row lock makes concurrent executions of one attempt run one at a time;
 # whoever comes second sees the first one's final status and changes nothing.
-LOCK_ATTEMPT = "SELECT status FROM booking_attempts WHERE attempt_id = $1 FOR UPDATE"
+LOCK_ATTEMPT = "SELECT status, job FROM booking_attempts WHERE attempt_id = $1 FOR UPDATE"
 
 FINISH_ATTEMPT = """
 UPDATE booking_attempts SET status = $2, code = $3, appointment_id = $4, job = NULL, finished_at = now()

@@ -21,6 +21,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from arq.worker import Worker
 
 from booking_worker.worker import build_worker
+from shared import attempts, seats
+from shared.booking import BookingJob
 from shared.metrics import Metrics
 from shared.settings import Settings
 from shared.tokens import TokenCodec
@@ -236,3 +238,11 @@ async def seats_of(pool: asyncpg.Pool, slot_id: str) -> tuple[int, int]:
         uuid.UUID(slot_id),
     )
     return row["booked"], row["held"]
+
+
+async def accepted(pool: asyncpg.Pool, job: BookingJob) -> dict[str, Any]:
+    """Accept ``job``'s attempt as the API does (pending in PostgreSQL; a repeat changes nothing) and
+    return the payload to queue: the worker executes only accepted attempts."""
+    async with pool.acquire() as con, con.transaction():
+        await attempts.accept(con, job, seats.utcnow())
+    return job.to_dict()

@@ -104,13 +104,15 @@ async def test_hold_expiry_at_the_exact_boundary(pool: asyncpg.Pool, clean: None
         await tx.rollback()
         assert await seats.pin_hold(con, placed.hold_id, "holder", uuid.uuid4(), at) is None
         attempt = uuid.uuid4()
+        job = BookingJob(
+            str(attempt), "holder", "ev", None, slot, "00", "11" * 32, "sealed", hold_id=str(placed.hold_id)
+        )
         async with con.transaction():
             assert await seats.pin_hold(con, placed.hold_id, "holder", attempt, just_before) == slot_id
-            await con.execute(shared_queries.ACCEPT_ATTEMPT, attempt, "holder", "ev", slot, b"\0", {})
+            await con.execute(shared_queries.ACCEPT_ATTEMPT, attempt, "holder", "ev", slot, b"\0", job.to_dict())
     # pinned just in time: it books even though the worker runs long after expiry
-    job = BookingJob(str(attempt), "holder", "ev", None, slot, "00", "11" * 32, "sealed", hold_id=str(placed.hold_id))
     async with pool.acquire() as con, con.transaction():
-        outcome, executed = await run_attempt(con, job, at + timedelta(hours=1))
+        outcome, executed, _ = await run_attempt(con, job.attempt_id, at + timedelta(hours=1))
     assert executed and outcome.status == "confirmed"
 
 

@@ -28,6 +28,7 @@ from shared.redis import create_arq_pool, job_of
 from shared.settings import Settings
 from shared.tokens import TokenCodec
 from tests.helpers import (
+    accepted,
     admission_token,
     booking_headers,
     metric_value,
@@ -73,6 +74,7 @@ def ctx(pool: asyncpg.Pool, metrics: Metrics) -> dict[str, Any]:
 async def test_duplicate_enqueue_is_a_no_op_and_books_once(settings: Settings, pool: asyncpg.Pool) -> None:
     slot_id = await seed_site_and_slot(pool)
     job = job_for(slot_id)
+    await accepted(pool, job)
     arq = await arq_pool(settings)
     try:
         first = await arq.enqueue_job("book", job.to_dict(), _job_id=job.attempt_id)
@@ -95,8 +97,8 @@ async def test_duplicate_enqueue_is_a_no_op_and_books_once(settings: Settings, p
 async def test_running_the_same_attempt_twice_returns_the_stored_outcome(pool: asyncpg.Pool, clean: None) -> None:
     slot_id = await seed_site_and_slot(pool)
     metrics = Metrics()
-    first = await book(ctx(pool, metrics), job_for(slot_id).to_dict())
-    second = await book(ctx(pool, metrics), job_for(slot_id).to_dict())
+    first = await book(ctx(pool, metrics), await accepted(pool, job_for(slot_id)))
+    second = await book(ctx(pool, metrics), await accepted(pool, job_for(slot_id)))
     assert first == second
     assert first["status"] == "confirmed"
     assert await counts(pool) == (1, 1, 1)
@@ -108,6 +110,7 @@ async def test_crash_between_commit_and_result_then_redelivery(settings: Setting
     """A worker commits and dies before arq records the result; the job is still queued and runs again."""
     slot_id = await seed_site_and_slot(pool)
     job = job_for(slot_id)
+    await accepted(pool, job)
     arq = await arq_pool(settings)
     try:
         await arq.enqueue_job("book", job.to_dict(), _job_id=job.attempt_id)
@@ -123,21 +126,25 @@ async def test_crash_between_commit_and_result_then_redelivery(settings: Setting
 
 async def test_concurrent_duplicate_executions_book_once(pool: asyncpg.Pool, clean: None) -> None:
     slot_id = await seed_site_and_slot(pool)
-    results = await asyncio.gather(*(book(ctx(pool, Metrics()), job_for(slot_id).to_dict()) for _ in range(8)))
+    payload = await accepted(pool, job_for(slot_id))
+    results = await asyncio.gather(*(book(ctx(pool, Metrics()), payload) for _ in range(8)))
     assert all(r == results[0] for r in results)
     assert await counts(pool) == (1, 1, 1)
 
 
 async def test_failure_before_commit_leaves_no_trace(pool: asyncpg.Pool, clean: None) -> None:
-    """An attempt whose transaction aborts is not recorded, so its retry runs from scratch."""
+    """An execution whose transaction aborts leaves the attempt pending as accepted, so its retry runs
+    from scratch."""
     slot_id = await seed_site_and_slot(pool)
     job = job_for(slot_id)
+    await accepted(pool, job)
     async with pool.acquire() as con:
         tx = con.transaction()
         await tx.start()
-        await run_attempt(con, job)
+        await run_attempt(con, job.attempt_id)
         await tx.rollback()
-    assert await counts(pool) == (0, 0, 0)
+    assert await counts(pool) == (0, 1, 0)
+    assert await pool.fetchval("SELECT status FROM booking_attempts") == "pending"
     assert (await book(ctx(pool, Metrics()), job.to_dict()))["status"] == "confirmed"
     assert await counts(pool) == (1, 1, 1)
 
@@ -145,15 +152,16 @@ async def test_failure_before_commit_leaves_no_trace(pool: asyncpg.Pool, clean: 
 async def test_business_outcomes_are_results(pool: asyncpg.Pool, clean: None) -> None:
     slot_id = await seed_site_and_slot(pool, capacity=1)
     m = Metrics()
-    assert (await book(ctx(pool, m), job_for(slot_id, token_id="a", person_no=1).to_dict()))["status"] == "confirmed"
-    full = await book(ctx(pool, m), job_for(slot_id, token_id="b", person_no=2).to_dict())
+    first = await book(ctx(pool, m), await accepted(pool, job_for(slot_id, token_id="a", person_no=1)))
+    assert first["status"] == "confirmed"
+    full = await book(ctx(pool, m), await accepted(pool, job_for(slot_id, token_id="b", person_no=2)))
     assert (full["status"], full["code"]) == ("rejected", "slot_full")
     other = await seed_site_and_slot(pool, capacity=5)
-    again = await book(ctx(pool, m), job_for(other, token_id="c", person_no=1).to_dict())
+    again = await book(ctx(pool, m), await accepted(pool, job_for(other, token_id="c", person_no=1)))
     assert again["code"] == "already_booked"
-    used = await book(ctx(pool, m), job_for(other, token_id="a", key="key-2", person_no=3).to_dict())
+    used = await book(ctx(pool, m), await accepted(pool, job_for(other, token_id="a", key="key-2", person_no=3)))
     assert used["code"] == "admission_used"
-    missing = await book(ctx(pool, m), job_for(str(uuid.uuid4()), token_id="d", person_no=4).to_dict())
+    missing = await book(ctx(pool, m), await accepted(pool, job_for(str(uuid.uuid4()), token_id="d", person_no=4)))
     assert missing["code"] == "not_found"
     # a rejected attempt took no seat, and each outcome is audited
     assert await pool.fetchval("SELECT booked FROM slots WHERE slot_id = $1", uuid.UUID(other)) == 0
@@ -233,10 +241,12 @@ async def test_serialization_and_deadlock_errors_retry_and_leave_nothing(
 
     monkeypatch.setattr(seats, "take_seat", conflicting_take_seat)
     with pytest.raises(Retry):
-        await book(ctx(pool, Metrics()), job_for(slot_id).to_dict())
-    assert await counts(pool) == (0, 0, 0)  # rolled back whole: the retry starts from scratch
+        await book(ctx(pool, Metrics()), await accepted(pool, job_for(slot_id)))
+    # rolled back whole: the attempt is still pending as accepted and the retry starts from scratch
+    assert await counts(pool) == (0, 1, 0)
+    assert await pool.fetchval("SELECT status FROM booking_attempts") == "pending"
     monkeypatch.undo()
-    assert (await book(ctx(pool, Metrics()), job_for(slot_id).to_dict()))["status"] == "confirmed"
+    assert (await book(ctx(pool, Metrics()), await accepted(pool, job_for(slot_id))))["status"] == "confirmed"
 
 
 @pytest.mark.parametrize(

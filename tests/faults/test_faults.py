@@ -23,29 +23,8 @@ from tests.faults.scenarios import BASELINE, FAULTS, FIGURES, SETTLE_S, Fault, R
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(SETTLE_S + 300)]
 
-# Faults that fail on this branch because of bugs that issue 14 has others fix: remove the mark once
-# the fix is merged (strict=False: a run where the fault happens to miss the bug passes).
-ITEM_1 = pytest.mark.xfail(
-    strict=False, reason="issue 14 item 1: the worker exits when Redis restarts (it must ride it out)"
-)
-ITEM_2 = pytest.mark.xfail(
-    strict=False,
-    reason="issue 14 item 2: accepted attempts stranded ~5 min after a PostgreSQL outage: the job's tries run "
-    "out (outage > ~7 s) or a try fails with an error booking_worker/booking.py does not retry "
-    "(CannotConnectNowError while the server shuts down, InternalClientError), and the failed result "
-    "blocks the re-queue for keep_result = 300 s",
-)
-KNOWN = {
-    "valkey-kill-aof": ITEM_1,
-    "valkey-kill-empty": ITEM_1,
-    "postgres-stop-3s": ITEM_2,
-    "postgres-stop-30s": ITEM_2,
-}
 
-
-@pytest.mark.parametrize(
-    "fault", [pytest.param(f, id=f.name, marks=[KNOWN[f.name]] if f.name in KNOWN else []) for f in FAULTS]
-)
+@pytest.mark.parametrize("fault", [pytest.param(f, id=f.name) for f in FAULTS])
 def test_fault(fault: Fault, runs: dict[str, Future[Report]], request: pytest.FixtureRequest) -> None:
     report = runs[fault.name].result()
     figures = report.figures()

@@ -21,7 +21,7 @@ from shared.persons import PersonVault
 from shared.redis import create_arq_pool, job_of
 from shared.settings import Settings
 from shared.statuses import AttemptStatus
-from tests.helpers import make_worker, seed_site_and_slot
+from tests.helpers import accepted, make_worker, seed_site_and_slot
 
 
 class WritesAFile:
@@ -62,6 +62,7 @@ async def test_a_planted_pickle_is_not_run_and_the_worker_goes_on(
     await plant(redis, settings.queue_name, planted, planted_job(written))
     slot_id = await seed_site_and_slot(pool)
     job = booking_job(slot_id)
+    await accepted(pool, job)
     assert settings.redis_url
     arq = await create_arq_pool(settings.redis_url, settings.queue_name)
     try:
@@ -137,3 +138,57 @@ def test_an_exception_result_is_stored_as_its_class_name_only() -> None:
 def test_anything_else_is_refused(raw: bytes) -> None:
     with pytest.raises(ValueError):
         job_codec.loads(raw)
+
+
+async def test_a_forged_job_of_the_right_shape_books_nothing(
+    settings: Settings, pool: asyncpg.Pool, redis: Redis
+) -> None:
+    """Anyone who can write to Redis can write a well-formed job (any slot, no scope, any person): the
+    worker executes only attempts the API accepted, as they were accepted."""
+    slot_id = await seed_site_and_slot(pool)
+    forged = booking_job(slot_id)
+    assert settings.redis_url
+    arq = await create_arq_pool(settings.redis_url, settings.queue_name)
+    try:
+        await arq.enqueue_job("book", forged.to_dict(), _job_id=forged.attempt_id)
+        worker = make_worker(settings, burst=True, poll_delay=0)
+        try:
+            await worker.main()
+        finally:
+            await worker.close()
+        assert (worker.jobs_failed, worker.jobs_complete) == (1, 0)
+        assert await pool.fetchval("SELECT count(*) FROM appointments") == 0
+        assert await pool.fetchval("SELECT booked FROM slots") == 0
+        # control: the same job, once the API accepted its attempt, books (the forgery was well formed)
+        await accepted(pool, forged)
+        await arq.enqueue_job("book", forged.to_dict(), _job_id=f"{forged.attempt_id}-again")
+        worker = make_worker(settings, burst=True, poll_delay=0)
+        try:
+            await worker.main()
+        finally:
+            await worker.close()
+        assert worker.jobs_complete == 1
+    finally:
+        await arq.aclose()
+    assert await pool.fetchval("SELECT count(*) FROM appointments") == 1
+
+
+async def test_a_tampered_job_books_what_was_accepted(settings: Settings, pool: asyncpg.Pool) -> None:
+    """A job rewritten in Redis (another slot, no scope) still books exactly the accepted request."""
+    slot_id = await seed_site_and_slot(pool, capacity=5)
+    other = await seed_site_and_slot(pool, capacity=5, site_id="site-b")
+    job = booking_job(slot_id)
+    await accepted(pool, job)
+    tampered = {**job.to_dict(), "slot_id": other, "scope": None}
+    assert settings.redis_url
+    arq = await create_arq_pool(settings.redis_url, settings.queue_name)
+    try:
+        await arq.enqueue_job("book", tampered, _job_id=job.attempt_id)
+        worker = make_worker(settings, burst=True, poll_delay=0)
+        try:
+            await worker.main()
+        finally:
+            await worker.close()
+    finally:
+        await arq.aclose()
+    assert await pool.fetchval("SELECT slot_id::text FROM appointments") == slot_id

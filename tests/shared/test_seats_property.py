@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import FlakyFailure
 
+from shared import attempts, seats
 from shared import queries as shared_queries
-from shared import seats
 from shared.appointments import cancel, reschedule
 from shared.attempts import execute as run_attempt
 from shared.booking import BookingJob
@@ -131,8 +131,11 @@ async def apply(world: World, op: tuple[Any, ...], now: datetime) -> None:
                 await seats.place_hold(con, token_id=token, event_id="ev", slot_id=world.slot_ids[op[2]],
                                        expires_at=now + HOLD_TTL, now=now)  # fmt: skip
         elif kind == "book":
-            async with con.transaction():
-                await run_attempt(con, job(world, world.tokens[op[1]], world.slot_ids[op[2]], op[3], None), now)
+            booking = job(world, world.tokens[op[1]], world.slot_ids[op[2]], op[3], None)
+            async with con.transaction():  # what the API does when it accepts a booking ...
+                await attempts.accept(con, booking, now)
+            async with con.transaction():  # ... and what the worker does later
+                await run_attempt(con, booking.attempt_id, now)
         elif kind == "book_from_hold":
             token = world.tokens[op[1]]
             hold_id = await hold_of(con, token)
@@ -149,7 +152,7 @@ async def apply(world: World, op: tuple[Any, ...], now: datetime) -> None:
                     shared_queries.ACCEPT_ATTEMPT, attempt_id, token, "ev", booking.slot_id, b"\0", booking.to_dict()
                 )
             async with con.transaction():  # ... and what the worker does later
-                await run_attempt(con, booking, now)
+                await run_attempt(con, booking.attempt_id, now)
         elif kind == "cancel":
             token = world.tokens[op[1]]
             appointment_id = await appointment_of(con, token)

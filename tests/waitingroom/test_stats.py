@@ -16,7 +16,7 @@ from shared.metrics import Metrics
 from shared.persons import PersonVault
 from shared.redis import create_arq_pool
 from shared.settings import Settings
-from tests.helpers import FakeClock, admin_headers, metric_value, seed_site_and_slot, serve
+from tests.helpers import FakeClock, accepted, admin_headers, metric_value, seed_site_and_slot, serve
 from waitingroom.app import create_app
 from waitingroom.keys import ROOM
 from waitingroom.room import Room
@@ -69,7 +69,8 @@ async def test_the_funnel_in_one_place(
     assert settings.redis_url
     arq = await create_arq_pool(settings.redis_url, settings.queue_name)
     try:
-        assert (await book({"pool": pool, "metrics": Metrics(), "redis": arq}, job.to_dict()))["status"] == "confirmed"
+        payload = await accepted(pool, job)
+        assert (await book({"pool": pool, "metrics": Metrics(), "redis": arq}, payload))["status"] == "confirmed"
     finally:
         await arq.aclose()
     after = await stats(edge)
