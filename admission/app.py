@@ -27,6 +27,7 @@ from shared.metrics import Metrics
 from shared.persons import PersonVault
 from shared.redis import create_arq_pool, create_redis
 from shared.settings import Settings, SettingsError
+from shared.staff import STAFF, StaffDirectory
 from shared.tokens import TokenCodec
 from shared.waitlist import Waitlist, WaitlistPolicy
 
@@ -54,6 +55,7 @@ def create_app(
     )
     add_security_headers(app)  # no pages here: every response gets the strictest policy
     app[SETTINGS] = settings
+    app[STAFF] = StaffDirectory(settings.admin_tokens)
     app[METRICS] = metrics or Metrics()
     app[CODEC] = TokenCodec(settings.secret_keys, leeway_s=settings.token_leeway_s)
     app[VAULT] = PersonVault.from_settings(settings)

@@ -24,6 +24,7 @@ from shared.limits import Buckets, Limit, parse_networks
 from shared.metrics import Metrics
 from shared.redis import create_redis
 from shared.settings import Settings, SettingsError
+from shared.staff import STAFF, StaffDirectory
 from shared.tokens import TokenCodec
 from waitingroom import admin, page, views
 from waitingroom.keys import JOIN_LIMIT, LIMITER, METRICS, ROOM, SETTINGS, TRUSTED_PROXIES
@@ -54,6 +55,7 @@ def create_app(
     )
     add_security_headers(app, page.content_security_policy(settings))
     app[SETTINGS] = settings
+    app[STAFF] = StaffDirectory(settings.admin_tokens)
     app[METRICS] = metrics or Metrics()
     app[JOIN_LIMIT] = Limit(settings.join_limit_per_min, settings.join_limit_burst)
     try:
