@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
-from importlib import resources
 
 from aiohttp import web
 
@@ -19,6 +18,7 @@ from shared.http import (
     healthz,
     json_response,
     metrics_handler,
+    openapi_document,
     problem_middleware,
     server_handler_args,
 )
@@ -30,12 +30,6 @@ from shared.settings import Settings, SettingsError
 from shared.staff import STAFF, StaffDirectory
 from shared.tokens import TokenCodec
 from shared.waitlist import Waitlist, WaitlistPolicy
-
-_OPENAPI = (resources.files("admission") / "openapi.json").read_bytes()
-
-
-async def openapi(request: web.Request) -> web.Response:
-    return web.Response(body=_OPENAPI, content_type="application/json")
 
 
 def create_app(
@@ -114,5 +108,5 @@ def create_app(
     r.add_get("/healthz", healthz)
     r.add_get("/readyz", readyz)
     r.add_get("/metrics", metrics_handler(app[METRICS]))
-    r.add_get("/openapi.json", openapi)
+    r.add_get("/openapi.json", openapi_document("admission"))
     return app

@@ -13,6 +13,7 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from importlib import resources
 from typing import Any, TypeVar
 
 import asyncpg
@@ -213,6 +214,16 @@ def require_admin(request: web.Request, tokens: Sequence[str]) -> None:
 
 def json_response(data: Any, status: int = 200, *, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response(data, status=status, headers=headers, dumps=lambda v: json.dumps(v, default=str))
+
+
+def openapi_document(package: str) -> Handler:
+    """``GET /openapi.json``: the package's own ``openapi.json``, read once (tests keep it true)."""
+    body = (resources.files(package) / "openapi.json").read_bytes()
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    return handle
 
 
 def metrics_handler(metrics: Metrics) -> Handler:

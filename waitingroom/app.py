@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from importlib import resources
 from pathlib import Path
 
 from aiohttp import web
@@ -17,6 +16,7 @@ from shared.http import (
     healthz,
     json_response,
     metrics_handler,
+    openapi_document,
     problem_middleware,
     server_handler_args,
 )
@@ -30,12 +30,6 @@ from waitingroom import admin, page, views
 from waitingroom.keys import JOIN_LIMIT, LIMITER, METRICS, ROOM, SETTINGS, TRUSTED_PROXIES
 from waitingroom.page import STATIC
 from waitingroom.room import Clock, Room
-
-_OPENAPI = (resources.files("waitingroom") / "openapi.json").read_bytes()
-
-
-async def openapi(request: web.Request) -> web.Response:
-    return web.Response(body=_OPENAPI, content_type="application/json")
 
 
 def create_app(
@@ -101,5 +95,5 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler(app[METRICS]))
-    app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/openapi.json", openapi_document("waitingroom"))
     return app
