@@ -115,8 +115,54 @@ async def reschedule(
     current = await lock_own(con, appointment_id, token_id)
     if current["status"] != AppointmentStatus.CONFIRMED:
         raise Refused(Code.APPOINTMENT_NOT_ACTIVE)
-    old = current["slot_id"]
     new = await _target_slot(con, token_id, slot_id, hold_id, now)
+    return await _move(
+        con, current, new, allows_site, token_id=token_id, hold_id=hold_id, now=now, waitlist=waitlist,
+        actor=token_id, detail={},
+    )  # fmt: skip
+
+
+async def reschedule_on_behalf(
+    con: asyncpg.Connection,
+    appointment_id: uuid.UUID,
+    slot_id: uuid.UUID,
+    allows_site: Callable[[str], bool],
+    *,
+    actor: str,
+    reason: str,
+    now: datetime,
+    waitlist: Waitlist,
+) -> Rescheduled:
+    """Staff move a person's appointment to a free seat of ``slot_id``, whoever's admission made it:
+    the same rules and guarantees as :func:`reschedule` (booking window, capacity, the freed seat
+    offered to the waitlist), audited with the staff ``actor`` and their ``reason``."""
+    current = await con.fetchrow(queries.APPOINTMENT_FOR_CHANGE, appointment_id)
+    if current is None:
+        raise NotFound("no such appointment")
+    if current["status"] != AppointmentStatus.CONFIRMED:
+        raise Refused(Code.APPOINTMENT_NOT_ACTIVE)
+    return await _move(
+        con, current, slot_id, allows_site, token_id=None, hold_id=None, now=now, waitlist=waitlist,
+        actor=actor, detail={"reason": reason},
+    )  # fmt: skip
+
+
+async def _move(
+    con: asyncpg.Connection,
+    current: Any,
+    new: uuid.UUID,
+    allows_site: Callable[[str], bool],
+    *,
+    token_id: str | None,
+    hold_id: uuid.UUID | None,
+    now: datetime,
+    waitlist: Waitlist,
+    actor: str,
+    detail: dict[str, Any],
+) -> Rescheduled:
+    """The move itself, for a confirmed appointment row ``current`` already locked by the caller."""
+    appointment_id = current["appointment_id"]
+    old = current["slot_id"]
     slots = await seats.lock_slots(con, [old, new], now)
     if new not in slots:
         raise NotFound("no such slot")
@@ -126,23 +172,25 @@ async def reschedule(
         raise Refused(Code.APPOINTMENT_STARTED)
     if new == old:
         if hold_id is not None:
+            assert token_id is not None
             await seats.release_hold(con, hold_id, token_id, now)
         return Rescheduled(slot=slots[old], from_slot_id=None, sites=())
     await _take_new_seat(con, slots[new], token_id, hold_id, now)
     await seats.return_seat(con, old)
     await con.execute(queries.MOVE_APPOINTMENT, appointment_id, new, now)
     await con.execute(
-        queries.INSERT_AUDIT, "rescheduled", current["event_id"], new, appointment_id, None, token_id,
-        {"from_slot_id": str(old)},
+        queries.INSERT_AUDIT, "rescheduled", current["event_id"], new, appointment_id, None, actor,
+        {"from_slot_id": str(old), **detail},
     )  # fmt: skip
     await waitlist.offer_freed(con, old, now)
     return Rescheduled(slot=slots[new], from_slot_id=old, sites=(slots[old].site_id, slots[new].site_id))
 
 
 async def _take_new_seat(
-    con: asyncpg.Connection, slot: seats.SlotState, token_id: str, hold_id: uuid.UUID | None, now: datetime
+    con: asyncpg.Connection, slot: seats.SlotState, token_id: str | None, hold_id: uuid.UUID | None, now: datetime
 ) -> None:
     if hold_id is not None:
+        assert token_id is not None
         if await seats.take_held_seat(con, hold_id, token_id, None, now) != slot.slot_id:
             raise _refuse_unchanged(Code.HOLD_EXPIRED)
         return

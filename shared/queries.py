@@ -397,10 +397,11 @@ ADVISORY_UNLOCK = "SELECT pg_advisory_unlock(hashtextextended($1, $2))"
 
 # --- what more than one process runs ---------------------------------------------------------------
 
-# Accept an attempt: durable before it is queued. Inserts nothing if the attempt id exists.
+# Accept an attempt: durable before it is queued. Inserts nothing if the attempt id exists. The
+# person's keyed ref is kept apart from the job (cleared when the attempt ends) for support look-ups.
 ACCEPT_ATTEMPT = """
-INSERT INTO booking_attempts (attempt_id, token_id, event_id, slot_id, request_hash, status, job)
-VALUES ($1, $2, $3, $4, $5, 'pending', $6)
+INSERT INTO booking_attempts (attempt_id, token_id, event_id, slot_id, request_hash, status, job, person_ref)
+VALUES ($1, $2, $3, $4, $5, 'pending', $6::jsonb, decode($6::jsonb->>'person_ref', 'hex'))
 ON CONFLICT (attempt_id) DO NOTHING
 RETURNING true
 """
@@ -468,3 +469,37 @@ SCHEDULE_SET_CAPACITY = "UPDATE slots SET capacity = $2 WHERE slot_id = ANY($1::
 SCHEDULE_WITHDRAW_SLOTS = "UPDATE slots SET withdrawn_at = $2 WHERE slot_id = ANY($1::uuid[])"
 
 SCHEDULE_RESTORE_SLOTS = "UPDATE slots SET withdrawn_at = NULL WHERE slot_id = ANY($1::uuid[])"
+
+
+# --- support look-ups (shared/support.py) ---
+# By the person's keyed ref only ($1), optionally one event ($2 NULL: every event). Named SUPPORT_*.
+
+SUPPORT_APPOINTMENTS = """
+SELECT ap.appointment_id, ap.event_id, ap.status, ap.created_at, ap.cancelled_at, ap.cancel_late, ap.cancel_reason,
+       ap.cancelled_by, ap.checked_in_at, ap.rescheduled_at, ap.person_sealed,
+       s.slot_id, s.site_id, s.type_id, s.starts_at, s.ends_at, si.timezone
+FROM appointments ap
+JOIN slots s ON s.slot_id = ap.slot_id
+JOIN sites si ON si.site_id = s.site_id
+WHERE ap.person_ref = $1 AND ($2::text IS NULL OR ap.event_id = $2)
+ORDER BY ap.created_at DESC, ap.appointment_id
+"""
+
+SUPPORT_ATTEMPTS = """
+SELECT attempt_id, event_id, slot_id, status, code, appointment_id, created_at, finished_at
+FROM booking_attempts
+WHERE person_ref = $1 AND ($2::text IS NULL OR event_id = $2)
+ORDER BY created_at DESC, attempt_id
+"""
+
+SUPPORT_WAITLIST = """
+SELECT entry_id, event_id, site_id, type_id, day, priority, status, joined_at, ended_at, person_sealed
+FROM waitlist_entries
+WHERE person_ref = $1 AND ($2::text IS NULL OR event_id = $2)
+ORDER BY joined_at DESC, entry_id
+"""
+
+# The sites an appointment's event covers (NULL: every site), for moving it on the person's behalf.
+SUPPORT_EVENT_SITES = """
+SELECT e.site_ids FROM appointments ap JOIN events e ON e.event_id = ap.event_id WHERE ap.appointment_id = $1
+"""

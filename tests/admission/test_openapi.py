@@ -22,7 +22,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
 
-from admission import admin, appointments, changes, holds, supply, waitlist
+from admission import admin, appointments, changes, holds, supply, support, waitlist
 from admission.app import create_app
 from shared.booking import attempt_id_for
 from shared.persons import PersonVault, person_key_of
@@ -212,7 +212,7 @@ async def test_a_real_flow_answers_what_the_document_says(
     client = Documented(api, spec)
     day = datetime.now(UTC).date() + timedelta(days=3)
     one_off = await set_up_supply(client, pool, day)
-    a, b, c, d, f = (admission_token(codec) for _ in range(5))
+    a, b, c, d, e, f = (admission_token(codec) for _ in range(6))
 
     # search
     assert (await client.call("GET", "/api/v1/sites"))[0] == 401
@@ -305,6 +305,24 @@ async def test_a_real_flow_answers_what_the_document_says(
     assert status == 409 and refused["code"] == "appointment_not_active"
     assert (await client.call("GET", path, headers=auth(a)))[1]["status"] == "cancelled"
 
+    # support: look a person up, move (here: where it is) and cancel their appointment for them
+    async with running_worker(settings):
+        sixth = {"slot_id": one_off, "person": person(6)}
+        status, booked_6 = await client.call("POST", "/api/v1/appointments", json=sixth, headers=auth(e, "e-1"))
+    assert status == 201
+    lookup = {"id_number": person(6)["id_number"].lower(), "event_id": "ev"}
+    assert (await client.call("POST", "/admin/v1/support/lookup", json=lookup))[0] == 401
+    status, found = await client.call("POST", "/admin/v1/support/lookup", json=lookup, headers=admin_headers())
+    assert status == 200 and [x["appointment_id"] for x in found["appointments"]] == [booked_6["appointment_id"]]
+    assert (await client.call("POST", "/admin/v1/support/lookup", json={}, headers=admin_headers()))[0] == 400
+    on_behalf = f"/admin/v1/support/appointments/{booked_6['appointment_id']}"
+    stay = {"slot_id": one_off, "reason": "checked with the site"}
+    assert (await client.call("POST", f"{on_behalf}/reschedule", json=stay, headers=admin_headers()))[0] == 200
+    called = {"reason": "called: cannot come"}
+    assert (await client.call("POST", f"{on_behalf}/cancel", json=called, headers=admin_headers()))[0] == 200
+    assert (await client.call("POST", f"{on_behalf}/cancel", json=called, headers=admin_headers()))[0] == 409
+    assert (await client.call("POST", f"{on_behalf}/cancel", json={}, headers=admin_headers()))[0] == 400
+
     # operators: check-in (twice is refused), close the day
     check_in = f"/admin/v1/appointments/{b_appointment}/check-in"
     assert (await client.call("POST", check_in, headers=admin_headers()))[0] == 200
@@ -395,6 +413,19 @@ BODIES: dict[tuple[str, str], tuple[type[pydantic.BaseModel], list[Json]]] = {
     ]),
     ("/admin/v1/sites/{site_id}/generate", "post"): (supply.GenerateIn, [
         {}, {"from": "2030-01-01", "to": "2030-02-01", "type_id": None}, {"from": "soon"}, {"days": 3},
+    ]),
+    ("/admin/v1/support/lookup", "post"): (support.LookupIn, [
+        {"id_number": "ID-1"}, {"id_number": "ID-1", "event_id": "ev"}, {"id_number": "ID-1", "event_id": None},
+        {}, {"id_number": ""}, {"id_number": "x" * 65}, {"id_number": "ID-1", "event_id": "Ev 1"},
+        {"id_number": "ID-1", "name": "Ana"}, {"id_number": 5},
+    ]),
+    ("/admin/v1/support/appointments/{appointment_id}/cancel", "post"): (support.ReasonIn, [
+        {"reason": "asked by phone"}, {}, {"reason": ""}, {"reason": "   "}, {"reason": "x" * 501},
+        {"reason": "r", "late": True},
+    ]),
+    ("/admin/v1/support/appointments/{appointment_id}/reschedule", "post"): (support.MoveIn, [
+        {"slot_id": SLOT, "reason": "r"}, {"slot_id": SLOT}, {"reason": "r"}, {"slot_id": "x", "reason": "r"},
+        {"slot_id": SLOT, "reason": " "}, {"hold_id": HOLD, "reason": "r"},
     ]),
     ("/admin/v1/sites/{site_id}/closures", "post"): (supply.ClosureIn, [
         {"day": "2030-01-02", "reason": "storm"}, {"day": "2030-01-02", "reason": "storm", "type_id": "t"},
