@@ -468,3 +468,15 @@ SCHEDULE_SET_CAPACITY = "UPDATE slots SET capacity = $2 WHERE slot_id = ANY($1::
 SCHEDULE_WITHDRAW_SLOTS = "UPDATE slots SET withdrawn_at = $2 WHERE slot_id = ANY($1::uuid[])"
 
 SCHEDULE_RESTORE_SLOTS = "UPDATE slots SET withdrawn_at = NULL WHERE slot_id = ANY($1::uuid[])"
+
+
+# --- staff (shared/staff.py; issue 11, "Staff and roles") ---
+
+# An active member's key: the name and roles, nothing else (the hash never leaves the database).
+STAFF_BY_KEY = "SELECT name, roles FROM staff WHERE key_hash = $1 AND revoked_at IS NULL"
+
+INSERT_STAFF = "INSERT INTO staff (name, roles, key_hash) VALUES ($1, $2, $3)"
+
+REVOKE_STAFF = "UPDATE staff SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL RETURNING true"
+
+LIST_STAFF = "SELECT name, roles, created_at, revoked_at FROM staff ORDER BY name"
