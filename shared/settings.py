@@ -183,6 +183,8 @@ class Settings:
     # The key set is kept this long; an unknown kid refetches it, at most once per idp_jwks_refetch_s.
     idp_jwks_max_age_s: PositiveFloat = 300.0
     idp_jwks_refetch_s: NonNegativeFloat = 10.0
+    # The staff key the CLIs (event, supply, ...) send when no --key is given (item 5).
+    staff_key: Annotated[str | None, Env("SURGEGATE_STAFF_KEY")] = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
