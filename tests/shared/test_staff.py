@@ -1,5 +1,5 @@
 """Staff and roles (shared/staff.py): named keys, revocation, the audit's actor, and the whole matrix of
-roles × admin endpoints, generated from the route tables of both apps."""
+roles by admin endpoints, generated from the route tables of both apps."""
 
 from __future__ import annotations
 
@@ -180,8 +180,8 @@ async def test_admin_changes_are_audited_with_their_actor(
 async def test_a_refused_change_leaves_no_audit_row(apps: dict[str, TestClient], pool: asyncpg.Pool) -> None:
     """The audit row is written in the change's transaction: a change that fails writes none."""
     before = await pool.fetchval("SELECT count(*) FROM audit_log")
-    resp = await apps["api"].post("/admin/v1/slots", headers=bearer(ADMIN), json={
-        "site_id": "nowhere", "starts_at": "2031-01-07T09:00:00+01:00", "duration_minutes": 10, "capacity": 1})  # fmt: skip
+    slots = {"site_id": "nowhere", "starts_at": "2031-01-07T09:00:00+01:00", "duration_minutes": 10, "capacity": 1}
+    resp = await apps["api"].post("/admin/v1/slots", headers=bearer(ADMIN), json=slots)
     assert resp.status == 400
     resp = await apps["edge"].put("/admin/v1/events/ev", headers=bearer(ADMIN), json={"rate_per_s": -1})
     assert resp.status == 400
