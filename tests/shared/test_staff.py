@@ -186,3 +186,16 @@ async def test_a_refused_change_leaves_no_audit_row(apps: dict[str, TestClient],
     resp = await apps["edge"].put("/admin/v1/events/ev", headers=bearer(ADMIN), json={"rate_per_s": -1})
     assert resp.status == 400
     assert await pool.fetchval("SELECT count(*) FROM audit_log") == before
+
+
+async def test_the_openapi_documents_name_each_admin_role(apps: dict[str, TestClient]) -> None:
+    """Each app's document says, per admin operation, the role the handler requires, and its 403."""
+    for client in apps.values():
+        document = await (await client.get("/openapi.json")).json()
+        for route in client.app.router.routes():
+            canonical = route.resource.canonical if route.resource else ""
+            if not canonical.startswith("/admin") or route.method == "HEAD":
+                continue
+            operation = document["paths"][canonical][route.method.lower()]
+            assert operation["x-required-role"] == required_role(route.handler), f"{route.method} {canonical}"
+            assert "403" in operation["responses"]
