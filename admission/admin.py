@@ -1,4 +1,4 @@
-"""Operator endpoints of the booking API: sites and slots (``/admin/v1``, bearer admin token)."""
+"""Operator endpoints of the booking API: sites and slots (``/admin/v1``, role ``supply``: see shared/staff.py)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from admission import queries
 from admission.availability import slot_json
-from admission.keys import POOL, SETTINGS
+from admission.keys import POOL
 from shared.errors import NotFound, ValidationFailed
-from shared.http import json_response, path_uuid, read_json, require_admin
+from shared.http import json_response, path_uuid, read_json
 from shared.seats import utcnow
+from shared.staff import Role, actor_of, audit_admin, requires
 
 _SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 MAX_SLOTS_PER_CALL = 5000
@@ -96,27 +97,32 @@ async def upsert_site(con: asyncpg.Connection, site: SiteIn) -> dict[str, Any]:
     return dict(row)
 
 
+@requires(Role.SUPPLY)
 async def post_site(request: web.Request) -> web.Response:
-    require_admin(request, request.app[SETTINGS].admin_tokens)
     site = await read_json(request, SiteIn)
-    async with request.app[POOL].acquire() as con:
-        return json_response(await upsert_site(con, site), status=201)
+    async with request.app[POOL].acquire() as con, con.transaction():
+        row = await upsert_site(con, site)
+        await audit_admin(con, actor_of(request), "site_saved", detail={"site_id": site.site_id})
+    return json_response(row, status=201)
 
 
+@requires(Role.SUPPLY)
 async def post_slots(request: web.Request) -> web.Response:
-    require_admin(request, request.app[SETTINGS].admin_tokens)
     spec = await read_json(request, SlotsIn)
     async with request.app[POOL].acquire() as con, con.transaction():
         site = await con.fetchrow(queries.GET_SITE, spec.site_id)
         if site is None:
             raise ValidationFailed(f"no site {spec.site_id!r}; create it first")
         ids = await create_slots(con, spec, site["timezone"])
+        await audit_admin(
+            con, actor_of(request), "slots_created", detail={**spec.model_dump(mode="json"), "slots": len(ids)}
+        )
     return json_response({"slot_ids": ids}, status=201)
 
 
+@requires(Role.SUPPLY)
 async def get_slot(request: web.Request) -> web.Response:
     """A slot's capacity and bookings, read from the primary (never a cache)."""
-    require_admin(request, request.app[SETTINGS].admin_tokens)
     slot_id = path_uuid(request, "slot_id", "slot")
     async with request.app[POOL].acquire() as con:
         row = await con.fetchrow(queries.GET_SLOT, slot_id, utcnow())

@@ -22,6 +22,7 @@ from shared.http import (
     problem_middleware,
     server_handler_args,
 )
+from shared.idp import IdentityProvider
 from shared.limits import parse_networks
 from shared.metrics import Metrics
 from shared.persons import PersonVault
@@ -49,7 +50,7 @@ def create_app(
     )
     add_security_headers(app)  # no pages here: every response gets the strictest policy
     app[SETTINGS] = settings
-    app[STAFF] = StaffDirectory(settings.admin_tokens)
+    app[STAFF] = StaffDirectory(settings.admin_tokens, idp=IdentityProvider.from_settings(settings))
     app[METRICS] = metrics or Metrics()
     app[CODEC] = TokenCodec(settings.secret_keys, leeway_s=settings.token_leeway_s)
     app[VAULT] = PersonVault.from_settings(settings)
@@ -58,6 +59,7 @@ def create_app(
 
     async def resources_ctx(app: web.Application) -> AsyncIterator[None]:
         app[POOL] = await create_pool(settings.require_database(), min_size=1, max_size=10)
+        app[STAFF].use_pool(app[POOL])
         app[ARQ] = await create_arq_pool(settings.require_redis(), settings.queue_name)
         limits_redis = create_redis(settings.require_redis(), timeout_s=REDIS_TIMEOUT_S)
         app[THROTTLE] = Throttle(limits_redis, settings, trusted, app[METRICS], clock=clock)
@@ -67,6 +69,8 @@ def create_app(
             await limits_redis.aclose()
             await app[ARQ].aclose()
             await app[POOL].close()
+            app[STAFF].use_pool(None)
+            await app[STAFF].close()
 
     app.cleanup_ctx.append(resources_ctx)
 

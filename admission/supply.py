@@ -1,5 +1,6 @@
 """Operator endpoints for supply: appointment types, weekly schedules, date overrides, slot
-generation, CSV imports, closing a day, and check-in (``/admin/v1``, bearer admin token).
+generation, CSV imports, closing a day, and check-in (``/admin/v1``, role ``supply``; each change is
+audited with its actor in the transaction that makes it).
 
 A schedule or override change regenerates the affected future slots at once and answers the
 regeneration report: slots created and withdrawn, and every slot with bookings or holds that no
@@ -20,10 +21,11 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from admission.admin import SiteIn, upsert_site
-from admission.keys import AVAILABILITY, POOL, SETTINGS, WAITLIST
+from admission.keys import AVAILABILITY, POOL, WAITLIST
 from shared import appointments, closures, seats, supply
 from shared.errors import NotFound, ValidationFailed
-from shared.http import json_response, path_uuid, read_json, require_admin
+from shared.http import json_response, path_uuid, read_json
+from shared.staff import Role, actor_of, audit_admin, requires
 from shared.statuses import AppointmentStatus
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -113,10 +115,6 @@ class ClosureIn(BaseModel):
     type_id: str | None = Field(default=None, pattern=_ID)
 
 
-def _admin(request: web.Request) -> None:
-    require_admin(request, request.app[SETTINGS].admin_tokens)
-
-
 def _path_id(request: web.Request, name: str) -> str:
     value = request.match_info[name]
     if not re.match(_ID, value):
@@ -131,18 +129,20 @@ def _type_json(row: Any) -> dict[str, Any]:
     return {k: v for k, v in dict(row).items() if k != "updated_at"}
 
 
+@requires(Role.SUPPLY)
 async def put_type(request: web.Request) -> web.Response:
     """Create or change an appointment type. Existing slots keep their length; regenerate to apply."""
-    _admin(request)
     type_id = _path_id(request, "type_id")
     body = await read_json(request, TypeIn)
-    async with request.app[POOL].acquire() as con:
+    async with request.app[POOL].acquire() as con, con.transaction():
         row = await supply.upsert_type(con, type_id, body.model_dump())
+        await audit_admin(con, actor_of(request), "appointment_type_saved",
+                          detail={"type_id": type_id, **body.model_dump(mode="json")})  # fmt: skip
     return json_response(_type_json(row))
 
 
+@requires(Role.SUPPLY)
 async def list_types(request: web.Request) -> web.Response:
-    _admin(request)
     async with request.app[POOL].acquire() as con:
         rows = await supply.list_types(con)
     return json_response({"appointment_types": [_type_json(r) for r in rows]})
@@ -156,13 +156,15 @@ def _weekly_json(weekly: dict[int, list[tuple[int, int]]]) -> dict[str, Any]:
     return {names[day]: [[hhmm(a), hhmm(b)] for a, b in hours] for day, hours in weekly.items()}
 
 
+@requires(Role.SUPPLY)
 async def put_schedule(request: web.Request) -> web.Response:
-    _admin(request)
     site_id, type_id = _path_id(request, "site_id"), _path_id(request, "type_id")
     body = await read_json(request, ScheduleIn)
     now = seats.utcnow()
     async with request.app[POOL].acquire() as con, con.transaction():
         report = await supply.set_schedule(con, site_id, type_id, body.intervals(), now)
+        await audit_admin(con, actor_of(request), "schedule_set",
+                          detail={"site_id": site_id, "type_id": type_id, "weekly": body.weekly})  # fmt: skip
         weekly = await supply.weekly(con, site_id, type_id)
     request.app[AVAILABILITY].changed(site_id)
     return json_response(
@@ -170,8 +172,8 @@ async def put_schedule(request: web.Request) -> web.Response:
     )
 
 
+@requires(Role.SUPPLY)
 async def get_schedule(request: web.Request) -> web.Response:
-    _admin(request)
     site_id, type_id = _path_id(request, "site_id"), _path_id(request, "type_id")
     async with request.app[POOL].acquire() as con:
         await supply.require_site(con, site_id)
@@ -198,40 +200,46 @@ def _day(request: web.Request) -> date:
         raise NotFound("the day must be YYYY-MM-DD") from None
 
 
+@requires(Role.SUPPLY)
 async def put_override(request: web.Request) -> web.Response:
-    _admin(request)
     site_id, day = _path_id(request, "site_id"), _day(request)
     body = await read_json(request, OverrideIn)
     async with request.app[POOL].acquire() as con, con.transaction():
         reports = await supply.set_override(
             con, site_id, day, body.type_id, parse_hours(body.hours), body.note, seats.utcnow()
         )
+        detail = {"site_id": site_id, "day": day.isoformat(), **body.model_dump(mode="json")}
+        await audit_admin(con, actor_of(request), "override_set", detail=detail)
     request.app[AVAILABILITY].changed(site_id)
     return json_response(
         {"site_id": site_id, "day": day.isoformat(), **body.model_dump(), "regenerated": [r.to_json() for r in reports]}
     )
 
 
+@requires(Role.SUPPLY)
 async def delete_override(request: web.Request) -> web.Response:
-    _admin(request)
     site_id, day = _path_id(request, "site_id"), _day(request)
     type_id = request.query.get("type_id") or None
     async with request.app[POOL].acquire() as con, con.transaction():
         reports = await supply.delete_override(con, site_id, day, type_id, seats.utcnow())
+        await audit_admin(con, actor_of(request), "override_deleted",
+                          detail={"site_id": site_id, "day": day.isoformat(), "type_id": type_id})  # fmt: skip
     request.app[AVAILABILITY].changed(site_id)
     return json_response(
         {"site_id": site_id, "day": day.isoformat(), "deleted": True, "regenerated": [r.to_json() for r in reports]}
     )
 
 
+@requires(Role.SUPPLY)
 async def post_generate(request: web.Request) -> web.Response:
     """Generate (or re-align) the site's slots for a range of local days; safe to repeat."""
-    _admin(request)
     site_id = _path_id(request, "site_id")
     body = await read_json(request, GenerateIn) if request.can_read_body else GenerateIn()
     now = seats.utcnow()
     async with request.app[POOL].acquire() as con, con.transaction():
         reports = await supply.generate(con, site_id, body.type_id, body.from_, body.to, now)
+        await audit_admin(con, actor_of(request), "slots_generated",
+                          detail={"site_id": site_id, **body.model_dump(mode="json", by_alias=True)})  # fmt: skip
     request.app[AVAILABILITY].changed(site_id)
     return json_response({"regenerated": [r.to_json() for r in reports]})
 
@@ -267,9 +275,9 @@ def _line_errors(errors: list[dict[str, object]]) -> None:
                                errors[:MAX_IMPORT_ERRORS])  # fmt: skip
 
 
+@requires(Role.SUPPLY)
 async def import_sites(request: web.Request) -> web.Response:
     """``site_id,name,region,timezone,lat,lng`` — all rows or none (idempotent on site_id)."""
-    _admin(request)
     rows = await _csv_rows(request, ["site_id", "name", "region", "timezone", "lat", "lng"])
     sites: list[SiteIn] = []
     errors: list[dict[str, object]] = []
@@ -283,14 +291,15 @@ async def import_sites(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as con, con.transaction():
         for site in sites:
             await upsert_site(con, site)
+        await audit_admin(con, actor_of(request), "sites_imported", detail={"site_ids": [x.site_id for x in sites]})
     request.app[AVAILABILITY].cache.invalidate(("sites",))
     return json_response({"imported": len(sites)}, status=201)
 
 
+@requires(Role.SUPPLY)
 async def import_schedules(request: web.Request) -> web.Response:
     """``site_id,type_id,weekday,start,end`` (weekday mon..sun or 1..7; one row per interval). Every
     (site, type) in the file gets exactly the file's weekly hours, then its slots are regenerated."""
-    _admin(request)
     rows = await _csv_rows(request, ["site_id", "type_id", "weekday", "start", "end"])
     weekly: dict[tuple[str, str], dict[int, list[tuple[str, str]]]] = defaultdict(lambda: defaultdict(list))
     errors: list[dict[str, object]] = []
@@ -310,6 +319,8 @@ async def import_schedules(request: web.Request) -> web.Response:
     _line_errors(errors)
     async with request.app[POOL].acquire() as con, con.transaction():
         reports = await supply.import_schedules(con, parsed, seats.utcnow())
+        await audit_admin(con, actor_of(request), "schedules_imported",
+                          detail={"schedules": [{"site_id": k[0], "type_id": k[1]} for k in parsed]})  # fmt: skip
     request.app[AVAILABILITY].changed(*{k[0] for k in parsed})
     return json_response({"imported": len(parsed), "regenerated": [r.to_json() for r in reports]}, status=201)
 
@@ -317,15 +328,16 @@ async def import_schedules(request: web.Request) -> web.Response:
 # --- closing a day, check-in ---------------------------------------------------------------------
 
 
+@requires(Role.SUPPLY)
 async def close_day(request: web.Request) -> web.Response:
     """Close a site for a local day (see :func:`shared.closures.close_day`), in one transaction."""
-    _admin(request)
     site_id = _path_id(request, "site_id")
     body = await read_json(request, ClosureIn)
     async with request.app[POOL].acquire() as con, con.transaction():
         closed = await closures.close_day(
             con, site_id=site_id, day=body.day, reason=body.reason, type_id=body.type_id,
-            waitlist=request.app[WAITLIST], now=seats.utcnow(), actor="admin",
+            waitlist=request.app[WAITLIST], now=seats.utcnow(),
+            actor=actor_of(request).audit_name(),
         )  # fmt: skip
     request.app[AVAILABILITY].changed(site_id)
     return json_response(
@@ -342,10 +354,10 @@ async def close_day(request: web.Request) -> web.Response:
     )
 
 
+@requires(Role.SUPPLY)
 async def check_in(request: web.Request) -> web.Response:
     """Mark a confirmed appointment completed (the person came)."""
-    _admin(request)
     appointment_id = path_uuid(request, "appointment_id", "appointment")
     async with request.app[POOL].acquire() as con, con.transaction():
-        await appointments.check_in(con, appointment_id, now=seats.utcnow(), actor="admin")
+        await appointments.check_in(con, appointment_id, now=seats.utcnow(), actor=actor_of(request).audit_name())
     return json_response({"appointment_id": str(appointment_id), "status": AppointmentStatus.COMPLETED})

@@ -8,11 +8,10 @@ and turns anything unexpected into a problem too, never a stack trace.
 from __future__ import annotations
 
 import codecs
-import hmac
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -30,7 +29,6 @@ from shared.errors import (
     NotFound,
     Overloaded,
     Refused,
-    Unauthorized,
     ValidationFailed,
     message_of,
     status_of,
@@ -204,12 +202,6 @@ def bearer(request: web.Request) -> str | None:
     if scheme.lower() != "bearer" or not value.strip() or not value.isascii():
         return None
     return value.strip()
-
-
-def require_admin(request: web.Request, tokens: Sequence[str]) -> None:
-    given = bearer(request)
-    if given is None or not any(hmac.compare_digest(given.encode(), t.encode()) for t in tokens):
-        raise Unauthorized("an admin bearer token is required")
 
 
 def json_response(data: Any, status: int = 200, *, headers: dict[str, str] | None = None) -> web.Response:

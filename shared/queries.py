@@ -503,3 +503,14 @@ ORDER BY joined_at DESC, entry_id
 SUPPORT_EVENT_SITES = """
 SELECT e.site_ids FROM appointments ap JOIN events e ON e.event_id = ap.event_id WHERE ap.appointment_id = $1
 """
+
+# --- staff (shared/staff.py; issue 11, "Staff and roles") ---
+
+# An active member's key: the name and roles, nothing else (the hash never leaves the database).
+STAFF_BY_KEY = "SELECT name, roles FROM staff WHERE key_hash = $1 AND revoked_at IS NULL"
+
+INSERT_STAFF = "INSERT INTO staff (name, roles, key_hash) VALUES ($1, $2, $3)"
+
+REVOKE_STAFF = "UPDATE staff SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL RETURNING true"
+
+LIST_STAFF = "SELECT name, roles, created_at, revoked_at FROM staff ORDER BY name"

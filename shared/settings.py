@@ -57,6 +57,12 @@ def parse_secret_keys(raw: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _parse_role_map(raw: str) -> tuple[tuple[str, str], ...]:
+    from shared.idp import parse_role_map  # shared.idp imports this module
+
+    return parse_role_map(raw)
+
+
 def comma_list(raw: str) -> tuple[str, ...]:
     """``a, b,,c`` -> ``("a", "b", "c")``."""
     return tuple(item.strip() for item in raw.split(",") if item.strip())
@@ -164,6 +170,21 @@ class Settings:
     # Idempotency-Keys (of holds, reschedules, waitlist joins; and, apart, booking attempts); 0: no cap.
     max_holds_per_admission: Annotated[NonNegativeInt, Env("SURGEGATE_MAX_HOLDS_PER_ADMISSION")] = 50
     max_keys_per_admission: Annotated[NonNegativeInt, Env("SURGEGATE_MAX_KEYS_PER_ADMISSION")] = 100
+    # --- issue 11, "Staff and roles" items 1-2: staff signed in by an identity provider (shared/idp.py) ---
+    # Bearer JWTs on /admin/* are verified against this issuer's JWKS; all three or none.
+    idp_issuer: Annotated[str | None, Env("SURGEGATE_IDP_ISSUER")] = None
+    idp_audience: Annotated[str | None, Env("SURGEGATE_IDP_AUDIENCE")] = None
+    idp_jwks_url: Annotated[str | None, Env("SURGEGATE_IDP_JWKS_URL")] = None
+    # The claim carrying the roles (a dotted path, e.g. realm_access.roles), and optionally how its
+    # values map to roles ("sg-ops:operator,sg-supply:supply"); without a map the values are role names.
+    idp_roles_claim: Annotated[str, Env("SURGEGATE_IDP_ROLES_CLAIM"), Field(min_length=1)] = "roles"
+    idp_role_map: Annotated[tuple[tuple[str, str], ...], Env("SURGEGATE_IDP_ROLE_MAP", _parse_role_map)] = ()
+    idp_algorithms: Annotated[tuple[str, ...], Env("SURGEGATE_IDP_ALGORITHMS", comma_list)] = ("RS256", "ES256")
+    # The key set is kept this long; an unknown kid refetches it, at most once per idp_jwks_refetch_s.
+    idp_jwks_max_age_s: PositiveFloat = 300.0
+    idp_jwks_refetch_s: NonNegativeFloat = 10.0
+    # The staff key the CLIs (event, supply, ...) send when no --key is given (item 5).
+    staff_key: Annotated[str | None, Env("SURGEGATE_STAFF_KEY")] = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -14,22 +14,26 @@ from shared.settings import Settings
 
 
 def add_admin_options(parser: argparse.ArgumentParser, url_flag: str, service: str) -> None:
-    """The options every admin command shares: where the service is and which admin token to send."""
+    """The options every admin command shares: where the service is and which credential to send."""
     parser.add_argument(url_flag, help=f"{service} base URL (default: the configured {service})")
-    parser.add_argument("--admin-token", help="admin token (default: SURGEGATE_ADMIN_TOKEN or <data-dir>/secrets.json)")
+    parser.add_argument("--key", help="your staff key (default: SURGEGATE_STAFF_KEY; else the owner's admin token)")
+    parser.add_argument("--admin-token", help="owner token (default: SURGEGATE_ADMIN_TOKEN or <data-dir>/secrets.json)")
     parser.add_argument("--data-dir", type=Path, default=Path(".surgegate"), help="where `up` keeps its secrets")
 
 
 def admin_token(args: argparse.Namespace, settings: Settings, command: str) -> str:
-    """--admin-token, else SURGEGATE_ADMIN_TOKEN, else the secrets.json `surgegate up` keeps."""
-    if args.admin_token:
-        return str(args.admin_token)
-    if settings.admin_tokens:
-        return settings.admin_tokens[0]
+    """The credential to send, first found of: --key, SURGEGATE_STAFF_KEY, --admin-token,
+    SURGEGATE_ADMIN_TOKEN, the secrets.json `surgegate up` keeps in --data-dir."""
+    for given in (args.key, settings.staff_key, args.admin_token, *settings.admin_tokens[:1]):
+        if given:
+            return str(given)
     secrets = args.data_dir / "secrets.json"
     if secrets.exists():
         return str(json.loads(secrets.read_text())["admin_token"])
-    raise SystemExit(f"surgegate {command}: no admin token (use --admin-token or SURGEGATE_ADMIN_TOKEN)")
+    raise SystemExit(
+        f"surgegate {command}: no credential found; looked for --key, SURGEGATE_STAFF_KEY, --admin-token, "
+        f"SURGEGATE_ADMIN_TOKEN and {secrets} (a staff key comes from `surgegate staff add`)"
+    )
 
 
 def call(
@@ -51,6 +55,9 @@ def call(
         problem = json.loads(exc.read() or b"{}")
         print(f"surgegate {command}: {exc.code} {problem.get('code', '')}: {problem.get('detail', exc.reason)}",
               file=sys.stderr)  # fmt: skip
+        if exc.code in (401, 403):
+            print(f"surgegate {command}: the credential sent came from --key, SURGEGATE_STAFF_KEY, --admin-token, "
+                  "SURGEGATE_ADMIN_TOKEN or secrets.json, the first of them set", file=sys.stderr)  # fmt: skip
         for error in problem.get("errors", []):
             print(f"  {'.'.join(map(str, error['loc']))}: {error['msg']}", file=sys.stderr)
         return 1

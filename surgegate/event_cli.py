@@ -1,9 +1,10 @@
 """``surgegate event show|set|pause|resume``: operate an event through an edge's admin API.
 
 Going through the admin API (not the database) means a change takes exactly the path an operator's
-HTTP call takes, and reaches every edge process on its next tick (100 ms). The admin token comes from
-``--admin-token``, else ``SURGEGATE_ADMIN_TOKEN``, else the ``secrets.json`` that ``surgegate up``
-keeps in its data dir; the edge from ``--edge-url``, else the configured edge URL.
+HTTP call takes, and reaches every edge process on its next tick (100 ms). The credential (role
+``operator``) is ``--key`` or ``SURGEGATE_STAFF_KEY``, else the owner's ``--admin-token``,
+``SURGEGATE_ADMIN_TOKEN`` or the ``secrets.json`` that ``surgegate up`` keeps in its data dir; the
+edge is ``--edge-url``, else the configured edge URL.
 """
 
 from __future__ import annotations

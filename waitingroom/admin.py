@@ -1,4 +1,4 @@
-"""Operator endpoints of the waiting room (``/admin/v1``, bearer admin token)."""
+"""Operator endpoints of the waiting room (``/admin/v1``, role ``operator``: see shared/staff.py)."""
 
 from __future__ import annotations
 
@@ -6,26 +6,27 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from shared.errors import NotFound, ValidationFailed
-from shared.http import json_response, read_json, require_admin, validate
+from shared.http import json_response, read_json, validate
+from shared.staff import Role, actor_of, requires
 from waitingroom.events import EVENT_ID, EventUpdate, get_draw
 from waitingroom.keys import ROOM
 from waitingroom.lottery import ALGORITHM, Lottery
 
 
+@requires(Role.OPERATOR)
 async def put_event(request: web.Request) -> web.Response:
     room = request.app[ROOM]
-    require_admin(request, room.settings.admin_tokens)
     event_id = request.match_info["event_id"]
     if not EVENT_ID.match(event_id):
         raise ValidationFailed("event ids are lowercase letters, digits, - and _ (at most 64)")
     update = await read_json(request, EventUpdate)
-    event = await room.put_event(event_id, update)
+    event = await room.put_event(event_id, update, actor=actor_of(request))
     return json_response(event.to_json())
 
 
+@requires(Role.OPERATOR)
 async def get_event(request: web.Request) -> web.Response:
     room = request.app[ROOM]
-    require_admin(request, room.settings.admin_tokens)
     event_id = request.match_info["event_id"]
     event = room.event(event_id)
     stats = await room.stats(event_id)
@@ -39,10 +40,10 @@ class OrderPage(BaseModel):
     limit: int = Field(default=1000, ge=1, le=10_000)
 
 
+@requires(Role.OPERATOR)
 async def get_lottery(request: web.Request) -> web.Response:
     """The recorded pre-queue draw and the arrival numbers in drawn order (paged), for audits."""
     room = request.app[ROOM]
-    require_admin(request, room.settings.admin_tokens)
     event_id = request.match_info["event_id"]
     room.event(event_id)
     page = validate(OrderPage, dict(request.query))

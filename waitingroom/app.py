@@ -20,6 +20,7 @@ from shared.http import (
     problem_middleware,
     server_handler_args,
 )
+from shared.idp import IdentityProvider
 from shared.limits import Buckets, Limit, parse_networks
 from shared.metrics import Metrics
 from shared.redis import create_redis
@@ -49,7 +50,7 @@ def create_app(
     )
     add_security_headers(app, page.content_security_policy(settings))
     app[SETTINGS] = settings
-    app[STAFF] = StaffDirectory(settings.admin_tokens)
+    app[STAFF] = StaffDirectory(settings.admin_tokens, idp=IdentityProvider.from_settings(settings))
     app[METRICS] = metrics or Metrics()
     app[JOIN_LIMIT] = Limit(settings.join_limit_per_min, settings.join_limit_burst)
     try:
@@ -59,6 +60,7 @@ def create_app(
 
     async def resources_ctx(app: web.Application) -> AsyncIterator[None]:
         pool = await create_pool(settings.require_database(), min_size=1, max_size=4)
+        app[STAFF].use_pool(pool)
         redis = create_redis(settings.require_redis())
         codec = TokenCodec(settings.secret_keys, leeway_s=settings.token_leeway_s, clock=clock)
         room = Room(settings=settings, pool=pool, redis=redis, codec=codec, metrics=app[METRICS], clock=clock)
@@ -75,6 +77,8 @@ def create_app(
                     await ticker
             await redis.aclose()
             await pool.close()
+            app[STAFF].use_pool(None)
+            await app[STAFF].close()
 
     app.cleanup_ctx.append(resources_ctx)
 

@@ -29,6 +29,7 @@ from shared.http import BACKEND_UNAVAILABLE
 from shared.metrics import Metrics
 from shared.persons import PersonVault
 from shared.settings import Settings
+from shared.staff import Actor, audit_admin
 from shared.statuses import RateMode
 from shared.tokens import Ticket, TokenCodec
 from waitingroom.admissions import Admissions
@@ -151,8 +152,9 @@ class Room:
         now = self.clock()
         return [e for e in self._events.values() if e.phase(now) != "closed"]
 
-    async def put_event(self, event_id: str, update: EventUpdate) -> Event:
-        """Create or update an event; its rate/pause apply to every edge on their next tick."""
+    async def put_event(self, event_id: str, update: EventUpdate, *, actor: Actor) -> Event:
+        """Create or update an event; its rate/pause apply to every edge on their next tick. The change
+        is audited (``event_created``/``event_updated``, the fields sent) by ``actor`` in its transaction."""
         now = self.clock()
         async with self.pool.acquire() as con, con.transaction():
             current = await get_event(con, event_id)
@@ -161,6 +163,9 @@ class Room:
             except ValueError as exc:
                 raise ValidationFailed(str(exc)) from None
             event = await save_event(con, event)
+            changed = update.model_dump(mode="json", exclude_unset=True)
+            await audit_admin(con, actor, "event_created" if current is None else "event_updated",
+                              event_id=event_id, detail=changed)  # fmt: skip
             if current is None:  # a new queue has reached nobody yet: its first mark (admissions.py)
                 await con.execute(SAVE_MARK, event_id, 0, now)
         config = self._config(event, now)

@@ -130,6 +130,7 @@ async def test_check_in_and_no_show(api: TestClient, settings: Settings, codec: 
         _, absent = await book(api, admission_token(codec), 2, slot_id=b)
     resp = await api.post(f"/admin/v1/appointments/{came['appointment_id']}/check-in", headers=admin_headers())
     assert resp.status == 200 and (await resp.json())["status"] == "completed"
+    assert await pool.fetchval("SELECT actor FROM audit_log WHERE action = 'checked_in'") == "owner"
     resp = await api.post(f"/admin/v1/appointments/{came['appointment_id']}/check-in", headers=admin_headers())
     assert_problem(resp.status, await resp.json(), 409, "appointment_not_active")
     resp = await api.post(f"/admin/v1/appointments/{uuid.uuid4()}/check-in", headers=admin_headers())

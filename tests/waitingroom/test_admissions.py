@@ -18,6 +18,7 @@ from shared import keys
 from shared.http import BACKEND_UNAVAILABLE
 from shared.metrics import Metrics
 from shared.settings import Settings
+from shared.staff import OWNER
 from shared.tokens import TokenCodec
 from tests.helpers import FakeClock, admin_headers, assert_problem, serve, tick_for
 from waitingroom.app import create_app
@@ -36,7 +37,9 @@ def make_room(settings: Settings, pool: asyncpg.Pool, redis: Redis, clock: FakeC
 @pytest.fixture
 async def room(settings: Settings, pool: asyncpg.Pool, redis: Redis, clock: FakeClock) -> Room:
     r = make_room(settings, pool, redis, clock)
-    await r.put_event("ev", EventUpdate(name="E", rate_per_s=10.0, admission_ttl_s=TTL, abandon_after_s=None))
+    await r.put_event(
+        "ev", EventUpdate(name="E", rate_per_s=10.0, admission_ttl_s=TTL, abandon_after_s=None), actor=OWNER
+    )
     return r
 
 
@@ -146,7 +149,7 @@ async def test_a_loss_with_postgresql_away_issues_nothing(
     assert settings.database_url
     cut_off = await create_pool(settings.database_url, min_size=1, max_size=2)
     room = make_room(settings, cut_off, redis, clock)
-    await room.put_event("ev", EventUpdate(name="E", rate_per_s=10.0, admission_ttl_s=TTL))
+    await room.put_event("ev", EventUpdate(name="E", rate_per_s=10.0, admission_ttl_s=TTL), actor=OWNER)
     tickets = [(await room.join("ev", None))[0] for _ in range(5)]
     await tick_for(clock, 2, room)
     given = [expiry(s) for s in await statuses(room, tickets)]

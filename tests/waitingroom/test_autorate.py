@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from shared.keys import booking_latency_key
 from shared.metrics import Metrics
 from shared.settings import Settings
+from shared.staff import OWNER
 from shared.tokens import TokenCodec
 from tests.helpers import FakeClock, metric_value, tick_for
 from waitingroom.autorate import next_rate
@@ -58,8 +59,8 @@ async def test_backlog_brings_the_rate_down_and_calm_brings_it_up(
     a, b = make_room(settings, pool, redis, clock), make_room(settings, pool, redis, clock)
     update = EventUpdate(name="E", rate_per_s=10, rate_mode="auto", rate_min=1, rate_max=20,
                          target_queue_depth=50, target_latency_s=2)  # fmt: skip
-    await a.put_event("ev", update)
-    await a.put_event("fixed", EventUpdate(name="F", rate_per_s=3))
+    await a.put_event("ev", update, actor=OWNER)
+    await a.put_event("fixed", EventUpdate(name="F", rate_per_s=3), actor=OWNER)
     await b.refresh_events()
     # the booking side falls behind: 100 attempts waiting in the arq queue, slow attempts reported
     await redis.zadd(settings.queue_name, {f"job-{i}": i for i in range(100)})
@@ -84,7 +85,7 @@ async def test_backlog_brings_the_rate_down_and_calm_brings_it_up(
     assert stats["rate_per_s"]["configured"] == 20.0
 
     # an operator edit of another field keeps the rate the controller found
-    await a.put_event("ev", EventUpdate(name="Renamed"))
+    await a.put_event("ev", EventUpdate(name="Renamed"), actor=OWNER)
     assert live_rate(a, "ev") == 20.0
 
 
@@ -93,4 +94,6 @@ async def test_auto_needs_bounds(settings: Settings, pool: asyncpg.Pool, redis: 
 
     room = make_room(settings, pool, redis, clock)
     with pytest.raises(ValidationFailed):
-        await room.put_event("ev", EventUpdate(name="E", rate_per_s=5, rate_mode="auto", rate_min=10, rate_max=2))
+        await room.put_event(
+            "ev", EventUpdate(name="E", rate_per_s=5, rate_mode="auto", rate_min=10, rate_max=2), actor=OWNER
+        )

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from shared.settings import Settings
+from shared.staff import OWNER
 from shared.tokens import TokenCodec
 from surgegate.embedded import EmbeddedValkey
 from tests.helpers import FakeClock, admin_headers, assert_problem, metric_value, serve, tick_for
@@ -162,7 +163,7 @@ async def test_postgres_away_admissions_go_on(settings: Settings, clock: FakeClo
     pool = await create_pool(settings.database_url, min_size=1, max_size=2)
     room = Room(settings=settings, pool=pool, redis=redis, codec=TokenCodec(settings.secret_keys),
                 metrics=Metrics(), clock=clock)  # fmt: skip
-    await room.put_event("ev", EventUpdate(name="E", rate_per_s=2.0))
+    await room.put_event("ev", EventUpdate(name="E", rate_per_s=2.0), actor=OWNER)
     tickets = [(await room.join("ev", None))[0] for _ in range(10)]
     await pool.close()  # PostgreSQL unreachable from here on
     late = (await room.join("ev", None))[0]

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from shared.metrics import Metrics
 from shared.settings import Settings
+from shared.staff import OWNER
 from shared.tokens import TokenCodec
 from tests.helpers import FakeClock
 from waitingroom.events import EventUpdate
@@ -61,9 +62,9 @@ async def test_events_share_the_budget(settings: Settings, pool: asyncpg.Pool, r
     small_budget = replace(settings, poll_budget_per_s=100)  # so that the budget, not the ETA, decides
     room = Room(settings=small_budget, pool=pool, redis=redis, codec=TokenCodec(settings.secret_keys),
                 metrics=Metrics(), clock=clock)  # fmt: skip
-    await room.put_event("a", EventUpdate(name="A", rate_per_s=0.001))
+    await room.put_event("a", EventUpdate(name="A", rate_per_s=0.001), actor=OWNER)
     alone = [(await room.join("a", None))[1].poll_after_ms for _ in range(1000)][-1]
-    await room.put_event("b", EventUpdate(name="B", rate_per_s=0.001))
+    await room.put_event("b", EventUpdate(name="B", rate_per_s=0.001), actor=OWNER)
     await room.join("b", None)
     shared = (await room.join("a", None))[1].poll_after_ms
     assert alone > 60_000  # position 1000 of 1000 at 100 polls/s: about 75 s (x1.0-1.2 jitter)

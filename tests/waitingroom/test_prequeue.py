@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from shared.metrics import Metrics
 from shared.settings import Settings
+from shared.staff import OWNER
 from shared.tokens import TokenCodec
 from tests.helpers import FakeClock, admin_headers, serve
 from waitingroom.app import create_app
@@ -131,9 +132,9 @@ async def test_setting_opens_at_on_a_running_queue_never_reshuffles_it(
 ) -> None:
     room = Room(settings=settings, pool=pool, redis=redis, codec=TokenCodec(settings.secret_keys),
                 metrics=Metrics(), clock=clock)  # fmt: skip
-    await room.put_event("fifo", EventUpdate(name="FIFO", rate_per_s=0.01))
+    await room.put_event("fifo", EventUpdate(name="FIFO", rate_per_s=0.01), actor=OWNER)
     tickets = [(await room.join("fifo", None))[0] for _ in range(30)]
-    await room.put_event("fifo", EventUpdate(opens_at=datetime.fromtimestamp(clock.now - 10, UTC)))
+    await room.put_event("fifo", EventUpdate(opens_at=datetime.fromtimestamp(clock.now - 10, UTC)), actor=OWNER)
     clock.advance(1)
     await room.tick()
     assert [(await room.status("fifo", t)).position for t in tickets] == list(range(1, 31))

@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 
 from shared.metrics import Metrics
 from shared.settings import Settings
+from shared.staff import OWNER
 from shared.tokens import TokenCodec
 from tests.helpers import FakeClock
 from waitingroom.events import EventUpdate
@@ -31,7 +32,9 @@ async def test_auto_mode_restore_accounts_for_the_raised_rate(
 ) -> None:
     room = Room(settings=settings, pool=pool, redis=redis, codec=TokenCodec(settings.secret_keys),
                 metrics=Metrics(), clock=clock)  # fmt: skip
-    await room.put_event("ev", EventUpdate(name="E", rate_per_s=1, rate_mode="auto", rate_min=1, rate_max=50))
+    await room.put_event(
+        "ev", EventUpdate(name="E", rate_per_s=1, rate_mode="auto", rate_min=1, rate_max=50), actor=OWNER
+    )
     for _ in range(200):
         await room.join("ev", None)
     event = room.event("ev")

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from shared.metrics import Metrics
 from shared.settings import Settings
+from shared.staff import OWNER
 from shared.tokens import TokenCodec
 from tests.helpers import FakeClock, metric_value, tick_for
 from waitingroom.events import EventUpdate
@@ -25,7 +26,7 @@ def make_room(settings: Settings, pool: asyncpg.Pool, redis: Redis, clock: FakeC
 @pytest.fixture
 async def room(settings: Settings, pool: asyncpg.Pool, redis: Redis, clock: FakeClock) -> AsyncIterator[Room]:
     r = make_room(settings, pool, redis, clock)
-    await r.put_event("ev", EventUpdate(name="Cohort", rate_per_s=5.0, admission_ttl_s=600))
+    await r.put_event("ev", EventUpdate(name="Cohort", rate_per_s=5.0, admission_ttl_s=600), actor=OWNER)
     return r
 
 
@@ -76,12 +77,12 @@ async def test_pause_and_rate_change_apply_at_once(room: Room, clock: FakeClock)
     await join_many(room, 200)
     await tick_for(clock, 2, room)
     assert (await room.stats("ev"))["admitted"] == 10
-    await room.put_event("ev", EventUpdate(paused=True))
+    await room.put_event("ev", EventUpdate(paused=True), actor=OWNER)
     await tick_for(clock, 5, room)
     assert (await room.stats("ev"))["admitted"] == 10  # paused: nobody admitted, everybody kept
     paused_status = await room.status("ev", (await join_many(room, 1))[0])
     assert paused_status.eta_seconds is None
-    await room.put_event("ev", EventUpdate(paused=False, rate_per_s=20.0))
+    await room.put_event("ev", EventUpdate(paused=False, rate_per_s=20.0), actor=OWNER)
     await tick_for(clock, 2, room)
     assert (await room.stats("ev"))["admitted"] == 50
 
@@ -91,7 +92,7 @@ async def test_two_edges_agree_and_a_change_on_one_reaches_the_other(
 ) -> None:
     a = make_room(settings, pool, redis, clock)
     b = make_room(settings, pool, redis, clock)
-    await a.put_event("ev", EventUpdate(name="Cohort", rate_per_s=2.0))
+    await a.put_event("ev", EventUpdate(name="Cohort", rate_per_s=2.0), actor=OWNER)
     await b.refresh_events()
     tickets = [(await (a if i % 2 else b).join("ev", None))[0] for i in range(40)]
     for _ in range(30):
@@ -100,7 +101,7 @@ async def test_two_edges_agree_and_a_change_on_one_reaches_the_other(
         await b.tick()
         for t in tickets:
             assert (await a.status("ev", t)).position == (await b.status("ev", t)).position
-    await b.put_event("ev", EventUpdate(rate_per_s=10.0))  # changed through edge b
+    await b.put_event("ev", EventUpdate(rate_per_s=10.0), actor=OWNER)  # changed through edge b
     before = (await a.stats("ev"))["admitted"]
     clock.advance(1.0)
     await a.tick()  # edge a applies it on its next tick, without reloading anything
@@ -110,7 +111,7 @@ async def test_two_edges_agree_and_a_change_on_one_reaches_the_other(
 async def test_admitted_visitor_gets_a_scoped_token_with_fixed_expiry(
     room: Room, clock: FakeClock, settings: Settings
 ) -> None:
-    await room.put_event("ev", EventUpdate(site_ids=["s1", "s2"]))
+    await room.put_event("ev", EventUpdate(site_ids=["s1", "s2"]), actor=OWNER)
     (ticket,) = await join_many(room, 1)
     await tick_for(clock, 1, room)
     first = await room.status("ev", ticket)
