@@ -164,6 +164,9 @@ class Settings:
     # Idempotency-Keys (of holds, reschedules, waitlist joins; and, apart, booking attempts); 0: no cap.
     max_holds_per_admission: Annotated[NonNegativeInt, Env("SURGEGATE_MAX_HOLDS_PER_ADMISSION")] = 50
     max_keys_per_admission: Annotated[NonNegativeInt, Env("SURGEGATE_MAX_KEYS_PER_ADMISSION")] = 100
+    # --- issue 11, reports (shared/reports.py) ------------------------------------------------------
+    # A report's count below this is published as suppressed (and so is a complementary cell).
+    report_min_cell: Annotated[PositiveInt, Env("SURGEGATE_REPORT_MIN_CELL")] = 5
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
