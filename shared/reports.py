@@ -13,8 +13,9 @@ What a caller can rely on:
   cell of such a group is suppressed, the smallest other cell of the group is suppressed too, again
   and again until no group has a single suppressed cell, so no total minus the published others gives
   a suppressed count. Zero is never suppressed (no row stands for it). This is the usual greedy
-  heuristic for one table, not an optimal solution across tables: a cell alone along a dimension (a
-  site with bookings on one day only; a site within its region) equals a coarser report's total,
+  heuristic for one table, not an optimal solution across tables. Sites are grouped within their
+  region as well (a region's total minus its published sites reveals nothing either). A cell alone
+  along a dimension (a site with bookings on one day only) equals a coarser report's total,
   published there when it is not small, and differences between reports over other filters (two
   date ranges, one event against all) are not protected; the threshold and coarse groups limit what
   they tell.
@@ -45,6 +46,9 @@ DIMENSIONS: dict[str, str] = {
     "day": '"day"',
     "type": '"type"',
 }
+# A dimension each of whose values lies within one value of another (a site within its region): its
+# cells also add up to the outer one's totals, so for suppression they are grouped within it too.
+NESTED: dict[str, str] = {"site": "region"}
 # Columns a kind always groups by, on top of the caller's choice.
 _FIXED: dict[str, str] = {"step": '"step"'}
 
@@ -173,14 +177,21 @@ async def build_report(
     not_here = [name for name in group_by if name not in kind.dimensions]
     if not_here:
         raise ValidationFailed(f"this report is grouped by any of {', '.join(kind.dimensions)}")
-    columns = (*kind.always, *group_by)
-    records = await con.fetch(report_sql(kind, group_by), query.event_id, query.from_, query.to)
+    # the outer dimension of a nested one, counted along (it splits no cell) but not published
+    context = tuple(
+        outer
+        for inner, outer in NESTED.items()
+        if inner in group_by and outer not in group_by and outer in kind.dimensions
+    )
+    columns = (*kind.always, *group_by, *context)
+    records = await con.fetch(report_sql(kind, (*group_by, *context)), query.event_id, query.from_, query.to)
     keys = [tuple(_value(record[i]) for i in range(len(columns))) for record in records]
     counts = [int(record["count"]) for record in records]
-    additive = [i for i, name in enumerate(columns) if name not in kind.measures]
+    additive = [i for i, name in enumerate(columns) if name not in kind.measures and name not in context]
     hidden = suppress(keys, counts, additive, min_cell, complementary=complementary)
+    columns = columns[: len(columns) - len(context)]
     rows = [
-        {**dict(zip(columns, key, strict=True)), "count": None if hide else count, "suppressed": hide}
+        {**dict(zip(columns, key, strict=False)), "count": None if hide else count, "suppressed": hide}
         for key, count, hide in zip(keys, counts, hidden, strict=True)
     ]
     if not columns and rows and counts[0] == 0:

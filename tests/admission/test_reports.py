@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestClient
 
 from admission.app import create_app
 from shared import reports
+from shared.reports import suppress
 from shared.settings import Settings
 from shared.staff import ALL_ROLES, STAFF, Actor, Role, StaffDirectory
 from tests.helpers import admin_headers, serve
@@ -134,9 +135,9 @@ async def test_counts_by_site_and_local_day_with_small_cells_and_their_complemen
     by_day = table(await report(api, "bookings", group_by="day"), "day")
     assert by_day == {(d1,): 15, (d2,): 22}  # b's slots start the day before in UTC: counted on the local day
     cells = table(await report(api, "bookings", group_by="site,day"), "site", "day")
-    # a on d1 (2) is small; c on d1 (the smallest other of d1) hides it from d1's total; a and c on d2
-    # hide those from the sites' totals, and each other from d2's total
-    assert cells == {("a", d1): None, ("a", d2): None, ("b", d1): 7, ("b", d2): 9, ("c", d1): None, ("c", d2): None}
+    # a on d1 (2) is small; b on d1 (the other North site that day) hides it from the day's and the
+    # region's totals; a and b on d2 hide those from the sites' totals, and each other from d2's
+    assert cells == {("a", d1): None, ("a", d2): None, ("b", d1): None, ("b", d2): None, ("c", d1): 6, ("c", d2): 5}
 
     # the negative control: without complementary cells the same total reveals it
     async with pool.acquire() as con:
@@ -242,3 +243,19 @@ async def test_the_reporting_role_is_required(staffed_api: TestClient) -> None:
     assert (await staffed_api.get(path)).status == 401
     assert (await staffed_api.get(path, headers={"Authorization": "Bearer reporting-only"})).status == 200
     assert (await staffed_api.get(path, headers=admin_headers())).status == 200
+
+
+async def test_sites_are_suppressed_within_their_region(api: TestClient, pool: asyncpg.Pool) -> None:
+    await seed(pool)
+    d1 = {"from": D1.isoformat(), "to": D1.isoformat()}
+    regions = table(await report(api, "bookings", group_by="region", **d1), "region")
+    assert regions == {("North",): 9, ("South",): 6}
+    sites = table(await report(api, "bookings", group_by="site", **d1), "site")
+    # a (2) is small; its complement is b, the other North site, though c (South) is smaller
+    assert sites == {("a",): None, ("b",): None, ("c",): 6}
+
+    # the negative control: sites suppressed as one group, without their regions: c complements a,
+    # and North's total minus b gives a
+    naive = suppress([("a",), ("b",), ("c",)], [2, 7, 6], [0], 5)
+    assert naive == [True, False, True]
+    assert regions[("North",)] - 7 == 2
