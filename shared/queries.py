@@ -514,3 +514,42 @@ INSERT_STAFF = "INSERT INTO staff (name, roles, key_hash) VALUES ($1, $2, $3)"
 REVOKE_STAFF = "UPDATE staff SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL RETURNING true"
 
 LIST_STAFF = "SELECT name, roles, created_at, revoked_at FROM staff ORDER BY name"
+
+# --- reports (shared/reports.py): aggregates only, never a row per person --------------------------
+# Each REPORT_* statement yields one row per counted thing with the same columns (event, region,
+# site, day: the site's local date of the appointment or offered slot, type), plus the report's own
+# columns (the waitlist's "step"); shared.reports.report_sql groups and counts them. Neither ids of
+# people nor their sealed details are ever selected.
+
+_REPORT_PLACE = """si.region, si.site_id AS site, (s.starts_at AT TIME ZONE si.timezone)::date AS day,
+       s.type_id AS type"""
+
+# Every appointment ever booked, whatever became of it (as it stands: a rescheduled one counts on its new slot).
+REPORT_BOOKINGS = f"""
+SELECT a.event_id AS event, {_REPORT_PLACE}
+FROM appointments a JOIN slots s ON s.slot_id = a.slot_id JOIN sites si ON si.site_id = s.site_id
+"""
+
+REPORT_CANCELLATIONS = REPORT_BOOKINGS + "WHERE a.status = 'cancelled'"
+
+REPORT_NO_SHOWS = REPORT_BOOKINGS + "WHERE a.status = 'no_show'"
+
+# A freed seat offered to a person (one row per recipient), and an offer claimed (one row per claim).
+REPORT_WAITLIST = f"""
+SELECT e.event_id AS event, {_REPORT_PLACE}, 'offered' AS step
+FROM waitlist_offer_recipients r
+JOIN waitlist_offers o ON o.offer_id = r.offer_id
+JOIN waitlist_entries e ON e.entry_id = r.entry_id
+JOIN slots s ON s.slot_id = o.slot_id JOIN sites si ON si.site_id = s.site_id
+UNION ALL
+SELECT e.event_id AS event, {_REPORT_PLACE}, 'claimed' AS step
+FROM waitlist_offers o
+JOIN waitlist_entries e ON e.entry_id = o.claimed_by
+JOIN slots s ON s.slot_id = o.slot_id JOIN sites si ON si.site_id = s.site_id
+WHERE o.status = 'claimed'
+"""
+
+# The filters every report takes, on the columns above: $1 event (NULL: all), $2 and $3 the first
+# and last local day (NULL: open), on the counted rows (alias ``counted``).
+REPORT_FILTER = """($1::text IS NULL OR counted.event = $1)
+  AND ($2::date IS NULL OR counted.day >= $2) AND ($3::date IS NULL OR counted.day <= $3)"""

@@ -185,6 +185,9 @@ class Settings:
     idp_jwks_refetch_s: NonNegativeFloat = 10.0
     # The staff key the CLIs (event, supply, ...) send when no --key is given (item 5).
     staff_key: Annotated[str | None, Env("SURGEGATE_STAFF_KEY")] = None
+    # --- issue 11, reports (shared/reports.py) ------------------------------------------------------
+    # A report's count below this is published as suppressed (and so is a complementary cell).
+    report_min_cell: Annotated[PositiveInt, Env("SURGEGATE_REPORT_MIN_CELL")] = 5
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

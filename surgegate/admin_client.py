@@ -37,19 +37,24 @@ def admin_token(args: argparse.Namespace, settings: Settings, command: str) -> s
 
 
 def call(
-    command: str, base: str, method: str, path: str, token: str, body: Any = None, *, csv: bytes | None = None
-) -> int:
-    """Send one admin request, print the JSON answer (or the problem, to stderr); exit status 0/1."""
+    command: str, base: str, method: str, path: str, token: str, body: Any = None, *, csv: bytes | None = None,
+    accept: str = "application/json",
+) -> int:  # fmt: skip
+    """Send one admin request, print the answer (JSON indented, anything else as it came; a problem to
+    stderr); exit status 0/1."""
     data, content_type = (csv, "text/csv") if csv is not None else (
         None if body is None else json.dumps(body).encode(), "application/json")  # fmt: skip
     request = urllib.request.Request(  # noqa: S310 (the operator's own service URL)
         f"{base.rstrip('/')}{path}",
         method=method,
         data=data,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": content_type},
+        headers={"Authorization": f"Bearer {token}", "Content-Type": content_type, "Accept": accept},
     )
     try:
         with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310
+            if resp.headers.get_content_type() != "application/json":
+                sys.stdout.write(resp.read().decode(resp.headers.get_content_charset() or "utf-8"))
+                return 0
             result = json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         problem = json.loads(exc.read() or b"{}")

@@ -332,6 +332,16 @@ async def test_a_real_flow_answers_what_the_document_says(
     status, closed = await client.call("POST", closures, json=closure, headers=admin_headers())
     assert status == 200 and closed["cancelled"] == 1
 
+    # reports: a handful of bookings, every cell below the threshold; and as CSV
+    by_site_day = {"group_by": "site,day"}
+    status, counted = await client.call(
+        "GET", "/admin/v1/reports/bookings", params=by_site_day, headers=admin_headers()
+    )
+    assert status == 200 and counted["rows"] and all(row["suppressed"] for row in counted["rows"])
+    as_csv = {**admin_headers(), "Accept": "text/csv"}
+    status, text = await client.call("GET", "/admin/v1/reports/waitlist", params=by_site_day, headers=as_csv)
+    assert status == 200 and text.startswith("step,site,day,count,suppressed")
+
     # probes and the document itself
     for probe in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
         assert (await client.call("GET", probe))[0] == 200
