@@ -9,20 +9,27 @@ kind of column."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
+import pytest
 from aiohttp.test_utils import TestClient
+from cryptography.fernet import InvalidToken
 
+from admission.app import create_app as create_api
 from booking_worker.periodic import erase_person_details
 from shared import queries, retention
 from shared.persons import PersonVault
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 from shared.tokens import TokenCodec
-from tests.helpers import admission_token, booking_headers, running_worker, seed_typed_slots
+from tests.helpers import admission_token, booking_headers, running_worker, seed_typed_slots, serve
 
 # Strings found nowhere else in the schema or the test data, so any hit is theirs.
 ZELDA = {"id_number": "ZQ-731904", "name": "Zelda Quastfeld", "email": "zelda.quastfeld@example.org",
@@ -206,3 +213,88 @@ async def test_a_waiting_rebooking_claim_is_kept_and_a_recent_message_too(
     assert erased.total == 0
     erased = await retention.erase_due(pool, now + timedelta(days=settings.retention_days + 1), settings.retention_days)
     assert (erased.waitlist_entries, erased.notifications) == (0, 1)
+
+
+# --- rotating the seal key ------------------------------------------------------------------------
+
+KEY_A = "person-key-A-0123456789abcdef"
+KEY_B = "seal-key-B-fedcba9876543210"
+IDA = {"id_number": "IV-550013", "name": "Ida Vantongeren", "email": "ida.vantongeren@example.com",
+       "birth_date": "1958-02-17"}  # fmt: skip
+
+
+def persons_cli(settings: Settings, *argv: str, seal_keys: str = "") -> subprocess.CompletedProcess[str]:
+    """``surgegate persons ...`` as a process of its own, configured only by its environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SURGEGATE_")}
+    env |= {"SURGEGATE_DATABASE_URL": str(settings.database_url), "SURGEGATE_PERSON_KEY": KEY_A,
+            "SURGEGATE_PERSON_SEAL_KEYS": seal_keys}  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "surgegate", "persons", *argv], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+async def every_ciphertext(pool: asyncpg.Pool) -> list[bytes]:
+    """Every stored ciphertext, the pending attempts' jobs' included."""
+    rows = await pool.fetch("SELECT job->>'person_sealed' AS c FROM booking_attempts WHERE status = 'pending'")
+    return [*await ciphertexts(pool), *(r["c"].encode() for r in rows)]
+
+
+async def test_rotating_the_seal_key(settings: Settings, codec: TokenCodec, pool: asyncpg.Pool) -> None:
+    """Sealed under A; B added and everything re-encrypted; A removed: everything still opens, and
+    who is who (person_ref, keyed by the person key, which does not rotate) has not changed."""
+    under_a = dataclasses.replace(settings, person_key=KEY_A)
+    async with serve(create_api(under_a)) as api:
+        await people_in_the_database(api, under_a, codec, pool)
+    async with serve(create_api(dataclasses.replace(under_a, booking_wait_s=0.0))) as api:
+        slot = await pool.fetchval("SELECT slot_id FROM slots")
+        resp = await api.post("/api/v1/appointments", json={"slot_id": str(slot), "person": IDA},
+                              headers=booking_headers(admission_token(codec)))  # fmt: skip
+        assert resp.status == 202  # accepted, not executed: its stored job holds Ida's ciphertext
+    sealed = await every_ciphertext(pool)
+    assert len(sealed) == 4
+    vault_a = PersonVault.from_settings(under_a)
+    details = [vault_a.open(c) for c in sealed]
+    only_b = dataclasses.replace(under_a, person_seal_keys=(("b", KEY_B),))
+    vault_b = PersonVault.from_settings(only_b)
+    for token in sealed:  # negative control: B alone opens nothing sealed under A
+        with pytest.raises(InvalidToken):
+            vault_b.open(token)
+
+    done = await asyncio.to_thread(persons_cli, settings, "reencrypt", seal_keys=f"a:{KEY_A},b:{KEY_B}")
+    assert (done.returncode, done.stdout.strip()) == (0, "re-encrypted 4; unreadable under every configured key: 0")
+    resealed = await every_ciphertext(pool)
+    assert set(resealed).isdisjoint(sealed)
+    assert [vault_b.open(c) for c in resealed] == details  # A is gone and everything opens
+    assert vault_b.ref(ZELDA["id_number"]) == await pool.fetchval("SELECT person_ref FROM appointments")
+    audit = await pool.fetch("SELECT detail FROM audit_log WHERE action = 'person_details_resealed'")
+    assert sum(a["detail"]["resealed"] for a in audit) == 4
+    # Again: nothing left to re-encrypt, nothing rewritten.
+    again = await asyncio.to_thread(persons_cli, settings, "reencrypt", seal_keys=f"a:{KEY_A},b:{KEY_B}")
+    assert again.stdout.strip() == "re-encrypted 0; unreadable under every configured key: 0"
+    assert await every_ciphertext(pool) == resealed
+
+    # A ciphertext under A alone, once A is gone: refused, and the command says so (exit 1).
+    late = vault_a.seal({"name": "late"})
+    await pool.execute("INSERT INTO notifications (kind, sealed) VALUES ('late', $1)", late)
+    with pytest.raises(InvalidToken):
+        vault_b.open(late)
+    refused = await asyncio.to_thread(persons_cli, settings, "reencrypt", seal_keys=f"b:{KEY_B}")
+    assert (refused.returncode, refused.stdout.strip()) == (
+        1,
+        "re-encrypted 0; unreadable under every configured key: 1",
+    )
+    assert ZELDA["name"] not in refused.stdout + refused.stderr
+
+
+def test_the_seal_keys_follow_the_signing_keys_convention() -> None:
+    """The last listed key seals, all open; without a list the person key seals (as before rotation)."""
+    listed = Settings(person_key=KEY_A, person_seal_keys=(("a", KEY_A), ("b", KEY_B)))
+    old, new = PersonVault.from_settings(Settings(person_key=KEY_A)), PersonVault.from_settings(listed)
+    token = new.seal({"n": 1})
+    assert PersonVault(KEY_A.encode(), seal_keys=[KEY_B.encode()]).open(token) == {"n": 1}
+    with pytest.raises(InvalidToken):
+        old.open(token)
+    assert new.open(old.seal({"n": 2})) == {"n": 2}
+    assert old.ref("AB1") == new.ref("AB1")
+    with pytest.raises(SettingsError, match="SURGEGATE_PERSON_SEAL_KEYS must be comma-separated kid:secret"):
+        Settings.from_env({"SURGEGATE_PERSON_SEAL_KEYS": "b:short"})
