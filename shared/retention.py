@@ -104,27 +104,50 @@ async def reseal_all(pool: asyncpg.Pool, vault: PersonVault, *, batch: int = BAT
     for table, select, update in _SEALED:
         last: Any = None
         while True:
-            async with pool.acquire() as con, con.transaction():
-                rows = await con.fetch(select, last, batch)
-                if not rows:
+            for attempt in range(_TRIES):
+                try:
+                    done, unread, last_id = await _reseal_batch(pool, vault, table, select, update, last, batch)
                     break
-                ids: list[Any] = []
-                sealed: list[bytes] = []
-                for row in rows:
-                    try:
-                        new = vault.reseal(bytes(row["sealed"]))
-                    except InvalidToken:
-                        unreadable += 1
-                        continue
-                    if new is not None:
-                        ids.append(row["id"])
-                        sealed.append(new)
-                if ids:
-                    await con.execute(update, ids, sealed)
-                    await con.execute(
-                        queries.INSERT_AUDIT, "person_details_resealed", None, None, None, None, ACTOR,
-                        {"table": table, "resealed": len(ids)},
-                    )  # fmt: skip
-                resealed += len(ids)
-                last = rows[-1]["id"]
+                except _CONTENDED:
+                    if attempt == _TRIES - 1:
+                        raise
+            resealed, unreadable = resealed + done, unreadable + unread
+            if last_id is None:
+                break
+            last = last_id
     return Resealed(resealed=resealed, unreadable=unreadable)
+
+
+# A batch waits for rows a booking holds (a short transaction); one stuck past lock_timeout, or a
+# deadlock with a transaction locking the same rows in another order, rolls the batch back: tried again.
+_CONTENDED = (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError)
+_TRIES = 5
+
+
+async def _reseal_batch(
+    pool: asyncpg.Pool, vault: PersonVault, table: str, select: str, update: str, last: Any, batch: int
+) -> tuple[int, int, Any]:
+    """One locked batch after ``last`` → (rewritten, unreadable, the batch's last id or None if empty)."""
+    async with pool.acquire() as con, con.transaction():
+        rows = await con.fetch(select, last, batch)
+        if not rows:
+            return 0, 0, None
+        ids: list[Any] = []
+        sealed: list[bytes] = []
+        unreadable = 0
+        for row in rows:
+            try:
+                new = vault.reseal(bytes(row["sealed"]))
+            except InvalidToken:
+                unreadable += 1
+                continue
+            if new is not None:
+                ids.append(row["id"])
+                sealed.append(new)
+        if ids:
+            await con.execute(update, ids, sealed)
+            await con.execute(
+                queries.INSERT_AUDIT, "person_details_resealed", None, None, None, None, ACTOR,
+                {"table": table, "resealed": len(ids)},
+            )  # fmt: skip
+        return len(ids), unreadable, rows[-1]["id"]

@@ -298,3 +298,20 @@ def test_the_seal_keys_follow_the_signing_keys_convention() -> None:
     assert old.ref("AB1") == new.ref("AB1")
     with pytest.raises(SettingsError, match="SURGEGATE_PERSON_SEAL_KEYS must be comma-separated kid:secret"):
         Settings.from_env({"SURGEGATE_PERSON_SEAL_KEYS": "b:short"})
+
+
+async def test_two_reencryptions_at_once_rewrite_each_ciphertext_once(
+    settings: Settings, pool: asyncpg.Pool, clean: None
+) -> None:
+    """Two runs at once (two workers, or a worker and the command), in batches of three: each
+    ciphertext is rewritten once (the second run waits for the first's rows, then finds them current)."""
+    await seed_typed_slots(pool, count=1)
+    vault_a = PersonVault(KEY_A.encode())
+    for i in range(7):
+        await pool.execute("INSERT INTO notifications (kind, sealed) VALUES ('x', $1)", vault_a.seal({"i": i}))
+    both = PersonVault(KEY_A.encode(), seal_keys=[KEY_B.encode(), KEY_A.encode()])
+    runs = await asyncio.gather(*(retention.reseal_all(pool, both, batch=3) for _ in range(2)))
+    assert sum(r.resealed for r in runs) == 7
+    only_b = PersonVault(KEY_A.encode(), seal_keys=[KEY_B.encode()])
+    rows = await pool.fetch("SELECT sealed FROM notifications ORDER BY notification_id")
+    assert [only_b.open(bytes(r["sealed"]))["i"] for r in rows] == list(range(7))
