@@ -29,7 +29,7 @@ from shared import queries, retention
 from shared.persons import PersonVault
 from shared.settings import Settings, SettingsError
 from shared.tokens import TokenCodec
-from tests.helpers import admission_token, booking_headers, running_worker, seed_typed_slots, serve
+from tests.helpers import TEST_KEYS, admission_token, booking_headers, running_worker, seed_typed_slots, serve
 
 # Strings found nowhere else in the schema or the test data, so any hit is theirs.
 ZELDA = {"id_number": "ZQ-731904", "name": "Zelda Quastfeld", "email": "zelda.quastfeld@example.org",
@@ -223,11 +223,13 @@ IDA = {"id_number": "IV-550013", "name": "Ida Vantongeren", "email": "ida.vanton
        "birth_date": "1958-02-17"}  # fmt: skip
 
 
-def persons_cli(settings: Settings, *argv: str, seal_keys: str = "") -> subprocess.CompletedProcess[str]:
+def persons_cli(
+    settings: Settings, *argv: str, seal_keys: str = "", retention_days: str = ""
+) -> subprocess.CompletedProcess[str]:
     """``surgegate persons ...`` as a process of its own, configured only by its environment."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SURGEGATE_")}
     env |= {"SURGEGATE_DATABASE_URL": str(settings.database_url), "SURGEGATE_PERSON_KEY": KEY_A,
-            "SURGEGATE_PERSON_SEAL_KEYS": seal_keys}  # fmt: skip
+            "SURGEGATE_PERSON_SEAL_KEYS": seal_keys, "SURGEGATE_RETENTION_DAYS": retention_days}  # fmt: skip
     return subprocess.run(
         [sys.executable, "-m", "surgegate", "persons", *argv], env=env, capture_output=True, text=True, timeout=60
     )
@@ -315,3 +317,34 @@ async def test_two_reencryptions_at_once_rewrite_each_ciphertext_once(
     only_b = PersonVault(KEY_A.encode(), seal_keys=[KEY_B.encode()])
     rows = await pool.fetch("SELECT sealed FROM notifications ORDER BY notification_id")
     assert [only_b.open(bytes(r["sealed"]))["i"] for r in rows] == list(range(7))
+
+
+def test_a_derived_person_key_keeps_opening_and_the_retention_setting() -> None:
+    """A person key never set (derived from the first signing key) cannot be listed, so it keeps
+    opening once seal keys are listed, and seals no more; a retention of 0 days is refused at start."""
+    derived = Settings(secret_keys=TEST_KEYS)
+    listed = dataclasses.replace(derived, person_seal_keys=(("b", KEY_B),))
+    old, new = PersonVault.from_settings(derived), PersonVault.from_settings(listed)
+    assert new.open(old.seal({"n": 1})) == {"n": 1}
+    with pytest.raises(InvalidToken):
+        old.open(new.seal({"n": 2}))
+    assert Settings.from_env({"SURGEGATE_RETENTION_DAYS": "30"}).retention_days == 30
+    with pytest.raises(SettingsError, match="SURGEGATE_RETENTION_DAYS must be a whole number above 0, not '0'"):
+        Settings.from_env({"SURGEGATE_RETENTION_DAYS": "0"})
+
+
+async def test_the_erase_command(settings: Settings, pool: asyncpg.Pool) -> None:
+    """``surgegate persons erase`` erases what is due now, under SURGEGATE_RETENTION_DAYS."""
+    (slot,) = await seed_typed_slots(pool, count=1)
+    vault = PersonVault(KEY_A.encode())
+    long_ago = datetime.now(UTC) - timedelta(days=40)
+    await pool.execute("UPDATE slots SET starts_at = $1, ends_at = $2", long_ago, long_ago + timedelta(minutes=30))
+    await pool.execute(queries.INSERT_APPOINTMENT, uuid.uuid4(), "ev", uuid.UUID(slot), "t", vault.ref("E1"),
+                       vault.seal({"name": "e"}))  # fmt: skip
+    kept = await asyncio.to_thread(persons_cli, settings, "erase")  # 90 days: not yet
+    assert kept.returncode == 0
+    assert kept.stdout.strip() == "erased 0 appointments, 0 waitlist entries, 0 messages (0 audited batches)"
+    done = await asyncio.to_thread(persons_cli, settings, "erase", retention_days="30")
+    assert done.returncode == 0
+    assert done.stdout.strip() == "erased 1 appointments, 0 waitlist entries, 0 messages (1 audited batches)"
+    assert await pool.fetchval("SELECT person_sealed FROM appointments") is None
