@@ -5,6 +5,8 @@
 * ``mark_no_shows``: confirmed appointments whose slot ended longer ago than the type's grace period.
 * ``purge_idempotency_keys``: keys older than 24 h.
 * ``extend_schedules``: regenerate every schedule so the bookable horizon rolls forward day by day.
+* ``erase_person_details``: destroy the ciphertext of person details kept past the retention period.
+* ``reseal_person_details``: re-seal person details under the current seal key (after a rotation).
 
 While PostgreSQL is unreachable each run is skipped (returns None), not failed.
 """
@@ -20,9 +22,11 @@ import asyncpg
 from booking_worker import queries
 from booking_worker.outages import skipped_while_database_down
 from shared import queries as shared_queries
-from shared import seats
+from shared import retention, seats
 from shared.metrics import Metrics
+from shared.persons import PersonVault
 from shared.schedules import regenerate
+from shared.settings import Settings
 from shared.waitlist import Waitlist
 
 log = logging.getLogger("surgegate.booking_worker")
@@ -85,3 +89,28 @@ async def extend_schedules(ctx: dict[str, Any], now: datetime | None = None) -> 
                     len(report.kept),
                 )
     return created
+
+
+@skipped_while_database_down
+async def erase_person_details(ctx: dict[str, Any], now: datetime | None = None) -> int | None:
+    """Erase what is due under SURGEGATE_RETENTION_DAYS (shared/retention.py); returns rows erased."""
+    settings: Settings = ctx["settings"]
+    erased = await retention.erase_due(ctx["pool"], now or seats.utcnow(), settings.retention_days)
+    if erased.total:
+        log.info(
+            "erased person details: %d appointments, %d waitlist entries, %d messages",
+            erased.appointments,
+            erased.waitlist_entries,
+            erased.notifications,
+        )
+    return erased.total
+
+
+@skipped_while_database_down
+async def reseal_person_details(ctx: dict[str, Any]) -> int | None:
+    """Re-seal ciphertexts under the current seal key; returns how many were rewritten."""
+    vault: PersonVault = ctx["vault"]
+    done = await retention.reseal_all(ctx["pool"], vault)
+    if done.unreadable:
+        log.warning("%d sealed person records open under none of the configured seal keys", done.unreadable)
+    return done.resealed

@@ -18,11 +18,18 @@ from arq.worker import Worker, create_worker
 
 from booking_worker.booking import BOOK_MAX_TRIES, book, requeue_pending
 from booking_worker.outages import Outages
-from booking_worker.periodic import extend_schedules, mark_no_shows, purge_idempotency_keys, tidy_holds
+from booking_worker.periodic import (
+    erase_person_details,
+    extend_schedules,
+    mark_no_shows,
+    purge_idempotency_keys,
+    reseal_person_details,
+    tidy_holds,
+)
 from shared import job_codec
 from shared.db import create_pool
 from shared.metrics import Metrics
-from shared.persons import PersonVault, person_key_of
+from shared.persons import PersonVault
 from shared.redis import redis_settings
 from shared.settings import Settings
 from shared.tokens import TokenCodec
@@ -44,9 +51,8 @@ async def startup(ctx: dict[str, Any]) -> None:
         ctx["owns_pool"] = True
     ctx.setdefault("metrics", Metrics())
     ctx.setdefault("outages", Outages())
-    ctx["waitlist"] = Waitlist(
-        TokenCodec(settings.secret_keys), PersonVault(person_key_of(settings)), WaitlistPolicy.from_settings(settings)
-    )
+    ctx["vault"] = PersonVault.from_settings(settings)
+    ctx["waitlist"] = Waitlist(TokenCodec(settings.secret_keys), ctx["vault"], WaitlistPolicy.from_settings(settings))
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -62,6 +68,9 @@ class WorkerSettings:
         cron(mark_no_shows, minute=set(range(0, 60, 5)), second=15, unique=True),
         cron(purge_idempotency_keys, minute=17, second=0, unique=True),
         cron(extend_schedules, hour=set(range(24)), minute=3, second=0, unique=True, run_at_startup=True),
+        cron(erase_person_details, minute=41, second=0, unique=True),
+        # Daily; right after a rotation, `surgegate persons reencrypt` does it at once.
+        cron(reseal_person_details, hour=4, minute=23, second=0, unique=True),
     ]
     on_startup = startup
     on_shutdown = shutdown

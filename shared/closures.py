@@ -80,6 +80,8 @@ async def _rebook_first(
     """Put the person of a cancelled appointment first on the site's waitlist (any day) and tell them.
     Returns 1 if they were waitlisted (an appointment of a typed slot), else 0."""
     waitlisted = 0
+    if row["person_sealed"] is None:  # details erased (shared/retention.py): nobody to rebook or tell
+        return 0
     if row["type_id"] is not None:
         await waitlist.join(
             con, event_id=row["event_id"], site_id=site_id, type_id=row["type_id"], day=None,

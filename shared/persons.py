@@ -22,7 +22,7 @@ import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from shared.errors import ValidationFailed
 from shared.settings import DEFAULT_ID_NUMBER_PATTERN, Settings
@@ -68,21 +68,42 @@ def person_key_of(settings: Settings) -> bytes:
     return hashlib.sha256(b"surgegate.person-key:" + settings.secret_keys[0][1].encode()).digest()
 
 
+def seal_keys_of(settings: Settings) -> tuple[bytes, ...]:
+    """The keys that seal person details, the one that seals now first, then every other that opens.
+
+    ``SURGEGATE_PERSON_SEAL_KEYS`` lists them oldest first, as ``SURGEGATE_SECRET_KEYS`` does (the
+    last seals, all open). Unset, the person key seals, as it did before the list existed, so
+    ``kid:<the SURGEGATE_PERSON_KEY value>`` in the list opens what was sealed before. A person key
+    derived from a signing key (SURGEGATE_PERSON_KEY never set) cannot be written in the list, so it
+    always opens, never seals once the list is set.
+    """
+    if not settings.person_seal_keys:
+        return (person_key_of(settings),)
+    listed = tuple(secret.encode() for _, secret in reversed(settings.person_seal_keys))
+    return listed if settings.person_key else (*listed, person_key_of(settings))
+
+
 class PersonVault:
     """Keyed refs of id numbers (only those the pattern accepts) and sealed personal data."""
 
-    def __init__(self, key: bytes, id_pattern: str = DEFAULT_ID_NUMBER_PATTERN) -> None:
+    def __init__(
+        self, key: bytes, id_pattern: str = DEFAULT_ID_NUMBER_PATTERN, seal_keys: Sequence[bytes] = ()
+    ) -> None:
+        """``key`` keys the refs and request digests and is never rotated: a new one would make
+        every stored person_ref a stranger. ``seal_keys`` encrypt (the first) and decrypt (all);
+        none given, ``key`` does (see :func:`seal_keys_of`)."""
         # Matched against the whole canonical form (upper case, no separators).
         self._id_pattern = re.compile(id_pattern)
         self._ref_key = hmac.new(key, b"person_ref", hashlib.sha256).digest()
         # For keyed digests of requests that contain a person's data (idempotency checks).
         self.hash_key = hmac.new(key, b"request_hash", hashlib.sha256).digest()
-        fernet_key = hmac.new(key, b"person_enc", hashlib.sha256).digest()
-        self._fernet = Fernet(base64.urlsafe_b64encode(fernet_key))
+        fernets = [Fernet(_fernet_key(k)) for k in (seal_keys or (key,))]
+        self._current = fernets[0]
+        self._fernet = MultiFernet(fernets)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PersonVault:
-        return cls(person_key_of(settings), settings.id_number_pattern)
+        return cls(person_key_of(settings), settings.id_number_pattern, seal_keys_of(settings))
 
     def canonical_id(self, id_number: str, *, field: Sequence[str] = ("id_number",)) -> str:
         """The id number's canonical form; ValidationFailed naming ``field`` (never the value) when
@@ -103,6 +124,21 @@ class PersonVault:
         return self._fernet.encrypt(json.dumps(data, separators=(",", ":")).encode())
 
     def open(self, token: bytes) -> dict[str, Any]:
+        """The details ``token`` seals, under any of the seal keys; cryptography's InvalidToken if
+        none of them sealed it (or it was altered)."""
         value = json.loads(self._fernet.decrypt(token))
         assert isinstance(value, dict)
         return value
+
+    def reseal(self, token: bytes) -> bytes | None:
+        """``token`` sealed again under the current key, or None if it already is (nothing to write).
+        InvalidToken if no key opens it."""
+        try:
+            self._current.decrypt(token)
+        except InvalidToken:
+            return self._fernet.rotate(token)
+        return None
+
+
+def _fernet_key(secret: bytes) -> bytes:
+    return base64.urlsafe_b64encode(hmac.new(secret, b"person_enc", hashlib.sha256).digest())

@@ -235,6 +235,7 @@ RETURNING slot_id
 RECIPIENTS = """
 SELECT e.entry_id, e.person_sealed FROM waitlist_entries e
 WHERE e.site_id = $1 AND e.type_id = $2 AND e.status = 'waiting' AND (e.day IS NULL OR e.day = $3)
+  AND e.person_sealed IS NOT NULL  -- erased (shared/retention.py): nobody left to offer a seat to
   AND NOT EXISTS (SELECT 1 FROM waitlist_offer_recipients r JOIN waitlist_offers o ON o.offer_id = r.offer_id
                   WHERE r.entry_id = e.entry_id AND (o.slot_id = $4 OR (o.status = 'open' AND o.expires_at > $5)))
   AND NOT EXISTS (SELECT 1 FROM appointments a JOIN events ev ON ev.program_id = a.program_id
@@ -311,7 +312,7 @@ UPDATE waitlist_entries SET status = 'claimed', ended_at = $2, claim_token_id = 
 OTHER_RECIPIENTS = """
 SELECT e.entry_id, e.person_sealed FROM waitlist_offer_recipients r
 JOIN waitlist_entries e ON e.entry_id = r.entry_id
-WHERE r.offer_id = $1 AND e.entry_id <> $2
+WHERE r.offer_id = $1 AND e.entry_id <> $2 AND e.person_sealed IS NOT NULL
 """
 
 SITE_AND_TYPE_EXIST = """
@@ -553,3 +554,93 @@ WHERE o.status = 'claimed'
 # and last local day (NULL: open), on the counted rows (alias ``counted``).
 REPORT_FILTER = """($1::text IS NULL OR counted.event = $1)
   AND ($2::date IS NULL OR counted.day >= $2) AND ($3::date IS NULL OR counted.day <= $3)"""
+
+# --- keeping less (shared/retention.py): erasing person details, re-sealing them under a new key ----
+# Each ERASE_* destroys the ciphertext of at most $2 rows that are due ($1: the cut-off moment) and
+# returns how many; rows another transaction holds are skipped (SKIP LOCKED) and erased by a later run.
+
+# An appointment: once its slot ended before the cut-off, whatever its status.
+ERASE_APPOINTMENTS = """
+WITH due AS (
+    SELECT ap.appointment_id FROM appointments ap JOIN slots s ON s.slot_id = ap.slot_id
+    WHERE ap.person_sealed IS NOT NULL AND s.ends_at < $1
+    LIMIT $2
+    FOR UPDATE OF ap SKIP LOCKED
+)
+UPDATE appointments ap SET person_sealed = NULL, erased_at = $3
+FROM due WHERE ap.appointment_id = due.appointment_id
+"""
+
+# A waitlist entry: once its day (site-local, so a day's margin) is before the cut-off, or once it
+# ended (claimed, left) before it. A waiting entry for any day (a rebooking claim) is kept while it waits.
+ERASE_WAITLIST_ENTRIES = """
+WITH due AS (
+    SELECT entry_id FROM waitlist_entries
+    WHERE person_sealed IS NOT NULL
+      AND (day + 1 < ($1::timestamptz AT TIME ZONE 'UTC')::date OR (status <> 'waiting' AND ended_at < $1))
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE waitlist_entries e SET person_sealed = NULL, erased_at = $3
+FROM due WHERE e.entry_id = due.entry_id
+"""
+
+# A message (address, claim link): once it was queued before the cut-off.
+ERASE_NOTIFICATIONS = """
+WITH due AS (
+    SELECT notification_id FROM notifications
+    WHERE sealed IS NOT NULL AND created_at < $1
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE notifications n SET sealed = NULL, erased_at = $3
+FROM due WHERE n.notification_id = due.notification_id
+"""
+
+# Re-sealing walks each table in key order ($1: the last key of the previous batch, NULL to start),
+# locking the batch ($2 rows) so the ciphertext it rewrites is the one it read.
+SEALED_APPOINTMENTS = """
+SELECT appointment_id AS id, person_sealed AS sealed FROM appointments
+WHERE person_sealed IS NOT NULL AND ($1::uuid IS NULL OR appointment_id > $1)
+ORDER BY appointment_id LIMIT $2
+FOR UPDATE
+"""
+RESEAL_APPOINTMENTS = """
+UPDATE appointments ap SET person_sealed = v.sealed
+FROM unnest($1::uuid[], $2::bytea[]) AS v(id, sealed) WHERE ap.appointment_id = v.id
+"""
+
+SEALED_WAITLIST_ENTRIES = """
+SELECT entry_id AS id, person_sealed AS sealed FROM waitlist_entries
+WHERE person_sealed IS NOT NULL AND ($1::uuid IS NULL OR entry_id > $1)
+ORDER BY entry_id LIMIT $2
+FOR UPDATE
+"""
+RESEAL_WAITLIST_ENTRIES = """
+UPDATE waitlist_entries e SET person_sealed = v.sealed
+FROM unnest($1::uuid[], $2::bytea[]) AS v(id, sealed) WHERE e.entry_id = v.id
+"""
+
+SEALED_NOTIFICATIONS = """
+SELECT notification_id AS id, sealed FROM notifications
+WHERE sealed IS NOT NULL AND ($1::bigint IS NULL OR notification_id > $1)
+ORDER BY notification_id LIMIT $2
+FOR UPDATE
+"""
+RESEAL_NOTIFICATIONS = """
+UPDATE notifications n SET sealed = v.sealed
+FROM unnest($1::bigint[], $2::bytea[]) AS v(id, sealed) WHERE n.notification_id = v.id
+"""
+
+# Accepted attempts not yet executed carry the person's ciphertext in their stored job (a final
+# attempt's job is gone: booking_attempts_final_has_no_job).
+SEALED_PENDING_JOBS = """
+SELECT attempt_id AS id, convert_to(job->>'person_sealed', 'UTF8') AS sealed FROM booking_attempts
+WHERE status = 'pending' AND job ? 'person_sealed' AND ($1::uuid IS NULL OR attempt_id > $1)
+ORDER BY attempt_id LIMIT $2
+FOR UPDATE
+"""
+RESEAL_PENDING_JOBS = """
+UPDATE booking_attempts a SET job = jsonb_set(a.job, '{person_sealed}', to_jsonb(convert_from(v.sealed, 'UTF8')))
+FROM unnest($1::uuid[], $2::bytea[]) AS v(id, sealed) WHERE a.attempt_id = v.id AND a.status = 'pending'
+"""

@@ -19,6 +19,7 @@ import dataclasses
 import os
 import re
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, ValidationError
@@ -38,8 +39,8 @@ class SettingsError(ValueError):
     """The configuration cannot work; the message says which variable and why."""
 
 
-def parse_secret_keys(raw: str) -> tuple[tuple[str, str], ...]:
-    """Parse ``kid:secret,kid:secret``; the last pair signs, all verify."""
+def parse_secret_keys(raw: str, variable: str = "SURGEGATE_SECRET_KEYS") -> tuple[tuple[str, str], ...]:
+    """Parse ``kid:secret,kid:secret`` (of ``variable``, which errors name); the last pair signs, all verify."""
     pairs: list[tuple[str, str]] = []
     for item in raw.split(","):
         item = item.strip()
@@ -48,12 +49,12 @@ def parse_secret_keys(raw: str) -> tuple[tuple[str, str], ...]:
         kid, sep, secret = item.partition(":")
         if not sep or not _KID.match(kid) or len(secret) < 16:
             raise SettingsError(
-                "SURGEGATE_SECRET_KEYS must be comma-separated kid:secret pairs "
+                f"{variable} must be comma-separated kid:secret pairs "
                 "(kid of letters, digits, - or _; secret of at least 16 characters)"
             )
         pairs.append((kid, secret))
     if len({kid for kid, _ in pairs}) != len(pairs):
-        raise SettingsError("SURGEGATE_SECRET_KEYS has a repeated kid")
+        raise SettingsError(f"{variable} has a repeated kid")
     return tuple(pairs)
 
 
@@ -188,6 +189,17 @@ class Settings:
     # --- issue 11, reports (shared/reports.py) ------------------------------------------------------
     # A report's count below this is published as suppressed (and so is a complementary cell).
     report_min_cell: Annotated[PositiveInt, Env("SURGEGATE_REPORT_MIN_CELL")] = 5
+    # --- issue 11, "Keeping less": retention and the person seal keys (shared/retention.py, persons.py) --
+    # Days after an appointment's slot ended (a waitlist entry's day, a message's sending) that the
+    # person's name, email and birth date are kept; then their ciphertext is destroyed.
+    retention_days: Annotated[PositiveInt, Env("SURGEGATE_RETENTION_DAYS")] = 90
+    # Keys that encrypt person details at rest, ``kid:secret,kid:secret``: the last seals, all open
+    # (as SURGEGATE_SECRET_KEYS). Unset: the key derived from SURGEGATE_PERSON_KEY, as before rotation
+    # existed; list that one as ``kid:<the SURGEGATE_PERSON_KEY value>`` to keep opening what it sealed.
+    person_seal_keys: Annotated[
+        tuple[tuple[str, str], ...],
+        Env("SURGEGATE_PERSON_SEAL_KEYS", partial(parse_secret_keys, variable="SURGEGATE_PERSON_SEAL_KEYS")),
+    ] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

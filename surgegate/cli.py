@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from shared.settings import Settings, SettingsError
-from surgegate import event_cli, report_cli, staff_cli, supply_cli
+from surgegate import event_cli, persons_cli, report_cli, staff_cli, supply_cli
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -145,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     supply_cli.add_parser(sub)
     staff_cli.add_parser(sub)
     report_cli.add_parser(sub)
+    persons_cli.add_parser(sub)
 
     p = sub.add_parser(
         "up",

@@ -1,4 +1,4 @@
-"""Migration 0020 on a database that already has attempts: a pending attempt takes its person's keyed
+"""Migration 0017 on a database that already has attempts: a pending attempt takes its person's keyed
 ref from its job, a booked one from its appointment, and one that ended refused keeps none (nothing
 is left that links it to a person). In a scratch schema of the test database."""
 
@@ -13,18 +13,18 @@ import pytest
 
 from shared.db import migration_files
 
-SCRATCH = "upgrade_scratch_0020"
+SCRATCH = "upgrade_scratch_0017"
 PENDING, BOOKED, REFUSED = (uuid.UUID(int=i) for i in (1, 2, 3))
 
 
 @pytest.fixture
-async def before_0020(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+async def before_0017(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     con = await asyncpg.connect(database_url)
     try:
         await con.execute(f"DROP SCHEMA IF EXISTS {SCRATCH} CASCADE; CREATE SCHEMA {SCRATCH}")
         await con.execute(f"SET search_path = {SCRATCH}")
         for version, sql in migration_files():
-            if version < "0020":
+            if version < "0017":
                 await con.execute(sql)
         await con.execute(
             "INSERT INTO events (event_id, name, rate_per_s, admission_ttl_s) VALUES ('e1', 'E1', 1, 900);"
@@ -52,9 +52,9 @@ async def before_0020(database_url: str) -> AsyncIterator[asyncpg.Connection]:
         await con.close()
 
 
-async def test_existing_attempts_get_their_person_ref(before_0020: asyncpg.Connection) -> None:
-    con = before_0020
-    ((_, sql),) = [(v, s) for v, s in migration_files() if v.startswith("0020")]
+async def test_existing_attempts_get_their_person_ref(before_0017: asyncpg.Connection) -> None:
+    con = before_0017
+    ((_, sql),) = [(v, s) for v, s in migration_files() if v.startswith("0017")]
     async with con.transaction():
         await con.execute(sql)
     refs = {
