@@ -5,6 +5,8 @@
 * ``mark_no_shows``: confirmed appointments whose slot ended longer ago than the type's grace period.
 * ``purge_idempotency_keys``: keys older than 24 h.
 * ``extend_schedules``: regenerate every schedule so the bookable horizon rolls forward day by day.
+* ``seal_audit``: extend the audit's hash chain by the rows written since, and sign its head at
+  intervals (``shared.audit``); several workers take turns through an advisory try-lock.
 
 While PostgreSQL is unreachable each run is skipped (returns None), not failed.
 """
@@ -19,10 +21,11 @@ import asyncpg
 
 from booking_worker import queries
 from booking_worker.outages import skipped_while_database_down
+from shared import audit, seats
 from shared import queries as shared_queries
-from shared import seats
 from shared.metrics import Metrics
 from shared.schedules import regenerate
+from shared.settings import Settings
 from shared.waitlist import Waitlist
 
 log = logging.getLogger("surgegate.booking_worker")
@@ -85,3 +88,20 @@ async def extend_schedules(ctx: dict[str, Any], now: datetime | None = None) -> 
                     len(report.kept),
                 )
     return created
+
+
+@skipped_while_database_down
+async def seal_audit(ctx: dict[str, Any], now: datetime | None = None) -> dict[str, int] | None:
+    """Seal the audit rows written since the last run (older than the margin) and sign the head when a
+    checkpoint is due. Returns rows sealed and the checkpoint made (0: none)."""
+    pool: asyncpg.Pool = ctx["pool"]
+    settings: Settings = ctx["settings"]
+    keys: audit.AuditKeys = ctx["audit_keys"]
+    async with pool.acquire() as con, con.transaction():
+        sealed = await audit.seal(con, margin_s=settings.audit_seal_margin_s)
+        if sealed is None:  # another worker is sealing right now
+            return {"sealed": 0, "checkpoint": 0}
+        made = await audit.checkpoint_if_due(
+            con, keys, every_s=settings.audit_checkpoint_interval_s, now=now or seats.utcnow()
+        )
+    return {"sealed": sealed.rows, "checkpoint": made["checkpoint_id"] if made else 0}

@@ -9,6 +9,7 @@ outages and serves ``/metrics`` and ``/healthz``.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from typing import Any, ClassVar, cast
 
@@ -18,8 +19,9 @@ from arq.worker import Worker, create_worker
 
 from booking_worker.booking import BOOK_MAX_TRIES, book, requeue_pending
 from booking_worker.outages import Outages
-from booking_worker.periodic import extend_schedules, mark_no_shows, purge_idempotency_keys, tidy_holds
+from booking_worker.periodic import extend_schedules, mark_no_shows, purge_idempotency_keys, seal_audit, tidy_holds
 from shared import job_codec
+from shared.audit import AuditKeys
 from shared.db import create_pool
 from shared.metrics import Metrics
 from shared.persons import PersonVault, person_key_of
@@ -29,6 +31,8 @@ from shared.tokens import TokenCodec
 from shared.waitlist import Waitlist, WaitlistPolicy
 
 MAX_JOBS = 20
+
+log = logging.getLogger("surgegate.booking_worker")
 
 
 async def open_database(settings: Settings) -> asyncpg.Pool:
@@ -44,6 +48,9 @@ async def startup(ctx: dict[str, Any]) -> None:
         ctx["owns_pool"] = True
     ctx.setdefault("metrics", Metrics())
     ctx.setdefault("outages", Outages())
+    ctx["audit_keys"] = AuditKeys.from_seeds(settings.audit_signing_keys)
+    if ctx["audit_keys"].signing is None:
+        log.warning("audit checkpoints are not signed: SURGEGATE_AUDIT_SIGNING_KEY is not set")
     ctx["waitlist"] = Waitlist(
         TokenCodec(settings.secret_keys), PersonVault(person_key_of(settings)), WaitlistPolicy.from_settings(settings)
     )
@@ -61,6 +68,7 @@ class WorkerSettings:
         cron(tidy_holds, second=set(range(0, 60, 5)), unique=True),
         cron(mark_no_shows, minute=set(range(0, 60, 5)), second=15, unique=True),
         cron(purge_idempotency_keys, minute=17, second=0, unique=True),
+        cron(seal_audit, second=set(range(60)), unique=True),
         cron(extend_schedules, hour=set(range(24)), minute=3, second=0, unique=True, run_at_startup=True),
     ]
     on_startup = startup

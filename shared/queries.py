@@ -468,3 +468,55 @@ SCHEDULE_SET_CAPACITY = "UPDATE slots SET capacity = $2 WHERE slot_id = ANY($1::
 SCHEDULE_WITHDRAW_SLOTS = "UPDATE slots SET withdrawn_at = $2 WHERE slot_id = ANY($1::uuid[])"
 
 SCHEDULE_RESTORE_SLOTS = "UPDATE slots SET withdrawn_at = NULL WHERE slot_id = ANY($1::uuid[])"
+
+
+# --- audit chain (shared/audit.py) ---
+# Named AUDIT_* next to INSERT_AUDIT above, the one statement request paths write audit rows with.
+
+# The chain's head: the last sealed row.
+AUDIT_HEAD = "SELECT seq, audit_id, row_hash FROM audit_log WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1"
+
+# Unsealed rows older than the margin ($1 seconds, by the database's clock), in audit_id order.
+AUDIT_UNSEALED = """
+SELECT * FROM audit_log
+WHERE seq IS NULL AND at < clock_timestamp() - make_interval(secs => $1)
+ORDER BY audit_id
+LIMIT $2
+"""
+
+AUDIT_SEAL = """
+UPDATE audit_log a SET seq = s.seq, prev_hash = s.prev_hash, row_hash = s.row_hash
+FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[]) AS s(audit_id, seq, prev_hash, row_hash)
+WHERE a.audit_id = s.audit_id AND a.seq IS NULL
+"""
+
+AUDIT_LAST_CHECKPOINT = "SELECT * FROM audit_checkpoints ORDER BY checkpoint_id DESC LIMIT 1"
+
+AUDIT_INSERT_CHECKPOINT = """
+INSERT INTO audit_checkpoints (seq, audit_id, head_hash, signed_at, key_id, signature)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING *
+"""
+
+AUDIT_CHECKPOINTS = "SELECT * FROM audit_checkpoints ORDER BY checkpoint_id"
+
+AUDIT_CHECKPOINTS_SINCE = "SELECT * FROM audit_checkpoints WHERE signed_at >= $1 ORDER BY checkpoint_id"
+
+# The sealed chain in order (verify walks it with a cursor).
+AUDIT_CHAIN = "SELECT * FROM audit_log WHERE seq IS NOT NULL ORDER BY seq"
+
+AUDIT_CHAIN_SINCE = "SELECT * FROM audit_log WHERE seq IS NOT NULL AND at >= $1 ORDER BY seq"
+
+AUDIT_UNSEALED_COUNT = "SELECT count(*) FROM audit_log WHERE seq IS NULL"
+
+# The admin listing, oldest first, filtered, keyset-paginated by audit_id ($4: after this id).
+AUDIT_PAGE = """
+SELECT audit_id, at, action, event_id, slot_id, appointment_id, attempt_id, actor, detail, seq
+FROM audit_log
+WHERE ($1::text IS NULL OR event_id = $1)
+  AND ($2::timestamptz IS NULL OR at >= $2)
+  AND ($3::text IS NULL OR action = $3)
+  AND audit_id > $4
+ORDER BY audit_id
+LIMIT $5
+"""

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from shared.settings import Settings, SettingsError
-from surgegate import event_cli, supply_cli
+from surgegate import audit_cli, event_cli, supply_cli
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -143,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     event_cli.add_parser(sub)
     supply_cli.add_parser(sub)
+    audit_cli.add_parser(sub)
 
     p = sub.add_parser(
         "up",
