@@ -8,7 +8,7 @@ from importlib import resources
 
 from aiohttp import web
 
-from admission import admin, appointments, changes, holds, queries, search, supply, waitlist
+from admission import admin, appointments, audit, changes, holds, queries, search, supply, waitlist
 from admission.auth import CLAIMS_PATH, cors_middleware, throttle_middleware, token_middleware
 from admission.availability import Availability, Cache
 from admission.keys import ARQ, AVAILABILITY, CODEC, METRICS, POOL, SETTINGS, THROTTLE, VAULT, WAITLIST
@@ -111,6 +111,7 @@ def create_app(
     r.add_post("/admin/v1/import/sites", supply.import_sites)
     r.add_post("/admin/v1/import/schedules", supply.import_schedules)
     r.add_post("/admin/v1/appointments/{appointment_id}/check-in", supply.check_in)
+    r.add_get("/admin/v1/audit", audit.list_audit)
     r.add_get("/healthz", healthz)
     r.add_get("/readyz", readyz)
     r.add_get("/metrics", metrics_handler(app[METRICS]))

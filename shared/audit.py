@@ -322,3 +322,21 @@ async def export(con: asyncpg.Connection, since: datetime, out: Any) -> tuple[in
             out.write(json.dumps({"kind": "checkpoint", **{k: plain(v) for k, v in cp.items()}}, sort_keys=True) + "\n")
             cps += 1
     return rows, cps
+
+
+# --- reading -----------------------------------------------------------------------------------------
+
+
+async def page(
+    con: asyncpg.Connection,
+    *,
+    event_id: str | None,
+    since: datetime | None,
+    action: str | None,
+    after: int,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """Up to ``limit + 1`` rows after audit_id ``after``, oldest first (one more than asked: whether a
+    next page exists)."""
+    rows: list[asyncpg.Record] = await con.fetch(queries.AUDIT_PAGE, event_id, since, action, after, limit + 1)
+    return rows
