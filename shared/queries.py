@@ -57,7 +57,7 @@ REPLACE_HOLDS = """
 UPDATE holds h SET status = 'replaced', ended_at = $2
 FROM slots s
 WHERE h.token_id = $1 AND h.status = 'active' AND h.pinned_attempt IS NULL AND s.slot_id = h.slot_id
-RETURNING s.site_id
+RETURNING s.site_id, h.hold_id
 """
 
 PINNED_HOLD_OF = "SELECT 1 FROM holds WHERE token_id = $1 AND status = 'active' AND pinned_attempt IS NOT NULL"
@@ -233,7 +233,7 @@ RETURNING slot_id
 # --- waitlist (shared/waitlist.py) ----------------------------------------------------------------
 
 RECIPIENTS = """
-SELECT e.entry_id, e.person_sealed FROM waitlist_entries e
+SELECT e.entry_id, e.event_id, e.person_sealed FROM waitlist_entries e
 WHERE e.site_id = $1 AND e.type_id = $2 AND e.status = 'waiting' AND (e.day IS NULL OR e.day = $3)
   AND NOT EXISTS (SELECT 1 FROM waitlist_offer_recipients r JOIN waitlist_offers o ON o.offer_id = r.offer_id
                   WHERE r.entry_id = e.entry_id AND (o.slot_id = $4 OR (o.status = 'open' AND o.expires_at > $5)))
@@ -344,7 +344,7 @@ LEAVE_ENTRY = """
 UPDATE waitlist_entries SET status = CASE WHEN status = 'waiting' THEN 'left' ELSE status END,
     ended_at = coalesce(ended_at, now())
 WHERE entry_id = $1 AND token_id = $2
-RETURNING status
+RETURNING status, event_id, ended_at = now() AS ended_now
 """
 
 # --- supply: appointment types, schedules, overrides (shared/supply.py) -----------------------------
