@@ -293,10 +293,14 @@ async def walk(
     return walked, checked, None
 
 
-async def verify(con: asyncpg.Connection, keys: AuditKeys, *, chain: bool = True) -> Report:
-    """Walk the whole sealed chain and every checkpoint in one consistent snapshot. Read-only."""
+async def verify(
+    con: asyncpg.Connection, keys: AuditKeys, *, chain: bool = True, kept: Sequence[Mapping[str, Any]] = ()
+) -> Report:
+    """Walk the whole sealed chain and every checkpoint in one consistent snapshot. Read-only.
+    ``kept``: checkpoints kept elsewhere (:func:`read_checkpoints` of an export), checked like the
+    database's own, so deleting checkpoints from the database does not hide a rewrite."""
     async with con.transaction(isolation="repeatable_read", readonly=True):
-        checkpoints = [dict(r) for r in await con.fetch(queries.AUDIT_CHECKPOINTS)]
+        checkpoints = [dict(r) for r in await con.fetch(queries.AUDIT_CHECKPOINTS)] + list(kept)
         unsealed = await con.fetchval(queries.AUDIT_UNSEALED_COUNT)
         rows = con.cursor(queries.AUDIT_CHAIN, prefetch=1000)
         walked, checked, problem = await walk(rows.__aiter__(), checkpoints, keys, chain=chain)
@@ -322,6 +326,20 @@ async def export(con: asyncpg.Connection, since: datetime, out: Any) -> tuple[in
             out.write(json.dumps({"kind": "checkpoint", **{k: plain(v) for k, v in cp.items()}}, sort_keys=True) + "\n")
             cps += 1
     return rows, cps
+
+
+def read_checkpoints(lines: Iterable[str]) -> list[dict[str, Any]]:
+    """The checkpoints of an export (its ``"kind": "checkpoint"`` lines) as :func:`verify` takes them."""
+    found: list[dict[str, Any]] = []
+    for line in lines:
+        item = json.loads(line) if line.strip() else {}
+        if item.get("kind") == "checkpoint":
+            found.append({
+                "checkpoint_id": item["checkpoint_id"], "seq": item["seq"], "audit_id": item["audit_id"],
+                "head_hash": bytes.fromhex(item["head_hash"]), "signed_at": datetime.fromisoformat(item["signed_at"]),
+                "key_id": item["key_id"], "signature": bytes.fromhex(item["signature"]),
+            })  # fmt: skip
+    return found
 
 
 # --- reading -----------------------------------------------------------------------------------------

@@ -31,6 +31,10 @@ def add_parser(sub: Any) -> None:
         "--public-key", action="append", default=[], help="base64url Ed25519 public key (repeatable); "
         "default: those of SURGEGATE_AUDIT_SIGNING_KEY",
     )  # fmt: skip
+    v.add_argument(
+        "--checkpoints", type=Path, action="append", default=[], help="an export (JSON Lines) whose signed "
+        "checkpoints are checked too, e.g. one kept in write-once storage (repeatable)",
+    )  # fmt: skip
     v.set_defaults(audit_func=_verify)
 
     e = actions.add_parser("export", help="write sealed rows and signed checkpoints since a time as JSON Lines")
@@ -83,7 +87,12 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError:
         print("surgegate: --public-key must be base64url of a 32-byte Ed25519 public key", file=sys.stderr)
         return 2
-    report = asyncio.run(_run_verify(_database_url(args, settings), keys))
+    try:
+        kept = [cp for path in args.checkpoints for cp in audit.read_checkpoints(path.read_text("utf-8").splitlines())]
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"surgegate: --checkpoints: cannot read {exc}", file=sys.stderr)
+        return 2
+    report = asyncio.run(_run_verify(_database_url(args, settings), keys, kept))
     if report.problem is not None:
         print(f"audit log NOT intact: {report.problem}", file=sys.stderr)
         return 1
@@ -96,12 +105,12 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def _run_verify(dsn: str, keys: audit.AuditKeys) -> audit.Report:
+async def _run_verify(dsn: str, keys: audit.AuditKeys, kept: list[dict[str, Any]]) -> audit.Report:
     from shared.db import connect
 
     con = await connect(dsn)
     try:
-        return await audit.verify(con, keys)
+        return await audit.verify(con, keys, kept=kept)
     finally:
         await con.close()
 

@@ -280,3 +280,15 @@ async def test_cli_verify_and_export(
     bad = await asyncio.to_thread(run_cli, "verify", **env)
     assert bad.returncode == 1
     assert f"audit_id {chain[TARGET]}:" in bad.stderr
+
+    # Someone rewrites the chain with fresh hashes and deletes the checkpoints that would tell: the
+    # database alone now looks intact (the negative control); the checkpoints kept in the export do not.
+    await _rewrite(pool, chain)
+    async with pool.acquire() as con, con.transaction():
+        await con.execute("ALTER TABLE audit_checkpoints DISABLE TRIGGER USER")
+        await con.execute("DELETE FROM audit_checkpoints")
+        await con.execute("ALTER TABLE audit_checkpoints ENABLE TRIGGER USER")
+    assert (await asyncio.to_thread(run_cli, "verify", **env)).returncode == 0
+    kept = await asyncio.to_thread(run_cli, "verify", "--checkpoints", str(out), **env)
+    assert kept.returncode == 1
+    assert f"audit_id {chain[4]}: rewritten" in kept.stderr
