@@ -30,6 +30,8 @@ from shared.waitlist import Waitlist
 
 log = logging.getLogger("surgegate.booking_worker")
 
+SEAL_BATCHES_PER_RUN = 20
+
 
 @skipped_while_database_down
 async def tidy_holds(ctx: dict[str, Any], now: datetime | None = None) -> dict[str, int] | None:
@@ -97,11 +99,19 @@ async def seal_audit(ctx: dict[str, Any], now: datetime | None = None) -> dict[s
     pool: asyncpg.Pool = ctx["pool"]
     settings: Settings = ctx["settings"]
     keys: audit.AuditKeys = ctx["audit_keys"]
-    async with pool.acquire() as con, con.transaction():
-        sealed = await audit.seal(con, margin_s=settings.audit_seal_margin_s)
-        if sealed is None:  # another worker is sealing right now
-            return {"sealed": 0, "checkpoint": 0}
-        made = await audit.checkpoint_if_due(
-            con, keys, every_s=settings.audit_checkpoint_interval_s, now=now or seats.utcnow()
-        )
-    return {"sealed": sealed.rows, "checkpoint": made["checkpoint_id"] if made else 0}
+    total = 0
+    async with pool.acquire() as con:
+        # Batches in short transactions, so a backlog (after an outage) never holds one long one;
+        # bounded, so one run never outlasts the next by much.
+        for _ in range(SEAL_BATCHES_PER_RUN):
+            async with con.transaction():
+                sealed = await audit.seal(con, margin_s=settings.audit_seal_margin_s)
+                if sealed is None:  # another worker is sealing right now
+                    return {"sealed": total, "checkpoint": 0}
+                total += sealed.rows
+                made = await audit.checkpoint_if_due(
+                    con, keys, every_s=settings.audit_checkpoint_interval_s, now=now or seats.utcnow()
+                )
+            if sealed.rows < audit.SEAL_BATCH:
+                break
+    return {"sealed": total, "checkpoint": made["checkpoint_id"] if made else 0}

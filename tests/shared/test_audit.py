@@ -292,3 +292,10 @@ async def test_cli_verify_and_export(
     kept = await asyncio.to_thread(run_cli, "verify", "--checkpoints", str(out), **env)
     assert kept.returncode == 1
     assert f"audit_id {chain[4]}: rewritten" in kept.stderr
+
+
+def test_a_bad_signing_key_stops_the_cli_without_echoing_it() -> None:
+    done = run_cli("verify", SURGEGATE_AUDIT_SIGNING_KEY="not-a-key-but-a-secret")
+    assert done.returncode == 2
+    assert done.stderr.startswith("surgegate: SURGEGATE_AUDIT_SIGNING_KEY must be comma-separated base64url")
+    assert "not-a-key-but-a-secret" not in done.stderr
