@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from admission import admin, appointments, changes, holds, queries, reports, search, supply, support, waitlist
+from admission import admin, appointments, audit, changes, holds, queries, reports, search, supply, support, waitlist
 from admission.auth import CLAIMS_PATH, cors_middleware, throttle_middleware, token_middleware
 from admission.availability import Availability, Cache
 from admission.keys import ARQ, AVAILABILITY, CODEC, METRICS, POOL, SETTINGS, THROTTLE, VAULT, WAITLIST
@@ -113,6 +113,7 @@ def create_app(
     r.add_post("/admin/v1/support/appointments/{appointment_id}/cancel", support.cancel)
     r.add_post("/admin/v1/support/appointments/{appointment_id}/reschedule", support.reschedule)
     r.add_get("/admin/v1/reports/{kind}", reports.get_report)
+    r.add_get("/admin/v1/audit", audit.list_audit)
     r.add_get("/healthz", healthz)
     r.add_get("/readyz", readyz)
     r.add_get("/metrics", metrics_handler(app[METRICS]))

@@ -72,7 +72,7 @@ async def delete_hold(request: web.Request) -> web.Response:
     admission = admission_of(request)
     hold_id = path_uuid(request, "hold_id", "hold")
     async with request.app[POOL].acquire() as con, con.transaction():
-        released = await holds.release(con, hold_id, admission.token_id, seats.utcnow())
+        released = await holds.release(con, hold_id, admission.token_id, seats.utcnow(), event_id=admission.event_id)
     if released.site_id is not None:
         request.app[AVAILABILITY].changed(released.site_id)
         request.app[METRICS].holds.labels(admission.event_id, "released").inc()

@@ -65,7 +65,7 @@ async def join_waitlist(request: web.Request) -> web.Response:
 async def leave_waitlist(request: web.Request) -> web.Response:
     admission = admission_of(request)
     entry_id = path_uuid(request, "entry_id", "waitlist entry")
-    async with request.app[POOL].acquire() as con:
+    async with request.app[POOL].acquire() as con, con.transaction():  # the change and its audit row
         status = await request.app[WAITLIST].leave(con, entry_id, admission.token_id)
     return json_response({"entry_id": str(entry_id), "status": status})
 

@@ -7,6 +7,8 @@
 * ``extend_schedules``: regenerate every schedule so the bookable horizon rolls forward day by day.
 * ``erase_person_details``: destroy the ciphertext of person details kept past the retention period.
 * ``reseal_person_details``: re-seal person details under the current seal key (after a rotation).
+* ``seal_audit``: extend the audit's hash chain by the rows written since, and sign its head at
+  intervals (``shared.audit``); several workers take turns through an advisory try-lock.
 
 While PostgreSQL is unreachable each run is skipped (returns None), not failed.
 """
@@ -21,8 +23,8 @@ import asyncpg
 
 from booking_worker import queries
 from booking_worker.outages import skipped_while_database_down
+from shared import audit, retention, seats
 from shared import queries as shared_queries
-from shared import retention, seats
 from shared.metrics import Metrics
 from shared.persons import PersonVault
 from shared.schedules import regenerate
@@ -30,6 +32,8 @@ from shared.settings import Settings
 from shared.waitlist import Waitlist
 
 log = logging.getLogger("surgegate.booking_worker")
+
+SEAL_BATCHES_PER_RUN = 20
 
 
 @skipped_while_database_down
@@ -114,3 +118,28 @@ async def reseal_person_details(ctx: dict[str, Any]) -> int | None:
     if done.unreadable:
         log.warning("%d sealed person records open under none of the configured seal keys", done.unreadable)
     return done.resealed
+
+
+@skipped_while_database_down
+async def seal_audit(ctx: dict[str, Any], now: datetime | None = None) -> dict[str, int] | None:
+    """Seal the audit rows written since the last run (older than the margin) and sign the head when a
+    checkpoint is due. Returns rows sealed and the checkpoint made (0: none)."""
+    pool: asyncpg.Pool = ctx["pool"]
+    settings: Settings = ctx["settings"]
+    keys: audit.AuditKeys = ctx["audit_keys"]
+    total = 0
+    async with pool.acquire() as con:
+        # Batches in short transactions, so a backlog (after an outage) never holds one long one;
+        # bounded, so one run never outlasts the next by much.
+        for _ in range(SEAL_BATCHES_PER_RUN):
+            async with con.transaction():
+                sealed = await audit.seal(con, margin_s=settings.audit_seal_margin_s)
+                if sealed is None:  # another worker is sealing right now
+                    return {"sealed": total, "checkpoint": 0}
+                total += sealed.rows
+                made = await audit.checkpoint_if_due(
+                    con, keys, every_s=settings.audit_checkpoint_interval_s, now=now or seats.utcnow()
+                )
+            if sealed.rows < audit.SEAL_BATCH:
+                break
+    return {"sealed": total, "checkpoint": made["checkpoint_id"] if made else 0}

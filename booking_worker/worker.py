@@ -9,6 +9,7 @@ outages and serves ``/metrics`` and ``/healthz``.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from typing import Any, ClassVar, cast
 
@@ -24,9 +25,11 @@ from booking_worker.periodic import (
     mark_no_shows,
     purge_idempotency_keys,
     reseal_person_details,
+    seal_audit,
     tidy_holds,
 )
 from shared import job_codec
+from shared.audit import AuditKeys
 from shared.db import create_pool
 from shared.metrics import Metrics
 from shared.persons import PersonVault
@@ -36,6 +39,8 @@ from shared.tokens import TokenCodec
 from shared.waitlist import Waitlist, WaitlistPolicy
 
 MAX_JOBS = 20
+
+log = logging.getLogger("surgegate.booking_worker")
 
 
 async def open_database(settings: Settings) -> asyncpg.Pool:
@@ -52,6 +57,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx.setdefault("metrics", Metrics())
     ctx.setdefault("outages", Outages())
     ctx["vault"] = PersonVault.from_settings(settings)
+    ctx["audit_keys"] = AuditKeys.from_seeds(settings.audit_signing_keys)
+    if ctx["audit_keys"].signing is None:
+        log.warning("audit checkpoints are not signed: SURGEGATE_AUDIT_SIGNING_KEY is not set")
     ctx["waitlist"] = Waitlist(TokenCodec(settings.secret_keys), ctx["vault"], WaitlistPolicy.from_settings(settings))
 
 
@@ -67,6 +75,7 @@ class WorkerSettings:
         cron(tidy_holds, second=set(range(0, 60, 5)), unique=True),
         cron(mark_no_shows, minute=set(range(0, 60, 5)), second=15, unique=True),
         cron(purge_idempotency_keys, minute=17, second=0, unique=True),
+        cron(seal_audit, second=set(range(60)), unique=True),
         cron(extend_schedules, hour=set(range(24)), minute=3, second=0, unique=True, run_at_startup=True),
         cron(erase_person_details, minute=41, second=0, unique=True),
         # Daily; right after a rotation, `surgegate persons reencrypt` does it at once.

@@ -1,9 +1,11 @@
 """Holds of an admission: one seat set aside while its holder fills in the form.
 
 Service functions over the seat authority (:mod:`shared.seats`), each run in the caller's
-transaction. One live hold per admission: a new one replaces the old atomically; a hold pinned by a
-booking in flight belongs to that booking and can be neither replaced nor released. A replaced hold
-stays as a row (what was set aside, and when), so the rows one admission can leave are capped.
+transaction, each writing its audit rows in it (``hold_placed``, ``hold_replaced``, ``hold_released``;
+the actor is the admission token's id). One live hold per admission: a new one replaces the old
+atomically; a hold pinned by a booking in flight belongs to that booking and can be neither replaced
+nor released. A replaced hold stays as a row (what was set aside, and when), so the rows one
+admission can leave are capped.
 """
 
 from __future__ import annotations
@@ -52,9 +54,19 @@ async def place(
     site = await seats.site_of_slot(con, slot_id)
     if site is not None and not allows_site(site):
         raise TokenScope()
-    return await seats.place_hold(
+    hold = await seats.place_hold(
         con, token_id=token_id, event_id=event_id, slot_id=slot_id, expires_at=expires_at, now=now
     )
+    for old in hold.replaced_holds:
+        await con.execute(
+            queries.INSERT_AUDIT, "hold_replaced", event_id, None, None, None, token_id,
+            {"hold_id": str(old), "by": str(hold.hold_id)},
+        )  # fmt: skip
+    await con.execute(
+        queries.INSERT_AUDIT, "hold_placed", event_id, slot_id, None, None, token_id,
+        {"hold_id": str(hold.hold_id), "expires_at": expires_at.isoformat()},
+    )  # fmt: skip
+    return hold
 
 
 @dataclass(frozen=True)
@@ -79,7 +91,9 @@ class Released:
     site_id: str | None  # where a seat came free (None: nothing was released)
 
 
-async def release(con: asyncpg.Connection, hold_id: uuid.UUID, token_id: str, now: datetime) -> Released:
+async def release(
+    con: asyncpg.Connection, hold_id: uuid.UUID, token_id: str, now: datetime, *, event_id: str | None = None
+) -> Released:
     """Release the admission's hold; its seat is free at once. Releasing twice, or an expired hold,
     is harmless (answers the hold's status). Refused booking_in_progress while a booking pins it."""
     row = await seats.get_hold(con, hold_id)
@@ -90,4 +104,7 @@ async def release(con: asyncpg.Connection, hold_id: uuid.UUID, token_id: str, no
     released = await seats.release_hold(con, hold_id, token_id, now)
     if released is None:
         return Released(row.status, None)
+    await con.execute(
+        queries.INSERT_AUDIT, "hold_released", event_id, row.slot_id, None, None, token_id, {"hold_id": str(hold_id)}
+    )
     return Released(HoldStatus.RELEASED, await seats.site_of_slot(con, row.slot_id))

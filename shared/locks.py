@@ -34,6 +34,8 @@ class LockNamespace(IntEnum):
     MIGRATIONS = 13
     # New Idempotency-Keys of one admission are counted against its cap one at a time (transaction lock).
     ADMISSION_KEYS = 17
+    # One audit sealer at a time extends the hash chain and signs its head (try-lock, transaction, key "chain").
+    AUDIT_CHAIN = 19
 
 
 async def xact_lock(con: asyncpg.Connection, namespace: LockNamespace, key: str) -> None:

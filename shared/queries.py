@@ -57,7 +57,7 @@ REPLACE_HOLDS = """
 UPDATE holds h SET status = 'replaced', ended_at = $2
 FROM slots s
 WHERE h.token_id = $1 AND h.status = 'active' AND h.pinned_attempt IS NULL AND s.slot_id = h.slot_id
-RETURNING s.site_id
+RETURNING s.site_id, h.hold_id
 """
 
 PINNED_HOLD_OF = "SELECT 1 FROM holds WHERE token_id = $1 AND status = 'active' AND pinned_attempt IS NOT NULL"
@@ -233,7 +233,7 @@ RETURNING slot_id
 # --- waitlist (shared/waitlist.py) ----------------------------------------------------------------
 
 RECIPIENTS = """
-SELECT e.entry_id, e.person_sealed FROM waitlist_entries e
+SELECT e.entry_id, e.event_id, e.person_sealed FROM waitlist_entries e
 WHERE e.site_id = $1 AND e.type_id = $2 AND e.status = 'waiting' AND (e.day IS NULL OR e.day = $3)
   AND e.person_sealed IS NOT NULL  -- erased (shared/retention.py): nobody left to offer a seat to
   AND NOT EXISTS (SELECT 1 FROM waitlist_offer_recipients r JOIN waitlist_offers o ON o.offer_id = r.offer_id
@@ -345,7 +345,7 @@ LEAVE_ENTRY = """
 UPDATE waitlist_entries SET status = CASE WHEN status = 'waiting' THEN 'left' ELSE status END,
     ended_at = coalesce(ended_at, now())
 WHERE entry_id = $1 AND token_id = $2
-RETURNING status
+RETURNING status, event_id, ended_at = now() AS ended_now
 """
 
 # --- supply: appointment types, schedules, overrides (shared/supply.py) -----------------------------
@@ -643,4 +643,56 @@ FOR UPDATE
 RESEAL_PENDING_JOBS = """
 UPDATE booking_attempts a SET job = jsonb_set(a.job, '{person_sealed}', to_jsonb(convert_from(v.sealed, 'UTF8')))
 FROM unnest($1::uuid[], $2::bytea[]) AS v(id, sealed) WHERE a.attempt_id = v.id AND a.status = 'pending'
+"""
+
+
+# --- audit chain (shared/audit.py) ---
+# Named AUDIT_* next to INSERT_AUDIT above, the one statement request paths write audit rows with.
+
+# The chain's head: the last sealed row.
+AUDIT_HEAD = "SELECT seq, audit_id, row_hash FROM audit_log WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1"
+
+# Unsealed rows older than the margin ($1 seconds, by the database's clock), in audit_id order.
+AUDIT_UNSEALED = """
+SELECT * FROM audit_log
+WHERE seq IS NULL AND at < clock_timestamp() - make_interval(secs => $1)
+ORDER BY audit_id
+LIMIT $2
+"""
+
+AUDIT_SEAL = """
+UPDATE audit_log a SET seq = s.seq, prev_hash = s.prev_hash, row_hash = s.row_hash
+FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[]) AS s(audit_id, seq, prev_hash, row_hash)
+WHERE a.audit_id = s.audit_id AND a.seq IS NULL
+"""
+
+AUDIT_LAST_CHECKPOINT = "SELECT * FROM audit_checkpoints ORDER BY checkpoint_id DESC LIMIT 1"
+
+AUDIT_INSERT_CHECKPOINT = """
+INSERT INTO audit_checkpoints (seq, audit_id, head_hash, signed_at, key_id, signature)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING *
+"""
+
+AUDIT_CHECKPOINTS = "SELECT * FROM audit_checkpoints ORDER BY checkpoint_id"
+
+AUDIT_CHECKPOINTS_SINCE = "SELECT * FROM audit_checkpoints WHERE signed_at >= $1 ORDER BY checkpoint_id"
+
+# The sealed chain in order (verify walks it with a cursor).
+AUDIT_CHAIN = "SELECT * FROM audit_log WHERE seq IS NOT NULL ORDER BY seq"
+
+AUDIT_CHAIN_SINCE = "SELECT * FROM audit_log WHERE seq IS NOT NULL AND at >= $1 ORDER BY seq"
+
+AUDIT_UNSEALED_COUNT = "SELECT count(*) FROM audit_log WHERE seq IS NULL"
+
+# The admin listing, oldest first, filtered, keyset-paginated by audit_id ($4: after this id).
+AUDIT_PAGE = """
+SELECT audit_id, at, action, event_id, slot_id, appointment_id, attempt_id, actor, detail, seq
+FROM audit_log
+WHERE ($1::text IS NULL OR event_id = $1)
+  AND ($2::timestamptz IS NULL OR at >= $2)
+  AND ($3::text IS NULL OR action = $3)
+  AND audit_id > $4
+ORDER BY audit_id
+LIMIT $5
 """

@@ -149,6 +149,7 @@ class Hold:
     slot: SlotState
     expires_at: datetime
     replaced_sites: tuple[str, ...] = ()  # where the admission's previous hold gave a seat back
+    replaced_holds: tuple[uuid.UUID, ...] = ()  # the admission's previous holds it replaced
 
 
 async def place_hold(
@@ -165,11 +166,11 @@ async def place_hold(
     """Set one seat of the slot aside until ``expires_at``; an admission's previous live hold is
     replaced in the same transaction. Refused: booking_in_progress, not_found ("no such slot"),
     slot_withdrawn, outside_booking_window, slot_full."""
-    replaced: tuple[str, ...] = ()
+    replaced: list[asyncpg.Record] = []
     if token_id is not None:
         # One admission, one hold: concurrent requests of the same admission queue up here.
         await xact_lock(con, LockNamespace.ADMISSION_HOLD, token_id)
-        replaced = tuple(r["site_id"] for r in await con.fetch(queries.REPLACE_HOLDS, token_id, now))
+        replaced = await con.fetch(queries.REPLACE_HOLDS, token_id, now)
         # A hold pinned by a booking in flight is not replaced; checked after the replace, whose row
         # locks made any concurrent pin either fail (hold replaced) or commit before this read.
         if await con.fetchval(queries.PINNED_HOLD_OF, token_id):
@@ -184,7 +185,10 @@ async def place_hold(
         raise Refused(Code.SLOT_FULL)
     hold_id = uuid.uuid4()
     await con.execute(queries.INSERT_HOLD, hold_id, slot_id, token_id, event_id, offer_id, expires_at)
-    return Hold(hold_id=hold_id, slot=state, expires_at=expires_at, replaced_sites=replaced)
+    return Hold(
+        hold_id=hold_id, slot=state, expires_at=expires_at, replaced_sites=tuple(r["site_id"] for r in replaced),
+        replaced_holds=tuple(r["hold_id"] for r in replaced),
+    )  # fmt: skip
 
 
 async def expire_holds(con: asyncpg.Connection, now: datetime, limit: int = 5000) -> list[uuid.UUID]:

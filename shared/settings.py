@@ -15,6 +15,8 @@ the dozen lines of :meth:`Settings.from_env`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import os
 import re
@@ -67,6 +69,22 @@ def _parse_role_map(raw: str) -> tuple[tuple[str, str], ...]:
 def comma_list(raw: str) -> tuple[str, ...]:
     """``a, b,,c`` -> ``("a", "b", "c")``."""
     return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def parse_audit_keys(raw: str) -> tuple[str, ...]:
+    """``seed,seed``: base64url (padding optional) of 32-byte Ed25519 private keys; the last signs."""
+    keys = comma_list(raw)
+    for key in keys:
+        try:
+            seed = base64.urlsafe_b64decode(key + "=" * (-len(key) % 4))
+        except (ValueError, binascii.Error):
+            seed = b""
+        if len(seed) != 32:
+            raise SettingsError(
+                "SURGEGATE_AUDIT_SIGNING_KEY must be comma-separated base64url Ed25519 private keys of 32 bytes "
+                "(`python -c 'import secrets; print(secrets.token_urlsafe(32))'` makes one)"
+            )
+    return keys
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,6 +218,14 @@ class Settings:
         tuple[tuple[str, str], ...],
         Env("SURGEGATE_PERSON_SEAL_KEYS", partial(parse_secret_keys, variable="SURGEGATE_PERSON_SEAL_KEYS")),
     ] = ()
+    # --- issue 11, "Audit you can prove" (items 1-2: the hash chain and its signed checkpoints) ------
+    # Ed25519 private keys (base64url of the 32-byte seed), comma-separated: the last signs the audit's
+    # checkpoints, all verify them (rotation). Without one the chain is sealed but never signed.
+    audit_signing_keys: Annotated[tuple[str, ...], Env("SURGEGATE_AUDIT_SIGNING_KEY", parse_audit_keys)] = ()
+    # How often the chain's head is signed, and how old an audit row must be before it is sealed (rows
+    # committed later than that still chain, with a later seq; the margin only keeps seq near audit_id).
+    audit_checkpoint_interval_s: Annotated[PositiveFloat, Env("SURGEGATE_AUDIT_CHECKPOINT_INTERVAL_S")] = 60.0
+    audit_seal_margin_s: NonNegativeFloat = 1.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

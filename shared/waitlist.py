@@ -6,7 +6,10 @@ valid for a window. The offer holds the seat, so nobody else takes it meanwhile.
 to claim gets an admission and a hold on the seat and books it through the normal booking path; the
 others are told it is taken; an offer nobody claims lapses and the seat passes on to the next N.
 
-Everything here runs inside the caller's transaction; notifications are queued in the same one.
+Everything here runs inside the caller's transaction; notifications are queued in the same one, and
+so are the audit rows: ``waitlist_joined`` and ``waitlist_left`` (actor: the admission token's id, or
+``system`` when a closure puts someone first in line), ``offer_made`` and ``offer_lapsed``
+(``system``), ``offer_claimed`` (the claimant's admission id).
 """
 
 from __future__ import annotations
@@ -93,6 +96,12 @@ class Waitlist:
         offer_id = uuid.uuid4()
         expires = min(now + self.policy.offer_window, state.starts_at)
         await con.execute(queries.INSERT_OFFER, offer_id, slot_id, expires)
+        events = {r["event_id"] for r in recipients}
+        await con.execute(
+            queries.INSERT_AUDIT, "offer_made", events.pop() if len(events) == 1 else None, slot_id, None, None,
+            "system", {"offer_id": str(offer_id), "entries": [str(r["entry_id"]) for r in recipients],
+                       "expires_at": expires.isoformat()},
+        )  # fmt: skip
         await place_hold(con, token_id=None, event_id=None, offer_id=offer_id, slot_id=slot_id, expires_at=expires,
                          now=now)  # fmt: skip
         for r in recipients:
@@ -117,7 +126,13 @@ class Waitlist:
     async def pass_on(self, con: asyncpg.Connection, now: datetime, limit: int = 200) -> int:
         """Lapse expired offers (their seats return) and offer every free seat someone waits for.
         Safe to run at any time and from several workers at once. Returns offers made."""
-        lapsed = [row["offer_id"] for row in await con.fetch(queries.LAPSE_OFFERS, now)]
+        lapsed_rows = await con.fetch(queries.LAPSE_OFFERS, now)
+        lapsed = [row["offer_id"] for row in lapsed_rows]
+        for row in lapsed_rows:
+            await con.execute(
+                queries.INSERT_AUDIT, "offer_lapsed", None, row["slot_id"], None, None, "system",
+                {"offer_id": str(row["offer_id"])},
+            )  # fmt: skip
         if lapsed:
             await con.execute(queries.EXPIRE_OFFER_HOLDS, lapsed, now)
         made = 0
@@ -158,6 +173,10 @@ class Waitlist:
         )  # fmt: skip
         await con.execute(queries.MARK_OFFER_CLAIMED, offer_id, entry_id)
         await con.execute(queries.MARK_ENTRY_CLAIMED, entry_id, now, token_id)
+        await con.execute(
+            queries.INSERT_AUDIT, "offer_claimed", entry["event_id"], offer["slot_id"], None, None, token_id,
+            {"offer_id": str(offer_id), "entry_id": str(entry_id), "hold_id": str(hold.hold_id)},
+        )  # fmt: skip
         others = await con.fetch(queries.OTHER_RECIPIENTS, offer_id, entry_id)
         for other in others:
             await self.notify(
@@ -201,6 +220,12 @@ class Waitlist:
             row = await con.fetchrow(queries.WAITING_ENTRY, site_id, type_id, day, person_ref)
             if row is not None and priority < row["priority"]:
                 await con.execute(queries.RAISE_ENTRY_PRIORITY, row["entry_id"], priority)
+        else:
+            await con.execute(
+                queries.INSERT_AUDIT, "waitlist_joined", event_id, None, None, None, token_id or "system",
+                {"entry_id": str(row["entry_id"]), "site_id": site_id, "type_id": type_id,
+                 "day": day.isoformat() if day else None, "priority": priority},
+            )  # fmt: skip
         ahead = await con.fetchval(
             queries.ENTRIES_AHEAD,
             site_id,
@@ -235,7 +260,12 @@ class Waitlist:
 
     async def leave(self, con: asyncpg.Connection, entry_id: uuid.UUID, token_id: str) -> WaitlistEntryStatus:
         """Leave the admission's entry (harmless when it already ended); not_found for anyone else's."""
-        status = await con.fetchval(queries.LEAVE_ENTRY, entry_id, token_id)
-        if status is None:
+        row = await con.fetchrow(queries.LEAVE_ENTRY, entry_id, token_id)
+        if row is None:
             raise NotFound("no such waitlist entry")
-        return WaitlistEntryStatus(status)
+        if row["ended_now"] and row["status"] == WaitlistEntryStatus.LEFT:
+            await con.execute(
+                queries.INSERT_AUDIT, "waitlist_left", row["event_id"], None, None, None, token_id,
+                {"entry_id": str(entry_id)},
+            )  # fmt: skip
+        return WaitlistEntryStatus(row["status"])

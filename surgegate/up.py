@@ -87,6 +87,7 @@ SECRETS: dict[str, Callable[[], str]] = {
     "person_key": lambda: secrets.token_urlsafe(32),
     "postgres_password": lambda: secrets.token_urlsafe(24),  # the embedded servers' passwords
     "valkey_password": lambda: secrets.token_urlsafe(24),
+    "audit_signing_key": lambda: secrets.token_urlsafe(32),  # an Ed25519 seed: 32 random bytes, base64url
 }
 
 
@@ -155,6 +156,8 @@ def _child_env(settings: Settings, data_dir: Path, ports: _Ports) -> dict[str, s
             env["SURGEGATE_PERSON_KEY"] = stored["person_key"]
     if not settings.admin_tokens:
         env["SURGEGATE_ADMIN_TOKEN"] = load_secrets(data_dir)["admin_token"]
+    if not settings.audit_signing_keys:
+        env["SURGEGATE_AUDIT_SIGNING_KEY"] = load_secrets(data_dir)["audit_signing_key"]
     env.update(
         SURGEGATE_EDGE_PORT=str(ports.edge),
         SURGEGATE_API_PORT=str(ports.api),

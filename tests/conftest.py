@@ -33,7 +33,7 @@ LEFT JOIN pg_class p ON p.oid = k.confrelid
 WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r' AND c.relname <> 'schema_migrations'
 GROUP BY c.relname
 """
-APPEND_ONLY = ("audit_log",)  # its trigger refuses DELETE; TRUNCATE fires no row trigger
+APPEND_ONLY = ("audit_log", "audit_checkpoints")  # triggers refuse DELETE; TRUNCATE fires no row trigger
 
 
 @pytest.fixture(scope="session")

@@ -341,6 +341,12 @@ async def test_a_real_flow_answers_what_the_document_says(
     as_csv = {**admin_headers(), "Accept": "text/csv"}
     status, text = await client.call("GET", "/admin/v1/reports/waitlist", params=by_site_day, headers=as_csv)
     assert status == 200 and text.startswith("step,site,day,count,suppressed")
+    # auditors: the audit log, a page at a time
+    status, page = await client.call("GET", "/admin/v1/audit", params={"limit": "2"}, headers=admin_headers())
+    assert status == 200 and len(page["entries"]) == 2 and page["next"] is not None
+    rest = {"limit": "1000", "cursor": page["next"]}
+    assert (await client.call("GET", "/admin/v1/audit", params=rest, headers=admin_headers()))[1]["next"] is None
+    assert (await client.call("GET", "/admin/v1/audit", params={"cursor": "x"}, headers=admin_headers()))[0] == 400
 
     # probes and the document itself
     for probe in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
