@@ -33,10 +33,19 @@ def _port(text: str) -> int:
     return int(text)
 
 
+class _QuietRoutine(logging.Filter):
+    """arq logs two INFO lines per job run; the periodic jobs (the audit sealer runs every second) would
+    bury what matters. Their INFO lines go (a failure is still logged at WARNING or above)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or "cron:" not in record.getMessage()
+
+
 def _logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    logging.getLogger("arq.worker").addFilter(_QuietRoutine())
 
 
 def cmd_edge(args: argparse.Namespace) -> int:
