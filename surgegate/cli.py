@@ -38,7 +38,10 @@ class _QuietRoutine(logging.Filter):
     bury what matters. Their INFO lines go (a failure is still logged at WARNING or above)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno > logging.INFO or "cron:" not in record.getMessage()
+        # arq's per-job lines are "%6.2fs → job(...)", "%6.2fs ← job ● result"; the start banner also
+        # names the cron jobs and stays.
+        per_job = isinstance(record.msg, str) and record.msg.startswith("%6.2fs")
+        return record.levelno > logging.INFO or not per_job or "cron:" not in record.getMessage()
 
 
 def _logging(settings: Settings) -> None:

@@ -20,6 +20,7 @@ def record(level: int, message: str, *args: object) -> logging.LogRecord:
         (logging.INFO, "%6.2fs ← %s ● %s", (0.01, "cron:tidy_holds:1800000000:cron:tidy_holds", "{}"), False),
         (logging.INFO, "%6.2fs → %s(%s)%s", (0.02, "5e3a438e:book", "{...}", ""), True),
         (logging.WARNING, "%6.2fs ! %s failed", (0.01, "cron:seal_audit:1800000000:cron:seal_audit"), True),
+        (logging.INFO, "Starting worker for %d functions: %s", (2, "book, cron:seal_audit"), True),
     ],
 )
 def test_routine_job_lines_are_dropped_and_the_rest_kept(
