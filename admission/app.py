@@ -16,6 +16,7 @@ from shared.db import create_pool
 from shared.http import (
     add_security_headers,
     healthz,
+    http_metrics_middleware,
     json_response,
     metrics_handler,
     openapi_document,
@@ -43,15 +44,22 @@ def create_app(
         trusted = parse_networks(settings.trusted_proxies)
     except ValueError as exc:
         raise SettingsError(f"SURGEGATE_TRUSTED_PROXIES: {exc}") from None
+    metrics = metrics or Metrics()
     app = web.Application(
-        middlewares=[cors_middleware, problem_middleware, token_middleware, throttle_middleware],
+        middlewares=[
+            http_metrics_middleware(metrics, "api"),
+            cors_middleware,
+            problem_middleware,
+            token_middleware,
+            throttle_middleware,
+        ],
         client_max_size=settings.max_body_bytes,
         handler_args=server_handler_args(),
     )
     add_security_headers(app)  # no pages here: every response gets the strictest policy
     app[SETTINGS] = settings
     app[STAFF] = StaffDirectory(settings.admin_tokens, idp=IdentityProvider.from_settings(settings))
-    app[METRICS] = metrics or Metrics()
+    app[METRICS] = metrics
     app[CODEC] = TokenCodec(settings.secret_keys, leeway_s=settings.token_leeway_s)
     app[VAULT] = PersonVault.from_settings(settings)
     app[AVAILABILITY] = Availability(Cache(settings.search_cache_s))

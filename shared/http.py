@@ -7,9 +7,11 @@ and turns anything unexpected into a problem too, never a stack trace.
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import json
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
@@ -21,6 +23,8 @@ import pydantic_core
 import redis.exceptions
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp.typedefs import Middleware
+from aiohttp.web_urldispatcher import MatchInfoError
 
 from shared.db import DATABASE_UNAVAILABLE
 from shared.errors import (
@@ -145,6 +149,51 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         # Unexpected: log the type and place, never the request body (it may hold a person's data).
         log.exception("unhandled error on %s %s", request.method, request.rel_url.path)
         return problem(status_of(Code.INTERNAL_ERROR), Code.INTERNAL_ERROR, message_of(Code.INTERNAL_ERROR))
+
+
+# Methods counted by name; any other token a client sends counts as "other" (they are unbounded).
+COUNTED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# The route label of a request no route matched (an unknown path, or a known one with a method it lacks).
+UNMATCHED = "unmatched"
+
+
+def route_label(request: web.Request) -> str:
+    """The matched route's path template (``/api/v1/events/{event_id}/status``), never the URL itself:
+    ids, event ids and query strings stay out of the label, so its values are as few as the routes."""
+    match_info = request.match_info
+    if isinstance(match_info, MatchInfoError):
+        return UNMATCHED
+    return match_info.route.resource.canonical if match_info.route.resource is not None else UNMATCHED
+
+
+def http_metrics_middleware(metrics: Metrics, service: str) -> Middleware:
+    """Count each request in ``surgegate_http_requests_total{service,route,method,status}`` and time it
+    in ``surgegate_http_request_seconds``. Put it first, so it sees the answers the other middlewares
+    (problems, CORS, throttling) give. A request whose client went away before the answer (cancelled)
+    is not counted: it got no status."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        status: int | None = 500  # what escapes the problem middleware is answered 500 by aiohttp
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:  # a redirect raised by a handler, or an error past the problems
+            status = exc.status
+            raise
+        except asyncio.CancelledError:
+            status = None
+            raise
+        finally:
+            if status is not None:
+                route = route_label(request)
+                method = request.method if request.method in COUNTED_METHODS else "other"
+                metrics.http_requests.labels(service, route, method, str(status)).inc()
+                metrics.http_request_seconds.labels(service, route, method).observe(time.perf_counter() - started)
+
+    return middleware
 
 
 def parse_json(raw: bytes) -> Any:

@@ -1,7 +1,8 @@
 """Prometheus metrics, as an object each app owns (so tests read real values, not mocks).
 
 The funnel, labelled by event: joined -> admitted -> token verified -> attempt -> booked.
-Labels carry event ids, outcomes and reasons only, never anything about a person.
+Labels carry event ids, outcomes and reasons only, never anything about a person. Every HTTP request
+of the edge and the API is counted by route template and status (:func:`shared.http.http_metrics_middleware`).
 """
 
 from __future__ import annotations
@@ -113,6 +114,22 @@ class Metrics:
         self.api_throttle_local = Counter(
             "surgegate_api_throttle_local",
             "Booking-API limit checks decided in this process's memory because Redis was unreachable",
+            registry=r,
+        )
+
+        # Issue 12: every request of the edge and the API. ``route`` is the route's path template
+        # (``/api/v1/events/{event_id}/status``), never the URL, so the series stay a handful.
+        self.http_requests = Counter(
+            "surgegate_http_requests",
+            "HTTP requests answered, by service, route template, method and status",
+            ["service", "route", "method", "status"],
+            registry=r,
+        )
+        self.http_request_seconds = Histogram(
+            "surgegate_http_request_seconds",
+            "Time to answer an HTTP request (until the handler returned its response), by route template",
+            ["service", "route", "method"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=r,
         )
 

@@ -118,6 +118,8 @@ LogLevel = Annotated[
     Field(description="a logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL"),
 ]
 
+LogFormat = Annotated[Literal["text", "json"], Field(description="text or json")]
+
 
 @dataclass(frozen=True, config=ConfigDict(allow_inf_nan=False))
 class Settings:
@@ -226,6 +228,11 @@ class Settings:
     # committed later than that still chain, with a later seq; the margin only keeps seq near audit_id).
     audit_checkpoint_interval_s: Annotated[PositiveFloat, Env("SURGEGATE_AUDIT_CHECKPOINT_INTERVAL_S")] = 60.0
     audit_seal_margin_s: NonNegativeFloat = 1.0
+    # --- issue 12, "HTTP metrics and logs an operator can use" ---------------------------------------
+    # One INFO line per HTTP request (aiohttp.access) from the edge and the API; off: logs stay quiet.
+    access_log: Annotated[bool, Env("SURGEGATE_ACCESS_LOG"), Field(description="1 or 0 (true or false)")] = False
+    # "text" (one readable line per record) or "json" (one JSON object per line, for log shippers).
+    log_format: Annotated[LogFormat, Env("SURGEGATE_LOG_FORMAT", str.lower)] = "text"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from shared.settings import Settings, SettingsError
 from surgegate import audit_cli, event_cli, persons_cli, report_cli, staff_cli, supply_cli
+from surgegate.logs import formatter
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -45,10 +46,19 @@ class _QuietRoutine(logging.Filter):
 
 
 def _logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    """The process's log on stderr, as ``SURGEGATE_LOG_FORMAT`` says, quiet about routine work: no
+    line per periodic job, and no line per HTTP request unless ``SURGEGATE_ACCESS_LOG`` asks for one."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(settings.log_format))
+    logging.basicConfig(level=settings.log_level, handlers=[handler])
     logging.getLogger("arq.worker").addFilter(_QuietRoutine())
+    # aiohttp writes each request at INFO on "aiohttp.access" (a load test's worth is tens of MB).
+    logging.getLogger("aiohttp.access").setLevel(logging.INFO if settings.access_log else logging.WARNING)
+
+
+def _access_log(settings: Settings) -> logging.Logger | None:
+    """``run_app``'s ``access_log``: aiohttp's access logger when asked for, else none (not even formatted)."""
+    return logging.getLogger("aiohttp.access") if settings.access_log else None
 
 
 def cmd_edge(args: argparse.Namespace) -> int:
@@ -58,7 +68,9 @@ def cmd_edge(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     _logging(settings)
-    web.run_app(create_app(settings), host=settings.host, port=settings.edge_port, print=None)
+    web.run_app(
+        create_app(settings), host=settings.host, port=settings.edge_port, print=None, access_log=_access_log(settings)
+    )
     return 0
 
 
@@ -69,7 +81,9 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     _logging(settings)
-    web.run_app(create_app(settings), host=settings.host, port=settings.api_port, print=None)
+    web.run_app(
+        create_app(settings), host=settings.host, port=settings.api_port, print=None, access_log=_access_log(settings)
+    )
     return 0
 
 

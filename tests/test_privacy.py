@@ -1,7 +1,9 @@
-"""No identity data of a person in any log record or metric, through the whole in-process path."""
+"""No identity data of a person in any log record or metric, through the whole in-process path, in
+the text log format and the JSON-lines one (SURGEGATE_LOG_FORMAT=json)."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import asyncpg
@@ -11,7 +13,15 @@ from aiohttp.test_utils import TestClient
 from shared.metrics import Metrics
 from shared.settings import Settings
 from shared.tokens import TokenCodec
-from tests.helpers import admission_token, booking_headers, person, running_worker, seed_site_and_slot
+from surgegate.logs import JsonLines
+from tests.helpers import (
+    admission_token,
+    booking_headers,
+    metric_value,
+    person,
+    running_worker,
+    seed_site_and_slot,
+)
 
 
 async def test_person_data_never_logged_or_in_metrics(
@@ -36,7 +46,16 @@ async def test_person_data_never_logged_or_in_metrics(
     assert any("book" in r.getMessage() for r in caplog.records)  # the worker did log its jobs
     from admission.keys import METRICS
 
-    exposed = caplog.text + api.app[METRICS].render().decode() + worker_metrics.render().decode()
+    json_lines = [JsonLines().format(r) for r in caplog.records]
+    assert all(
+        json.loads(line)["message"] == r.getMessage() for line, r in zip(json_lines, caplog.records, strict=True)
+    )
+    # the requests were counted (by route template: nothing of the body or the person reaches a label)
+    labels = {"service": "api", "route": "/api/v1/appointments", "method": "POST"}
+    assert metric_value(api.app[METRICS], "surgegate_http_request_seconds_count", **labels) == 4
+    exposed = "\n".join(
+        [caplog.text, *json_lines, api.app[METRICS].render().decode(), worker_metrics.render().decode()]
+    )
     for p in people:
         for field in ("id_number", "name", "email"):
             assert p[field] not in exposed

@@ -14,6 +14,7 @@ from shared.db import create_pool
 from shared.http import (
     add_security_headers,
     healthz,
+    http_metrics_middleware,
     json_response,
     metrics_handler,
     openapi_document,
@@ -43,15 +44,16 @@ def create_app(
     """The waiting room app. ``run_ticker=False`` leaves admission ticks to the caller (tests)."""
     settings.require_keys()
     settings.require_admin()
+    metrics = metrics or Metrics()
     app = web.Application(
-        middlewares=[problem_middleware],
+        middlewares=[http_metrics_middleware(metrics, "edge"), problem_middleware],
         client_max_size=settings.max_body_bytes,
         handler_args=server_handler_args(),
     )
     add_security_headers(app, page.content_security_policy(settings))
     app[SETTINGS] = settings
     app[STAFF] = StaffDirectory(settings.admin_tokens, idp=IdentityProvider.from_settings(settings))
-    app[METRICS] = metrics or Metrics()
+    app[METRICS] = metrics
     app[JOIN_LIMIT] = Limit(settings.join_limit_per_min, settings.join_limit_burst)
     try:
         app[TRUSTED_PROXIES] = parse_networks(settings.trusted_proxies)

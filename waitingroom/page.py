@@ -25,7 +25,15 @@ from waitingroom.events import Event
 from waitingroom.i18n import STRINGS, duration, eta_minutes, pick_language
 from waitingroom.keys import ROOM
 from waitingroom.room import Status
-from waitingroom.views import check_join_limit, check_work, cookie_name, set_ticket_cookie
+from waitingroom.views import (
+    MALFORMED,
+    check_join_limit,
+    check_work,
+    cookie_name,
+    count_malformed,
+    joined_event,
+    set_ticket_cookie,
+)
 
 STATIC = resources.files("waitingroom") / "static"
 _QUEUE_PAGE = Template((STATIC / "queue.html").read_text())
@@ -127,11 +135,15 @@ async def queue_page(request: web.Request) -> web.Response:
 async def join_form(request: web.Request) -> web.StreamResponse:
     """Join without JavaScript: the page's form posts here and is sent back to the page."""
     room = request.app[ROOM]
-    event = room.event(request.match_info["event_id"])
+    event = joined_event(request)
     language = pick_language(request.headers.get("Accept-Language"))
     presented = request.cookies.get(cookie_name(event.event_id))
     try:
-        form = await read_form(request)
+        try:
+            form = await read_form(request)
+        except MALFORMED:
+            count_malformed(request, event.event_id)
+            raise
         person_id = str(form.get("person_id") or "").strip() or None
         proof = {"challenge": str(form.get("challenge") or ""), "solution": str(form.get("solution") or "")}
         await check_join_limit(request, event.event_id)

@@ -5,15 +5,21 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.errors import RateLimited, TicketInvalid
+from shared.errors import NotFound, RateLimited, TicketInvalid, ValidationFailed
 from shared.http import bearer, json_response, read_json
 from shared.keys import join_bucket_key
 from shared.limits import client_key
 from waitingroom import pow
+from waitingroom.events import Event
 from waitingroom.keys import JOIN_LIMIT, LIMITER, METRICS, ROOM, TRUSTED_PROXIES
 from waitingroom.room import Room
 
 NO_STORE = {"Cache-Control": "no-store"}
+# The event label of a join to an event that does not exist: the id in the URL is the client's to
+# choose, so it never becomes a label (parentheses: no event id can be this).
+UNKNOWN_EVENT = "(unknown)"
+# A join body that cannot be read: not JSON, invalid fields, too large, or cut short.
+MALFORMED = (ValidationFailed, web.HTTPRequestEntityTooLarge, web.RequestPayloadError)
 
 
 class Proof(BaseModel):
@@ -34,6 +40,19 @@ class JoinRequest(BaseModel):
     pow: Proof | None = None  # where the event asks for work
     # SHA-256 (hex) of a secret only the visitor's browser keeps: the admission is then bound to it.
     device_key_hash: str | None = Field(default=None, pattern="^[0-9a-f]{64}$")
+
+
+def joined_event(request: web.Request) -> Event:
+    """The event a join names; an unknown one is NotFound (404) and counted as ``unknown_event``."""
+    try:
+        return request.app[ROOM].event(request.match_info["event_id"])
+    except NotFound:
+        request.app[METRICS].join_rejected.labels(UNKNOWN_EVENT, "unknown_event").inc()
+        raise
+
+
+def count_malformed(request: web.Request, event_id: str) -> None:
+    request.app[METRICS].join_rejected.labels(event_id, "malformed").inc()
 
 
 def cookie_name(event_id: str) -> str:
@@ -92,10 +111,13 @@ def set_ticket_cookie(response: web.StreamResponse, room: Room, event_id: str, t
 
 
 async def join(request: web.Request) -> web.Response:
-    event_id = request.match_info["event_id"]
-    body = await read_json(request, JoinRequest) if request.can_read_body else JoinRequest()
+    event_id = joined_event(request).event_id  # unknown events are 404 and spend nobody's join allowance
+    try:
+        body = await read_json(request, JoinRequest) if request.can_read_body else JoinRequest()
+    except MALFORMED:
+        count_malformed(request, event_id)
+        raise
     room = request.app[ROOM]
-    room.event(event_id)  # unknown events are 404 and spend nobody's join allowance
     await check_join_limit(request, event_id)
     presented = presented_ticket(request, event_id)
     proof = None if body.pow is None else body.pow.model_dump(exclude_none=True)

@@ -1,0 +1,43 @@
+"""How the processes write their log: readable lines, or JSON lines for log shippers.
+
+``SURGEGATE_LOG_FORMAT=json`` makes every record one JSON object on one line — ``time`` (ISO 8601,
+UTC), ``level``, ``logger``, ``message`` and, when there is one, ``exception`` (the traceback as
+text) — which Loki, Elasticsearch or CloudWatch read without a parsing rule. Records hold what the
+code logged and nothing else: no request bodies (no module logs them) and no person data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per record, on one line (newlines inside a message or traceback are escaped).
+
+    Hand-written because it is a dict and ``json.dumps``; python-json-logger would add a dependency
+    for the same lines. ASCII-only output, so any byte a client sent survives the stream's encoding.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, str] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exception"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry)
+
+
+def formatter(log_format: str) -> logging.Formatter:
+    """The formatter of ``SURGEGATE_LOG_FORMAT``: ``json`` or ``text``."""
+    return JsonLines() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
