@@ -25,6 +25,18 @@ async def put_event(request: web.Request) -> web.Response:
 
 
 @requires(Role.OPERATOR)
+async def close_event(request: web.Request) -> web.Response:
+    """Close the event now: joins and ticket polls answer ``event_closed``. Safe to repeat."""
+    event = await request.app[ROOM].close_event(request.match_info["event_id"], actor=actor_of(request))
+    return json_response(event.to_json())
+
+
+@requires(Role.OPERATOR)
+async def list_events(request: web.Request) -> web.Response:
+    return json_response({"events": await request.app[ROOM].list_events()})
+
+
+@requires(Role.OPERATOR)
 async def get_event(request: web.Request) -> web.Response:
     room = request.app[ROOM]
     event_id = request.match_info["event_id"]
