@@ -24,8 +24,9 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
-from shared.errors import Code, EventClosed, NotFound, SpecificRefusal, TicketInvalid, ValidationFailed
+from shared.errors import Code, EventClosed, NotFound, Refused, SpecificRefusal, TicketInvalid, ValidationFailed
 from shared.http import BACKEND_UNAVAILABLE
+from shared.locks import LockNamespace, xact_lock
 from shared.metrics import Metrics
 from shared.persons import PersonVault
 from shared.settings import Settings
@@ -153,12 +154,21 @@ class Room:
         now = self.clock()
         return [e for e in self._events.values() if e.phase(now) != "closed"]
 
-    async def put_event(self, event_id: str, update: EventUpdate, *, actor: Actor) -> Event:
+    async def put_event(self, event_id: str, update: EventUpdate, *, actor: Actor, exists: bool | None = None) -> Event:
         """Create or update an event; its rate/pause apply to every edge on their next tick. The change
         is audited (``event_created``/``event_updated``, the fields sent) by ``actor`` in its transaction.
         Refused (validation) when a rule between fields fails on the merged result, or ``site_ids`` names
-        a site that does not exist."""
-        return await self._change(event_id, lambda _current: update, actor=actor)
+        a site that does not exist. ``exists``: True = update only (NotFound otherwise), False = create
+        only (conflict otherwise), None = either (checked in the same transaction as the write)."""
+
+        def checked(current: Event | None) -> EventUpdate:
+            if exists is True and current is None:
+                raise NotFound(f"no event {event_id!r}")
+            if exists is False and current is not None:
+                raise Refused(Code.CONFLICT, f"event {event_id!r} already exists")
+            return update
+
+        return await self._change(event_id, checked, actor=actor)
 
     async def close_event(self, event_id: str, *, actor: Actor) -> Event:
         """Close the event now (``closes_at`` = now; an opening still ahead is cancelled, set to null,
@@ -200,6 +210,9 @@ class Room:
     ) -> Event:
         now = self.clock()
         async with self.pool.acquire() as con, con.transaction():
+            # Serialized per event: two partial updates must not both pass the rules on the same
+            # stored event, then each write a row the other never saw (nor two creations race).
+            await xact_lock(con, LockNamespace.EVENT_CHANGE, event_id)
             current = await get_event(con, event_id)
             update = make(current)
             try:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from shared.locks import LockNamespace, xact_lock
 from tests.helpers import FakeClock, admin_headers, assert_problem
 from waitingroom.keys import ROOM
 
@@ -96,3 +98,51 @@ async def test_closing_an_event_not_yet_open_closes_it_consistently(edge: TestCl
     assert closed["closes_at"] is not None and (closed["opens_at"], closed["prequeue_opens_at"]) == (None, None)
     listed = (await (await edge.get("/admin/v1/events", headers=admin_headers())).json())["events"]
     assert listed[0]["phase"] == "closed"
+
+
+async def test_if_match_updates_only_and_if_none_match_creates_only(edge: TestClient) -> None:
+    body = {"name": "E", "rate_per_s": 1}
+    resp = await edge.put("/admin/v1/events/typo", json=body, headers={**admin_headers(), "If-Match": "*"})
+    assert_problem(resp.status, await resp.json(), 404, "not_found")
+    assert (await edge.get("/admin/v1/events/typo", headers=admin_headers())).status == 404  # nothing created
+    resp = await edge.put("/admin/v1/events/ev", json=body, headers={**admin_headers(), "If-None-Match": "*"})
+    assert resp.status == 200
+    resp = await edge.put("/admin/v1/events/ev", json={"name": "X"}, headers={**admin_headers(), "If-None-Match": "*"})
+    answer = await resp.json()
+    assert_problem(resp.status, answer, 409, "conflict")
+    assert "already exists" in answer["detail"]
+    resp = await edge.put("/admin/v1/events/ev", json={"rate_per_s": 3}, headers={**admin_headers(), "If-Match": "*"})
+    assert resp.status == 200 and (await resp.json())["name"] == "E"
+    resp = await edge.put(
+        "/admin/v1/events/ev", json={"rate_per_s": 3}, headers={**admin_headers(), "If-Match": '"v1"'}
+    )
+    assert_problem(resp.status, await resp.json(), 400, "validation_error")
+    # without a header PUT still creates or updates, as the contract says
+    assert (await put(edge, "other", body))[0] == 200
+
+
+async def test_concurrent_partial_updates_are_checked_one_after_the_other(edge: TestClient) -> None:
+    """Two partial updates that are each fine alone but not together: one must be refused. Both are
+    made to arrive while the event is being changed (the test holds the event's lock and its row), so
+    without the lock both would read the same stored event, pass, and the later write would silently
+    undo the earlier one (negative control: drop the xact_lock in Room._change and this fails)."""
+    await put(edge, "ev", {"name": "E", "rate_per_s": 1})
+    pool = edge.app[ROOM].pool
+    async with pool.acquire() as con, con.transaction():
+        await xact_lock(con, LockNamespace.EVENT_CHANGE, "ev")
+        # and the row: without the event lock, both requests read the event, then queue up here to write
+        await con.execute("SELECT 1 FROM events WHERE event_id = 'ev' FOR UPDATE")
+        both = asyncio.gather(
+            put(edge, "ev", {"opens_at": "2030-01-01T00:00:00Z"}),
+            put(edge, "ev", {"closes_at": "2029-01-01T00:00:00Z"}),
+        )
+        async with asyncio.timeout(30):
+            while not both.done() and await con.fetchval(WAITING_ON_LOCKS) < 2:  # noqa: ASYNC110 (polls the database)
+                await asyncio.sleep(0.01)
+    statuses = sorted(status for status, _ in await both)
+    assert statuses == [200, 400]
+    shown = await (await edge.get("/admin/v1/events/ev", headers=admin_headers())).json()
+    assert (shown["opens_at"] is None) != (shown["closes_at"] is None)  # exactly one of them stored
+
+
+WAITING_ON_LOCKS = "SELECT count(*) FROM pg_locks WHERE NOT granted"
