@@ -169,10 +169,15 @@ def _confirm(event: dict[str, Any]) -> bool:
         "holding a ticket get event_closed; new joins are refused. [y/N] "
     )
     print(question, end="", flush=True)
+    if sys.stdin is None:  # no stdin at all: no answer is no
+        print()
+        return False
     try:
         answer = sys.stdin.readline()
     except (OSError, ValueError):
         answer = ""
+    if not sys.stdin.isatty():
+        print()  # a piped answer is not echoed: end the question's line
     return answer.strip().lower() in ("y", "yes")
 
 
