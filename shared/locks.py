@@ -36,6 +36,9 @@ class LockNamespace(IntEnum):
     ADMISSION_KEYS = 17
     # One audit sealer at a time extends the hash chain and signs its head (try-lock, transaction, key "chain").
     AUDIT_CHAIN = 19
+    # Changes of one event (create, update, close) one at a time, so each is checked against the one
+    # before it, also when the event does not exist yet (transaction lock, key the event id).
+    EVENT_CHANGE = 23
 
 
 async def xact_lock(con: asyncpg.Connection, namespace: LockNamespace, key: str) -> None:

@@ -7,6 +7,7 @@ import json
 import sys
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +22,92 @@ def add_admin_options(parser: argparse.ArgumentParser, url_flag: str, service: s
     parser.add_argument("--data-dir", type=Path, default=Path(".surgegate"), help="where `up` keeps its secrets")
 
 
-def admin_token(args: argparse.Namespace, settings: Settings, command: str) -> str:
+@dataclass(frozen=True)
+class Credential:
+    token: str
+    source: str  # where it was found: the option, the variable or the file (absolute), for error messages
+
+
+def credential(args: argparse.Namespace, settings: Settings, command: str) -> Credential:
     """The credential to send, first found of: --key, SURGEGATE_STAFF_KEY, --admin-token,
-    SURGEGATE_ADMIN_TOKEN, the secrets.json `surgegate up` keeps in --data-dir."""
-    for given in (args.key, settings.staff_key, args.admin_token, *settings.admin_tokens[:1]):
+    SURGEGATE_ADMIN_TOKEN, the secrets.json `surgegate up` keeps in --data-dir. None found: SystemExit
+    naming every place looked at (the file by its absolute path: the command may run from elsewhere)."""
+    for given, source in (
+        (args.key, "--key"), (settings.staff_key, "SURGEGATE_STAFF_KEY"), (args.admin_token, "--admin-token"),
+        (settings.admin_tokens[0] if settings.admin_tokens else None, "SURGEGATE_ADMIN_TOKEN"),
+    ):  # fmt: skip
         if given:
-            return str(given)
-    secrets = args.data_dir / "secrets.json"
+            return Credential(str(given), source)
+    secrets = args.data_dir.resolve() / "secrets.json"
     if secrets.exists():
-        return str(json.loads(secrets.read_text())["admin_token"])
+        return Credential(str(json.loads(secrets.read_text())["admin_token"]), str(secrets))
     raise SystemExit(
         f"surgegate {command}: no credential found; looked for --key, SURGEGATE_STAFF_KEY, --admin-token, "
-        f"SURGEGATE_ADMIN_TOKEN and {secrets} (a staff key comes from `surgegate staff add`)"
+        f"SURGEGATE_ADMIN_TOKEN and {secrets} (run from the folder where `surgegate up` runs, or pass "
+        "--data-dir; a staff key comes from `surgegate staff add`)"
     )
+
+
+def admin_token(args: argparse.Namespace, settings: Settings, command: str) -> str:
+    return credential(args, settings, command).token
+
+
+class AdminRefused(Exception):
+    """The admin API answered with a problem (``status`` 4xx/5xx, ``problem`` its JSON body)."""
+
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        super().__init__(f"{status} {problem.get('code', '')}: {problem.get('detail', '')}")
+        self.status = status
+        self.problem = problem
+
+
+class Unreachable(Exception):
+    """The service could not be reached at all."""
+
+
+def send(
+    base: str, method: str, path: str, token: str, body: Any = None, *, headers: dict[str, str] | None = None
+) -> Any:
+    """One JSON request; returns the decoded answer. Raises AdminRefused or Unreachable."""
+    request = urllib.request.Request(  # noqa: S310 (the operator's own service URL)
+        f"{base.rstrip('/')}{path}",
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            **(headers or {}),
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            problem = json.loads(exc.read() or b"{}")
+        except ValueError:
+            problem = {}
+        if not isinstance(problem, dict):
+            problem = {}
+        problem.setdefault("detail", exc.reason)
+        raise AdminRefused(exc.code, problem) from None
+    except urllib.error.URLError as exc:
+        raise Unreachable(f"cannot reach {base}: {exc.reason}") from None
+
+
+def explain(command: str, refused: AdminRefused, source: str) -> None:
+    """Print a refusal to stderr: the problem, its field errors, and for 401/403 where the credential
+    sent came from."""
+    problem = refused.problem
+    print(f"surgegate {command}: {refused.status} {problem.get('code', '')}: {problem.get('detail', '')}",
+          file=sys.stderr)  # fmt: skip
+    if refused.status in (401, 403):
+        print(f"surgegate {command}: the credential sent came from {source} (looked in order at --key, "
+              "SURGEGATE_STAFF_KEY, --admin-token, SURGEGATE_ADMIN_TOKEN, <data-dir>/secrets.json)",
+              file=sys.stderr)  # fmt: skip
+    for error in problem.get("errors", []):
+        print(f"  {'.'.join(map(str, error['loc']))}: {error['msg']}", file=sys.stderr)
 
 
 def call(

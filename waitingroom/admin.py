@@ -20,8 +20,34 @@ async def put_event(request: web.Request) -> web.Response:
     if not EVENT_ID.match(event_id):
         raise ValidationFailed("event ids are lowercase letters, digits, - and _ (at most 64)")
     update = await read_json(request, EventUpdate)
-    event = await room.put_event(event_id, update, actor=actor_of(request))
+    event = await room.put_event(event_id, update, actor=actor_of(request), exists=_precondition(request))
     return json_response(event.to_json())
+
+
+def _precondition(request: web.Request) -> bool | None:
+    """``If-Match: *``: update only (404 if there is no such event); ``If-None-Match: *``: create only
+    (409 conflict if it exists). Events carry no ETags, so only ``*`` has a meaning."""
+    if_match, if_none_match = request.headers.get("If-Match"), request.headers.get("If-None-Match")
+    if if_match is not None and if_none_match is not None:
+        raise ValidationFailed("send If-Match or If-None-Match, not both")
+    for header, value, exists in (("If-Match", if_match, True), ("If-None-Match", if_none_match, False)):
+        if value is not None:
+            if value.strip() != "*":
+                raise ValidationFailed(f"{header} accepts only * (events carry no ETags)")
+            return exists
+    return None
+
+
+@requires(Role.OPERATOR)
+async def close_event(request: web.Request) -> web.Response:
+    """Close the event now: joins and ticket polls answer ``event_closed``. Safe to repeat."""
+    event = await request.app[ROOM].close_event(request.match_info["event_id"], actor=actor_of(request))
+    return json_response(event.to_json())
+
+
+@requires(Role.OPERATOR)
+async def list_events(request: web.Request) -> web.Response:
+    return json_response({"events": await request.app[ROOM].list_events()})
 
 
 @requires(Role.OPERATOR)

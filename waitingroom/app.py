@@ -93,6 +93,8 @@ def create_app(
     app.router.add_get("/api/v1/events/{event_id}/challenge", views.challenge)
     app.router.add_put("/admin/v1/events/{event_id}", admin.put_event)
     app.router.add_get("/admin/v1/events/{event_id}", admin.get_event)
+    app.router.add_delete("/admin/v1/events/{event_id}", admin.close_event)
+    app.router.add_get("/admin/v1/events", admin.list_events)
     app.router.add_get("/admin/v1/events/{event_id}/lottery", admin.get_lottery)
     app.router.add_get("/e/{event_id}", page.queue_page)
     app.router.add_post("/e/{event_id}/join", page.join_form)

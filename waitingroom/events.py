@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.errors import Code, Refused
 from shared.statuses import RateMode
@@ -164,14 +164,6 @@ class EventUpdate(BaseModel):
                     raise ValueError("site ids are letters, digits, - and _ (at most 64)")
         return value
 
-    @model_validator(mode="after")
-    def _order(self) -> EventUpdate:
-        if self.prequeue_opens_at and self.opens_at and self.prequeue_opens_at > self.opens_at:
-            raise ValueError("prequeue_opens_at must not be after opens_at")
-        if self.opens_at and self.closes_at and self.closes_at <= self.opens_at:
-            raise ValueError("closes_at must be after opens_at")
-        return self
-
     def apply(self, event_id: str, current: Event | None) -> Event:
         """The event after this update; raises ValueError if a new event lacks name or rate."""
         given = self.model_fields_set
@@ -188,10 +180,24 @@ class EventUpdate(BaseModel):
         if "site_ids" in changes and changes["site_ids"] is not None:
             changes["site_ids"] = tuple(changes["site_ids"])
         event = replace(base, event_id=event_id, **changes)
-        bounded = event.rate_min is not None and event.rate_max is not None and event.rate_min <= event.rate_max
-        if event.rate_mode == RateMode.AUTO and not bounded:
-            raise ValueError("rate_mode auto needs rate_min <= rate_max")
+        check(event)
         return event
+
+
+def check(event: Event) -> None:
+    """Every rule between fields, on the whole event: a partial update is checked as merged with what
+    it changes (setting opens_at after the stored closes_at is refused like sending both)."""
+    opens, prequeue, closes = event.opens_at, event.prequeue_opens_at, event.closes_at
+    if prequeue is not None and opens is not None and prequeue > opens:
+        raise ValueError(f"prequeue_opens_at ({prequeue.isoformat()}) must not be after opens_at ({opens.isoformat()})")
+    if closes is not None and opens is not None and closes <= opens:
+        raise ValueError(f"closes_at ({closes.isoformat()}) must be after opens_at ({opens.isoformat()})")
+    if closes is not None and prequeue is not None and closes <= prequeue:
+        raise ValueError(f"closes_at ({closes.isoformat()}) must be after prequeue_opens_at ({prequeue.isoformat()})")
+    if event.rate_min is not None and event.rate_max is not None and event.rate_min > event.rate_max:
+        raise ValueError(f"rate_min ({event.rate_min:g}) must not be above rate_max ({event.rate_max:g})")
+    if event.rate_mode == RateMode.AUTO and (event.rate_min is None or event.rate_max is None):
+        raise ValueError("rate_mode auto needs rate_min and rate_max")
 
 
 @dataclass(frozen=True)
@@ -265,6 +271,11 @@ async def _upsert(con: asyncpg.Connection, event: Event) -> asyncpg.Record:
         event.pow_difficulty,
         event.program_id,
     )
+
+
+async def unknown_sites(con: asyncpg.Connection, site_ids: list[str]) -> list[str]:
+    """The ids among ``site_ids`` that name no site, in the order given."""
+    return [r["site_id"] for r in await con.fetch(queries.UNKNOWN_SITES, site_ids)]
 
 
 async def count_events(con: asyncpg.Connection) -> int:

@@ -39,6 +39,12 @@ RETURNING {EVENT_COLUMNS}
 
 COUNT_EVENTS = "SELECT count(*) FROM events"
 
+UNKNOWN_SITES = """
+SELECT given.site_id FROM unnest($1::text[]) WITH ORDINALITY AS given (site_id, n)
+WHERE NOT EXISTS (SELECT 1 FROM sites WHERE sites.site_id = given.site_id)
+ORDER BY given.n
+"""
+
 # Monotonic merge: whichever edge saw the queue further along wins, field by field.
 SAVE_CHECKPOINT = """
 INSERT INTO queue_checkpoints AS c (event_id, joined, served, join_rate, taken_at)

@@ -24,8 +24,9 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
-from shared.errors import Code, EventClosed, NotFound, SpecificRefusal, TicketInvalid, ValidationFailed
+from shared.errors import Code, EventClosed, NotFound, Refused, SpecificRefusal, TicketInvalid, ValidationFailed
 from shared.http import BACKEND_UNAVAILABLE
+from shared.locks import LockNamespace, xact_lock
 from shared.metrics import Metrics
 from shared.persons import PersonVault
 from shared.settings import Settings
@@ -43,6 +44,7 @@ from waitingroom.events import (
     load_checkpoints,
     load_draws,
     save_event,
+    unknown_sites,
 )
 from waitingroom.lottery import ALGORITHM, Lottery
 from waitingroom.polling import poll_after_ms
@@ -152,20 +154,80 @@ class Room:
         now = self.clock()
         return [e for e in self._events.values() if e.phase(now) != "closed"]
 
-    async def put_event(self, event_id: str, update: EventUpdate, *, actor: Actor) -> Event:
+    async def put_event(self, event_id: str, update: EventUpdate, *, actor: Actor, exists: bool | None = None) -> Event:
         """Create or update an event; its rate/pause apply to every edge on their next tick. The change
-        is audited (``event_created``/``event_updated``, the fields sent) by ``actor`` in its transaction."""
+        is audited (``event_created``/``event_updated``, the fields sent) by ``actor`` in its transaction.
+        Refused (validation) when a rule between fields fails on the merged result, or ``site_ids`` names
+        a site that does not exist. ``exists``: True = update only (NotFound otherwise), False = create
+        only (conflict otherwise), None = either (checked in the same transaction as the write)."""
+
+        def checked(current: Event | None) -> EventUpdate:
+            if exists is True and current is None:
+                raise NotFound(f"no event {event_id!r}")
+            if exists is False and current is not None:
+                raise Refused(Code.CONFLICT, f"event {event_id!r} already exists")
+            return update
+
+        return await self._change(event_id, checked, actor=actor)
+
+    async def close_event(self, event_id: str, *, actor: Actor) -> Event:
+        """Close the event now (``closes_at`` = now; an opening still ahead is cancelled, set to null,
+        so the event stays consistent): joins and status polls answer ``event_closed`` from then on.
+        Safe to repeat: an event already closed keeps its closing time. Audited as ``event_closed``
+        with what changed. NotFound when there is no such event."""
+        at = datetime.fromtimestamp(self.clock(), UTC)
+
+        def closing(current: Event | None) -> EventUpdate:
+            if current is None:
+                raise NotFound(f"no event {event_id!r}")
+            changes: dict[str, datetime | None] = {}
+            if current.closes_at is None or current.closes_at > at:
+                changes["closes_at"] = at
+            for field in ("opens_at", "prequeue_opens_at"):
+                value = getattr(current, field)
+                if value is not None and value >= at:
+                    changes[field] = None
+            return EventUpdate.model_validate(changes)
+
+        return await self._change(event_id, closing, actor=actor, action="event_closed")
+
+    async def list_events(self) -> list[dict[str, Any]]:
+        """Every event with its phase and this process's latest queue figures (no Redis call: the
+        snapshot of the last tick; ``None`` for an event no tick has reached yet)."""
+        now = self.clock()
+        async with self.pool.acquire() as con:
+            events = await list_events(con)
+        listed = []
+        for event in events:
+            state = self._states.get(event.event_id)
+            figures = None if state is None else {
+                "joined": state.joined, "admitted": state.admitted, "waiting": state.waiting}  # fmt: skip
+            listed.append({**event.to_json(), "phase": event.phase(now), "stats": figures})
+        return listed
+
+    async def _change(
+        self, event_id: str, make: Callable[[Event | None], EventUpdate], *, actor: Actor, action: str | None = None
+    ) -> Event:
         now = self.clock()
         async with self.pool.acquire() as con, con.transaction():
+            # Serialized per event: two partial updates must not both pass the rules on the same
+            # stored event, then each write a row the other never saw (nor two creations race).
+            await xact_lock(con, LockNamespace.EVENT_CHANGE, event_id)
             current = await get_event(con, event_id)
+            update = make(current)
             try:
                 event = update.apply(event_id, current)
             except ValueError as exc:
                 raise ValidationFailed(str(exc)) from None
+            if update.site_ids:
+                missing = await unknown_sites(con, update.site_ids)
+                if missing:
+                    raise ValidationFailed(f"no such site: {', '.join(missing)}")
             event = await save_event(con, event)
             changed = update.model_dump(mode="json", exclude_unset=True)
-            await audit_admin(con, actor, "event_created" if current is None else "event_updated",
-                              event_id=event_id, detail=changed)  # fmt: skip
+            if action is None:
+                action = "event_created" if current is None else "event_updated"
+            await audit_admin(con, actor, action, event_id=event_id, detail=changed)
             if current is None:  # a new queue has reached nobody yet: its first mark (admissions.py)
                 await con.execute(SAVE_MARK, event_id, 0, now)
         config = self._config(event, now)

@@ -48,6 +48,9 @@ def checker(spec: dict[str, Any], name: str) -> jsonschema.Draft202012Validator:
 
 async def test_real_responses_match_their_schemas(edge: TestClient, clock: FakeClock) -> None:
     spec = await spec_of(edge)
+    await edge.app[ROOM].pool.execute(
+        "INSERT INTO sites (site_id, name, region, timezone, lat, lng) VALUES ('a', 'A', 'R', 'UTC', 0, 0)"
+    )
     put = await edge.put("/admin/v1/events/ev", json={"name": "E", "rate_per_s": 1, "site_ids": ["a"]},
                          headers=admin_headers())  # fmt: skip
     checker(spec, "Event").validate(await put.json())
@@ -61,9 +64,14 @@ async def test_real_responses_match_their_schemas(edge: TestClient, clock: FakeC
     checker(spec, "EventWithStats").validate(
         await (await edge.get("/admin/v1/events/ev", headers=admin_headers())).json()
     )
+    listed = spec["paths"]["/admin/v1/events"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    jsonschema.Draft202012Validator({**listed, "components": spec["components"]}).validate(
+        await (await edge.get("/admin/v1/events", headers=admin_headers())).json()
+    )
     checker(spec, "Problem").validate(await (await edge.post("/api/v1/events/nope/join")).json())
     bad = await edge.put("/admin/v1/events/ev", json={"rate_per_s": "x"}, headers=admin_headers())
     checker(spec, "Problem").validate(await bad.json())
+    checker(spec, "Event").validate(await (await edge.delete("/admin/v1/events/ev", headers=admin_headers())).json())
     # the schema is strict enough to notice a broken response
     assert not checker(spec, "Status").is_valid({**status, "state": "somewhere"})
 

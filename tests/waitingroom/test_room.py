@@ -111,6 +111,10 @@ async def test_two_edges_agree_and_a_change_on_one_reaches_the_other(
 async def test_admitted_visitor_gets_a_scoped_token_with_fixed_expiry(
     room: Room, clock: FakeClock, settings: Settings
 ) -> None:
+    for site_id in ("s1", "s2"):
+        await room.pool.execute(
+            "INSERT INTO sites (site_id, name, region, timezone, lat, lng) VALUES ($1, 'S', 'R', 'UTC', 0, 0)", site_id
+        )
     await room.put_event("ev", EventUpdate(site_ids=["s1", "s2"]), actor=OWNER)
     (ticket,) = await join_many(room, 1)
     await tick_for(clock, 1, room)
