@@ -226,6 +226,9 @@ class Settings:
     # committed later than that still chain, with a later seq; the margin only keeps seq near audit_id).
     audit_checkpoint_interval_s: Annotated[PositiveFloat, Env("SURGEGATE_AUDIT_CHECKPOINT_INTERVAL_S")] = 60.0
     audit_seal_margin_s: NonNegativeFloat = 1.0
+    # --- issue 12, `up` item: quiet logs ------------------------------------------------------------
+    # One INFO line per HTTP request from edge and api (aiohttp's access log); off unless asked.
+    access_log: Annotated[bool, Env("SURGEGATE_ACCESS_LOG"), Field(description="1/true/yes or 0/false/no")] = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

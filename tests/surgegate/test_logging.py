@@ -6,7 +6,8 @@ import logging
 
 import pytest
 
-from surgegate.cli import _QuietRoutine
+from shared.settings import Settings, SettingsError
+from surgegate.cli import _access_log, _QuietRoutine
 
 
 def record(level: int, message: str, *args: object) -> logging.LogRecord:
@@ -27,3 +28,10 @@ def test_routine_job_lines_are_dropped_and_the_rest_kept(
     level: int, message: str, args: tuple[object, ...], kept: bool
 ) -> None:
     assert _QuietRoutine().filter(record(level, message, *args)) is kept
+
+
+def test_access_logs_are_off_unless_asked() -> None:
+    assert _access_log(Settings.from_env({})) is None  # aiohttp then logs no line per request
+    assert _access_log(Settings.from_env({"SURGEGATE_ACCESS_LOG": "1"})) is logging.getLogger("aiohttp.access")
+    with pytest.raises(SettingsError, match="SURGEGATE_ACCESS_LOG must be 1/true/yes or 0/false/no, not 'maybe'"):
+        Settings.from_env({"SURGEGATE_ACCESS_LOG": "maybe"})
