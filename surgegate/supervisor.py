@@ -7,6 +7,8 @@ died ``crash_loop`` times within ``window_s`` seconds is in a crash loop: :meth:
 raises :class:`CrashLoop` and the caller stops everything, as restarting would only hide the error.
 Every death and restart is one line through ``say``; the lines name the child, never its environment.
 
+Every child dies with the supervisor's process, even when that is killed (:mod:`surgegate.lifeline`).
+
 Hand-written rather than a process manager (supervisord, circus): ``up`` must stay a single command
 that needs nothing but pip, and its children must stop with it.
 """
@@ -21,6 +23,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+
+from surgegate.lifeline import dies_with_parent
 
 
 @dataclass(frozen=True)
@@ -59,8 +63,11 @@ class Child:
 
     def start(self) -> None:
         # Its own session: a Ctrl-C in the terminal reaches only `up`, which then stops the children
-        # in order (SIGTERM, then SIGKILL after a grace period).
-        self.proc = subprocess.Popen(list(self.argv), env=dict(self.env), start_new_session=True)
+        # in order (SIGTERM, then SIGKILL after a grace period). And SIGTERM from Linux should `up` die
+        # without stopping them (SIGKILL, a crash): a child never outlives it.
+        self.proc = subprocess.Popen(
+            list(self.argv), env=dict(self.env), start_new_session=True, preexec_fn=dies_with_parent(signal.SIGTERM)
+        )
 
 
 def _nothing_held() -> AbstractContextManager[None]:

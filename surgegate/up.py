@@ -5,18 +5,27 @@ embedded servers' passwords) -> embedded PostgreSQL / Valkey unless URLs are con
 requiring its password -> migrate -> seed the demo into an empty database -> edge, api and worker
 as child processes -> wait until each answers -> print the URLs and the admin token (once).
 From then on a child that dies is started again (:mod:`surgegate.supervisor`); only a crash loop
-stops everything. Ctrl-C or SIGTERM stops the children, then the embedded servers; nothing is left
-running.
+stops everything. Ctrl-C, SIGTERM or SIGHUP stops the children, then the embedded servers; nothing is
+left running. Should ``up`` itself be killed (SIGKILL), every process it started is told by Linux
+to stop (:mod:`surgegate.lifeline`).
+
+Before anything starts: the data dir is locked (a second ``up`` on it refuses, naming the first one's
+pid), and the edge, api and worker-metrics ports are tried. A port given (option or environment) that
+is taken is an error naming it and the option; a default one that is taken is replaced by a free port,
+and ``up`` says so.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
+import fcntl
 import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,13 +36,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import NamedTuple
+from typing import IO, NamedTuple
 
 from shared.settings import Settings
-from surgegate.embedded import EmbeddedPostgres, EmbeddedValkey
+from surgegate.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
 from surgegate.supervisor import Child, CrashLoop, Supervisor
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGHUP: the terminal closed or the SSH session dropped; the children (in sessions of their own) never
+# see it, so `up` stops them as on Ctrl-C.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class _Stop(BaseException):
@@ -41,7 +52,7 @@ class _Stop(BaseException):
 
 
 class _StopSignals:
-    """SIGINT and SIGTERM raise :class:`_Stop` wherever ``up`` is, except inside :meth:`held`: there
+    """SIGINT, SIGTERM and SIGHUP raise :class:`_Stop` wherever ``up`` is, except inside :meth:`held`: there
     (a child being started) the signal waits for the end of the block, so that no process is forked
     without being recorded for the shutdown."""
 
@@ -127,6 +138,73 @@ class _Ports(NamedTuple):
     edge: int
     api: int
     metrics: int
+
+
+class PortTaken(Exception):
+    """A port asked for is in use; the message names it and the option that chooses another."""
+
+
+class DataDirLocked(Exception):
+    """Another ``surgegate up`` runs on the data dir; the message names its pid."""
+
+
+# The option that sets each port of _Ports.
+_PORT_OPTIONS = {"edge": "--edge-port", "api": "--api-port", "metrics": "--worker-metrics-port"}
+
+
+def _free(host: str, port: int) -> bool:
+    """Whether ``port`` can be bound on ``host`` now (as aiohttp binds: SO_REUSEADDR, so a port in
+    TIME_WAIT counts as free)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return True  # the child will say what is wrong with the host
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return False
+    return True
+
+
+def choose_ports(host: str, asked: _Ports, defaults: _Ports, say: Callable[[str], None]) -> _Ports:
+    """``asked``, each checked free on ``host``. A taken port that is its default is replaced by a free
+    one (``say`` tells which); any other taken port (or two the same) raises :class:`PortTaken`."""
+    chosen: dict[str, int] = {}
+    for name, port in asked._asdict().items():
+        option = _PORT_OPTIONS[name]
+        if port in chosen.values() or not _free(host, port):
+            if port != getattr(defaults, name):
+                raise PortTaken(
+                    f"port {port} ({name}) is already in use on {host}: pass {option} with a free port "
+                    f"(or stop what listens there); nothing was started"
+                )
+            port = free_port()
+            say(f"the default {name} port {getattr(defaults, name)} is in use; using {port} (pass {option} to choose)")
+        chosen[name] = port
+    return _Ports(**chosen)
+
+
+def lock_data_dir(data_dir: Path) -> IO[str]:
+    """An exclusive lock on ``data_dir`` for as long as the returned file stays open (the kernel drops
+    it when this process ends, however). Raises :class:`DataDirLocked` naming the holder's pid."""
+    handle = (data_dir / "up.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "?"
+        handle.close()
+        raise DataDirLocked(
+            f"another surgegate up (pid {holder}) is running on {data_dir}; stop it first, or pass another --data-dir"
+        ) from None
+    handle.truncate(0)
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
 
 
 @dataclass
@@ -233,12 +311,28 @@ def run_up(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     data_dir: Path = args.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    ports = _Ports(
+    asked = _Ports(
         args.edge_port or settings.edge_port,
         args.api_port or settings.api_port,
         args.worker_metrics_port or settings.worker_metrics_port,
     )
+    defaults = Settings()
+    try:
+        lock = lock_data_dir(data_dir)
+        ports = choose_ports(
+            settings.host, asked, _Ports(defaults.edge_port, defaults.api_port, defaults.worker_metrics_port), _say
+        )
+    except (DataDirLocked, PortTaken) as exc:
+        _say(str(exc))
+        return 1
+    with lock:
+        return _run(args, settings, data_dir, ports)
+
+
+def _run(args: argparse.Namespace, settings: Settings, data_dir: Path, ports: _Ports) -> int:
     env = _child_env(settings, data_dir, ports)
+    if args.access_log:
+        env["SURGEGATE_ACCESS_LOG"] = "1"
 
     signals = _StopSignals()
     signals.install()

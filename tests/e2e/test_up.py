@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -121,8 +122,12 @@ def stop_up(up: Up) -> None:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Iterator[Path]:
-    return tmp_path / "data"
+def data_dir() -> Iterator[Path]:
+    """A data dir outside pytest's temp root: pytest keeps that root 0700 (and puts it back at the start
+    of every session, another one running in parallel included), which the unprivileged user the
+    embedded PostgreSQL runs as when we are root could then no longer traverse."""
+    with tempfile.TemporaryDirectory(prefix="surgegate-up-") as parent:
+        yield Path(parent) / "data"
 
 
 def metric(text: str, name: str, **labels: str) -> float:

@@ -15,8 +15,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from shared.settings import Settings
-from surgegate.cli import _QuietRoutine
+from shared.settings import Settings, SettingsError
+from surgegate.cli import _access_log, _QuietRoutine
 from surgegate.embedded import free_port
 from surgegate.logs import JsonLines
 from tests.helpers import ADMIN, TEST_KEYS
@@ -122,3 +122,10 @@ async def test_the_access_log_and_json_lines_when_asked_for(settings: Settings, 
     access = [e["message"] for e in entries if e["logger"] == "aiohttp.access"]
     assert any("GET /no/such/page" in m and " 404 " in m for m in access), access
     assert any("POST /api/v1/events/nope/join" in m for m in access), access
+
+
+def test_access_logs_are_off_unless_asked() -> None:
+    assert _access_log(Settings.from_env({})) is None  # aiohttp then logs no line per request
+    assert _access_log(Settings.from_env({"SURGEGATE_ACCESS_LOG": "1"})) is logging.getLogger("aiohttp.access")
+    with pytest.raises(SettingsError, match="SURGEGATE_ACCESS_LOG"):
+        Settings.from_env({"SURGEGATE_ACCESS_LOG": "maybe"})
