@@ -15,8 +15,9 @@ Users (pick with class names on the command line):
   202 to its ``status_url`` until the attempt is final, and leaves.
 * ``SteadyBooker`` — one visitor after another per user (closed loop), for booking throughput.
 * ``AbusiveClient`` — forged tickets, malformed and oversized bodies, unknown ids, a join flood from one
-  address (which must reach the join limiter: 429 ``rate_limited``) and joins with forged proofs of
-  work. Every answer must be a 4xx problem+json; a 5xx is a failure.
+  address (which must reach the join limiter: 429 ``rate_limited``; ``--tags join-flood`` runs only
+  that) and joins with forged proofs of work. Every answer must be a 4xx problem+json; a 5xx is a
+  failure.
 
 Statistics of their own, besides the HTTP requests (request type first, as locust lists them):
 
@@ -56,7 +57,7 @@ from typing import Any
 
 import gevent
 from gevent.pool import Group
-from locust import HttpUser, LoadTestShape, User, between, events, task
+from locust import HttpUser, LoadTestShape, User, between, events, tag, task
 from locust.clients import HttpSession
 from locust.env import Environment
 
@@ -265,6 +266,7 @@ class AbusiveClient(HttpUser):
     def admin_without_token(self) -> None:
         self._expect_4xx("PUT", f"/admin/v1/events/{EVENT}", "abuse: admin without token", json={"paused": True})
 
+    @tag("abuse", "join-flood")
     @task(3)
     def join_flood(self) -> None:
         """Joins from one address without cookies, faster than a person would: past the burst the

@@ -147,9 +147,10 @@ def run_rehearse(args: argparse.Namespace) -> int:
 
 
 @contextmanager
-def embedded_stack(workdir: Path, log: Path) -> Iterator[Target]:
+def embedded_stack(workdir: Path, log: Path, settings: dict[str, str] | None = None) -> Iterator[Target]:
     """Embedded PostgreSQL and Valkey, then ``surgegate up`` on free ports against them (its output in
-    ``log``); all stopped (``up`` by SIGTERM, which stops its children) when the block ends."""
+    ``log``, ``settings`` added to its environment); all stopped (``up`` by SIGTERM, which stops its
+    children) when the block ends."""
     print(f"starting a fresh embedded stack in {workdir}", flush=True)
     postgres = EmbeddedPostgres(workdir / "pg", password=secrets.token_urlsafe(24))
     valkey = EmbeddedValkey(workdir / "valkey", password=secrets.token_urlsafe(24))
@@ -166,6 +167,7 @@ def embedded_stack(workdir: Path, log: Path) -> Iterator[Target]:
             SURGEGATE_TRUSTED_PROXIES="127.0.0.1/32",  # each simulated visitor is a client of its own
             SURGEGATE_LOG_LEVEL="WARNING",
         )
+        env.update(settings or {})
         with log.open("wb") as output:
             up = subprocess.Popen(
                 [sys.executable, "-m", "surgegate", "up", "--data-dir", str(workdir / "up"),
