@@ -120,6 +120,10 @@ def run_rehearse(args: argparse.Namespace) -> int:
         )
         return 2
     rates = _rates(args.rates)
+    if args.step_seconds <= 0 or args.arrivals <= 0 or args.max_latency <= 0 or not 0 <= args.max_errors <= 1:
+        print("surgegate rehearse: --step-seconds, --arrivals and --max-latency must be above 0, "
+              "--max-errors a share between 0 and 1", file=sys.stderr)  # fmt: skip
+        return 2
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
@@ -211,6 +215,8 @@ def _admin(target: Target, method: str, path: str, body: Any) -> None:
             pass
     except urllib.error.HTTPError as exc:
         raise SystemExit(f"surgegate rehearse: {method} {path} answered {exc.code}: {exc.read()[:300]!r}") from None
+    except urllib.error.URLError as exc:
+        raise SystemExit(f"surgegate rehearse: cannot reach {target.edge_url}: {exc.reason}") from None
 
 
 def _metric_sum(url: str | None, name: str) -> float | None:
