@@ -8,8 +8,10 @@ from shared.limits import Buckets, IPNetwork, Limit
 from shared.metrics import Metrics
 from shared.settings import Settings
 from waitingroom.room import Room
+from waitingroom.trends import Trends
 
 ROOM = web.AppKey("room", Room)
+TRENDS = web.AppKey("trends", Trends)
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 LIMITER = web.AppKey("join_limiter", Buckets)
