@@ -160,7 +160,14 @@
       }
       c.root.querySelector(".pause").textContent = event.paused ? "Resume admissions" : "Pause admissions";
       c.root.querySelector(".freeze button").textContent = event.bookings_frozen ? "Lift the freeze" : "Freeze bookings";
-      c.root.querySelector(".freeze input").hidden = event.bookings_frozen;
+      c.root.querySelector(".freeze label").hidden = event.bookings_frozen;
+      const reason = c.root.querySelector(".reason");
+      reason.hidden = !event.bookings_frozen;
+      reason.textContent = "Bookings frozen" + (event.freeze_reason ? ": " + event.freeze_reason : "") +
+        ". Nobody is admitted; the booking API refuses new bookings (503 bookings_frozen).";
+      c.root.querySelector(".mode").textContent = event.rate_mode === "auto"
+        ? "Rate: auto, between " + event.rate_min + " and " + event.rate_max + "/s"
+        : "Rate: fixed, " + event.rate_per_s + "/s";
       const rate = c.root.querySelector(".rate input");
       if (document.activeElement !== rate && !rate.value) rate.placeholder = String(event.rate_per_s);
     }
@@ -178,12 +185,12 @@
     return new Promise((resolve) => dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true }));
   }
 
-  async function change(c, question, body) {
+  async function change(c, question, body, done) {
     if (!(await confirmThen(question))) { notice("Cancelled: nothing changed."); return; }
     const resp = await fetch("/admin/v1/events/" + encodeURIComponent(c.event.event_id), {
       method: "PUT", headers: { ...auth(), "Content-Type": "application/json" }, body: JSON.stringify(body),
     });
-    if (resp.ok) notice("Done: " + question.replace(/\?$/, "") + ".");
+    if (resp.ok) notice(done + ".");
     else notice("Refused: " + (await problem(resp)));
     loadActions();
   }
@@ -192,29 +199,34 @@
     const q = (sel) => c.root.querySelector(sel);
     q(".pause").addEventListener("click", () => {
       const pause = !c.event.paused;
-      change(c, (pause ? "Pause admissions of " : "Resume admissions of ") + c.event.event_id + "?", { paused: pause });
+      const id = c.event.event_id;
+      change(c, (pause ? "Pause admissions of " : "Resume admissions of ") + id + "?", { paused: pause },
+        (pause ? "Paused admissions of " : "Resumed admissions of ") + id);
     });
     q(".rate").addEventListener("submit", (e) => {
       e.preventDefault();
       const rate = Number(q(".rate input").value);
-      change(c, "Set the rate of " + c.event.event_id + " to " + rate + "/s (fixed)?", { rate_per_s: rate, rate_mode: "fixed" });
+      change(c, "Set the rate of " + c.event.event_id + " to " + rate + "/s (fixed)?", { rate_per_s: rate, rate_mode: "fixed" },
+        "Rate of " + c.event.event_id + " set to " + rate + "/s");
       q(".rate input").value = "";
     });
     q(".bounds").addEventListener("submit", (e) => {
       e.preventDefault();
       const min = Number(q(".bounds [name=min]").value), max = Number(q(".bounds [name=max]").value);
       change(c, "Steer " + c.event.event_id + " automatically between " + min + " and " + max + "/s?",
-        { rate_mode: "auto", rate_min: min, rate_max: max });
+        { rate_mode: "auto", rate_min: min, rate_max: max }, c.event.event_id + " steers its rate between " + min + " and " + max + "/s");
     });
     q(".freeze").addEventListener("submit", (e) => {
       e.preventDefault();
       if (c.event.bookings_frozen) {
-        change(c, "Lift the freeze of " + c.event.event_id + " (admissions and bookings resume)?", { bookings_frozen: false });
+        change(c, "Lift the freeze of " + c.event.event_id + " (admissions and bookings resume)?", { bookings_frozen: false },
+          "Lifted the freeze of " + c.event.event_id);
         return;
       }
       const reason = q(".freeze input").value.trim();
       change(c, "Freeze bookings of " + c.event.event_id + "? Nobody is admitted and new bookings are refused.",
-        reason ? { bookings_frozen: true, freeze_reason: reason } : { bookings_frozen: true });
+        reason ? { bookings_frozen: true, freeze_reason: reason } : { bookings_frozen: true }, "Froze bookings of " + c.event.event_id);
+      q(".freeze input").value = "";
     });
   }
 
