@@ -28,7 +28,7 @@ from shared.settings import Settings, SettingsError
 from shared.staff import STAFF, StaffDirectory
 from shared.tokens import TokenCodec
 from waitingroom import admin, console, page, views
-from waitingroom.keys import JOIN_LIMIT, LIMITER, METRICS, ROOM, SETTINGS, TRENDS, TRUSTED_PROXIES
+from waitingroom.keys import CLOSING, JOIN_LIMIT, LIMITER, METRICS, ROOM, SETTINGS, TRENDS, TRUSTED_PROXIES
 from waitingroom.page import STATIC
 from waitingroom.room import Clock, Room
 from waitingroom.trends import Trends
@@ -54,6 +54,8 @@ def create_app(
     app[STAFF] = StaffDirectory(settings.admin_tokens, idp=IdentityProvider.from_settings(settings))
     app[METRICS] = metrics or Metrics()
     app[TRENDS] = Trends()
+    app[CLOSING] = asyncio.Event()
+    app.on_shutdown.append(console.close_streams)
     app[JOIN_LIMIT] = Limit(settings.join_limit_per_min, settings.join_limit_burst)
     try:
         app[TRUSTED_PROXIES] = parse_networks(settings.trusted_proxies)

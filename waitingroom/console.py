@@ -29,7 +29,7 @@ from shared.errors import Refused
 from shared.http import json_response, validate
 from shared.staff import Role, require_role, requires
 from waitingroom.events import EVENT_ID
-from waitingroom.keys import ROOM, TRENDS
+from waitingroom.keys import CLOSING, ROOM, TRENDS
 from waitingroom.page import STATIC
 from waitingroom.queries import RECENT_EVENT_ACTIONS
 from waitingroom.room import Room
@@ -59,6 +59,12 @@ async def trends_ctx(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
+async def close_streams(app: web.Application) -> None:
+    """``on_shutdown``: end every live stream at once (aiohttp would wait for them up to its
+    shutdown timeout, 60 s under ``run_app``)."""
+    app[CLOSING].set()
+
+
 async def console_page(request: web.Request) -> web.Response:
     """The console's shell: public, holds no data (everything it shows needs the operator's credential)."""
     return web.Response(body=_PAGE, content_type="text/html", charset="utf-8", headers=_PAGE_HEADERS)
@@ -82,8 +88,9 @@ def sse(kind: str, data: dict[str, Any]) -> bytes:
 
 @requires(Role.OPERATOR)
 async def live(request: web.Request) -> web.StreamResponse:
-    """``text/event-stream`` of ``stats`` messages until the client leaves or its credential stops
-    holding the operator role (then one ``signed_out`` message ends it)."""
+    """``text/event-stream`` of ``stats`` messages until the client leaves, its credential stops
+    holding the operator role (then one ``signed_out`` message ends it) or the edge shuts down
+    (``closing``: the page reconnects, to another edge if there is one)."""
     room = request.app[ROOM]
     first = await figures(room, request.app[TRENDS])  # before the 200: a failing backend is a 503 problem
     resp = web.StreamResponse(
@@ -92,8 +99,13 @@ async def live(request: web.Request) -> web.StreamResponse:
     await resp.prepare(request)
     try:
         await resp.write(sse("stats", first))
+        closing = request.app[CLOSING]
         while True:
-            await asyncio.sleep(LIVE_INTERVAL_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(closing.wait(), LIVE_INTERVAL_S)
+            if closing.is_set():  # the edge is stopping: end now, not after the shutdown timeout
+                await resp.write(sse("closing", {}))
+                break
             try:
                 await require_role(request, Role.OPERATOR)
             except Refused as exc:

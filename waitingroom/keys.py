@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from shared.limits import Buckets, IPNetwork, Limit
@@ -12,6 +14,7 @@ from waitingroom.trends import Trends
 
 ROOM = web.AppKey("room", Room)
 TRENDS = web.AppKey("trends", Trends)
+CLOSING = web.AppKey("closing", asyncio.Event)  # set on shutdown: live streams end (console.py)
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 LIMITER = web.AppKey("join_limiter", Buckets)

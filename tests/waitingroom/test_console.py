@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -122,6 +123,16 @@ async def test_a_revoked_key_ends_the_stream(edge: TestClient, pool: asyncpg.Poo
     kind, data = await next_message(resp)
     assert (kind, data["code"]) == ("signed_out", "unauthorized")
     assert await resp.content.read() == b""  # and the stream is over
+
+
+async def test_shutting_down_ends_the_streams_at_once(edge: TestClient) -> None:
+    """aiohttp waits for running handlers on shutdown (60 s under run_app): the stream must not be one."""
+    resp = await edge.get("/admin/v1/live", headers=admin_headers())
+    assert (await next_message(resp))[0] == "stats"
+    await edge.app.shutdown()  # what the runner does first when the edge stops
+    kind, _ = await asyncio.wait_for(next_message(resp), 10)
+    assert kind == "closing"
+    assert await asyncio.wait_for(resp.content.read(), 10) == b""
 
 
 async def test_recent_actions_are_the_operators_event_changes(edge: TestClient, pool: asyncpg.Pool) -> None:

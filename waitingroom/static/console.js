@@ -48,6 +48,7 @@
       if (resp.status === 401 || resp.status === 403) { signOut("Sign-in refused: " + (await problem(resp))); return; }
       if (!resp.ok) throw new Error(await problem(resp));
       $("live-state").textContent = "Live";
+      if ($("notice").textContent.endsWith("reconnecting…")) notice("");
       const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
       let buffer = "";
       for (;;) {
@@ -65,6 +66,7 @@
           }
           if (kind === "stats") render(JSON.parse(data));
           if (kind === "signed_out") { signOut("Signed out: " + JSON.parse(data).detail); return; }
+          if (kind === "closing") { notice("The server is restarting; reconnecting…"); break; }
         }
       }
     } catch (e) {
