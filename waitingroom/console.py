@@ -7,10 +7,12 @@ sends it as ``Authorization: Bearer`` on every call, never in a URL. ``EventSour
 header, so the script reads the stream with ``fetch()``.
 
 The stream sends one ``stats`` message at once and then every :data:`LIVE_INTERVAL_S`: every event
-that is not closed, with the figures of ``GET /admin/v1/events/{id}``. Its first message also carries
-:class:`~waitingroom.trends.Trends` — what this edge recorded of the last 15 minutes — so the sparklines start full. The
-credential is checked again before each message: a revoked key ends the stream (``signed_out``) within
-a second. Controls are the existing ``PUT /admin/v1/events/{id}`` (audited there).
+that is not closed, with the figures of ``GET /admin/v1/events/{id}``. Its first message also
+carries :class:`~waitingroom.trends.Trends`, what this edge recorded of the last 15 minutes, so the
+sparklines start full. The credential is checked again before each message: a revoked key ends the
+stream (``signed_out``) within a second. While Redis or PostgreSQL is away the stream stays open and
+says ``unavailable`` each second. Controls are the existing ``PUT /admin/v1/events/{id}`` (audited
+there).
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from shared.audit import plain
-from shared.errors import Refused
-from shared.http import json_response, validate
+from shared.errors import Code, Refused
+from shared.http import BACKEND_UNAVAILABLE, json_response, validate
 from shared.staff import Role, require_role, requires
 from waitingroom.events import EVENT_ID
 from waitingroom.keys import CLOSING, ROOM, TRENDS
@@ -108,10 +110,16 @@ async def live(request: web.Request) -> web.StreamResponse:
                 break
             try:
                 await require_role(request, Role.OPERATOR)
+                message = await figures(room, None)
             except Refused as exc:
                 await resp.write(sse("signed_out", {"code": exc.code, "detail": exc.detail}))
                 break
-            await resp.write(sse("stats", await figures(room, None)))
+            except BACKEND_UNAVAILABLE as exc:
+                # The response has begun: no problem+json now. Say so, and try again next second.
+                detail = f"a backing service is unavailable ({type(exc).__name__}); retrying"
+                await resp.write(sse("unavailable", {"code": Code.OVERLOADED, "detail": detail}))
+                continue
+            await resp.write(sse("stats", message))
     except ConnectionResetError:
         pass  # the client left
     return resp

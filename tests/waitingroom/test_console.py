@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient
 
 from shared.settings import Settings
 from shared.staff import OWNER, Role, add_staff, revoke_staff
+from surgegate.embedded import EmbeddedValkey
 from tests.helpers import FakeClock, admin_headers, assert_problem, serve
 from waitingroom.app import create_app
 from waitingroom.keys import ROOM, TRENDS
@@ -133,6 +134,27 @@ async def test_shutting_down_ends_the_streams_at_once(edge: TestClient) -> None:
     kind, _ = await asyncio.wait_for(next_message(resp), 10)
     assert kind == "closing"
     assert await asyncio.wait_for(resp.content.read(), 10) == b""
+
+
+async def test_the_stream_outlives_a_redis_outage(
+    settings: Settings, clock: FakeClock, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    valkey = EmbeddedValkey(tmp_path_factory.mktemp("vk"), persist=False)
+    valkey.start()
+    try:
+        live = replace(settings, redis_url=valkey.url)
+        async with serve(create_app(live, clock=clock, run_ticker=False)) as edge:
+            body = {"name": "E", "rate_per_s": 1}
+            assert (await edge.put("/admin/v1/events/ev", json=body, headers=admin_headers())).status == 200
+            resp = await edge.get("/admin/v1/live", headers=admin_headers())
+            assert (await next_message(resp))[0] == "stats"
+            valkey.stop()
+            kind, data = await next_message(resp)
+            assert (kind, data["code"]) == ("unavailable", "overloaded")  # not a broken stream, nor a 500
+            assert "ConnectionError" in data["detail"] and "127.0.0.1" not in data["detail"]
+            resp.close()
+    finally:
+        valkey.stop()
 
 
 async def test_recent_actions_are_the_operators_event_changes(edge: TestClient, pool: asyncpg.Pool) -> None:

@@ -64,7 +64,8 @@
             if (line.startsWith("event: ")) kind = line.slice(7);
             else if (line.startsWith("data: ")) data += line.slice(6);
           }
-          if (kind === "stats") render(JSON.parse(data));
+          if (kind === "stats") { render(JSON.parse(data)); $("live-state").textContent = "Live"; }
+          if (kind === "unavailable") $("live-state").textContent = "Figures unavailable: " + JSON.parse(data).detail;
           if (kind === "signed_out") { signOut("Signed out: " + JSON.parse(data).detail); return; }
           if (kind === "closing") { notice("The server is restarting; reconnecting…"); break; }
         }
