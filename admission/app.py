@@ -10,7 +10,8 @@ from aiohttp import web
 from admission import admin, appointments, audit, changes, holds, queries, reports, search, supply, support, waitlist
 from admission.auth import CLAIMS_PATH, cors_middleware, throttle_middleware, token_middleware
 from admission.availability import Availability, Cache
-from admission.keys import ARQ, AVAILABILITY, CODEC, METRICS, POOL, SETTINGS, THROTTLE, VAULT, WAITLIST
+from admission.freeze import Freezes
+from admission.keys import ARQ, AVAILABILITY, CODEC, FREEZES, METRICS, POOL, SETTINGS, THROTTLE, VAULT, WAITLIST
 from admission.throttle import REDIS_TIMEOUT_S, Throttle
 from shared.db import create_pool
 from shared.http import (
@@ -63,6 +64,7 @@ def create_app(
     app[CODEC] = TokenCodec(settings.secret_keys, leeway_s=settings.token_leeway_s)
     app[VAULT] = PersonVault.from_settings(settings)
     app[AVAILABILITY] = Availability(Cache(settings.search_cache_s))
+    app[FREEZES] = Freezes()
     app[WAITLIST] = Waitlist(app[CODEC], app[VAULT], WaitlistPolicy.from_settings(settings))
 
     async def resources_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from admission import queries
 from admission.availability import slot_place_and_time
 from admission.idempotency import check_key_cap, idempotency_key
-from admission.keys import ARQ, METRICS, POOL, SETTINGS, VAULT, admission_of
+from admission.keys import ARQ, FREEZES, METRICS, POOL, SETTINGS, VAULT, admission_of
 from shared import attempts, seats
 from shared.booking import BookingJob, BookingOutcome, attempt_id_for, utc_iso
 from shared.errors import Code, IdempotencyConflict, IdempotencyInProgress, NotFound, Overloaded, Refused
@@ -137,6 +137,7 @@ async def create_appointment(request: web.Request) -> web.Response:
         rank=admission.rank,
         hold_id=None if body.hold_id is None else str(body.hold_id),
     )
+    await _check_frozen(request, admission.event_id)
     await _check_queue_depth(request, admission.event_id)
     # Accepted = durable. A database failure here propagates (503 from the problem middleware): nothing
     # was accepted, and a retry with the same Idempotency-Key is safe.
@@ -155,6 +156,15 @@ async def create_appointment(request: web.Request) -> web.Response:
         assert raced is not None
         return _answer(request, raced, request_hash)
     return await _enqueue_and_wait(request, accepted, request_hash)
+
+
+async def _check_frozen(request: web.Request, event_id: str) -> None:
+    """Accept nothing new while the event's operators have frozen its bookings (admission/freeze.py)."""
+    try:
+        await request.app[FREEZES].check(request.app[POOL], event_id)
+    except Refused:
+        request.app[METRICS].booking_requests.labels(event_id, Code.BOOKINGS_FROZEN).inc()
+        raise
 
 
 async def _check_queue_depth(request: web.Request, event_id: str) -> None:

@@ -7,6 +7,7 @@ from aiohttp import web
 from arq.connections import ArqRedis
 
 from admission.availability import Availability
+from admission.freeze import Freezes
 from admission.throttle import Throttle
 from shared.metrics import Metrics
 from shared.persons import PersonVault
@@ -23,6 +24,7 @@ ARQ = web.AppKey("arq", ArqRedis)
 AVAILABILITY = web.AppKey("availability", Availability)
 WAITLIST = web.AppKey("waitlist", Waitlist)
 THROTTLE = web.AppKey("throttle", Throttle)
+FREEZES = web.AppKey("freezes", Freezes)
 
 ADMISSION = web.RequestKey("admission", Admission)  # the verified token of this request
 

@@ -73,3 +73,6 @@ ORDER BY s.starts_at
 
 # Readiness: one round trip to the database.
 PING = "SELECT 1"
+
+# An operator's freeze of an event's bookings (admission/freeze.py); no row: not frozen.
+EVENT_FREEZE = "SELECT bookings_frozen, freeze_reason FROM events WHERE event_id = $1"

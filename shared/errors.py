@@ -39,6 +39,7 @@ class Code(StrEnum):
     RATE_LIMITED = "rate_limited"
     # Capacity and backends
     OVERLOADED = "overloaded"
+    BOOKINGS_FROZEN = "bookings_frozen"
     INTERNAL_ERROR = "internal_error"
     CONFLICT = "conflict"
     # Idempotency
@@ -89,6 +90,7 @@ CATALOGUE: Mapping[Code, Refusal] = {
     Code.EVENT_NOT_OPEN: Refusal(409, "this event is not open yet"),
     Code.RATE_LIMITED: Refusal(429, "too many requests; retry later"),
     Code.OVERLOADED: Refusal(503, "the service is overloaded; retry shortly"),
+    Code.BOOKINGS_FROZEN: Refusal(503, "bookings for this event are paused by its operators; retry later"),
     Code.INTERNAL_ERROR: Refusal(500, "an unexpected error occurred"),
     Code.CONFLICT: Refusal(409, "the request conflicts with data already stored"),
     Code.IDEMPOTENCY_CONFLICT: Refusal(409, "this Idempotency-Key was already used with a different request"),

@@ -28,10 +28,11 @@ from shared.redis import create_redis
 from shared.settings import Settings, SettingsError
 from shared.staff import STAFF, StaffDirectory
 from shared.tokens import TokenCodec
-from waitingroom import admin, page, views
-from waitingroom.keys import JOIN_LIMIT, LIMITER, METRICS, ROOM, SETTINGS, TRUSTED_PROXIES
+from waitingroom import admin, console, page, views
+from waitingroom.keys import CLOSING, JOIN_LIMIT, LIMITER, METRICS, ROOM, SETTINGS, TRENDS, TRUSTED_PROXIES
 from waitingroom.page import STATIC
 from waitingroom.room import Clock, Room
+from waitingroom.trends import Trends
 
 
 def create_app(
@@ -54,6 +55,9 @@ def create_app(
     app[SETTINGS] = settings
     app[STAFF] = StaffDirectory(settings.admin_tokens, idp=IdentityProvider.from_settings(settings))
     app[METRICS] = metrics
+    app[TRENDS] = Trends()
+    app[CLOSING] = asyncio.Event()
+    app.on_shutdown.append(console.close_streams)
     app[JOIN_LIMIT] = Limit(settings.join_limit_per_min, settings.join_limit_burst)
     try:
         app[TRUSTED_PROXIES] = parse_networks(settings.trusted_proxies)
@@ -83,6 +87,8 @@ def create_app(
             await app[STAFF].close()
 
     app.cleanup_ctx.append(resources_ctx)
+    if run_ticker:  # the sparklines' recorder: like the ticker, left to the caller in tests
+        app.cleanup_ctx.append(console.trends_ctx)
 
     async def readyz(request: web.Request) -> web.Response:
         await request.app[ROOM].check_ready()
@@ -96,6 +102,9 @@ def create_app(
     app.router.add_delete("/admin/v1/events/{event_id}", admin.close_event)
     app.router.add_get("/admin/v1/events", admin.list_events)
     app.router.add_get("/admin/v1/events/{event_id}/lottery", admin.get_lottery)
+    app.router.add_get("/admin/v1/live", console.live)
+    app.router.add_get("/admin/v1/actions", console.recent_actions)
+    app.router.add_get("/admin", console.console_page)
     app.router.add_get("/e/{event_id}", page.queue_page)
     app.router.add_post("/e/{event_id}/join", page.join_form)
     app.router.add_get("/", page.index)

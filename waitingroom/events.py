@@ -50,6 +50,15 @@ class Event:
     # What people are admitted for: one person holds one active appointment per program, whichever
     # of its events admitted them (shared/migrations/0012_one_appointment_per_program.sql).
     program_id: str = DEFAULT_PROGRAM
+    # The operator's emergency stop: nobody is admitted (as paused) and the booking API refuses new
+    # bookings (503 bookings_frozen) until it is lifted.
+    bookings_frozen: bool = False
+    freeze_reason: str | None = None
+
+    @property
+    def halted(self) -> bool:
+        """Whether admissions stand still: paused, or bookings frozen."""
+        return self.paused or self.bookings_frozen
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Event:
@@ -74,6 +83,8 @@ class Event:
             target_latency_s=row["target_latency_s"],
             pow_difficulty=row["pow_difficulty"],
             program_id=row["program_id"],
+            bookings_frozen=row["bookings_frozen"],
+            freeze_reason=row["freeze_reason"],
         )
 
     def phase(self, now: float) -> Phase:
@@ -89,7 +100,7 @@ class Event:
     def queue_config(self) -> QueueConfig:
         return QueueConfig(
             rate_per_s=self.rate_per_s,
-            paused=self.paused,
+            paused=self.halted,
             opens_at=0.0 if self.opens_at is None else self.opens_at.timestamp(),
             abandonment=self.abandon_after_s is not None,
             max_active=self.max_active,
@@ -120,6 +131,8 @@ class Event:
             "target_latency_s": self.target_latency_s,
             "pow_difficulty": self.pow_difficulty,
             "program_id": self.program_id,
+            "bookings_frozen": self.bookings_frozen,
+            "freeze_reason": self.freeze_reason,
         }
 
 
@@ -147,6 +160,8 @@ class EventUpdate(BaseModel):
     target_latency_s: float | None = Field(default=None, gt=0, le=3600, allow_inf_nan=False)
     pow_difficulty: int | None = Field(default=None, ge=1, le=32)
     program_id: str | None = Field(default=None, pattern=EVENT_ID.pattern)
+    bookings_frozen: bool | None = None
+    freeze_reason: str | None = Field(default=None, min_length=1, max_length=500)
 
     @field_validator("opens_at", "prequeue_opens_at", "closes_at")
     @classmethod
@@ -169,7 +184,7 @@ class EventUpdate(BaseModel):
         given = self.model_fields_set
         for name in (
             "name", "rate_per_s", "paused", "admission_ttl_s", "one_place_per_person", "rate_mode",
-            "target_queue_depth", "target_latency_s", "program_id",
+            "target_queue_depth", "target_latency_s", "program_id", "bookings_frozen",
         ):  # fmt: skip
             if name in given and getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be null")
@@ -180,6 +195,8 @@ class EventUpdate(BaseModel):
         if "site_ids" in changes and changes["site_ids"] is not None:
             changes["site_ids"] = tuple(changes["site_ids"])
         event = replace(base, event_id=event_id, **changes)
+        if not event.bookings_frozen:  # a lifted freeze keeps no reason (the audit log keeps it)
+            event = replace(event, freeze_reason=None)
         check(event)
         return event
 
@@ -270,6 +287,8 @@ async def _upsert(con: asyncpg.Connection, event: Event) -> asyncpg.Record:
         event.target_latency_s,
         event.pow_difficulty,
         event.program_id,
+        event.bookings_frozen,
+        event.freeze_reason,
     )
 
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from shared.limits import Buckets, IPNetwork, Limit
 from shared.metrics import Metrics
 from shared.settings import Settings
 from waitingroom.room import Room
+from waitingroom.trends import Trends
 
 ROOM = web.AppKey("room", Room)
+TRENDS = web.AppKey("trends", Trends)
+CLOSING = web.AppKey("closing", asyncio.Event)  # set on shutdown: live streams end (console.py)
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 LIMITER = web.AppKey("join_limiter", Buckets)

@@ -3,7 +3,7 @@
 EVENT_COLUMNS = """
     event_id, name, rate_per_s, opens_at, prequeue_opens_at, closes_at, paused, admission_ttl_s, site_ids,
     one_place_per_person, abandon_after_s, max_active, rate_mode, rate_min, rate_max, target_queue_depth,
-    target_latency_s, pow_difficulty, program_id
+    target_latency_s, pow_difficulty, program_id, bookings_frozen, freeze_reason
 """
 
 GET_EVENT = f"SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1"
@@ -12,7 +12,7 @@ LIST_EVENTS = f"SELECT {EVENT_COLUMNS} FROM events ORDER BY event_id"
 
 UPSERT_EVENT = f"""
 INSERT INTO events ({EVENT_COLUMNS})
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
 ON CONFLICT (event_id) DO UPDATE SET
     name = EXCLUDED.name,
     rate_per_s = EXCLUDED.rate_per_s,
@@ -33,6 +33,8 @@ ON CONFLICT (event_id) DO UPDATE SET
     pow_difficulty = EXCLUDED.pow_difficulty,
     -- the event's appointments follow (ON UPDATE CASCADE), or the unique index refuses the move
     program_id = EXCLUDED.program_id,
+    bookings_frozen = EXCLUDED.bookings_frozen,
+    freeze_reason = EXCLUDED.freeze_reason,
     updated_at = now()
 RETURNING {EVENT_COLUMNS}
 """
@@ -84,3 +86,13 @@ COUNT_USED = "SELECT count(*) FROM appointments WHERE event_id = $1"
 
 # Readiness: one round trip to the database.
 PING = "SELECT 1"
+
+# The console's recent actions: operators' changes to events, newest first. Only event_* actions:
+# other rows (bookings, support) are not an operator's business, and may concern a person.
+RECENT_EVENT_ACTIONS = """
+SELECT audit_id, at, action, event_id, actor, detail
+FROM audit_log
+WHERE action LIKE 'event\\_%' AND ($1::text IS NULL OR event_id = $1)
+ORDER BY audit_id DESC
+LIMIT $2
+"""

@@ -308,7 +308,7 @@ class Room:
         """Move each auto event's live rate toward what the booking side absorbs (autorate.py)."""
         for event in list(self._events.values()):
             state = self._states.get(event.event_id)
-            if event.rate_mode != RateMode.AUTO or state is None or event.paused or event.phase(now) == "closed":
+            if event.rate_mode != RateMode.AUTO or state is None or event.halted or event.phase(now) == "closed":
                 continue
             if not await self._rates.leads(event.event_id):
                 continue
@@ -370,7 +370,7 @@ class Room:
         # The highest rate that can have applied: auto mode may have raised it up to rate_max.
         admit_rate = (
             0.0
-            if event.paused
+            if event.halted
             else max(
                 event.rate_per_s,
                 state.rate_per_s if state is not None else 0.0,

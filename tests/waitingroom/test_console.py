@@ -1,0 +1,177 @@
+"""The operator console's server side: the page shell, the live stream (SSE) and recent actions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient
+
+from shared.settings import Settings
+from shared.staff import OWNER, Role, add_staff, revoke_staff
+from surgegate.embedded import EmbeddedValkey
+from tests.helpers import FakeClock, admin_headers, assert_problem, serve
+from waitingroom.app import create_app
+from waitingroom.keys import ROOM, TRENDS
+from waitingroom.trends import TREND_SPAN_S
+
+
+@pytest.fixture
+async def edge(settings: Settings, clock: FakeClock) -> AsyncIterator[TestClient]:
+    async with serve(create_app(replace(settings, join_limit_per_min=0), clock=clock, run_ticker=False)) as client:
+        for event_id in ("ev", "other"):
+            body = {"name": f"Event {event_id}", "rate_per_s": 1}
+            assert (await client.put(f"/admin/v1/events/{event_id}", json=body, headers=admin_headers())).status == 200
+        yield client
+
+
+def bearer(credential: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {credential}"}
+
+
+async def next_message(resp: ClientResponse) -> tuple[str, dict[str, Any]]:
+    """The next server-sent event of the stream: (event name, its JSON data)."""
+    kind, data = "message", ""
+    while True:
+        line = (await resp.content.readline()).decode()
+        assert line, "the stream ended"
+        line = line.rstrip("\n")
+        if not line:
+            return kind, json.loads(data)
+        field, _, value = line.partition(": ")
+        if field == "event":
+            kind = value
+        elif field == "data":
+            data += value
+
+
+def by_id(message: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["event_id"]: e for e in message["events"]}
+
+
+async def test_the_page_is_a_data_free_shell_that_obeys_the_policy(edge: TestClient) -> None:
+    resp = await edge.get("/admin")
+    assert resp.status == 200 and resp.content_type == "text/html"
+    policy = resp.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy and "unsafe-inline" not in policy
+    page = await resp.text()
+    assert re.findall(r"<script[^>]*>", page) == ['<script src="/static/console.js" defer>']
+    assert " style=" not in page and "<style" not in page  # no inline style: the policy would refuse it
+    assert "Event ev" not in page  # no data without a credential
+    for asset in ("/static/console.js", "/static/console.css"):
+        assert (await edge.get(asset)).status == 200
+
+
+async def test_the_stream_needs_the_operator_role(edge: TestClient, pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as con, con.transaction():
+        supply = await add_staff(con, "sue", [Role.SUPPLY], actor=OWNER)
+    assert_problem((r := await edge.get("/admin/v1/live")).status, await r.json(), 401, "unauthorized")
+    resp = await edge.get("/admin/v1/live", headers=bearer(supply))
+    assert_problem(resp.status, await resp.json(), 403, "forbidden")
+    resp = await edge.get("/admin/v1/live?token=" + supply)  # a credential in the URL counts for nothing
+    assert resp.status == 401
+
+
+async def test_the_stream_moves_with_the_queue(edge: TestClient, clock: FakeClock) -> None:
+    room = edge.app[ROOM]
+    resp = await edge.get("/admin/v1/live", headers=admin_headers())
+    assert resp.status == 200 and resp.headers["Content-Type"] == "text/event-stream"
+    assert resp.headers["Cache-Control"] == "no-store"
+    kind, first = await next_message(resp)
+    events = by_id(first)
+    assert kind == "stats" and set(events) == {"ev", "other"}
+    assert events["ev"]["stats"]["joined"] == 0 and events["ev"]["trend"] == []
+    assert events["ev"]["rate_per_s"] == 1.0 and events["ev"]["bookings_frozen"] is False
+    for _ in range(3):
+        await room.join("ev", None)
+    kind, later = await next_message(resp)  # the next message, a second later
+    now = by_id(later)["ev"]
+    assert kind == "stats" and now["stats"]["joined"] == 3 and now["stats"]["waiting"] == 3
+    assert "trend" not in now  # only the first message carries the backlog
+    assert by_id(later)["other"]["stats"]["joined"] == 0
+    resp.close()
+
+
+async def test_the_first_message_carries_the_last_fifteen_minutes(edge: TestClient, clock: FakeClock) -> None:
+    room, trends = edge.app[ROOM], edge.app[TRENDS]
+    for _ in range(100):  # 1,000 s of ten-second points, one join each
+        await room.join("ev", None)
+        await room.tick()
+        trends.record(room, clock())
+        clock.advance(10)
+    resp = await edge.get("/admin/v1/live", headers=admin_headers())
+    _, first = await next_message(resp)
+    trend = by_id(first)["ev"]["trend"]
+    assert trend[-1]["joined"] == 100 and 0 < len(trend) < 100  # older points than 15 minutes were dropped
+    assert trend[-1]["at"] - trend[0]["at"] <= TREND_SPAN_S
+    resp.close()
+
+
+async def test_a_revoked_key_ends_the_stream(edge: TestClient, pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as con, con.transaction():
+        key = await add_staff(con, "olga", [Role.OPERATOR], actor=OWNER)
+    resp = await edge.get("/admin/v1/live", headers=bearer(key))
+    assert (await next_message(resp))[0] == "stats"
+    async with pool.acquire() as con, con.transaction():
+        assert await revoke_staff(con, "olga", actor=OWNER)
+    kind, data = await next_message(resp)
+    assert (kind, data["code"]) == ("signed_out", "unauthorized")
+    assert await resp.content.read() == b""  # and the stream is over
+
+
+async def test_shutting_down_ends_the_streams_at_once(edge: TestClient) -> None:
+    """aiohttp waits for running handlers on shutdown (60 s under run_app): the stream must not be one."""
+    resp = await edge.get("/admin/v1/live", headers=admin_headers())
+    assert (await next_message(resp))[0] == "stats"
+    await edge.app.shutdown()  # what the runner does first when the edge stops
+    kind, _ = await asyncio.wait_for(next_message(resp), 10)
+    assert kind == "closing"
+    assert await asyncio.wait_for(resp.content.read(), 10) == b""
+
+
+async def test_the_stream_outlives_a_redis_outage(
+    settings: Settings, clock: FakeClock, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    valkey = EmbeddedValkey(tmp_path_factory.mktemp("vk"), persist=False)
+    valkey.start()
+    try:
+        live = replace(settings, redis_url=valkey.url)
+        async with serve(create_app(live, clock=clock, run_ticker=False)) as edge:
+            body = {"name": "E", "rate_per_s": 1}
+            assert (await edge.put("/admin/v1/events/ev", json=body, headers=admin_headers())).status == 200
+            resp = await edge.get("/admin/v1/live", headers=admin_headers())
+            assert (await next_message(resp))[0] == "stats"
+            valkey.stop()
+            kind, data = await asyncio.wait_for(next_message(resp), 10)
+            assert (kind, data["code"]) == ("unavailable", "overloaded")  # not a broken stream, nor a 500
+            assert "ConnectionError" in data["detail"] and "127.0.0.1" not in data["detail"]
+            resp.close()
+    finally:
+        valkey.stop()
+
+
+async def test_recent_actions_are_the_operators_event_changes(edge: TestClient, pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as con, con.transaction():
+        key = await add_staff(con, "olga", [Role.OPERATOR], actor=OWNER)
+    assert (await edge.put("/admin/v1/events/ev", json={"paused": True}, headers=bearer(key))).status == 200
+    await pool.execute("INSERT INTO audit_log (action, event_id, actor) VALUES ('booked', 'ev', 'tok')")
+    resp = await edge.get("/admin/v1/actions", headers=bearer(key))
+    actions = (await resp.json())["actions"]
+    assert [(a["action"], a["event_id"], a["actor"]) for a in actions] == [
+        ("event_updated", "ev", "staff:olga"),  # newest first
+        ("event_created", "other", "owner"),
+        ("event_created", "ev", "owner"),
+    ]
+    assert actions[0]["detail"] == {"paused": True}
+    only = await (await edge.get("/admin/v1/actions?event_id=other&limit=5", headers=bearer(key))).json()
+    assert [a["event_id"] for a in only["actions"]] == ["other"]
+    for bad in ("limit=0", "limit=x", "event_id=NO%20SUCH"):
+        resp = await edge.get(f"/admin/v1/actions?{bad}", headers=bearer(key))
+        assert_problem(resp.status, await resp.json(), 400, "validation_error")
