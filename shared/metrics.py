@@ -115,6 +115,12 @@ class Metrics:
             "Booking-API limit checks decided in this process's memory because Redis was unreachable",
             registry=r,
         )
+        self.invites = Counter(
+            "surgegate_invites",
+            "Invite links by result: issued, revoked, or a redemption's outcome (redeemed or the refusal code)",
+            ["event", "result"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
