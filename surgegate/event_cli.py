@@ -13,6 +13,7 @@ import argparse
 from typing import Any
 
 from shared.settings import Settings
+from surgegate import invite_cli
 from surgegate.admin_client import add_admin_options, admin_token, call
 
 
@@ -50,6 +51,7 @@ def add_parser(sub: Any) -> None:
                    help="one place per person (joins must send person_id)")  # fmt: skip
     s.add_argument("--program", dest="program_id",
                    help="the program the event admits to (one active appointment per person per program)")  # fmt: skip
+    invite_cli.add_action(actions)
     p.set_defaults(func=run)
 
 
