@@ -31,6 +31,7 @@ from tests.helpers import (
     running_worker,
     seed_site_and_slot,
     serve,
+    tick_for,
 )
 from waitingroom import invites
 from waitingroom.keys import METRICS, ROOM
@@ -206,29 +207,41 @@ async def test_ten_parallel_redemptions_give_exactly_one_admission(
     assert await redis.zcard(keys.active_admissions_key("ev")) == 1
 
 
-async def read_then_write(con: asyncpg.Connection, digest: bytes, event_id: str, when: datetime) -> Any:
-    """The classic bug: check that the invite is unused, then mark it, in two statements."""
-    row = await con.fetchrow(
-        "SELECT i.invite_id, i.serial, i.batch_id FROM invites i JOIN invite_batches b USING (batch_id)"
-        " WHERE i.token_hash = $1 AND b.event_id = $2 AND i.used_at IS NULL AND i.revoked_at IS NULL",
-        digest,
-        event_id,
-    )
-    if row is None:
-        return None
-    await asyncio.sleep(0.05)  # the window any real gap between the two statements opens
-    await con.execute("UPDATE invites SET used_at = $2 WHERE invite_id = $1", row["invite_id"], when)
-    return row
+def read_then_write() -> Any:
+    """The classic bug: check that the invite is unused, then mark it, in two statements. Each call
+    waits (up to 10 s) until a second redemption has also read before it writes: the interleaving two
+    statements allow, forced so that the control does not depend on the scheduler's luck."""
+    read = 0
+    both_read = asyncio.Condition()
+
+    async def mark(con: asyncpg.Connection, digest: bytes, event_id: str, when: datetime) -> Any:
+        nonlocal read
+        row = await con.fetchrow(
+            "SELECT i.invite_id, i.serial, i.batch_id FROM invites i JOIN invite_batches b USING (batch_id)"
+            " WHERE i.token_hash = $1 AND b.event_id = $2 AND i.used_at IS NULL AND i.revoked_at IS NULL",
+            digest,
+            event_id,
+        )
+        if row is None:
+            return None
+        async with both_read:
+            read += 1
+            both_read.notify_all()
+            await asyncio.wait_for(both_read.wait_for(lambda: read >= 2), 10)
+        await con.execute("UPDATE invites SET used_at = $2 WHERE invite_id = $1", row["invite_id"], when)
+        return row
+
+    return mark
 
 
 async def test_negative_control_read_then_write_admits_twice(
     edge: TestClient, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(invites, "mark_used", read_then_write)
+    monkeypatch.setattr(invites, "mark_used", read_then_write())
     await make_event(edge)
     token = token_of((await issue(edge, clock, 1))["links"][0])
     outcomes = await fire(edge, token)
-    assert outcomes[201] > 1
+    assert outcomes[201] >= 2
 
 
 async def test_an_invite_is_no_admission_and_an_admission_no_invite(edge: TestClient, clock: FakeClock) -> None:
@@ -260,3 +273,15 @@ async def test_the_answers_match_the_openapi_document(edge: TestClient, clock: F
     # The link's page is the queue page, which redeems the fragment with its script.
     page = await edge.get("/e/ev/invite")
     assert page.status == 200 and "queue.js" in await page.text()
+
+
+async def test_an_invite_admission_counts_in_max_active(edge: TestClient, clock: FakeClock) -> None:
+    """With a cap of 2 and one invite redeemed, the queue lets in one visitor, not two."""
+    await make_event(edge, rate_per_s=10, max_active=2, abandon_after_s=None)
+    room = edge.app[ROOM]
+    tickets = [(await room.join("ev", None))[0] for _ in range(5)]
+    assert (await redeem(edge, token_of((await issue(edge, clock, 1))["links"][0])))[0] == 201
+    await tick_for(clock, 2, room)  # the rate alone would admit all 5
+    states = [(await room.status("ev", t)).state for t in tickets]
+    assert states == ["admitted", "waiting", "waiting", "waiting", "waiting"]
+    assert (await room.stats("ev"))["active"] == 2
