@@ -31,7 +31,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from shared import keys
-from shared.errors import Code, NotFound, Refused, TokenExpired, TokenInvalid, ValidationFailed
+from shared.errors import Code, EventClosed, NotFound, Refused, TokenExpired, TokenInvalid, ValidationFailed
 from shared.metrics import Metrics
 from shared.queries import INSERT_AUDIT
 from shared.staff import Actor, audit_admin
@@ -48,6 +48,7 @@ from waitingroom.queries import (
     REVOKE_INVITE_BATCH,
 )
 from waitingroom.queue import ACTIVE_GRACE_S
+from waitingroom.room import EventNotOpen
 
 MAX_BATCH = 10_000
 
@@ -163,7 +164,8 @@ async def redeem(
 ) -> Redeemed:
     """Use the invite ``token`` for ``event``: mark it used (exactly once, whatever the concurrency)
     and return an admission token. Refused ``invite_invalid`` (tampered, unknown, another event's),
-    ``invite_expired``, ``invite_revoked`` or ``invite_used``; each outcome is counted. ``device``: the
+    ``invite_expired``, ``invite_revoked`` or ``invite_used`` (``event_not_open`` / ``event_closed``
+    outside the event's open phase); each outcome is counted. ``device``: the
     SHA-256 of the browser's device secret, to bind the admission to it (as a join does)."""
     try:
         result = await _redeem(pool, redis, codec, event, token, now, device)
@@ -177,6 +179,12 @@ async def redeem(
 async def _redeem(
     pool: asyncpg.Pool, redis: Redis, codec: TokenCodec, event: Event, token: str, now: float, device: str | None
 ) -> Redeemed:
+    phase = event.phase(now)
+    if phase == "closed":
+        raise EventClosed(f"the queue for {event.event_id!r} has closed")
+    if phase != "open":  # an invite skips the queue, not the opening time
+        assert event.opens_at is not None
+        raise EventNotOpen(f"the event opens at {event.opens_at.isoformat()}")
     try:
         claims = codec.read_invite(token)
     except TokenExpired:

@@ -7,13 +7,13 @@ from datetime import UTC, datetime
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.errors import EventClosed, RateLimited, TicketInvalid
+from shared.errors import RateLimited, TicketInvalid
 from shared.http import bearer, json_response, read_json
 from shared.keys import join_bucket_key
 from shared.limits import client_key
 from waitingroom import invites, pow
 from waitingroom.keys import JOIN_LIMIT, LIMITER, METRICS, ROOM, TRUSTED_PROXIES
-from waitingroom.room import EventNotOpen, Room
+from waitingroom.room import Room
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -133,12 +133,6 @@ async def redeem_invite(request: web.Request) -> web.Response:
     room = request.app[ROOM]
     event = room.event(event_id)
     now = room.clock()
-    phase = event.phase(now)
-    if phase == "closed":
-        raise EventClosed(f"the queue for {event_id!r} has closed")
-    if phase != "open":
-        assert event.opens_at is not None
-        raise EventNotOpen(f"the event opens at {event.opens_at.isoformat()}")
     body = await read_json(request, RedeemRequest)
     redeemed = await invites.redeem(
         room.pool,

@@ -190,7 +190,12 @@ async def test_closed_and_not_yet_open_events_refuse_redemption(edge: TestClient
     token = token_of((await issue(edge, clock, 1))["links"][0])
     assert_problem(*await redeem(edge, token), 409, "event_not_open")
     clock.advance(121)
+    tokens = [token_of(link) for link in (await issue(edge, clock, 2))["links"]]
     assert (await redeem(edge, token))[0] == 201
+    assert (await redeem(edge, tokens[0]))[0] == 201
+    await make_event(edge, closes_at=at(clock, 1))
+    clock.advance(2)
+    assert_problem(*await redeem(edge, tokens[1]), 410, "event_closed")
 
 
 async def fire(edge: TestClient, token: str, n: int = 10) -> Counter[int]:
