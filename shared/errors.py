@@ -64,6 +64,11 @@ class Code(StrEnum):
     OFFER_TAKEN = "offer_taken"
     OFFER_EXPIRED = "offer_expired"
     CLAIM_PERSON_MISMATCH = "claim_person_mismatch"
+    # Invite links (waitingroom/invites.py)
+    INVITE_INVALID = "invite_invalid"
+    INVITE_USED = "invite_used"
+    INVITE_REVOKED = "invite_revoked"
+    INVITE_EXPIRED = "invite_expired"
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,10 @@ CATALOGUE: Mapping[Code, Refusal] = {
     Code.CLAIM_PERSON_MISMATCH: Refusal(
         403, "a seat claimed from the waitlist can only be booked for the person who joined the waitlist"
     ),
+    Code.INVITE_INVALID: Refusal(403, "this invite link is not valid for this event"),
+    Code.INVITE_USED: Refusal(409, "this invite link has already been used"),
+    Code.INVITE_REVOKED: Refusal(410, "this invite link has been withdrawn"),
+    Code.INVITE_EXPIRED: Refusal(410, "this invite link has expired"),
 }
 
 # An HTTP status aiohttp raised itself (no route, wrong method, body too large) → its code.

@@ -116,6 +116,12 @@ class Metrics:
             "Booking-API limit checks decided in this process's memory because Redis was unreachable",
             registry=r,
         )
+        self.invites = Counter(
+            "surgegate_invites",
+            "Invite links by result: issued, revoked, or a redemption's outcome (redeemed or the refusal code)",
+            ["event", "result"],
+            registry=r,
+        )
 
         # Issue 12: every request of the edge and the API. ``route`` is the route's path template
         # (``/api/v1/events/{event_id}/status``), never the URL, so the series stay a handful.

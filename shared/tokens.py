@@ -24,6 +24,7 @@ TICKET_SALT = "surgegate.ticket.v1"
 CHALLENGE_SALT = "surgegate.pow-challenge.v1"
 ADMISSION_SALT = "surgegate.admission.v1"
 CLAIM_SALT = "surgegate.waitlist-claim.v1"
+INVITE_SALT = "surgegate.invite.v1"
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,21 @@ class TokenCodec:
             raise TokenInvalid(reason="malformed")
         if self._clock() > float(claims.get("exp", 0)) + self._leeway_s:
             raise TokenExpired("this claim link has expired")
+        return claims
+
+    # --- invite links (waitingroom/invites.py) ---------------------------------------------------
+
+    def sign_invite(self, *, invite_id: str, event_id: str, expires_at: datetime) -> str:
+        return self._sign(INVITE_SALT, {"i": invite_id, "e": event_id, "exp": int(expires_at.timestamp())})
+
+    def read_invite(self, token: str) -> dict[str, Any]:
+        """The claims of an invite this service signed (``i``: invite id, ``e``: event, ``exp``);
+        TokenInvalid / TokenExpired otherwise. The database (used, revoked) is the authority beyond that."""
+        _, claims = self._load(token, INVITE_SALT)
+        if not isinstance(claims.get("i"), str) or not isinstance(claims.get("e"), str):
+            raise TokenInvalid(reason="malformed")
+        if not isinstance(claims.get("exp"), int) or self._clock() > claims["exp"] + self._leeway_s:
+            raise TokenExpired("this invite has expired")
         return claims
 
     def _is_ticket(self, token: str) -> bool:

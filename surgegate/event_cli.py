@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.settings import Settings
+from surgegate import invite_cli
 from surgegate.admin_client import AdminRefused, Credential, Unreachable, credential, explain, send
 
 COMMAND = "event"
@@ -98,6 +99,7 @@ def add_parser(sub: Any) -> None:
     )
     close.add_argument("event_id")
     close.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    invite_cli.add_action(actions, parents=[common], prepare=_defaults)
     p.set_defaults(func=run)
 
 

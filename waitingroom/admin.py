@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
+
 from aiohttp import web
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from shared.errors import NotFound, ValidationFailed
 from shared.http import json_response, read_json, validate
+from shared.settings import Settings
 from shared.staff import Role, actor_of, requires
+from waitingroom import invites
 from waitingroom.events import EVENT_ID, EventUpdate, get_draw
-from waitingroom.keys import ROOM
+from waitingroom.keys import METRICS, ROOM
 from waitingroom.lottery import ALGORITHM, Lottery
 
 
@@ -88,3 +92,60 @@ async def get_lottery(request: web.Request) -> web.Response:
             "order": lottery.order(page.offset, page.limit),
         }
     )
+
+
+class InviteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    count: int = Field(default=1, ge=1, le=invites.MAX_BATCH)
+    expires_at: AwareDatetime
+    label: str = Field(default="", max_length=200)
+
+
+def invite_link(settings: Settings, event_id: str, token: str) -> str:
+    """The link handed to an invitee: the token rides in the fragment, which browsers never send to
+    a server, so no access log or proxy ever records it; the page posts it to the redeem API."""
+    return f"{settings.edge_url}/e/{event_id}/invite#{token}"
+
+
+@requires(Role.OPERATOR)
+async def post_invites(request: web.Request) -> web.Response:
+    """Issue a batch of invite links for the event (shown only in this answer)."""
+    room = request.app[ROOM]
+    event = room.event(request.match_info["event_id"])
+    body = await read_json(request, InviteRequest)
+    issued = await invites.issue(
+        room.pool, room.codec, request.app[METRICS], event, count=body.count, expires_at=body.expires_at,
+        label=body.label, actor=actor_of(request), now=room.clock(),
+    )  # fmt: skip
+    return json_response(
+        {
+            "batch": str(issued.batch_id),
+            "expires_at": issued.expires_at.isoformat(),
+            "links": [invite_link(room.settings, event.event_id, t) for t in issued.tokens],
+        },
+        status=201,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@requires(Role.OPERATOR)
+async def get_invites(request: web.Request) -> web.Response:
+    """How many invites of each batch are issued, used, revoked, expired and still open."""
+    room = request.app[ROOM]
+    event = room.event(request.match_info["event_id"])
+    return json_response({"batches": await invites.counts(room.pool, event.event_id, room.clock())})
+
+
+@requires(Role.OPERATOR)
+async def delete_invites(request: web.Request) -> web.Response:
+    """Revoke a batch, or one invite (its id), of the event: its unused links stop working."""
+    room = request.app[ROOM]
+    event = room.event(request.match_info["event_id"])
+    try:
+        target = uuid.UUID(request.match_info["batch"])
+    except ValueError:
+        raise ValidationFailed("a batch or invite id is a UUID") from None
+    batch, revoked = await invites.revoke(
+        room.pool, request.app[METRICS], event.event_id, target, actor=actor_of(request), now=room.clock()
+    )
+    return json_response({"batch": str(batch), "revoked": revoked})

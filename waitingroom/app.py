@@ -105,8 +105,13 @@ def create_app(
     app.router.add_get("/admin/v1/live", console.live)
     app.router.add_get("/admin/v1/actions", console.recent_actions)
     app.router.add_get("/admin", console.console_page)
+    app.router.add_post("/admin/v1/events/{event_id}/invites", admin.post_invites)
+    app.router.add_get("/admin/v1/events/{event_id}/invites", admin.get_invites)
+    app.router.add_delete("/admin/v1/events/{event_id}/invites/{batch}", admin.delete_invites)
+    app.router.add_post("/api/v1/events/{event_id}/invites:redeem", views.redeem_invite)
     app.router.add_get("/e/{event_id}", page.queue_page)
     app.router.add_post("/e/{event_id}/join", page.join_form)
+    app.router.add_get("/e/{event_id}/invite", page.queue_page)  # the page redeems the link's fragment
     app.router.add_get("/", page.index)
     app.router.add_static("/static", Path(str(STATIC)))
     app.router.add_get("/healthz", healthz)

@@ -96,3 +96,65 @@ WHERE action LIKE 'event\\_%' AND ($1::text IS NULL OR event_id = $1)
 ORDER BY audit_id DESC
 LIMIT $2
 """
+
+# --- invite links (waitingroom/invites.py) -----------------------------------------------------------
+
+INSERT_INVITE_BATCH = """
+INSERT INTO invite_batches (batch_id, event_id, label, expires_at, created_at, created_by)
+VALUES ($1, $2, $3, $4, $5, $6)
+"""
+
+INSERT_INVITE = "INSERT INTO invites (invite_id, batch_id, token_hash) VALUES ($1, $2, $3)"
+
+# The one guard of "each usable once": a single conditional UPDATE. Of any number of concurrent
+# redemptions of one invite, exactly one finds used_at still NULL (the others wait on its row lock,
+# then re-check the condition and match nothing). $3 is the edge's clock.
+REDEEM_INVITE = """
+UPDATE invites AS i SET used_at = $3
+FROM invite_batches AS b
+WHERE i.token_hash = $1 AND b.batch_id = i.batch_id AND b.event_id = $2
+  AND i.used_at IS NULL AND i.revoked_at IS NULL AND b.expires_at > $3
+RETURNING i.invite_id, i.serial, i.batch_id
+"""
+
+# Why a redemption matched nothing (read after the UPDATE decided; only for the refusal's code).
+INVITE_STATE = """
+SELECT i.used_at, i.revoked_at, b.expires_at, b.event_id
+FROM invites AS i JOIN invite_batches AS b USING (batch_id)
+WHERE i.token_hash = $1
+"""
+
+REVOKE_INVITE_BATCH = """
+UPDATE invites AS i SET revoked_at = $3
+FROM invite_batches AS b
+WHERE b.batch_id = i.batch_id AND b.event_id = $1 AND i.batch_id = $2
+  AND i.used_at IS NULL AND i.revoked_at IS NULL
+"""
+
+REVOKE_INVITE = """
+UPDATE invites AS i SET revoked_at = $3
+FROM invite_batches AS b
+WHERE b.batch_id = i.batch_id AND b.event_id = $1 AND i.invite_id = $2
+  AND i.used_at IS NULL AND i.revoked_at IS NULL
+"""
+
+INVITE_BATCH_OF = """
+SELECT b.batch_id FROM invite_batches AS b WHERE b.event_id = $1 AND b.batch_id = $2
+UNION ALL
+SELECT i.batch_id FROM invites AS i JOIN invite_batches AS b USING (batch_id)
+WHERE b.event_id = $1 AND i.invite_id = $2
+"""
+
+# Per batch: issued, used, revoked, expired (unused and past expiry) and still open, at $2.
+INVITE_COUNTS = """
+SELECT b.batch_id, b.label, b.expires_at, b.created_at, b.created_by,
+       count(*) AS issued,
+       count(*) FILTER (WHERE i.used_at IS NOT NULL) AS used,
+       count(*) FILTER (WHERE i.revoked_at IS NOT NULL) AS revoked,
+       count(*) FILTER (WHERE i.used_at IS NULL AND i.revoked_at IS NULL AND b.expires_at <= $2) AS expired,
+       count(*) FILTER (WHERE i.used_at IS NULL AND i.revoked_at IS NULL AND b.expires_at > $2) AS open
+FROM invite_batches AS b JOIN invites AS i USING (batch_id)
+WHERE b.event_id = $1
+GROUP BY b.batch_id
+ORDER BY b.created_at, b.batch_id
+"""

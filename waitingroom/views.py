@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -9,7 +11,7 @@ from shared.errors import NotFound, RateLimited, TicketInvalid, ValidationFailed
 from shared.http import bearer, json_response, read_json
 from shared.keys import join_bucket_key
 from shared.limits import client_key
-from waitingroom import pow
+from waitingroom import invites, pow
 from waitingroom.events import Event
 from waitingroom.keys import JOIN_LIMIT, LIMITER, METRICS, ROOM, TRUSTED_PROXIES
 from waitingroom.room import Room
@@ -137,3 +139,40 @@ async def status(request: web.Request) -> web.Response:
         raise TicketInvalid("present your ticket as a Bearer token or the queue cookie")
     result = await room.status(event_id, ticket)
     return json_response(result.to_json(), headers=NO_STORE)
+
+
+class RedeemRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+    invite: str = Field(min_length=1, max_length=4096)
+    # As at join: the admission is then bound to the browser holding the secret with this SHA-256.
+    device_key_hash: str | None = Field(default=None, pattern="^[0-9a-f]{64}$")
+
+
+async def redeem_invite(request: web.Request) -> web.Response:
+    """Trade an invite link's token (sent in the body: never in a URL, so never in a log) for an
+    admission to the event, skipping its queue. Once per invite (waitingroom/invites.py)."""
+    event_id = request.match_info["event_id"]
+    room = request.app[ROOM]
+    event = room.event(event_id)
+    now = room.clock()
+    body = await read_json(request, RedeemRequest)
+    redeemed = await invites.redeem(
+        room.pool,
+        room.queue.redis,
+        room.codec,
+        request.app[METRICS],
+        event,
+        body.invite,
+        now=now,
+        device=body.device_key_hash,
+    )
+    return json_response(
+        {
+            "state": "admitted",
+            "admission_token": redeemed.admission_token,
+            "admission_expires_at": datetime.fromtimestamp(redeemed.expires_at, UTC).isoformat().replace("+00:00", "Z"),
+            "booking_url": f"{room.settings.api_url}/api/v1",
+        },
+        status=201,
+        headers=NO_STORE,
+    )

@@ -249,3 +249,46 @@ async def test_the_page_refuses_to_be_framed(stack: Settings) -> None:
         assert any("frame-ancestors" in text for text in refused), refused
     finally:
         await runner.cleanup()
+
+
+async def test_an_invite_link_skips_the_queue_to_the_booking_form(
+    stack: Settings, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """``/e/ev/invite#TOKEN``: the page posts the fragment, drops it from the address bar, shows the
+    booking form at once (no queue place taken), and books; the same link a second time is refused."""
+    import aiohttp
+    from playwright.async_api import async_playwright
+
+    await seed_site_and_slot(pool, site_id="berlin", capacity=3)
+    await put_event(stack, rate_per_s=0.001)  # the queue would take hours
+    async with aiohttp.ClientSession() as s:
+        resp = await s.post(f"{stack.edge_url}/admin/v1/events/ev/invites", headers=admin_headers(),
+                            json={"count": 1, "expires_at": "2100-01-01T00:00:00Z", "label": "staff"})  # fmt: skip
+        assert resp.status == 201
+        [link] = (await resp.json())["links"]
+    shots = Path(os.environ.get("SURGEGATE_SCREENSHOT_DIR", tmp_path))
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = await browser.new_page(viewport={"width": 390, "height": 844})
+        refused = csp_refusals(page)
+        await page.goto(link)
+        await page.wait_for_selector("#booking:not([hidden])", timeout=15_000)
+        assert "#" not in page.url
+        await page.wait_for_function("document.querySelectorAll('#slot option').length > 0")
+        await page.fill("#id_number", "INV-0001")
+        await page.fill("#name", "Invited Person")
+        await page.fill("#email", "invited@example.org")
+        await page.fill("#birth_date", "1980-02-02")
+        await page.screenshot(path=str(shots / "invite-admitted-form.png"))
+        await page.click("#book")
+        await page.wait_for_selector("#done:not([hidden])", timeout=15_000)
+        again = await browser.new_page()
+        await again.goto(link)
+        await again.wait_for_selector("#error:not([hidden])", timeout=15_000)
+        assert "already been used" in (await again.text_content("#error") or "")
+        await browser.close()
+    assert refused == []
+    assert await pool.fetchval("SELECT count(*) FROM appointments WHERE status = 'confirmed'") == 1
+    async with aiohttp.ClientSession() as s:
+        resp = await s.get(f"{stack.edge_url}/admin/v1/events/ev", headers=admin_headers())
+        assert (await resp.json())["stats"]["joined"] == 0  # nobody took a queue place

@@ -203,6 +203,29 @@
     $("confirmation").textContent = fill(T.confirmation, { id: b.appointment_id, time: b.local_starts_at.replace("T", " ").slice(0, 16) });
   }
 
+  // An invite link (/e/EVENT/invite#TOKEN, waitingroom/invites.py): the token rides in the fragment,
+  // which no browser sends to a server; it is posted once to be traded for an admission, skipping the queue.
+  function redeem(token) {
+    history.replaceState(null, "", location.pathname);  // the token leaves the address bar and history
+    var secret = deviceSecret();
+    Promise.resolve(secret && window.crypto && crypto.subtle ? sha256hex(secret) : null).then(function (hash) {
+      var body = { invite: token };
+      if (hash) body.device_key_hash = hash;
+      return fetch(base + "/invites:redeem", { method: "POST", credentials: "same-origin", cache: "no-store",
+        headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    })
+      .then(function (r) { return r.json().then(function (b) { return [r, b]; }); })
+      .then(function (rb) {
+        if (!rb[0].ok) return showError(rb[1].detail || T.error_generic);
+        showError("");
+        var st = Object.assign({ position: 0, eta_seconds: 0 }, rb[1]);
+        render(st);
+        admitted(st);
+      })
+      .catch(function () { showError(T.error_connection); });
+  }
+
   $("join-form").hidden = true;  // with JavaScript the page joins by itself
-  poll();
+  var invite = /\/invite$/.test(location.pathname) && location.hash.length > 1 ? location.hash.slice(1) : null;
+  if (invite) redeem(invite); else poll();
 })();
