@@ -148,7 +148,7 @@ async def serving_processes(settings: Settings) -> AsyncIterator[Processes]:
     finally:
         supervisor.stop()
         if running is not None:
-            await running
+            await asyncio.wait_for(running, 30)  # a stop that hangs fails the test, not the run
         for runner in runners:
             await runner.cleanup()
 
