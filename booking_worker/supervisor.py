@@ -172,9 +172,27 @@ class Supervisor:
                 await worker.pool.delete(worker.health_check_key)
         await _close(worker.pool)
 
+    async def _observe(self) -> None:
+        """Refresh the gauges a scrape reads: reachability of Redis and PostgreSQL as the outage log
+        has it, and the booking queue's depth (left as it was when Redis does not answer in 1 s)."""
+        for dependency, name in ((REDIS, "redis"), (POSTGRESQL, "postgresql")):
+            self.metrics.dependency_up.labels(name).set(0 if self.outages.is_down(dependency) else 1)
+        worker = self.worker
+        if worker is None:
+            return
+        with contextlib.suppress(*REDIS_UNAVAILABLE, TimeoutError):
+            depth = await asyncio.wait_for(worker.pool.zcard(self.settings.queue_name), 1.0)
+            self.metrics.booking_queue_depth.set(depth)
+
     async def _serve_metrics(self) -> web.AppRunner:
         app = web.Application()
-        app.router.add_get("/metrics", metrics_handler(self.metrics))
+        render = metrics_handler(self.metrics)
+
+        async def scrape(request: web.Request) -> web.StreamResponse:
+            await self._observe()
+            return await render(request)
+
+        app.router.add_get("/metrics", scrape)
         app.router.add_get("/healthz", healthz)  # alive while retrying: a restart would not help
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

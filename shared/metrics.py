@@ -139,5 +139,16 @@ class Metrics:
             registry=r,
         )
 
+        # Issue 12, dashboards and alerts: read by the worker when it is scraped.
+        self.booking_queue_depth = Gauge(
+            "surgegate_booking_queue_depth", "Booking jobs queued in Redis, not yet started (arq queue)", registry=r
+        )
+        self.dependency_up = Gauge(
+            "surgegate_dependency_up",
+            "1 while the worker reaches the dependency (redis, postgresql), 0 during an outage",
+            ["dependency"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from arq.worker import Worker
+from prometheus_client.parser import text_string_to_metric_families
 
 from booking_worker.worker import build_worker
 from shared import attempts, seats
@@ -103,6 +107,50 @@ async def running_worker(settings: Settings, metrics: Metrics | None = None) -> 
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await worker.close()
+
+
+@dataclass
+class Processes:
+    """The three processes of a deployment, in this process on real ports: their base URLs."""
+
+    settings: Settings
+    edge: str
+    api: str
+    worker: str  # the worker's /metrics and /healthz
+
+
+@contextlib.asynccontextmanager
+async def serving_processes(settings: Settings) -> AsyncIterator[Processes]:
+    """Edge and booking API served on free ports, and a supervised worker serving its ``/metrics``
+    (as ``surgegate worker`` does), for the duration of the block."""
+    from admission.app import create_app as create_api
+    from booking_worker.supervisor import Supervisor
+    from surgegate.embedded import free_port
+    from waitingroom.app import create_app as create_edge
+
+    live = replace(settings, edge_port=free_port(), api_port=free_port(), worker_metrics_port=free_port(),
+                   booking_wait_s=5.0)  # fmt: skip
+    runners: list[web.AppRunner] = []
+    supervisor = Supervisor(live, poll_delay=0.01, cron_jobs=[])
+    running = None
+    try:
+        for app, port in ((create_edge(live), live.edge_port), (create_api(live), live.api_port)):
+            runner = web.AppRunner(app, shutdown_timeout=2.0)
+            await runner.setup()
+            runners.append(runner)
+            await web.TCPSite(runner, live.host, port).start()
+        running = asyncio.create_task(supervisor.run())
+        deadline = time.monotonic() + 30
+        while supervisor.worker is None:  # connected to Redis and PostgreSQL, polling
+            assert time.monotonic() < deadline and not running.done(), "the worker did not start"
+            await asyncio.sleep(0.02)
+        yield Processes(live, live.edge_url, live.api_url, f"http://{live.host}:{live.worker_metrics_port}")
+    finally:
+        supervisor.stop()
+        if running is not None:
+            await asyncio.wait_for(running, 30)  # a stop that hangs fails the test, not the run
+        for runner in runners:
+            await runner.cleanup()
 
 
 async def run_burst(settings: Settings, metrics: Metrics | None = None) -> Worker:
@@ -246,3 +294,46 @@ async def accepted(pool: asyncpg.Pool, job: BookingJob) -> dict[str, Any]:
     async with pool.acquire() as con, con.transaction():
         await attempts.accept(con, job, seats.utcnow())
     return job.to_dict()
+
+
+# --- deploy/: the Grafana dashboard and Prometheus rules -------------------------------------------
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "surgegate.json"
+FUNNEL_PANEL = "Funnel: queue to appointment (totals since the processes started)"
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool",
+                "offset", "inf", "nan"}  # fmt: skip
+
+
+def dashboard_targets(event: str = ".*") -> list[tuple[str, str, str]]:
+    """Every query of the dashboard as (panel title, refId, PromQL), with Grafana's variables
+    replaced as Grafana would: ``$event`` by ``event`` (a regex), ``$__rate_interval`` by 1m."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [
+        (panel["title"], target["refId"], target["expr"].replace("$event", event).replace("$__rate_interval", "1m"))
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+    ]
+
+
+def metric_names(promql: str) -> set[str]:
+    """The metric names a PromQL expression reads (a scanner enough for the dashboard's queries:
+    strings, label matchers, ranges and groupings are removed; what is left and is not a function
+    call, a keyword or a number is a metric name)."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', "", promql)
+    text = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", text)
+    text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    names = set(re.findall(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\b(?!\s*\()", text))
+    return {n for n in names if n.lower() not in PROMQL_WORDS}
+
+
+def exposed_names(exposition: str) -> set[str]:
+    """Every series name a ``/metrics`` page can produce, also for labelled metrics that have no
+    series yet (their ``# TYPE`` line says which suffixes they will have)."""
+    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created"),
+                "summary": ("_count", "_sum", "_created"), "gauge": ("",)}  # fmt: skip
+    names: set[str] = set()
+    for family in text_string_to_metric_families(exposition):
+        names |= {family.name + suffix for suffix in suffixes.get(family.type, ("",))}
+        names |= {sample.name for sample in family.samples}
+    return names
