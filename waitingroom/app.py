@@ -29,7 +29,18 @@ from shared.settings import Settings, SettingsError
 from shared.staff import STAFF, StaffDirectory
 from shared.tokens import TokenCodec
 from waitingroom import admin, console, page, views
-from waitingroom.keys import CLOSING, JOIN_LIMIT, LIMITER, METRICS, ROOM, SETTINGS, TRENDS, TRUSTED_PROXIES
+from waitingroom.booking_figures import BookingFigures
+from waitingroom.keys import (
+    BOOKING_FIGURES,
+    CLOSING,
+    JOIN_LIMIT,
+    LIMITER,
+    METRICS,
+    ROOM,
+    SETTINGS,
+    TRENDS,
+    TRUSTED_PROXIES,
+)
 from waitingroom.page import STATIC
 from waitingroom.room import Clock, Room
 from waitingroom.trends import Trends
@@ -56,6 +67,7 @@ def create_app(
     app[STAFF] = StaffDirectory(settings.admin_tokens, idp=IdentityProvider.from_settings(settings))
     app[METRICS] = metrics
     app[TRENDS] = Trends()
+    app[BOOKING_FIGURES] = BookingFigures()
     app[CLOSING] = asyncio.Event()
     app.on_shutdown.append(console.close_streams)
     app[JOIN_LIMIT] = Limit(settings.join_limit_per_min, settings.join_limit_burst)

@@ -13,6 +13,12 @@ sparklines start full. The credential is checked again before each message: a re
 stream (``signed_out``) within a second. While Redis or PostgreSQL is away the stream stays open and
 says ``unavailable`` each second. Controls are the existing ``PUT /admin/v1/events/{id}`` (audited
 there).
+
+Each event's entry also carries ``booking``, the booking side's figures, which the edge computes itself
+from PostgreSQL and Redis (:class:`~waitingroom.booking_figures.BookingFigures`, at most once a second per
+event): confirmed appointments, refusals by code, booking latency over the last 5 minutes, the booking
+queue's depth and the event's invites. Token failures by reason are counted only in the booking API's
+memory (its ``/metrics``): the console does not show them.
 """
 
 from __future__ import annotations
@@ -30,8 +36,9 @@ from shared.audit import plain
 from shared.errors import Code, Refused
 from shared.http import BACKEND_UNAVAILABLE, json_response, validate
 from shared.staff import Role, require_role, requires
+from waitingroom.booking_figures import BookingFigures
 from waitingroom.events import EVENT_ID
-from waitingroom.keys import CLOSING, ROOM, TRENDS
+from waitingroom.keys import BOOKING_FIGURES, CLOSING, ROOM, TRENDS
 from waitingroom.page import STATIC
 from waitingroom.queries import RECENT_EVENT_ACTIONS
 from waitingroom.room import Room
@@ -72,14 +79,21 @@ async def console_page(request: web.Request) -> web.Response:
     return web.Response(body=_PAGE, content_type="text/html", charset="utf-8", headers=_PAGE_HEADERS)
 
 
-async def figures(room: Room, trends: Trends | None) -> dict[str, Any]:
-    """One stream message: every event that is not closed, with its live stats (and trends, if given)."""
+async def figures(room: Room, trends: Trends | None, booking: BookingFigures) -> dict[str, Any]:
+    """One stream message: every event that is not closed, with its live stats, its booking figures
+    (and trends, if given)."""
     events = []
     for event in room.open_events():
-        entry = {**event.to_json(), "phase": event.phase(room.clock()), "stats": await room.stats(event.event_id)}
+        entry = {
+            **event.to_json(),
+            "phase": event.phase(room.clock()),
+            "stats": await room.stats(event.event_id),
+            "booking": await booking.of(room, event.event_id),
+        }
         if trends is not None:
             entry["trend"] = trends.of(event.event_id)
         events.append(entry)
+    booking.forget_others({e["event_id"] for e in events})
     return {"at": room.clock(), "events": events}
 
 
@@ -94,7 +108,9 @@ async def live(request: web.Request) -> web.StreamResponse:
     holding the operator role (then one ``signed_out`` message ends it) or the edge shuts down
     (``closing``: the page reconnects, to another edge if there is one)."""
     room = request.app[ROOM]
-    first = await figures(room, request.app[TRENDS])  # before the 200: a failing backend is a 503 problem
+    first = await figures(
+        room, request.app[TRENDS], request.app[BOOKING_FIGURES]
+    )  # before the 200: a failing backend is a 503 problem
     resp = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     )
@@ -110,7 +126,7 @@ async def live(request: web.Request) -> web.StreamResponse:
                 break
             try:
                 await require_role(request, Role.OPERATOR)
-                message = await figures(room, None)
+                message = await figures(room, None, request.app[BOOKING_FIGURES])
             except Refused as exc:
                 await resp.write(sse("signed_out", {"code": exc.code, "detail": exc.detail}))
                 break

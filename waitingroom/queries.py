@@ -158,3 +158,31 @@ WHERE b.event_id = $1
 GROUP BY b.batch_id
 ORDER BY b.created_at, b.batch_id
 """
+
+# --- the console's booking figures (console.BookingFigures), one query per group -----------------
+CONSOLE_BOOKED = """
+SELECT count(*) AS booked FROM appointments WHERE event_id = $1 AND status = 'confirmed'
+"""
+
+CONSOLE_REFUSALS = """
+SELECT code, count(*) AS n FROM booking_attempts
+WHERE event_id = $1 AND status = 'rejected' AND code IS NOT NULL
+GROUP BY code
+"""
+
+CONSOLE_LATENCY = """
+SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - created_at)) AS p50,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - created_at)) AS p99,
+       count(*) AS n
+FROM booking_attempts
+WHERE event_id = $1 AND status IN ('confirmed', 'rejected') AND finished_at IS NOT NULL
+  AND finished_at >= now() - make_interval(secs => $2)
+"""
+
+CONSOLE_INVITES = """
+SELECT count(*) AS issued,
+       count(*) FILTER (WHERE i.used_at IS NOT NULL) AS used,
+       count(*) FILTER (WHERE i.used_at IS NULL AND i.revoked_at IS NULL AND b.expires_at > $2) AS open
+FROM invite_batches AS b JOIN invites AS i USING (batch_id)
+WHERE b.event_id = $1
+"""

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -14,11 +16,17 @@ import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
+from booking_worker.booking import book
+from shared.booking import BookingJob, attempt_id_for
+from shared.metrics import Metrics
+from shared.persons import PersonVault
+from shared.redis import create_arq_pool
 from shared.settings import Settings
 from shared.staff import OWNER, Role, add_staff, revoke_staff
 from surgegate.embedded import EmbeddedValkey
-from tests.helpers import FakeClock, admin_headers, assert_problem, serve
+from tests.helpers import FakeClock, accepted, admin_headers, assert_problem, seed_site_and_slot, serve
 from waitingroom.app import create_app
+from waitingroom.booking_figures import BookingFigures
 from waitingroom.keys import ROOM, TRENDS
 from waitingroom.trends import TREND_SPAN_S
 
@@ -175,3 +183,82 @@ async def test_recent_actions_are_the_operators_event_changes(edge: TestClient, 
     for bad in ("limit=0", "limit=x", "event_id=NO%20SUCH"):
         resp = await edge.get(f"/admin/v1/actions?{bad}", headers=bearer(key))
         assert_problem(resp.status, await resp.json(), 400, "validation_error")
+
+
+async def test_the_stream_carries_the_booking_side(
+    edge: TestClient, clock: FakeClock, settings: Settings, pool: asyncpg.Pool
+) -> None:
+    room = edge.app[ROOM]
+    tickets = [(await room.join("ev", None))[0] for _ in range(3)]
+    for _ in range(12):  # 1/s: all three admitted
+        clock.advance(0.5)
+        await room.tick()
+    slot_id = await seed_site_and_slot(pool, event_id="ev", capacity=1)
+    vault = PersonVault(b"k" * 32)
+    assert settings.redis_url
+    arq = await create_arq_pool(settings.redis_url, settings.queue_name)
+    outcomes = []
+    try:
+        for i, ticket in enumerate(tickets):
+            status = await room.status("ev", ticket)
+            assert status.admission_token is not None
+            admission = room.codec.verify_admission(status.admission_token)
+            job = BookingJob(attempt_id=str(attempt_id_for(admission.token_id, "k")), token_id=admission.token_id,
+                             event_id="ev", scope=None, slot_id=slot_id, request_hash="00" * 32,
+                             person_ref=vault.ref(f"P-{i}").hex(), person_sealed=vault.seal({}).decode(),
+                             rank=admission.rank)  # fmt: skip
+            payload = await accepted(pool, job)
+            outcomes.append(await book({"pool": pool, "metrics": Metrics(), "redis": arq}, payload))
+        for name in ("a", "b"):  # two jobs waiting in the booking queue (no worker runs)
+            assert await arq.enqueue_job("book", _job_id=f"console-{name}") is not None
+    finally:
+        await arq.aclose()
+    assert [o["status"] for o in outcomes] == ["confirmed", "rejected", "rejected"]
+    # exact latencies: 2 s and 4 s in the window; the third became final 10 minutes ago (outside it)
+    ids = [o["attempt_id"] for o in outcomes]
+    async with pool.acquire() as con:
+        for attempt_id, finished, took in ((ids[0], 0, 2), (ids[1], 1, 4), (ids[2], 600, 1)):
+            await con.execute(
+                "UPDATE booking_attempts SET finished_at = now() - $2::interval,"
+                " created_at = now() - $2::interval - $3::interval WHERE attempt_id = $1",
+                uuid.UUID(attempt_id), timedelta(seconds=finished), timedelta(seconds=took),
+            )  # fmt: skip
+    expires = datetime.fromtimestamp(clock() + 3600, UTC).isoformat()
+    resp = await edge.post("/admin/v1/events/ev/invites", headers=admin_headers(),
+                           json={"count": 3, "expires_at": expires, "label": "cohort"})  # fmt: skip
+    assert resp.status == 201, await resp.text()
+    token = (await resp.json())["links"][0].partition("#")[2]
+    assert (await edge.post("/api/v1/events/ev/invites:redeem", json={"invite": token})).status == 201
+
+    resp = await edge.get("/admin/v1/live", headers=admin_headers())
+    _, first = await next_message(resp)
+    resp.close()
+    booking = by_id(first)["ev"]["booking"]
+    assert booking == {
+        "booked": 1,
+        "slot_full": 2,
+        "ineligible": 0,
+        "refusals": {"slot_full": 2},
+        "latency_s": {"p50": 3.0, "p99": 3.98, "finished": 2, "window_s": 300},
+        "queue_depth": 2,
+        "invites": {"issued": 3, "used": 1, "open": 2},
+    }
+    other = by_id(first)["other"]["booking"]
+    assert other["booked"] == 0 and other["refusals"] == {} and other["invites"]["issued"] == 0
+    assert other["latency_s"]["p50"] is None and other["queue_depth"] == 2  # one queue for all events
+
+
+async def test_booking_figures_are_computed_at_most_once_a_second(
+    edge: TestClient, settings: Settings, pool: asyncpg.Pool
+) -> None:
+    now = [100.0]
+    figures = BookingFigures(clock=lambda: now[0])
+    room = edge.app[ROOM]
+    before = await figures.of(room, "ev")
+    await seed_site_and_slot(pool, event_id="ev")
+    redis = room.queue.redis
+    await redis.zadd(settings.queue_name, {"console-x": 1})
+    now[0] += 0.9
+    assert await figures.of(room, "ev") == before  # cached
+    now[0] += 0.1
+    assert (await figures.of(room, "ev"))["queue_depth"] == before["queue_depth"] + 1  # a second later: afresh

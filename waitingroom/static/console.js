@@ -9,6 +9,10 @@
     ["active", "Active (admitted, unused)", true], ["used", "Used (booked)", false],
     ["expired_unused", "Expired unused", false], ["rate", "Rate configured / actual", false],
     ["wait", "Time in queue p50 / p90", false], ["tail", "Last in line waits", false],
+    ["booked", "Booked (confirmed)", false], ["slot_full", "Refused: slot full", false],
+    ["ineligible", "Refused: ineligible", false], ["other_refusals", "Other refusals", false],
+    ["latency", "Booking latency p50 / p99 (5 min)", false], ["queue_depth", "Booking queue depth", false],
+    ["invites", "Invites issued / used / open", false],
   ];
   const $ = (id) => document.getElementById(id);
   const cards = new Map(); // event_id -> {root, fields, trend}
@@ -90,6 +94,21 @@
       rate: text(s.rate_per_s.configured) + " / " + text(s.rate_per_s.actual_last_60s),
       wait: text(s.time_in_queue_s.median, " s") + " / " + text(s.time_in_queue_s.p90, " s"),
       tail: text(s.tail_eta_s, " s"),
+      ...bookingValues(event.booking),
+    };
+  }
+
+  function bookingValues(b) {
+    if (!b) return {};
+    const other = Object.entries(b.refusals)
+      .filter(([code]) => code !== "slot_full" && code !== "ineligible")
+      .map(([code, n]) => code + " " + n);
+    return {
+      booked: b.booked, slot_full: b.slot_full, ineligible: b.ineligible,
+      other_refusals: other.length ? other.join(", ") : "0",
+      latency: text(b.latency_s.p50, " s") + " / " + text(b.latency_s.p99, " s"),
+      queue_depth: b.queue_depth,
+      invites: b.invites.issued + " / " + b.invites.used + " / " + b.invites.open,
     };
   }
 

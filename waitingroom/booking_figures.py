@@ -1,0 +1,69 @@
+"""The booking side's figures for the operator console, computed by the edge from PostgreSQL and
+Redis: confirmed appointments, refusals by code (``ineligible`` stays 0 until eligibility rules refuse
+anyone), booking latency p50/p99 of the attempts that became final in the last 5 minutes (accepted ->
+final, ``created_at`` -> ``finished_at``), the booking queue's depth (ZCARD of ``Settings.queue_name``)
+and the event's invites. Token failures by reason are counted only in the booking API's memory and are
+not here."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.errors import Code
+from waitingroom.queries import CONSOLE_BOOKED, CONSOLE_INVITES, CONSOLE_LATENCY, CONSOLE_REFUSALS
+from waitingroom.room import Room
+
+BOOKING_FIGURES_TTL_S = 1.0  # each event's figures are computed at most this often
+LATENCY_WINDOW_S = 300  # booking latency: attempts that became final in the last 5 minutes
+
+
+class BookingFigures:
+    """The booking side's figures of one event, as the edge reads them from PostgreSQL and Redis, cached
+    for BOOKING_FIGURES_TTL_S per event (however many consoles watch). One query per figure group."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    async def of(self, room: Room, event_id: str) -> dict[str, Any]:
+        now = self._clock()
+        hit = self._cache.get(event_id)
+        if hit is not None and now - hit[0] < BOOKING_FIGURES_TTL_S:
+            return hit[1]
+        value = await self._compute(room, event_id)
+        self._cache[event_id] = (now, value)
+        return value
+
+    def forget_others(self, event_ids: set[str]) -> None:
+        for event_id in set(self._cache) - event_ids:
+            del self._cache[event_id]
+
+    @staticmethod
+    async def _compute(room: Room, event_id: str) -> dict[str, Any]:
+        async with room.pool.acquire() as con:
+            booked = await con.fetchval(CONSOLE_BOOKED, event_id)
+            refusals = {r["code"]: r["n"] for r in await con.fetch(CONSOLE_REFUSALS, event_id)}
+            latency = await con.fetchrow(CONSOLE_LATENCY, event_id, LATENCY_WINDOW_S)
+            invites = await con.fetchrow(CONSOLE_INVITES, event_id, datetime.fromtimestamp(room.clock(), UTC))
+        depth = await room.queue.redis.zcard(room.settings.queue_name)
+        return {
+            "booked": booked,
+            "slot_full": refusals.get(Code.SLOT_FULL, 0),
+            "ineligible": refusals.get(Code.INELIGIBLE, 0),
+            "refusals": dict(sorted(refusals.items())),
+            "latency_s": {
+                "p50": _round(latency["p50"]),
+                "p99": _round(latency["p99"]),
+                "finished": latency["n"],
+                "window_s": LATENCY_WINDOW_S,
+            },
+            "queue_depth": depth,
+            "invites": {"issued": invites["issued"], "used": invites["used"], "open": invites["open"]},
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 3)
