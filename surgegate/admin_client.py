@@ -12,14 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from shared.settings import Settings
+from surgegate.options import SharedOptions
 
 
-def add_admin_options(parser: argparse.ArgumentParser, url_flag: str, service: str) -> None:
+def add_admin_options(options: SharedOptions, url_flag: str, service: str) -> None:
     """The options every admin command shares: where the service is and which credential to send."""
-    parser.add_argument(url_flag, help=f"{service} base URL (default: the configured {service})")
-    parser.add_argument("--key", help="your staff key (default: SURGEGATE_STAFF_KEY; else the owner's admin token)")
-    parser.add_argument("--admin-token", help="owner token (default: SURGEGATE_ADMIN_TOKEN or <data-dir>/secrets.json)")
-    parser.add_argument("--data-dir", type=Path, default=Path(".surgegate"), help="where `up` keeps its secrets")
+    options.add(url_flag, help=f"{service} base URL (default: the configured {service})")
+    options.add("--key", help="your staff key (default: SURGEGATE_STAFF_KEY; else the owner's admin token)")
+    options.add("--admin-token", help="owner token (default: SURGEGATE_ADMIN_TOKEN or <data-dir>/secrets.json)")
+    options.add("--data-dir", type=Path, default=Path(".surgegate"),
+                help="where `up` keeps its secrets (default .surgegate)")  # fmt: skip
 
 
 @dataclass(frozen=True)

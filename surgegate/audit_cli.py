@@ -18,15 +18,22 @@ from typing import Any
 
 from shared import audit
 from shared.settings import Settings, SettingsError
+from surgegate.options import SharedOptions
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("audit", help="verify the audit log's hash chain and signed checkpoints; export it")
-    p.add_argument("--database-url", help="PostgreSQL DSN (default SURGEGATE_DATABASE_URL)")
-    p.set_defaults(func=cmd_audit)
+    shared = SharedOptions()
+    shared.add("--database-url", help="PostgreSQL DSN (default SURGEGATE_DATABASE_URL)")
+    common = shared.parser
+    p = sub.add_parser(
+        "audit", parents=[common], help="verify the audit log's hash chain and signed checkpoints; export it"
+    )
+    p.set_defaults(func=shared.wrap(cmd_audit))
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    v = actions.add_parser("verify", help="exit 0 if the log is intact, else 1 naming the first bad audit_id")
+    v = actions.add_parser(
+        "verify", parents=[common], help="exit 0 if the log is intact, else 1 naming the first bad audit_id"
+    )
     v.add_argument(
         "--public-key", action="append", default=[], help="base64url Ed25519 public key (repeatable); "
         "default: those of SURGEGATE_AUDIT_SIGNING_KEY",
@@ -37,12 +44,14 @@ def add_parser(sub: Any) -> None:
     )  # fmt: skip
     v.set_defaults(audit_func=_verify)
 
-    e = actions.add_parser("export", help="write sealed rows and signed checkpoints since a time as JSON Lines")
+    e = actions.add_parser(
+        "export", parents=[common], help="write sealed rows and signed checkpoints since a time as JSON Lines"
+    )
     e.add_argument("--since", required=True, type=_moment, help="ISO 8601 date or time (UTC unless it says)")
     e.add_argument("--out", type=Path, help="file to write (default: standard output)")
     e.set_defaults(audit_func=_export)
 
-    k = actions.add_parser("public-key", help="print the public key(s) that verify the checkpoints")
+    k = actions.add_parser("public-key", parents=[common], help="print the public key(s) that verify the checkpoints")
     k.set_defaults(audit_func=_public_key)
 
 

@@ -17,41 +17,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from shared.settings import Settings
 from surgegate import invite_cli
-from surgegate.admin_client import AdminRefused, Credential, Unreachable, credential, explain, send
+from surgegate.admin_client import AdminRefused, Credential, Unreachable, add_admin_options, credential, explain, send
+from surgegate.options import SharedOptions
 
 COMMAND = "event"
 
 
-def _common() -> argparse.ArgumentParser:
-    """Options shared by ``event`` and each action. Their defaults are SUPPRESS so that an option
-    given before the action is not overwritten by the action's parser (argparse copies every
-    attribute of the sub-namespace); :func:`_defaults` fills in what nobody gave."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--edge-url", default=argparse.SUPPRESS, help="edge base URL (default: the configured edge)")
-    common.add_argument("--key", default=argparse.SUPPRESS,
-                        help="your staff key (default: SURGEGATE_STAFF_KEY; else the owner's admin token)")  # fmt: skip
-    common.add_argument("--admin-token", default=argparse.SUPPRESS,
-                        help="owner token (default: SURGEGATE_ADMIN_TOKEN or <data-dir>/secrets.json)")  # fmt: skip
-    common.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS,
-                        help="where `up` keeps its secrets (default .surgegate)")  # fmt: skip
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="print the event(s) as JSON instead of the changes")  # fmt: skip
-    return common
-
-
-DEFAULTS: dict[str, Any] = {"edge_url": None, "key": None, "admin_token": None, "data_dir": Path(".surgegate"),
-                            "json": False}  # fmt: skip
-
-
-def _defaults(args: argparse.Namespace) -> None:
-    for name, value in DEFAULTS.items():
-        if not hasattr(args, name):
-            setattr(args, name, value)
+def _shared() -> SharedOptions:
+    """Options shared by ``event`` and each action, accepted before or after the action."""
+    shared = SharedOptions()
+    add_admin_options(shared, "--edge-url", "edge")
+    shared.add("--json", action="store_true", default=False,
+               help="print the event(s) as JSON instead of the changes")  # fmt: skip
+    return shared
 
 
 def _event_options(p: argparse.ArgumentParser, *, creating: bool) -> None:
@@ -81,7 +63,8 @@ def _event_options(p: argparse.ArgumentParser, *, creating: bool) -> None:
 
 
 def add_parser(sub: Any) -> None:
-    common = _common()
+    shared = _shared()
+    common = shared.parser
     p = sub.add_parser("event", parents=[common], help="list, create, show or change events via the admin API",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -99,8 +82,8 @@ def add_parser(sub: Any) -> None:
     )
     close.add_argument("event_id")
     close.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    invite_cli.add_action(actions, parents=[common], prepare=_defaults)
-    p.set_defaults(func=run)
+    invite_cli.add_action(actions, parents=[common], prepare=shared.fill)
+    p.set_defaults(func=shared.wrap(run))
 
 
 def _changes(args: argparse.Namespace) -> dict[str, Any]:
@@ -249,7 +232,6 @@ def _report(args: argparse.Namespace, before: dict[str, Any] | None, after: dict
 
 
 def run(args: argparse.Namespace) -> int:
-    _defaults(args)
     settings = Settings.from_env()
     base = (args.edge_url or settings.edge_url).rstrip("/")
     cred = credential(args, settings, COMMAND)

@@ -18,15 +18,22 @@ from shared import retention, seats
 from shared.db import create_pool
 from shared.persons import PersonVault
 from shared.settings import Settings
+from surgegate.options import SharedOptions
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("persons", help="stored person details: re-encrypt under the current key, erase what is due")
-    p.add_argument("--database-url", help="PostgreSQL DSN (default SURGEGATE_DATABASE_URL)")
+    shared = SharedOptions()
+    shared.add("--database-url", help="PostgreSQL DSN (default SURGEGATE_DATABASE_URL)")
+    common = shared.parser
+    p = sub.add_parser(
+        "persons", parents=[common], help="stored person details: re-encrypt under the current key, erase what is due"
+    )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    actions.add_parser("reencrypt", help="seal every person record under the current SURGEGATE_PERSON_SEAL_KEYS key")
-    actions.add_parser("erase", help="erase the details SURGEGATE_RETENTION_DAYS says are due")
-    p.set_defaults(func=cmd_persons)
+    actions.add_parser(
+        "reencrypt", parents=[common], help="seal every person record under the current SURGEGATE_PERSON_SEAL_KEYS key"
+    )
+    actions.add_parser("erase", parents=[common], help="erase the details SURGEGATE_RETENTION_DAYS says are due")
+    p.set_defaults(func=shared.wrap(cmd_persons))
 
 
 def cmd_persons(args: argparse.Namespace) -> int:

@@ -10,23 +10,26 @@ from typing import Any
 from shared.reports import DIMENSIONS, KINDS
 from shared.settings import Settings
 from surgegate.admin_client import add_admin_options, admin_token, call
+from surgegate.options import SharedOptions
 
 
 def add_parser(sub: Any) -> None:
+    shared = SharedOptions()  # no actions: one parser, so its options already go anywhere
+    add_admin_options(shared, "--api-url", "booking API")
     p = sub.add_parser(
         "report",
+        parents=[shared.parser],
         help="counts for the reporting role, small cells suppressed (admin API)",
         description="Counts of bookings, cancellations, no-shows or waitlist offers and claims, grouped; "
         "counts below SURGEGATE_REPORT_MIN_CELL are suppressed, and so are their complements.",
     )
-    add_admin_options(p, "--api-url", "booking API")
     p.add_argument("kind", choices=list(KINDS))
     p.add_argument("--group-by", default="", help=f"comma-separated, any of {', '.join(DIMENSIONS)}")
     p.add_argument("--event", dest="event_id", help="one event only")
     p.add_argument("--from", dest="from_", help="first local day (YYYY-MM-DD)")
     p.add_argument("--to", help="last local day (YYYY-MM-DD)")
     p.add_argument("--csv", action="store_true", help="CSV with a header row instead of JSON")
-    p.set_defaults(func=run)
+    p.set_defaults(func=shared.wrap(run))
 
 
 def run(args: argparse.Namespace) -> int:

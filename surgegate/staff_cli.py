@@ -20,20 +20,25 @@ import asyncpg
 from shared.db import connect
 from shared.settings import Settings
 from shared.staff import ALL_ROLES, Actor, Role, StaffExists, add_staff, list_staff, revoke_staff
+from surgegate.options import SharedOptions
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("staff", help="named staff keys with roles: add, list, revoke (in the database)")
-    p.add_argument("--database-url", help="PostgreSQL DSN (default SURGEGATE_DATABASE_URL)")
+    shared = SharedOptions()
+    shared.add("--database-url", help="PostgreSQL DSN (default SURGEGATE_DATABASE_URL)")
+    common = shared.parser
+    p = sub.add_parser(
+        "staff", parents=[common], help="named staff keys with roles: add, list, revoke (in the database)"
+    )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    a = actions.add_parser("add", help="create a staff member; prints the key once, on the last line")
+    a = actions.add_parser("add", parents=[common], help="create a staff member; prints the key once, on the last line")
     a.add_argument("name")
     a.add_argument("--role", action="append", required=True, choices=[str(r) for r in Role], dest="roles",
                    help="a role to grant (repeat for several)")  # fmt: skip
-    actions.add_parser("list", help="staff members, their roles and whether revoked (never keys)")
-    r = actions.add_parser("revoke", help="revoke a member's key on every process at once")
+    actions.add_parser("list", parents=[common], help="staff members, their roles and whether revoked (never keys)")
+    r = actions.add_parser("revoke", parents=[common], help="revoke a member's key on every process at once")
     r.add_argument("name")
-    p.set_defaults(func=run)
+    p.set_defaults(func=shared.wrap(run))
 
 
 async def _db_actor(con: asyncpg.Connection) -> Actor:

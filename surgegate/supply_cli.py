@@ -9,16 +9,20 @@ from typing import Any
 
 from shared.settings import Settings
 from surgegate.admin_client import add_admin_options, admin_token, call
+from surgegate.options import SharedOptions
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("supply", help="appointment types, schedules, overrides, CSV imports, closures (admin API)")
-    add_admin_options(p, "--api-url", "booking API")
+    shared = SharedOptions()
+    add_admin_options(shared, "--api-url", "booking API")
+    common = shared.parser
+    p = sub.add_parser("supply", parents=[common],
+                       help="appointment types, schedules, overrides, CSV imports, closures (admin API)")  # fmt: skip
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    t = actions.add_parser("type", help="create or change an appointment type")
+    t = actions.add_parser("type", parents=[common], help="create or change an appointment type")
     t.add_argument("type_id")
     t.add_argument("--name", required=True)
     t.add_argument("--duration", type=int, required=True, dest="duration_minutes", help="minutes")
@@ -29,13 +33,15 @@ def add_parser(sub: Any) -> None:
     t.add_argument("--cancel-cutoff", type=int, default=0, dest="cancel_cutoff_minutes", help="minutes")
     t.add_argument("--no-show-grace", type=int, default=30, dest="no_show_grace_minutes", help="minutes")
 
-    s = actions.add_parser("schedule", help="set a site's weekly hours for a type, e.g. --mon 09:00-12:00,13:00-17:00")
+    s = actions.add_parser(
+        "schedule", parents=[common], help="set a site's weekly hours for a type, e.g. --mon 09:00-12:00,13:00-17:00"
+    )
     s.add_argument("site_id")
     s.add_argument("type_id")
     for day in WEEKDAYS:
         s.add_argument(f"--{day}", default="", help="comma-separated HH:MM-HH:MM intervals (none: closed)")
 
-    o = actions.add_parser("override", help="special hours on one local date (--closed: none at all)")
+    o = actions.add_parser("override", parents=[common], help="special hours on one local date (--closed: none at all)")
     o.add_argument("site_id")
     o.add_argument("day", help="YYYY-MM-DD, the site's local date")
     o.add_argument("--hours", default="", help="comma-separated HH:MM-HH:MM intervals")
@@ -43,25 +49,29 @@ def add_parser(sub: Any) -> None:
     o.add_argument("--type", dest="type_id", help="only this appointment type (default: all)")
     o.add_argument("--note")
 
-    g = actions.add_parser("generate", help="generate or re-align a site's slots (report of kept bookings)")
+    g = actions.add_parser(
+        "generate", parents=[common], help="generate or re-align a site's slots (report of kept bookings)"
+    )
     g.add_argument("site_id")
     g.add_argument("--from", dest="from_", help="first local date")
     g.add_argument("--to", help="last local date")
 
     for name, helptext in (("import-sites", "site_id,name,region,timezone,lat,lng"),
                            ("import-schedules", "site_id,type_id,weekday,start,end")):  # fmt: skip
-        i = actions.add_parser(name, help=f"bulk import a CSV with columns {helptext}")
+        i = actions.add_parser(name, parents=[common], help=f"bulk import a CSV with columns {helptext}")
         i.add_argument("csv_file", type=Path)
 
-    c = actions.add_parser("close-day", help="cancel a local day at a site; people get first claim on rebooking")
+    c = actions.add_parser(
+        "close-day", parents=[common], help="cancel a local day at a site; people get first claim on rebooking"
+    )
     c.add_argument("site_id")
     c.add_argument("day")
     c.add_argument("--reason", required=True)
     c.add_argument("--type", dest="type_id")
 
-    k = actions.add_parser("check-in", help="mark an appointment completed")
+    k = actions.add_parser("check-in", parents=[common], help="mark an appointment completed")
     k.add_argument("appointment_id")
-    p.set_defaults(func=run)
+    p.set_defaults(func=shared.wrap(run))
 
 
 def _intervals(raw: str) -> list[list[str]]:

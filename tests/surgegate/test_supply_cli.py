@@ -44,8 +44,9 @@ async def test_supply_from_the_command_line(
     sites = tmp_path / "sites.csv"
     sites.write_text("site_id,name,region,timezone,lat,lng\nber-1,Mitte,Berlin,Europe/Berlin,52.52,13.40\n")
     assert (await cli(capsys, *common, "import-sites", str(sites)))[0] == 0
-    code, out, _ = await cli(capsys, *common, "type", "shot", "--name", "Shot", "--duration", "30", "--seats", "4",
-                             "--max-advance", "5")  # fmt: skip
+    last = ["--api-url", api_url, "--admin-token", ADMIN]  # options after the action work too
+    code, out, _ = await cli(capsys, "supply", "type", "shot", "--name", "Shot", "--duration", "30", "--seats", "4",
+                             "--max-advance", "5", *last)  # fmt: skip
     assert code == 0 and json.loads(out)["seats_per_slot"] == 4
     code, out, _ = await cli(capsys, *common, "schedule", "ber-1", "shot", "--mon", "09:00-10:00",
                              "--tue", "09:00-10:00", "--wed", "09:00-10:00", "--thu", "09:00-10:00",
