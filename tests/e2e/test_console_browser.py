@@ -65,7 +65,7 @@ async def test_console_sign_in_watch_pause_and_freeze(
         await page.wait_for_selector(f"{card} .spark-joined polyline", state="attached", timeout=15_000)
         # the booking side's figures render too (nothing booked here: zeros, no latency yet)
         await page.wait_for_selector(f"{card} .fig-booked:text-is('0')")
-        await page.wait_for_selector(f"{card} .fig-latency:text-is('– / –')")
+        await page.wait_for_selector(f"{card} .fig-latency:text-is('– / –')")  # noqa: RUF001 (the page shows an en dash)
         await page.wait_for_selector(f"{card} .fig-invites:text-is('0 / 0 / 0')")
         await page.screenshot(path=str(shots / "console-live.png"), full_page=True)
 
