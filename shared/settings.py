@@ -233,6 +233,11 @@ class Settings:
     access_log: Annotated[bool, Env("SURGEGATE_ACCESS_LOG"), Field(description="1 or 0 (true or false)")] = False
     # "text" (one readable line per record) or "json" (one JSON object per line, for log shippers).
     log_format: Annotated[LogFormat, Env("SURGEGATE_LOG_FORMAT", str.lower)] = "text"
+    # --- issue 9, "A way back: the manage link" -----------------------------------------------------
+    # POST /api/v1/manage-links per client (IPv4 address or IPv6 /64): a few at once, then this many a
+    # minute (each may send an email to a stranger; 0 switches the limit off).
+    manage_link_limit_per_min: Annotated[NonNegativeFloat, Env("SURGEGATE_MANAGE_LINK_LIMIT_PER_MIN")] = 1.0
+    manage_link_limit_burst: Annotated[NonNegativeInt, Env("SURGEGATE_MANAGE_LINK_LIMIT_BURST")] = 3
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
