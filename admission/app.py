@@ -11,6 +11,7 @@ from admission import (
     admin,
     appointments,
     audit,
+    calendar,
     changes,
     holds,
     manage,
@@ -22,7 +23,14 @@ from admission import (
     support,
     waitlist,
 )
-from admission.auth import CLAIMS_PATH, MANAGE_LINKS_PATH, cors_middleware, throttle_middleware, token_middleware
+from admission.auth import (
+    CLAIMS_PATH,
+    MANAGE_LINKS_PATH,
+    UNSUBSCRIBE_PREFIX,
+    cors_middleware,
+    throttle_middleware,
+    token_middleware,
+)
 from admission.availability import Availability, Cache
 from admission.freeze import Freezes
 from admission.keys import ARQ, AVAILABILITY, CODEC, FREEZES, METRICS, POOL, SETTINGS, THROTTLE, VAULT, WAITLIST
@@ -116,6 +124,8 @@ def create_app(
     r.add_get("/api/v1/appointments/{appointment_id}", appointments.get_appointment)
     r.add_delete("/api/v1/appointments/{appointment_id}", changes.cancel_appointment)
     r.add_post("/api/v1/appointments/{appointment_id}/reschedule", changes.reschedule_appointment)
+    r.add_get("/api/v1/appointments/{appointment_id}/calendar.ics", calendar.get_calendar)
+    r.add_post(UNSUBSCRIBE_PREFIX + "{token}", calendar.unsubscribe)
     r.add_get("/api/v1/attempts/{attempt_id}", appointments.get_attempt)
     r.add_post("/api/v1/waitlist", waitlist.join_waitlist)
     r.add_delete("/api/v1/waitlist/{entry_id}", waitlist.leave_waitlist)
@@ -126,6 +136,7 @@ def create_app(
     r.add_get(f"{MANAGE_PATH}/{{appointment_id}}", manage.show)
     r.add_post(f"{MANAGE_PATH}/{{appointment_id}}/cancel", manage.cancel)
     r.add_get(f"{MANAGE_PATH}/{{appointment_id}}/reschedule", manage.reschedule_form)
+    r.add_get(f"{MANAGE_PATH}/{{appointment_id}}/calendar.ics", manage.calendar)
     r.add_post(f"{MANAGE_PATH}/{{appointment_id}}/reschedule", manage.reschedule)
     r.add_get("/manage.css", pages.stylesheet)
     r.add_post("/admin/v1/sites", admin.post_site)

@@ -27,6 +27,8 @@ from shared.manage import verify_manage_credential
 
 # The signed claim link is the credential there (an offer may come long after the admission expired).
 CLAIMS_PATH = "/api/v1/waitlist/claims"
+# One-click reminder opt-out (RFC 8058): the link's own signed token is the credential.
+UNSUBSCRIBE_PREFIX = "/api/v1/reminders/unsubscribe/"
 LIMITED_PATHS = ("/api/v1/", "/admin/v1/")
 # Lost manage links: anyone may ask (the answer never says whether anything matched).
 MANAGE_LINKS_PATH = "/api/v1/manage-links"
@@ -40,6 +42,8 @@ _CORS_METHODS = "GET, POST, DELETE, OPTIONS"
 @web.middleware
 async def token_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not request.path.startswith("/api/v1/") or request.path in (CLAIMS_PATH, MANAGE_LINKS_PATH):
+        return await handler(request)
+    if request.path.startswith(UNSUBSCRIBE_PREFIX):
         return await handler(request)
     metrics = request.app[METRICS]
     token = bearer(request)

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from admission import queries
 from admission.auth import link_access
 from admission.availability import bookable, remaining
+from admission.calendar import calendar_file
 from admission.changes import cancel_as
 from admission.keys import AVAILABILITY, METRICS, POOL, SETTINGS, THROTTLE, VAULT, WAITLIST
 from admission.pages import (
@@ -334,6 +335,15 @@ async def cancel(request: web.Request) -> web.Response:
                             refused.detail)  # fmt: skip
         return page(language, STRINGS[language]["title"], body, status=refused.status)
     return _redirect(f"{_page_path(appointment_id)}?done=cancelled&lang={language}")
+
+
+async def calendar(request: web.Request) -> web.StreamResponse:
+    """``GET /manage/{appointment_id}/calendar.ics``: the page's "Add to calendar" (the cookie is the credential)."""
+    try:
+        appointment_id, _ = _session(request)
+    except NoSession as failure:
+        return _no_session_page(request, failure)
+    return await calendar_file(request, appointment_id, None)
 
 
 async def _choices(request: web.Request, row: Any) -> list[dict[str, Any]]:

@@ -2,17 +2,17 @@
 
 from shared.queries import live_holds
 
-LIST_SITES = "SELECT site_id, name, region, timezone, lat, lng FROM sites ORDER BY site_id"
+LIST_SITES = "SELECT site_id, name, region, timezone, lat, lng, address FROM sites ORDER BY site_id"
 
-GET_SITE = "SELECT site_id, name, region, timezone, lat, lng FROM sites WHERE site_id = $1"
+GET_SITE = "SELECT site_id, name, region, timezone, lat, lng, address FROM sites WHERE site_id = $1"
 
 UPSERT_SITE = """
-INSERT INTO sites (site_id, name, region, timezone, lat, lng)
-VALUES ($1, $2, $3, $4, $5, $6)
+INSERT INTO sites (site_id, name, region, timezone, lat, lng, address)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (site_id) DO UPDATE SET
     name = EXCLUDED.name, region = EXCLUDED.region, timezone = EXCLUDED.timezone,
-    lat = EXCLUDED.lat, lng = EXCLUDED.lng
-RETURNING site_id, name, region, timezone, lat, lng
+    lat = EXCLUDED.lat, lng = EXCLUDED.lng, address = EXCLUDED.address
+RETURNING site_id, name, region, timezone, lat, lng, address
 """
 
 INSERT_SLOT = """
@@ -34,6 +34,17 @@ SELECT ap.appointment_id, ap.event_id, ap.status, ap.slot_id, ap.created_at, ap.
 FROM appointments ap
 JOIN slots s ON s.slot_id = ap.slot_id
 JOIN sites si ON si.site_id = s.site_id
+WHERE ap.appointment_id = $1 AND ($2::text IS NULL OR ap.token_id = $2)  -- NULL: by its manage credential
+"""
+
+# The calendar file of the admission's appointment (admission/calendar.py).
+APPOINTMENT_CALENDAR = """
+SELECT ap.appointment_id, ap.status, ap.sequence, s.starts_at, s.ends_at, si.timezone, si.name AS site_name,
+       si.address, t.name AS type_name
+FROM appointments ap
+JOIN slots s ON s.slot_id = ap.slot_id
+JOIN sites si ON si.site_id = s.site_id
+LEFT JOIN appointment_types t ON t.type_id = s.type_id
 WHERE ap.appointment_id = $1 AND ($2::text IS NULL OR ap.token_id = $2)  -- NULL: by its manage credential
 """
 
@@ -82,7 +93,7 @@ EVENT_FREEZE = "SELECT bookings_frozen, freeze_reason FROM events WHERE event_id
 # What the manage page shows of one appointment: what, where, when, and the type's cancel policy.
 MANAGED_APPOINTMENT = """
 SELECT ap.appointment_id, ap.event_id, ap.status, ap.slot_id, ap.cancel_late, s.type_id, s.site_id, s.starts_at,
-       s.ends_at, si.name AS site_name, si.region, si.timezone, si.lat, si.lng, t.name AS type_name,
+       s.ends_at, si.name AS site_name, si.region, si.address, si.timezone, si.lat, si.lng, t.name AS type_name,
        coalesce(t.cancel_cutoff_minutes, 0) AS cancel_cutoff_minutes
 FROM appointments ap
 JOIN slots s ON s.slot_id = ap.slot_id

@@ -24,6 +24,7 @@ import asyncpg
 
 from shared import queries
 from shared.errors import TokenExpired, TokenInvalid
+from shared.notifications import NotificationKind, queue_for_person
 from shared.persons import PersonVault
 from shared.settings import Settings
 from shared.tokens import TokenCodec
@@ -86,7 +87,7 @@ def verify_manage_credential(settings: Settings, credential: str, now: datetime)
 
 # --- lost links -------------------------------------------------------------------------------------
 
-MANAGE_LINK_KIND = "manage_link"  # the notification that carries a fresh link
+MANAGE_LINK_KIND = NotificationKind.MANAGE_LINK  # the notification that carries a fresh link
 
 
 def _same_email(a: object, b: str) -> bool:
@@ -115,7 +116,8 @@ async def resend_link(
         return None
     appointment_id: uuid.UUID = row["appointment_id"]
     link = manage_url(settings, appointment_id, row["ends_at"])
-    # TODO(wt-deliver): shared.notifications.queue(...) once merged; the same row meanwhile.
-    payload = {"kind": MANAGE_LINK_KIND, "email": contact.get("email"), "manage_url": link}
-    await con.execute(queries.INSERT_NOTIFICATION, MANAGE_LINK_KIND, appointment_id, None, vault.seal(payload))
+    await queue_for_person(
+        con, vault, contact, kind=NotificationKind.MANAGE_LINK, details={"manage_url": link},
+        appointment_id=appointment_id, person_ref=person_ref,
+    )  # fmt: skip
     return appointment_id
