@@ -73,6 +73,7 @@ async def test_the_confirmation_carries_a_link_that_opens_a_clean_page(
     api: TestClient, settings: Settings, codec: TokenCodec, pool: asyncpg.Pool
 ) -> None:
     (slot,) = await seed_typed_slots(pool, count=1, cancel_cutoff_minutes=3 * 24 * 60)
+    await pool.execute("UPDATE sites SET address = 'Calle Mayor 1, Madrid'")
     confirmation = await booked(api, settings, codec, slot, 1)
     appointment_id = confirmation["appointment_id"]
     url = confirmation["manage_url"]
@@ -99,8 +100,11 @@ async def test_the_confirmation_carries_a_link_that_opens_a_clean_page(
     assert "script-src" not in page.headers["Content-Security-Policy"]
     assert "form-action 'self'" in page.headers["Content-Security-Policy"]
     assert credential_of(url) not in text
-    for shown in ("Group", "Site", "Europe/Berlin", "openstreetmap.org/?mlat=52.500000", "calendar.ics"):
+    for shown in ("Group", "Site", "Calle Mayor 1, Madrid", "Europe/Berlin", "openstreetmap.org/?mlat=52.500000"):
         assert shown in text
+    ics = await api.get(f"{resp.headers['Location']}/calendar.ics", headers={"Cookie": cookie})
+    assert ics.status == 200 and ics.content_type == "text/calendar" and f'href="{ics.url.path}"' in text
+    assert (await api.get(f"{resp.headers['Location']}/calendar.ics")).status == 401  # no cookie, no file
     assert "late cancellation" in text  # the slot is two days away, the type's cut-off three
     spanish = await (
         await api.get(resp.headers["Location"], headers={"Cookie": cookie, "Accept-Language": "es"})
@@ -128,7 +132,9 @@ async def test_a_credential_reads_and_changes_its_own_appointment_only(
 
     resp = await api.get(own, headers=auth(credential))
     assert resp.status == 200 and (await resp.json())["appointment_id"] == mine["appointment_id"]
-    for method, path, body in (("GET", other, None), ("DELETE", other, None),
+    resp = await api.get(f"{own}/calendar.ics", headers=auth(credential))
+    assert resp.status == 200 and resp.content_type == "text/calendar"
+    for method, path, body in (("GET", other, None), ("DELETE", other, None), ("GET", f"{other}/calendar.ics", None),
                                ("POST", f"{other}/reschedule", {"slot_id": b})):  # fmt: skip
         resp = await api.request(method, path, json=body, headers=auth(credential))
         assert_problem(resp.status, await resp.json(), 404, "not_found")
