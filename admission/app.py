@@ -13,6 +13,7 @@ from admission import (
     audit,
     calendar,
     changes,
+    claim_page,
     holds,
     manage,
     pages,
@@ -139,6 +140,9 @@ def create_app(
     r.add_get(f"{MANAGE_PATH}/{{appointment_id}}/calendar.ics", manage.calendar)
     r.add_post(f"{MANAGE_PATH}/{{appointment_id}}/reschedule", manage.reschedule)
     r.add_get("/manage.css", pages.stylesheet)
+    r.add_get(claim_page.CLAIM_PATH, claim_page.open_claim)
+    r.add_post(claim_page.CLAIM_PATH, claim_page.claim)
+    r.add_post(f"{claim_page.CLAIM_PATH}/book", claim_page.book)
     r.add_post("/admin/v1/sites", admin.post_site)
     r.add_post("/admin/v1/slots", admin.post_slots)
     r.add_get("/admin/v1/slots/{slot_id}", admin.get_slot)

@@ -35,6 +35,7 @@ from shared.http import json_response, path_uuid, read_json
 from shared.manage import manage_url
 from shared.redis import job_of
 from shared.statuses import AttemptStatus, Language
+from shared.tokens import Admission
 
 log = logging.getLogger("surgegate.admission")
 
@@ -132,6 +133,11 @@ def _request_hash(key: bytes, body: BookingIn) -> str:
     return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()
 
 
+def request_digest(request: web.Request, body: BookingIn) -> str:
+    """A keyed digest of a booking body (nothing of the person can be read back from it)."""
+    return _request_hash(request.app[VAULT].hash_key, body)
+
+
 def _answer(request: web.Request, outcome: BookingOutcome, request_hash: str) -> web.Response:
     metrics = request.app[METRICS]
     if not hmac.compare_digest(outcome.request_hash, request_hash):
@@ -170,10 +176,16 @@ async def _stored_outcome(request: web.Request, attempt_id: uuid.UUID) -> Bookin
 
 async def create_appointment(request: web.Request) -> web.Response:
     admission = admission_of(request)
-    vault = request.app[VAULT]
     key = idempotency_key(request, required=True)
     assert key is not None
     body = await read_json(request, BookingIn)
+    return await book_as(request, admission, key, body)
+
+
+async def book_as(request: web.Request, admission: Admission, key: str, body: BookingIn) -> web.Response:
+    """Book for ``admission`` under ``key`` (the API, and the claim page with its own key): 201, 202 or
+    a Refused raised, exactly as ``POST /api/v1/appointments`` answers."""
+    vault = request.app[VAULT]
     person_ref = vault.ref(body.person.id_number, field=("person", "id_number"))
     request_hash = _request_hash(vault.hash_key, body)
     attempt_id = attempt_id_for(admission.token_id, key)

@@ -34,10 +34,10 @@ from admission.pages import (
     STRINGS,
     duration_words,
     e,
+    facts,
     language_switch,
     local_day,
     local_when,
-    map_url,
     page,
     pick_language,
 )
@@ -150,23 +150,6 @@ def _hidden(csrf: str, language: str) -> str:
     return f'<input type="hidden" name="csrf" value="{e(csrf)}"><input type="hidden" name="lang" value="{language}">'
 
 
-def _facts(row: Any, language: str) -> str:
-    t = STRINGS[language]
-    what = row["type_name"] or row["type_id"] or "—"
-    where = f"{e(row['site_name'])}<br>"
-    address = row.get("address")  # sites.address, where the schema has it
-    where += f"{e(address)}<br>" if address else f"{e(row['region'])}<br>"
-    where += f'<a href="{e(map_url(row["lat"], row["lng"]))}" rel="noreferrer">{e(t["map"])}</a>'
-    when = e(local_when(row["starts_at"], row["timezone"], language))
-    return (
-        '<dl class="facts">'
-        f"<div><dt>{e(t['what'])}</dt><dd>{e(what)}</dd></div>"
-        f"<div><dt>{e(t['where'])}</dt><dd>{where}</dd></div>"
-        f'<div><dt>{e(t["when"])}</dt><dd><time datetime="{row["starts_at"].isoformat()}">{when}</time></dd></div>'
-        "</dl>"
-    )
-
-
 def _cancel_section(row: Any, csrf: str, language: str, now: datetime) -> str:
     t = STRINGS[language]
     cutoff = int(row["cancel_cutoff_minutes"])
@@ -194,7 +177,7 @@ def _manage_html(row: Any, csrf: str, language: str, now: datetime, done: str | 
     status = row["status"]
     if status != AppointmentStatus.CONFIRMED:
         parts.append(f'<p class="notice">{e(t.get("status_" + status, status))}</p>')
-    parts.append(_facts(row, language))
+    parts.append(facts(row, language))
     if status == AppointmentStatus.CONFIRMED and now < row["starts_at"]:
         parts.append(f'<a class="button" href="{path}/calendar.ics">{e(t["calendar"])}</a>')
         parts.append(
@@ -236,7 +219,7 @@ def _reschedule_html(row: Any, choices: list[dict[str, Any]], csrf: str, languag
     ]
     if error:
         parts.append(f'<p class="error" role="alert">{e(t["error"].format(detail=error))}</p>')
-    parts.append(_facts(row, language))
+    parts.append(facts(row, language))
     what = row["type_name"] or row["type_id"] or "—"
     if not choices:
         parts.append(f'<p class="notice">{e(t["reschedule_none"])}</p>')

@@ -12,6 +12,7 @@ import html
 from collections.abc import Mapping
 from datetime import datetime
 from importlib import resources
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -192,6 +193,24 @@ def duration_words(minutes: int, language: str) -> str:
 
 def map_url(lat: float, lng: float) -> str:
     return f"https://www.openstreetmap.org/?mlat={lat:.6f}&mlon={lng:.6f}#map=17/{lat:.6f}/{lng:.6f}"
+
+
+def facts(row: Any, language: str) -> str:
+    """What, where (name, address or region, a map link) and when, from a row with the type's and site's columns."""
+    t = STRINGS[language]
+    what = row["type_name"] or row["type_id"] or "—"
+    where = f"{e(row['site_name'])}<br>"
+    address = row.get("address")  # sites.address, where the schema has it
+    where += f"{e(address)}<br>" if address else f"{e(row['region'])}<br>"
+    where += f'<a href="{e(map_url(row["lat"], row["lng"]))}" rel="noreferrer">{e(t["map"])}</a>'
+    when = e(local_when(row["starts_at"], row["timezone"], language))
+    return (
+        '<dl class="facts">'
+        f"<div><dt>{e(t['what'])}</dt><dd>{e(what)}</dd></div>"
+        f"<div><dt>{e(t['where'])}</dt><dd>{where}</dd></div>"
+        f'<div><dt>{e(t["when"])}</dt><dd><time datetime="{row["starts_at"].isoformat()}">{when}</time></dd></div>'
+        "</dl>"
+    )
 
 
 def e(value: object) -> str:

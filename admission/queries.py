@@ -101,3 +101,14 @@ JOIN sites si ON si.site_id = s.site_id
 LEFT JOIN appointment_types t ON t.type_id = s.type_id
 WHERE ap.appointment_id = $1
 """
+
+# What the claim page shows of an offer (admission/claim_page.py).
+OFFER_FOR_PAGE = """
+SELECT o.offer_id, o.status, o.expires_at, s.type_id, s.starts_at, s.ends_at, si.name AS site_name, si.region,
+       si.address, si.timezone, si.lat, si.lng, t.name AS type_name
+FROM waitlist_offers o
+JOIN slots s ON s.slot_id = o.slot_id
+JOIN sites si ON si.site_id = s.site_id
+LEFT JOIN appointment_types t ON t.type_id = s.type_id
+WHERE o.offer_id = $1
+"""

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import asyncpg
 import jsonschema
@@ -180,6 +180,10 @@ def form_of(**fields: str) -> str:
     return urlencode(fields)
 
 
+def urlsplit_form(form: str) -> list[tuple[str, str]]:
+    return parse_qsl(form)
+
+
 async def manage_flow(client: Documented, url: str, appointment_id: str, slot_id: str) -> None:
     credential = url.partition("?c=")[2]
     own = f"/api/v1/appointments/{appointment_id}"
@@ -338,11 +342,20 @@ async def test_a_real_flow_answers_what_the_document_says(
         assert (await client.call("POST", f"{path}/reschedule", json=move, headers=auth(a, "a-r")))[0] == 200
         (claim,) = await claim_tokens(pool, settings)
         assert (await client.call("POST", "/api/v1/waitlist/claims", json={"claim": "k1.forged"}))[0] == 401
-        status, claimed = await client.call("POST", "/api/v1/waitlist/claims", json={"claim": claim})
-        assert status == 201
-        from_claim = {"hold_id": claimed["hold_id"], "person": person(3)}
-        claimant = auth(claimed["admission_token"], "c-2")
-        assert (await client.call("POST", claimed["book"]["url"], json=from_claim, headers=claimant))[0] == 201
+        # the claim page: the link's token for a cookie, the offer, Claim (a hold), then the booking form
+        assert (await client.call("GET", "/claim", params={"c": claim}, allow_redirects=False))[0] == 303
+        status, offer_page = await client.call("GET", "/claim")
+        assert status == 200
+        claim_form = form_of(csrf=re.findall(r'name="csrf" value="([0-9a-f]+)"', offer_page)[0])
+        assert (await client.call("POST", "/claim", data=claim_form, headers=FORM_TYPE))[0] == 200
+        status, again_claimed = await client.call("POST", "/api/v1/waitlist/claims", json={"claim": claim})
+        assert status == 201 and again_claimed["hold_id"] in await pool.fetchval(  # the winner's repeat: the same hold
+            "SELECT array_agg(hold_id::text) FROM holds WHERE status = 'active'"
+        )
+        page_booking = form_of(**dict(urlsplit_form(claim_form)), **person(3))
+        status, went = await client.call("POST", "/claim/book", data=page_booking, headers=FORM_TYPE,
+                                         allow_redirects=False)  # fmt: skip
+        assert status == 303 and went.startswith(f"{settings.api_url}/manage?c=")
 
     # the manage link: its credential on the appointment's own routes, the page and its forms, lost links
     await manage_flow(client, booked["manage_url"], booked["appointment_id"], one_off)
