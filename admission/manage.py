@@ -37,7 +37,7 @@ from admission.pages import (
     facts,
     language_switch,
     local_day,
-    local_when,
+    local_time,
     page,
     pick_language,
 )
@@ -199,7 +199,7 @@ def _choices_html(row: Any, choices: list[dict[str, Any]], language: str) -> str
                 groups.append("</div>")
             groups.append(f'<div role="group" aria-label="{e(this_day)}"><h3>{e(this_day)}</h3>')
             day = this_day
-        when = local_when(slot["starts_at"], row["timezone"], language).rsplit(", ", 1)[-1]
+        when = local_time(slot["starts_at"], row["timezone"])
         required = " required" if i == 0 else ""
         groups.append(
             f'<label><input type="radio" name="slot_id" value="{slot["slot_id"]}"{required}> '

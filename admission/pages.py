@@ -176,6 +176,12 @@ def local_when(moment: datetime, timezone: str, language: str) -> str:
     return f"{day}, {local:%H:%M} ({timezone}, {local.tzname()})"
 
 
+def local_time(moment: datetime, timezone: str) -> str:
+    """``09:00 (CET)``: the time of day in the site's zone, with the zone's abbreviation then."""
+    local = moment.astimezone(ZoneInfo(timezone))
+    return f"{local:%H:%M} ({local.tzname()})"
+
+
 def local_day(moment: datetime, timezone: str, language: str) -> str:
     local = moment.astimezone(ZoneInfo(timezone))
     month = MONTHS[language][local.month - 1]

@@ -223,6 +223,7 @@ async def test_the_page_reschedules_and_cancels_by_plain_forms(
     choices = await api.get(f"{location}/reschedule", headers={"Cookie": cookie})
     listed = await choices.text()
     assert choices.status == 200 and f'value="{c}"' in listed
+    assert re.search(r"<span>\d\d:\d\d \(CET\)</span>", listed)  # each time in the site's zone (Berlin)
     assert f'value="{a}"' not in listed and f'value="{b}"' not in listed  # its own time, and a full one
 
     form = {"slot_id": c, "csrf": csrf, "lang": "en"}
