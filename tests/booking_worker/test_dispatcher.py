@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
@@ -474,3 +475,52 @@ async def test_text_messages_signed_to_the_webhook(
     assert message["key"] == message["id"] == str(sms_id)
     assert message["to"] == "+493012345678" and "Your appointment is booked" in message["text"]
     assert "<p>" not in message["text"]  # plain text, no HTML
+
+
+# --- daylight saving time -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("local", "zone_name"),
+    [(datetime(2027, 3, 28, 10, 0), "CEST"), (datetime(2027, 10, 31, 10, 0), "CET")],
+    ids=["clocks-go-forward", "clocks-go-back"],
+)
+async def test_reminders_are_absolute_instants_across_a_dst_change(
+    settings: Settings, pool: asyncpg.Pool, sink: Sink, local: datetime, zone_name: str
+) -> None:
+    """An appointment at 10:00 on the day Berlin's clocks change: its reminders fall due exactly 24 h
+    and 1 h before (so the 24 h one is at 09:00 or 11:00 on the wall the day before), and say 10:00
+    in the zone as it is that day."""
+    from shared import notifications, queries
+    from shared.notifications import NotificationKind
+    from shared.persons import PersonVault
+
+    starts = local.replace(tzinfo=ZoneInfo("Europe/Berlin"))
+    vault = PersonVault.from_settings(settings)
+    appointment_id, slot_id = uuid.uuid4(), uuid.uuid4()
+    async with pool.acquire() as con, con.transaction():
+        await con.execute("INSERT INTO events (event_id, name, rate_per_s, admission_ttl_s) VALUES ('ev', 'E', 1, 900)")
+        await con.execute(
+            "INSERT INTO sites (site_id, name, region, timezone, lat, lng, address)"
+            " VALUES ('b', 'Mitte', 'Berlin', 'Europe/Berlin', 52.5, 13.4, 'Karl-Marx-Allee 1')"
+        )
+        await con.execute(
+            "INSERT INTO slots (slot_id, site_id, starts_at, ends_at, capacity, booked) VALUES ($1, 'b', $2, $3, 1, 1)",
+            slot_id, starts, starts + timedelta(minutes=30),
+        )  # fmt: skip
+        sealed = vault.seal({"email": "dst@example.org", "language": "en"})
+        await con.execute(queries.INSERT_APPOINTMENT, appointment_id, "ev", slot_id, "t", vault.ref("D1"), sealed, "en")
+        await notifications.queue_appointment_messages(
+            con, vault, kind=NotificationKind.CONFIRMATION, appointment_id=appointment_id, person_sealed=sealed,
+            person_ref=vault.ref("D1"), starts_at=starts, sequence=0, now=starts - timedelta(days=3),
+        )  # fmt: skip
+    due = dict(await pool.fetch("SELECT kind, due_at FROM notifications WHERE kind LIKE 'reminder%'"))
+    absolute = starts.astimezone(UTC)
+    assert due == {"reminder_24h": absolute - timedelta(hours=24), "reminder_1h": absolute - timedelta(hours=1)}
+    wall_before = due["reminder_24h"].astimezone(ZoneInfo("Europe/Berlin"))
+    assert wall_before.hour == (9 if zone_name == "CEST" else 11)  # 24 h, not "same time yesterday"
+    clock = Clock(due["reminder_24h"])
+    await drain(dispatcher(pool, settings, sink, clock))
+    body = next(m for m in sink.messages if m["Subject"] == "Reminder: your appointment tomorrow")
+    plain = body.get_body(("plain",))
+    assert plain is not None and f"10:00 {zone_name}" in plain.get_content()
