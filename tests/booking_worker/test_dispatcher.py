@@ -524,3 +524,24 @@ async def test_reminders_are_absolute_instants_across_a_dst_change(
     body = next(m for m in sink.messages if m["Subject"] == "Reminder: your appointment tomorrow")
     plain = body.get_body(("plain",))
     assert plain is not None and f"10:00 {zone_name}" in plain.get_content()
+
+
+async def test_a_waitlist_offer_is_delivered_with_its_claim_link(
+    api: TestClient, settings: Settings, codec: TokenCodec, pool: asyncpg.Pool, sink: Sink
+) -> None:
+    (slot,) = await seed_typed_slots(pool, count=1, capacity=1)
+    appointment_id, token = (await book(api, settings, codec, slot, 1)).split("|")
+    day = str((await starts_of(pool, slot)).astimezone(ZoneInfo("Europe/Berlin")).date())
+    spanish = {**booking_headers(admission_token(codec)), "Accept-Language": "es"}
+    wait = {"site_id": "site-a", "type_id": "group", "day": day, "person": person(2)}
+    joined = await api.post("/api/v1/waitlist", headers=spanish, json=wait)
+    assert joined.status == 201
+    assert (await api.delete(f"/api/v1/appointments/{appointment_id}", headers=booking_headers(token))).status == 200
+    await drain(dispatcher(pool, settings, sink, Clock(datetime.now(UTC))))
+    (offer,) = [m for m in sink.messages if m["To"] == person(2)["email"]]
+    assert offer["Subject"] == "Hay una plaza libre para usted"
+    text = offer.get_body(("plain",))
+    assert text is not None and f"{settings.api_url}/api/v1/waitlist/claims?claim=" in text.get_content()
+    assert {str(m["Subject"]) for m in sink.messages if m["To"] == person(1)["email"]} <= {
+        "Your appointment is booked", "Your appointment is cancelled"
+    }  # fmt: skip
