@@ -64,6 +64,7 @@ _ICS: dict[NotificationKind, Method] = {
     NotificationKind.CONFIRMATION: "PUBLISH",
     NotificationKind.RESCHEDULE: "PUBLISH",
     NotificationKind.CANCELLATION: "CANCEL",
+    NotificationKind.SITE_CLOSED: "CANCEL",
 }
 
 

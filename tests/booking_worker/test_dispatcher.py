@@ -545,3 +545,30 @@ async def test_a_waitlist_offer_is_delivered_with_its_claim_link(
     assert {str(m["Subject"]) for m in sink.messages if m["To"] == person(1)["email"]} <= {
         "Your appointment is booked", "Your appointment is cancelled"
     }  # fmt: skip
+
+
+async def test_surgegate_worker_delivers_without_being_asked(
+    settings: Settings, codec: TokenCodec, pool: asyncpg.Pool, sink: Sink
+) -> None:
+    """The dispatcher runs inside the supervised worker (`surgegate worker`): a booking made through
+    the real processes is confirmed by email, and the worker's /metrics counts it."""
+    import aiohttp
+
+    from tests.helpers import serving_processes
+
+    (slot,) = await seed_typed_slots(pool, count=1)
+    live = replace(settings, smtp_url=f"smtp://127.0.0.1:{sink.port}", notify_poll_s=0.05)
+    async with serving_processes(live) as procs, aiohttp.ClientSession() as s:
+        headers = booking_headers(admission_token(codec))
+        async with s.post(f"{procs.api}/api/v1/appointments", json={"slot_id": slot, "person": person(1)},
+                          headers=headers) as resp:  # fmt: skip
+            assert resp.status == 201
+        sent = 'surgegate_notifications_total{kind="confirmation",result="sent"} 1.0'
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:  # marked sent (and counted) once the server accepted it
+            async with s.get(f"{procs.worker}/metrics") as resp:
+                if sent in await resp.text():
+                    break
+            assert asyncio.get_running_loop().time() < deadline, "the worker sent no email"
+            await asyncio.sleep(0.05)
+    assert sink.subjects() == ["Your appointment is booked"]
