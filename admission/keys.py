@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import asyncpg
 from aiohttp import web
 from arq.connections import ArqRedis
@@ -27,6 +29,7 @@ THROTTLE = web.AppKey("throttle", Throttle)
 FREEZES = web.AppKey("freezes", Freezes)
 
 ADMISSION = web.RequestKey("admission", Admission)  # the verified token of this request
+MANAGED = web.RequestKey("managed", uuid.UUID)  # the appointment a verified manage credential names
 
 
 def admission_of(request: web.Request) -> Admission:

@@ -11,7 +11,8 @@ Payload keys (all optional apart from the address of the channel):
 * ``email`` (channel email) or ``phone`` (channel sms): where it goes;
 * ``language``: ``en`` or ``es`` (default ``en``), also stored in its own column;
 * ``manage_url``: confirmation, reschedule, manage_link: the appointment's manage link;
-* waitlist_offer: ``claim_endpoint``, ``claim_token``, ``expires_at``, ``site_id``, ``starts_at``,
+* waitlist_offer: ``claim_url`` (the claim page's link), ``claim_endpoint``, ``claim_token``,
+  ``expires_at``, ``site_id``, ``starts_at``,
   ``local_starts_at``; cancelled_by_site: ``reason``, ``site_id``, ``starts_at``, ``rebooking``.
 
 What the message says about an appointment (site, address, time, the calendar file) is read from

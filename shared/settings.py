@@ -253,6 +253,11 @@ class Settings:
     notify_poll_s: PositiveFloat = 1.0
     # Where `surgegate up` starts its mail sink when SURGEGATE_SMTP_URL is unset (0: any free port).
     mail_sink_port: NonNegativeInt = 0
+    # --- issue 9, "A way back: the manage link" -----------------------------------------------------
+    # POST /api/v1/manage-links per client (IPv4 address or IPv6 /64): a few at once, then this many a
+    # minute (each may send an email to a stranger; 0 switches the limit off).
+    manage_link_limit_per_min: Annotated[NonNegativeFloat, Env("SURGEGATE_MANAGE_LINK_LIMIT_PER_MIN")] = 1.0
+    manage_link_limit_burst: Annotated[NonNegativeInt, Env("SURGEGATE_MANAGE_LINK_LIMIT_BURST")] = 3
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
