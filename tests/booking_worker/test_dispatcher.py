@@ -541,7 +541,7 @@ async def test_a_waitlist_offer_is_delivered_with_its_claim_link(
     (offer,) = [m for m in sink.messages if m["To"] == person(2)["email"]]
     assert offer["Subject"] == "Hay una plaza libre para usted"
     text = offer.get_body(("plain",))
-    assert text is not None and f"{settings.api_url}/api/v1/waitlist/claims?claim=" in text.get_content()
+    assert text is not None and f"{settings.api_url}/claim?c=" in text.get_content()  # the claim page
     assert {str(m["Subject"]) for m in sink.messages if m["To"] == person(1)["email"]} <= {
         "Your appointment is booked", "Your appointment is cancelled"
     }  # fmt: skip
