@@ -64,6 +64,7 @@ _ICS: dict[NotificationKind, Method] = {
     NotificationKind.CONFIRMATION: "PUBLISH",
     NotificationKind.RESCHEDULE: "PUBLISH",
     NotificationKind.CANCELLATION: "CANCEL",
+    NotificationKind.SITE_CLOSED: "CANCEL",
 }
 
 
@@ -131,40 +132,38 @@ class Dispatcher:
                     continue
                 await con.execute(queries.MARK_NOTIFICATION_CANCELLED, row["notification_id"], reason)
                 self.metrics.notifications.labels(row["kind"], "cancelled").inc()
-        await asyncio.gather(*(self._deliver(row) for row in deliver))
+        # Sent concurrently; marked together on one connection (the booking jobs need the others).
+        results = await asyncio.gather(*(self._attempt(row) for row in deliver))
+        if results:
+            async with self.pool.acquire() as con:
+                for row, mid, reason in results:
+                    await self._mark(con, row, mid, reason)
         return len(rows)
 
-    async def _deliver(self, row: Any) -> None:
-        kind = NotificationKind(row["kind"])
+    async def _attempt(self, row: Any) -> tuple[Any, str | None, str | None]:
+        """Send one message → (row, its Message-ID, None) or (row, None, why it failed)."""
         try:
-            mid = await self._send(row)
+            return row, await self._send(row), None
         except DeliveryError as exc:
-            await self._failed(row, exc.reason)
-            return
+            return row, None, exc.reason
         except Exception as exc:  # a bug in rendering, say: retried, and its class recorded, never its text
             log.exception("notification %s could not be sent", row["notification_id"])
-            await self._failed(row, type(exc).__name__)
-            return
-        async with self.pool.acquire() as con:
-            await con.execute(
-                queries.MARK_NOTIFICATION_SENT, row["notification_id"], row["attempts"], self.clock(), mid
-            )
-        self.metrics.notifications.labels(kind, "sent").inc()
+            return row, None, type(exc).__name__
 
-    async def _failed(self, row: Any, reason: str) -> None:
+    async def _mark(self, con: asyncpg.Connection, row: Any, mid: str | None, reason: str | None) -> None:
         now = self.clock()
-        kind = row["kind"]
-        async with self.pool.acquire() as con:
-            if now >= row["due_at"] + timedelta(seconds=self.settings.notify_retry_budget_s):
-                await con.execute(queries.MARK_NOTIFICATION_FAILED, row["notification_id"], row["attempts"], reason)
-                self.metrics.notifications.labels(kind, "failed").inc()
-                log.error("notification %s (%s) failed for good: %s", row["notification_id"], kind, reason)
-                return
-            retry_at = now + timedelta(seconds=self.backoff(row["attempts"]))
-            await con.execute(
-                queries.MARK_NOTIFICATION_RETRY, row["notification_id"], row["attempts"], retry_at, reason
-            )
-        self.metrics.notifications.labels(kind, "retry").inc()
+        kind, notification_id, attempts = row["kind"], row["notification_id"], row["attempts"]
+        if reason is None:
+            await con.execute(queries.MARK_NOTIFICATION_SENT, notification_id, attempts, now, mid)
+            self.metrics.notifications.labels(kind, "sent").inc()
+        elif now >= row["due_at"] + timedelta(seconds=self.settings.notify_retry_budget_s):
+            await con.execute(queries.MARK_NOTIFICATION_FAILED, notification_id, attempts, reason)
+            self.metrics.notifications.labels(kind, "failed").inc()
+            log.error("notification %s (%s) failed for good: %s", notification_id, kind, reason)
+        else:
+            retry_at = now + timedelta(seconds=self.backoff(attempts))
+            await con.execute(queries.MARK_NOTIFICATION_RETRY, notification_id, attempts, retry_at, reason)
+            self.metrics.notifications.labels(kind, "retry").inc()
 
     def backoff(self, attempts: int) -> float:
         """Seconds before the next try after ``attempts`` tries: first * 2^(attempts-1), capped,

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -166,7 +166,9 @@ async def queue_appointment_messages(
     common: dict[str, Any] = {"appointment_id": appointment_id, "person_ref": person_ref, "sequence": sequence}
     ids = await queue_for_person(con, vault, contact, kind=kind, details=details, **common)
     for reminder, before in REMINDERS.items():
-        due = starts_at - before
+        # In UTC: Python subtracts from an aware datetime in its own zone on the wall clock, which
+        # across a DST change is 23 or 25 hours; the reminder is 24 real hours before.
+        due = starts_at.astimezone(UTC) - before
         if due > now:
             ids += await queue_for_person(con, vault, contact, kind=reminder, due_at=due, **common)
     return ids
