@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
+import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
@@ -20,6 +23,9 @@ from shared.manage import MANAGE_LINK_KIND, manage_url, verify_manage_credential
 from shared.persons import PersonVault
 from shared.settings import Settings
 from shared.tokens import TokenCodec
+from surgegate.embedded import free_port
+from surgegate.mailsink import MailSink
+from tests.booking_worker.test_dispatcher import Clock, Sink, dispatcher, drain
 from tests.helpers import (
     admission_token,
     assert_problem,
@@ -297,3 +303,35 @@ async def test_lost_links_are_rate_limited_per_client(settings: Settings, pool: 
         form = await api.post("/manage", data=body)  # the page's form shares the client's bucket
         assert form.status == 429 and "Retry-After" in form.headers
     del pool
+
+
+@pytest.fixture
+def mail(tmp_path: Path) -> Iterator[Sink]:
+    """A real SMTP server (aiosmtpd) keeping what it receives."""
+    sink = Sink(MailSink(tmp_path / "mail"), free_port())
+    sink.start()
+    try:
+        yield sink
+    finally:
+        sink.stop()
+
+
+async def test_a_lost_link_arrives_by_email_and_opens_the_page(
+    api: TestClient, settings: Settings, codec: TokenCodec, pool: asyncpg.Pool, mail: Sink
+) -> None:
+    (slot,) = await seed_typed_slots(pool, count=1)
+    mine = await booked(api, settings, codec, slot, 1)
+    await pool.execute("UPDATE notifications SET status = 'sent'")  # the confirmation's messages: not this test's
+    who = person(1)
+    resp = await api.post("/api/v1/manage-links", json={"event_id": "ev", "id_number": who["id_number"],
+                                                       "email": who["email"]})  # fmt: skip
+    assert resp.status == 202
+    await drain(dispatcher(pool, settings, mail, Clock(datetime.now(UTC))))
+    (message,) = mail.messages
+    assert message["To"] == who["email"]
+    text = message.get_body(preferencelist=("plain",))
+    assert text is not None
+    (url,) = re.findall(r"https?://\S+/manage\?c=\S+", text.get_content())
+    assert url.startswith(settings.api_url)
+    location, _cookie = await open_page(api, url)
+    assert location == f"/manage/{mine['appointment_id']}"
