@@ -11,7 +11,6 @@ their new appointment's manage link. No JavaScript; every form carries a token b
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import uuid
@@ -22,7 +21,7 @@ from aiohttp import web
 from admission import queries
 from admission.appointments import BookingIn, PersonIn, book_as, request_digest
 from admission.keys import AVAILABILITY, CODEC, METRICS, POOL, SETTINGS, WAITLIST
-from admission.pages import STRINGS, e, facts, language_switch, local_when, page, pick_language
+from admission.pages import STRINGS, e, facts, form_token, language_switch, local_when, page, pick_language, redirect
 from shared import seats
 from shared.errors import Refused, TokenExpired, TokenInvalid
 from shared.http import read_form, validate
@@ -36,13 +35,7 @@ CSRF_SALT = b"surgegate.claim-csrf.v1"
 
 
 def _csrf(settings: Settings, token: str) -> str:
-    key = hashlib.sha256(CSRF_SALT + settings.secret_keys[-1][1].encode()).digest()
-    return hmac.new(key, token.encode(), hashlib.sha256).hexdigest()
-
-
-def _redirect(location: str) -> web.Response:
-    return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store",
-                                             "Referrer-Policy": "no-referrer"})  # fmt: skip
+    return form_token(settings, CSRF_SALT, token)
 
 
 def _invalid(language: str, status: int = 401, detail: str = "") -> web.Response:
@@ -74,7 +67,7 @@ async def open_claim(request: web.Request) -> web.Response:
             request.app[CODEC].read_claim(given)
         except (TokenInvalid, TokenExpired):
             return _invalid(language)
-        response = _redirect(f"{CLAIM_PATH}?lang={language}" if "lang" in request.query else CLAIM_PATH)
+        response = redirect(f"{CLAIM_PATH}?lang={language}" if "lang" in request.query else CLAIM_PATH)
         response.set_cookie(COOKIE, given, path=CLAIM_PATH, httponly=True, samesite="Strict",
                             secure=request.secure or request.app[SETTINGS].api_url.startswith("https://"))  # fmt: skip
         return response
@@ -179,4 +172,4 @@ async def book(request: web.Request) -> web.Response:
         pending = f'<h1>{e(t["claim_title"])}</h1><p class="notice">{e(t["claim_pending"])}</p>'
         return page(language, t["claim_title"], pending, status=202)
     assert isinstance(answer.body, bytes)
-    return _redirect(json.loads(answer.body)["manage_url"])
+    return redirect(json.loads(answer.body)["manage_url"])

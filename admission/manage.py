@@ -14,7 +14,6 @@ the same for apps. Handlers parse, call one service (:mod:`shared.appointments`,
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import uuid
@@ -35,11 +34,13 @@ from admission.pages import (
     duration_words,
     e,
     facts,
+    form_token,
     language_switch,
     local_day,
     local_time,
     page,
     pick_language,
+    redirect,
 )
 from shared import appointments, seats
 from shared.errors import Refused, TokenExpired, TokenInvalid, ValidationFailed
@@ -77,8 +78,7 @@ class LinkIn(BaseModel):
 
 def csrf_token(settings: Settings, credential: str) -> str:
     """The forms' per-session token: unguessable without the cookie's credential."""
-    key = hashlib.sha256(CSRF_SALT + settings.secret_keys[-1][1].encode()).digest()
-    return hmac.new(key, credential.encode(), hashlib.sha256).hexdigest()
+    return form_token(settings, CSRF_SALT, credential)
 
 
 def _page_path(appointment_id: uuid.UUID) -> str:
@@ -91,11 +91,6 @@ def _set_cookie(request: web.Request, response: web.StreamResponse, appointment_
         COOKIE, credential, path=_page_path(appointment_id), httponly=True, samesite="Strict",
         secure=request.secure or settings.api_url.startswith("https://"),
     )  # fmt: skip
-
-
-def _redirect(location: str) -> web.Response:
-    return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store",
-                                             "Referrer-Policy": "no-referrer"})  # fmt: skip
 
 
 class NoSession(Exception):
@@ -278,7 +273,7 @@ async def open_link(request: web.Request) -> web.Response:
     except TokenInvalid:
         return _lost_page(request, language, STRINGS[language]["link_invalid"], status=401)
     chosen = f"?lang={language}" if "lang" in request.query else ""
-    response = _redirect(f"{_page_path(appointment_id)}{chosen}")
+    response = redirect(f"{_page_path(appointment_id)}{chosen}")
     _set_cookie(request, response, appointment_id, credential)
     return response
 
@@ -317,7 +312,7 @@ async def cancel(request: web.Request) -> web.Response:
         body = _manage_html(row, csrf_token(request.app[SETTINGS], credential), language, seats.utcnow(), None,
                             refused.detail)  # fmt: skip
         return page(language, STRINGS[language]["title"], body, status=refused.status)
-    return _redirect(f"{_page_path(appointment_id)}?done=cancelled&lang={language}")
+    return redirect(f"{_page_path(appointment_id)}?done=cancelled&lang={language}")
 
 
 async def calendar(request: web.Request) -> web.StreamResponse:
@@ -352,7 +347,7 @@ async def reschedule_form(request: web.Request) -> web.Response:
         return _no_session_page(request, failure)
     language = pick_language(request)
     if row["status"] != AppointmentStatus.CONFIRMED:
-        return _redirect(f"{_page_path(appointment_id)}?lang={language}")
+        return redirect(f"{_page_path(appointment_id)}?lang={language}")
     csrf = csrf_token(request.app[SETTINGS], credential)
     body = _reschedule_html(row, await _choices(request, row), csrf, language)
     return page(language, STRINGS[language]["reschedule_heading"], body)
@@ -377,7 +372,7 @@ async def reschedule(request: web.Request) -> web.Response:
         csrf = csrf_token(request.app[SETTINGS], credential)
         body = _reschedule_html(row, await _choices(request, row), csrf, language, refused.detail)
         return page(language, STRINGS[language]["reschedule_heading"], body, status=refused.status)
-    response = _redirect(f"{_page_path(appointment_id)}?done=rescheduled&lang={language}")
+    response = redirect(f"{_page_path(appointment_id)}?done=rescheduled&lang={language}")
     # Valid until the new end: a later time must not lock the person out of their own page.
     _set_cookie(request, response, appointment_id,
                 manage_credential(request.app[SETTINGS], appointment_id, moved.slot.ends_at))  # fmt: skip

@@ -8,6 +8,8 @@ nothing but their stylesheet (``/manage.css``), so their Content-Security-Policy
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import html
 from collections.abc import Mapping
 from datetime import datetime
@@ -16,6 +18,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
+
+from shared.settings import Settings
 
 DEFAULT = "en"
 LANGUAGES = ("en", "es")
@@ -217,6 +221,19 @@ def facts(row: Any, language: str) -> str:
         f'<div><dt>{e(t["when"])}</dt><dd><time datetime="{row["starts_at"].isoformat()}">{when}</time></dd></div>'
         "</dl>"
     )
+
+
+def form_token(settings: Settings, salt: bytes, credential: str) -> str:
+    """A page's per-session form token: an HMAC of the credential its cookie holds (under a key of
+    its own, derived from the signing key), so a form made elsewhere cannot carry it."""
+    key = hashlib.sha256(salt + settings.secret_keys[-1][1].encode()).digest()
+    return hmac.new(key, credential.encode(), hashlib.sha256).hexdigest()
+
+
+def redirect(location: str) -> web.Response:
+    """303 to ``location`` (after a form, or to drop a credential from the address)."""
+    return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store",
+                                             "Referrer-Policy": "no-referrer"})  # fmt: skip
 
 
 def e(value: object) -> str:
