@@ -21,7 +21,18 @@ from aiohttp import web
 from admission import queries
 from admission.appointments import BookingIn, PersonIn, book_as, request_digest
 from admission.keys import AVAILABILITY, CODEC, METRICS, POOL, SETTINGS, WAITLIST
-from admission.pages import STRINGS, e, facts, form_token, language_switch, local_when, page, pick_language, redirect
+from admission.pages import (
+    STRINGS,
+    e,
+    facts,
+    form_token,
+    language_switch,
+    local_when,
+    page,
+    pick_language,
+    redirect,
+    refusal_text,
+)
 from shared import seats
 from shared.errors import Refused, TokenExpired, TokenInvalid
 from shared.http import read_form, validate
@@ -143,7 +154,8 @@ async def claim(request: web.Request) -> web.Response:
         return _invalid(pick_language(request))
     except Refused as refused:
         request.app[METRICS].waitlist.labels("claim_refused").inc()
-        return _invalid(pick_language(request), refused.status, refused.detail)
+        said = pick_language(request)
+        return _invalid(said, refused.status, refusal_text(said, refused.code, refused.detail))
     return page(language, STRINGS[language]["claim_title"], _booking_form(request, token, claimed, language))
 
 
@@ -155,7 +167,8 @@ async def book(request: web.Request) -> web.Response:
     except (TokenInvalid, TokenExpired):
         return _invalid(pick_language(request))
     except Refused as refused:
-        return _invalid(pick_language(request), refused.status, refused.detail)
+        said = pick_language(request)
+        return _invalid(said, refused.status, refusal_text(said, refused.code, refused.detail))
     person = {k: str(form.get(k, "")) for k in ("id_number", "name", "email", "birth_date")}
     try:
         body = BookingIn(hold_id=claimed.hold_id, person=validate(PersonIn, person), language=Language(language))
@@ -165,7 +178,7 @@ async def book(request: web.Request) -> web.Response:
         key = f"claim-page:{claimed.hold_id}:{request_digest(request, body)[:32]}"
         answer = await book_as(request, admission, key, body)
     except Refused as refused:
-        html = _booking_form(request, token, claimed, language, refused.detail)
+        html = _booking_form(request, token, claimed, language, refusal_text(language, refused.code, refused.detail))
         return page(language, STRINGS[language]["claim_title"], html, status=refused.status)
     if answer.status != 201:  # still being confirmed: the email will say
         t = STRINGS[language]

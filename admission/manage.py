@@ -41,6 +41,7 @@ from admission.pages import (
     page,
     pick_language,
     redirect,
+    refusal_text,
 )
 from shared import appointments, seats
 from shared.errors import Refused, TokenExpired, TokenInvalid, ValidationFailed
@@ -310,7 +311,7 @@ async def cancel(request: web.Request) -> web.Response:
     except Refused as refused:
         row = await _appointment_row(request, appointment_id)
         body = _manage_html(row, csrf_token(request.app[SETTINGS], credential), language, seats.utcnow(), None,
-                            refused.detail)  # fmt: skip
+                            refusal_text(language, refused.code, refused.detail))  # fmt: skip
         return page(language, STRINGS[language]["title"], body, status=refused.status)
     return redirect(f"{_page_path(appointment_id)}?done=cancelled&lang={language}")
 
@@ -370,7 +371,13 @@ async def reschedule(request: web.Request) -> web.Response:
     except Refused as refused:
         row = await _appointment_row(request, appointment_id)
         csrf = csrf_token(request.app[SETTINGS], credential)
-        body = _reschedule_html(row, await _choices(request, row), csrf, language, refused.detail)
+        body = _reschedule_html(
+            row,
+            await _choices(request, row),
+            csrf,
+            language,
+            refusal_text(language, refused.code, refused.detail),
+        )
         return page(language, STRINGS[language]["reschedule_heading"], body, status=refused.status)
     response = redirect(f"{_page_path(appointment_id)}?done=rescheduled&lang={language}")
     # Valid until the new end: a later time must not lock the person out of their own page.
@@ -422,6 +429,6 @@ async def request_link_form(request: web.Request) -> web.Response:
         body = validate(LinkIn, fields)
         await _resend(request, body)
     except Refused as refused:  # a field the form cannot hold, or too many requests from this network
-        detail = STRINGS[language]["error"].format(detail=refused.detail)
+        detail = STRINGS[language]["error"].format(detail=refusal_text(language, refused.code, refused.detail))
         return _lost_page(request, language, detail, status=refused.status, retry_after=refused.retry_after)
     return _lost_page(request, language, STRINGS[language]["lost_sent"])

@@ -139,6 +139,52 @@ STRINGS: dict[str, dict[str, str]] = {
     },
 }
 
+# What a page says for a refusal (the API's detail, in English, otherwise).
+REFUSALS: dict[str, dict[str, str]] = {
+    "en": {
+        "slot_full": "that time has just been taken; choose another.",
+        "slot_withdrawn": "that time is no longer offered; choose another.",
+        "outside_booking_window": "that time can no longer be booked; choose another.",
+        "appointment_started": "the appointment has already started.",
+        "appointment_not_active": "the appointment is no longer active.",
+        "token_scope": "that time is not at this site or of this kind.",
+        "validation_error": "a field is missing or not valid; check the form.",
+        "not_found": "that time does not exist any more.",
+        "rate_limited": "too many requests; try again in a few minutes.",
+        "claim_person_mismatch": "this place was offered to someone else: use the details of the person who joined "
+        "the waitlist.",
+        "offer_taken": "someone else claimed this place first; you stay on the waitlist.",
+        "offer_expired": "this offer has expired; you stay on the waitlist.",
+        "hold_expired": "the place is no longer held for you.",
+        "already_booked": "you already have an appointment for this.",
+        "ineligible": "you are not eligible for this appointment.",
+    },
+    "es": {
+        "slot_full": "esa hora acaba de ocuparse; elija otra.",
+        "slot_withdrawn": "esa hora ya no se ofrece; elija otra.",
+        "outside_booking_window": "esa hora ya no se puede reservar; elija otra.",
+        "appointment_started": "la cita ya ha comenzado.",
+        "appointment_not_active": "la cita ya no está activa.",
+        "token_scope": "esa hora no es de este sitio o de este tipo.",
+        "validation_error": "falta un dato o no es válido; revise el formulario.",
+        "not_found": "esa hora ya no existe.",
+        "rate_limited": "demasiadas solicitudes; inténtelo de nuevo en unos minutos.",
+        "claim_person_mismatch": "este lugar se ofreció a otra persona: use los datos de quien se apuntó a la "
+        "lista de espera.",
+        "offer_taken": "otra persona reclamó este lugar antes; sigue en la lista de espera.",
+        "offer_expired": "esta oferta ha caducado; sigue en la lista de espera.",
+        "hold_expired": "el lugar ya no está reservado para usted.",
+        "already_booked": "ya tiene una cita para esto.",
+        "ineligible": "no cumple los requisitos para esta cita.",
+    },
+}
+
+
+def refusal_text(language: str, code: str, detail: str) -> str:
+    """What the page says for a refusal ``code``: our words for it, else the API's ``detail``."""
+    return REFUSALS[language].get(code, detail)
+
+
 WEEKDAYS = {
     "en": ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
     "es": ("lunes", "martes", "miércoles", "jueves", "viernes", "sábado", "domingo"),

@@ -240,6 +240,12 @@ async def test_the_page_reschedules_and_cancels_by_plain_forms(
     resp = await api.post(f"{location}/reschedule", data=form, headers={"Cookie": their_cookie})
     assert resp.status == 401
     assert await seats_of(pool, a) == (1, 0)
+    # a time taken meanwhile: the page says so, in the page's language, and nothing moves
+    resp = await api.post(
+        f"{location}/reschedule", data={**form, "slot_id": b, "lang": "es"}, headers={"Cookie": cookie}
+    )
+    assert resp.status == 409 and "esa hora acaba de ocuparse" in await resp.text()
+    assert await seats_of(pool, a) == (1, 0)
 
     resp = await api.post(f"{location}/reschedule", data=form, headers={"Cookie": cookie}, allow_redirects=False)
     api.session.cookie_jar.clear()
