@@ -186,3 +186,11 @@ SELECT count(*) AS issued,
 FROM invite_batches AS b JOIN invites AS i USING (batch_id)
 WHERE b.event_id = $1
 """
+
+# The notification backlog (one figure for all events: notifications name no event). Without a
+# schedule every queued notification is due from its creation, so created_at is when it became due.
+CONSOLE_NOTIFICATION_BACKLOG = """
+SELECT count(*) AS due, extract(epoch FROM now() - min(created_at)) AS oldest_due_age_s
+FROM notifications
+WHERE status = 'queued' AND created_at <= now()
+"""
