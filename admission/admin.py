@@ -32,6 +32,8 @@ class SiteIn(BaseModel):
     timezone: str = Field(min_length=1, max_length=64)
     lat: float = Field(ge=-90, le=90, allow_inf_nan=False)
     lng: float = Field(ge=-180, le=180, allow_inf_nan=False)
+    # Street address, shown in messages and the calendar file's LOCATION with the name.
+    address: str | None = Field(default=None, max_length=500)
 
     @field_validator("timezone")
     @classmethod
@@ -92,7 +94,14 @@ async def create_slots(
 
 async def upsert_site(con: asyncpg.Connection, site: SiteIn) -> dict[str, Any]:
     row = await con.fetchrow(
-        queries.UPSERT_SITE, site.site_id, site.name, site.region, site.timezone, site.lat, site.lng
+        queries.UPSERT_SITE,
+        site.site_id,
+        site.name,
+        site.region,
+        site.timezone,
+        site.lat,
+        site.lng,
+        site.address or None,
     )
     return dict(row)
 

@@ -33,11 +33,14 @@ from shared.booking import BookingJob, BookingOutcome, attempt_id_for, utc_iso
 from shared.errors import Code, IdempotencyConflict, IdempotencyInProgress, NotFound, Overloaded, Refused
 from shared.http import json_response, path_uuid, read_json
 from shared.redis import job_of
-from shared.statuses import AttemptStatus
+from shared.statuses import AttemptStatus, Language
 
 log = logging.getLogger("surgegate.admission")
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# E.164: a plus, a country code and up to 15 digits in all; spaces, dots, dashes and brackets are ignored.
+_PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
+_PHONE_SEPARATORS = re.compile(r"[\s.\-()]")
 
 
 class PersonIn(BaseModel):
@@ -46,6 +49,18 @@ class PersonIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     email: str = Field(min_length=3, max_length=254)
     birth_date: date
+    # For text messages (reminders and the rest) through the SMS webhook; kept only sealed.
+    phone: str | None = Field(default=None, max_length=32)
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        compact = _PHONE_SEPARATORS.sub("", value)
+        if not _PHONE.match(compact):
+            raise ValueError("not a phone number in international form (+ country code, then the number)")
+        return compact
 
     @field_validator("email")
     @classmethod
@@ -69,12 +84,45 @@ class BookingIn(BaseModel):
     slot_id: uuid.UUID | None = None
     hold_id: uuid.UUID | None = None
     person: PersonIn
+    # What the messages are written in; default: the request's Accept-Language, else English.
+    language: Language | None = None
 
     @model_validator(mode="after")
     def _one_target(self) -> BookingIn:
         if (self.slot_id is None) == (self.hold_id is None):
             raise ValueError("give exactly one of slot_id and hold_id")
         return self
+
+
+def accepted_language(header: str | None) -> Language:
+    """The first of our languages the Accept-Language header names (by its q order), else English."""
+    ranked: list[tuple[float, int, str]] = []
+    for index, part in enumerate((header or "").split(",")):
+        tag, _, params = part.strip().partition(";")
+        q = 1.0
+        if params.strip().startswith("q="):
+            try:
+                q = float(params.strip()[2:])
+            except ValueError:
+                q = 0.0
+        ranked.append((-q, index, tag.strip().lower().split("-")[0]))
+    for neg_q, _, primary in sorted(ranked):
+        if neg_q < 0 and primary in {lang.value for lang in Language}:
+            return Language(primary)
+    return Language.EN
+
+
+def _person_record(body: BookingIn, language: Language) -> dict[str, Any]:
+    """What is sealed of the person: how to reach them, and in which language."""
+    record: dict[str, Any] = {
+        "name": body.person.name,
+        "email": body.person.email,
+        "birth_date": body.person.birth_date.isoformat(),
+        "language": language,
+    }
+    if body.person.phone:
+        record["phone"] = body.person.phone
+    return record
 
 
 def _request_hash(key: bytes, body: BookingIn) -> str:
@@ -119,6 +167,7 @@ async def create_appointment(request: web.Request) -> web.Response:
     person_ref = vault.ref(body.person.id_number, field=("person", "id_number"))
     request_hash = _request_hash(vault.hash_key, body)
     attempt_id = attempt_id_for(admission.token_id, key)
+    language = body.language or accepted_language(request.headers.get("Accept-Language"))
 
     stored = await _stored_outcome(request, attempt_id)
     if stored is not None:
@@ -132,11 +181,10 @@ async def create_appointment(request: web.Request) -> web.Response:
         slot_id=str(body.slot_id or ""),
         request_hash=request_hash,
         person_ref=person_ref.hex(),
-        person_sealed=vault.seal(
-            {"name": body.person.name, "email": body.person.email, "birth_date": body.person.birth_date.isoformat()}
-        ).decode(),
+        person_sealed=vault.seal(_person_record(body, language)).decode(),
         rank=admission.rank,
         hold_id=None if body.hold_id is None else str(body.hold_id),
+        language=language,
     )
     await _check_frozen(request, admission.event_id)
     await _check_queue_depth(request, admission.event_id)

@@ -2,17 +2,17 @@
 
 from shared.queries import live_holds
 
-LIST_SITES = "SELECT site_id, name, region, timezone, lat, lng FROM sites ORDER BY site_id"
+LIST_SITES = "SELECT site_id, name, region, timezone, lat, lng, address FROM sites ORDER BY site_id"
 
-GET_SITE = "SELECT site_id, name, region, timezone, lat, lng FROM sites WHERE site_id = $1"
+GET_SITE = "SELECT site_id, name, region, timezone, lat, lng, address FROM sites WHERE site_id = $1"
 
 UPSERT_SITE = """
-INSERT INTO sites (site_id, name, region, timezone, lat, lng)
-VALUES ($1, $2, $3, $4, $5, $6)
+INSERT INTO sites (site_id, name, region, timezone, lat, lng, address)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (site_id) DO UPDATE SET
     name = EXCLUDED.name, region = EXCLUDED.region, timezone = EXCLUDED.timezone,
-    lat = EXCLUDED.lat, lng = EXCLUDED.lng
-RETURNING site_id, name, region, timezone, lat, lng
+    lat = EXCLUDED.lat, lng = EXCLUDED.lng, address = EXCLUDED.address
+RETURNING site_id, name, region, timezone, lat, lng, address
 """
 
 INSERT_SLOT = """

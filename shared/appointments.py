@@ -16,8 +16,9 @@ from typing import Any
 
 import asyncpg
 
-from shared import queries, seats
+from shared import notifications, queries, seats
 from shared.errors import CATALOGUE, Code, NotFound, Refused, TokenScope
+from shared.notifications import NotificationKind
 from shared.statuses import AppointmentStatus, CancelledBy
 from shared.waitlist import Waitlist
 
@@ -66,6 +67,7 @@ async def cancel(
     by = CancelledBy.SITE if by_site else CancelledBy.PERSON
     await con.execute(queries.MARK_CANCELLED, appointment_id, now, late, reason, by)
     await seats.return_seat(con, row["slot_id"])
+    await _tell_cancelled(con, row, waitlist, by_site=by_site)
     await con.execute(
         queries.INSERT_AUDIT, "cancelled_by_site" if by_site else "cancelled", row["event_id"], row["slot_id"],
         appointment_id, None, actor, {"late": late, **({"reason": reason} if reason else {})},
@@ -177,13 +179,41 @@ async def _move(
         return Rescheduled(slot=slots[old], from_slot_id=None, sites=())
     await _take_new_seat(con, slots[new], token_id, hold_id, now)
     await seats.return_seat(con, old)
-    await con.execute(queries.MOVE_APPOINTMENT, appointment_id, new, now)
+    moved = await con.fetchrow(queries.MOVE_APPOINTMENT, appointment_id, new, now)
+    await _tell_moved(con, appointment_id, moved, slots[new].starts_at, waitlist, now)
     await con.execute(
         queries.INSERT_AUDIT, "rescheduled", current["event_id"], new, appointment_id, None, actor,
         {"from_slot_id": str(old), **detail},
     )  # fmt: skip
     await waitlist.offer_freed(con, old, now)
     return Rescheduled(slot=slots[new], from_slot_id=old, sites=(slots[old].site_id, slots[new].site_id))
+
+
+async def _tell_cancelled(con: asyncpg.Connection, row: Any, waitlist: Waitlist, *, by_site: bool) -> None:
+    """Withdraw the appointment's queued messages about its time (reminders above all) and, for a
+    person's or staff's cancel, queue the cancellation (a site's closure sends its own, with a reason)."""
+    await notifications.withdraw_timed(con, row["appointment_id"])
+    sealed = None if row["person_sealed"] is None else bytes(row["person_sealed"])
+    contact = notifications.contact_of(waitlist.vault, sealed)
+    if by_site or contact is None:
+        return
+    await notifications.queue_for_person(
+        con, waitlist.vault, contact, kind=NotificationKind.CANCELLATION,
+        appointment_id=row["appointment_id"], person_ref=bytes(row["person_ref"]), sequence=row["sequence"],
+    )  # fmt: skip
+
+
+async def _tell_moved(
+    con: asyncpg.Connection, appointment_id: uuid.UUID, moved: Any, starts_at: datetime, waitlist: Waitlist,
+    now: datetime,
+) -> None:  # fmt: skip
+    """Withdraw the messages queued for the old time; queue the reschedule and the new time's reminders."""
+    await notifications.withdraw_timed(con, appointment_id)
+    await notifications.queue_appointment_messages(
+        con, waitlist.vault, kind=NotificationKind.RESCHEDULE, appointment_id=appointment_id,
+        person_sealed=None if moved["person_sealed"] is None else bytes(moved["person_sealed"]),
+        person_ref=bytes(moved["person_ref"]), starts_at=starts_at, sequence=moved["sequence"], now=now,
+    )  # fmt: skip
 
 
 async def _take_new_seat(

@@ -31,9 +31,11 @@ from typing import Any, NamedTuple
 
 import asyncpg
 
-from shared import queries, seats
+from shared import notifications, queries, seats
 from shared.booking import BookingJob, BookingOutcome, InvalidJob, local_iso, utc_iso
 from shared.errors import Code, Refused
+from shared.notifications import NotificationKind, language_of
+from shared.persons import PersonVault
 from shared.statuses import AttemptStatus
 
 # A unique index that refused the appointment → the refusal it means (a race the early checks missed).
@@ -110,14 +112,17 @@ class Executed(NamedTuple):
     job: BookingJob | None  # the job as accepted (None when it had already ended)
 
 
-async def execute(con: asyncpg.Connection, attempt_id: str, now: datetime | None = None) -> Executed:
+async def execute(
+    con: asyncpg.Connection, attempt_id: str, now: datetime | None = None, *, vault: PersonVault | None = None
+) -> Executed:
     """Execute the accepted attempt inside the caller's transaction.
 
     The attempt's row is the truth: what is booked, for whom and where comes from the job stored when
     the API accepted it, never from what the queue delivered (anyone who can write to Redis could
     write a job). An id the API never accepted raises :class:`UnknownAttempt` and nothing runs. With
     a hold, the seat comes from that hold (pinned to this attempt when it was accepted); a refused
-    attempt releases its pinned hold.
+    attempt releases its pinned hold. With a ``vault``, a booked attempt queues its confirmation and
+    reminders in the same transaction (:func:`_queue_confirmation`).
     """
     now = now or seats.utcnow()
     status, job = await _claim(con, attempt_id)
@@ -135,6 +140,8 @@ async def execute(con: asyncpg.Connection, attempt_id: str, now: datetime | None
         except Refused as refused:
             code = refused.code
     await _settle_holds(con, job, code, slot, now)
+    if appointment_id is not None and vault is not None:
+        await _queue_confirmation(con, vault, job, appointment_id, slot, now)
     await finish(con, job, code=code, appointment_id=appointment_id, slot_id=None if slot is None else slot["slot_id"])
     return Executed(_outcome(job, code, appointment_id, slot), True, job)
 
@@ -213,7 +220,7 @@ async def _take_seat_and_book(con: asyncpg.Connection, job: BookingJob, now: dat
         try:
             await con.execute(
                 queries.INSERT_APPOINTMENT, appointment_id, job.event_id, slot_uuid, job.token_id,
-                bytes.fromhex(job.person_ref), job.person_sealed.encode(),
+                bytes.fromhex(job.person_ref), job.person_sealed.encode(), language_of(job.language),
             )  # fmt: skip
         except asyncpg.UniqueViolationError as exc:
             code = _CONSTRAINT_CODES.get(exc.constraint_name or "")
@@ -232,6 +239,18 @@ async def _settle_holds(con: asyncpg.Connection, job: BookingJob, code: Code | N
         await seats.unpin_hold(con, uuid.UUID(job.hold_id), uuid.UUID(job.attempt_id), now, release=not keep)
     if code is None and slot is not None and slot["holds_seats"]:
         await seats.release_admission_holds(con, job.token_id, now)
+
+
+async def _queue_confirmation(
+    con: asyncpg.Connection, vault: PersonVault, job: BookingJob, appointment_id: uuid.UUID, slot: Any, now: datetime
+) -> None:
+    """The confirmation (due now) and the reminders at starts_at - 24 h and - 1 h (those not past), in
+    the booking's transaction: they exist exactly when the appointment does. Sending is the dispatcher's."""
+    await notifications.queue_appointment_messages(
+        con, vault, kind=NotificationKind.CONFIRMATION, appointment_id=appointment_id,
+        person_sealed=job.person_sealed.encode(), person_ref=bytes.fromhex(job.person_ref),
+        starts_at=slot["starts_at"], sequence=0, now=now,
+    )  # fmt: skip
 
 
 def _outcome(job: BookingJob, code: Code | None, appointment_id: uuid.UUID | None, slot: Any) -> BookingOutcome:

@@ -97,6 +97,7 @@ class BookingJob:
     person_sealed: str  # Fernet token
     rank: int | None = None  # the admission's queue place, freed for max_active once booked
     hold_id: str | None = None  # book the seat this hold (pinned to the attempt when accepted) set aside
+    language: str = "en"  # what the person's messages are written in (a shared.statuses.Language)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -153,8 +153,8 @@ LEFT JOIN appointment_types t ON t.type_id = s.type_id
 
 # program_id is filled in from the event by the database (trigger appointments_program_of_event).
 INSERT_APPOINTMENT = """
-INSERT INTO appointments (appointment_id, event_id, slot_id, token_id, person_ref, person_sealed, status)
-VALUES ($1, $2, $3, $4, $5, $6, 'confirmed')
+INSERT INTO appointments (appointment_id, event_id, slot_id, token_id, person_ref, person_sealed, status, language)
+VALUES ($1, $2, $3, $4, $5, $6, 'confirmed', $7)
 """
 
 # --- changes to appointments (shared/appointments.py) ---------------------------------------------
@@ -167,8 +167,8 @@ FOR UPDATE
 
 # The appointment, locked, with what a change needs to know of its slot and type.
 APPOINTMENT_FOR_CHANGE = """
-SELECT ap.appointment_id, ap.event_id, ap.slot_id, ap.status, ap.person_sealed, s.site_id, s.starts_at, s.type_id,
-       t.cancel_cutoff_minutes
+SELECT ap.appointment_id, ap.event_id, ap.slot_id, ap.status, ap.person_sealed, ap.person_ref, ap.sequence,
+       s.site_id, s.starts_at, s.type_id, t.cancel_cutoff_minutes
 FROM appointments ap
 JOIN slots s ON s.slot_id = ap.slot_id
 LEFT JOIN appointment_types t ON t.type_id = s.type_id
@@ -181,7 +181,11 @@ UPDATE appointments SET status = 'cancelled', cancelled_at = $2, cancel_late = $
 WHERE appointment_id = $1 AND status = 'confirmed'
 """
 
-MOVE_APPOINTMENT = "UPDATE appointments SET slot_id = $2, rescheduled_at = $3 WHERE appointment_id = $1"
+# A move is a new version of the appointment for calendars (the .ics SEQUENCE) and for its messages.
+MOVE_APPOINTMENT = """
+UPDATE appointments SET slot_id = $2, rescheduled_at = $3, sequence = sequence + 1 WHERE appointment_id = $1
+RETURNING sequence, person_sealed, person_ref
+"""
 
 MARK_COMPLETED = """
 UPDATE appointments SET status = 'completed', checked_in_at = $2
@@ -278,8 +282,26 @@ EXPIRE_OFFER_HOLDS = """
 UPDATE holds SET status = 'expired', ended_at = $2 WHERE offer_id = ANY($1::uuid[]) AND status = 'active'
 """
 
-INSERT_NOTIFICATION = """
-INSERT INTO notifications (kind, appointment_id, entry_id, sealed) VALUES ($1, $2, $3, $4)
+# --- the outbox (shared/notifications.py) ---------------------------------------------------------
+
+QUEUE_NOTIFICATION = """
+INSERT INTO notifications (kind, appointment_id, entry_id, sealed, due_at, channel, language, person_ref,
+                           appointment_sequence)
+VALUES ($1, $2, $3, $4, coalesce($5, clock_timestamp()), $6, $7, $8, $9)
+RETURNING notification_id
+"""
+
+WITHDRAW_TIMED_NOTIFICATIONS = """
+UPDATE notifications SET status = 'cancelled', lease_until = NULL
+WHERE appointment_id = $1 AND status = 'queued' AND kind = ANY($2::text[])
+RETURNING notification_id
+"""
+
+OPT_OUT_REMINDERS = "INSERT INTO reminder_opt_outs (person_ref) VALUES ($1) ON CONFLICT DO NOTHING"
+
+WITHDRAW_REMINDERS_OF_PERSON = """
+UPDATE notifications SET status = 'cancelled', lease_until = NULL
+WHERE person_ref = $1 AND status = 'queued' AND kind = ANY($2::text[])
 """
 
 INSERT_OFFER = "INSERT INTO waitlist_offers (offer_id, slot_id, expires_at) VALUES ($1, $2, $3)"

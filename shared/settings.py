@@ -233,6 +233,26 @@ class Settings:
     access_log: Annotated[bool, Env("SURGEGATE_ACCESS_LOG"), Field(description="1 or 0 (true or false)")] = False
     # "text" (one readable line per record) or "json" (one JSON object per line, for log shippers).
     log_format: Annotated[LogFormat, Env("SURGEGATE_LOG_FORMAT", str.lower)] = "text"
+    # --- issue 9, "After Book": delivering notifications (booking_worker/dispatcher.py) --------------
+    # smtp://[user:pass@]host:port (STARTTLS when the server offers it) or smtps://… (implicit TLS).
+    # Unset: no email goes out (under `surgegate up`, a local sink keeps each message as a .eml file).
+    smtp_url: Annotated[str | None, Env("SURGEGATE_SMTP_URL")] = None
+    mail_from: Annotated[str, Env("SURGEGATE_MAIL_FROM"), Field(min_length=3)] = "surgegate@localhost"
+    # Text messages: each is POSTed as JSON signed with HMAC-SHA256 to this URL (unset: no SMS).
+    sms_webhook_url: Annotated[str | None, Env("SURGEGATE_SMS_WEBHOOK_URL")] = None
+    sms_webhook_secret: Annotated[str | None, Env("SURGEGATE_SMS_WEBHOOK_SECRET")] = None
+    # Retries: exponential backoff from the first delay, capped, with jitter, for this long after a
+    # message fell due; then it is `failed` (the dead letter).
+    notify_retry_budget_s: Annotated[PositiveFloat, Env("SURGEGATE_NOTIFY_RETRY_BUDGET_S")] = 3600.0
+    notify_retry_first_s: PositiveFloat = 5.0
+    notify_retry_max_s: PositiveFloat = 600.0
+    # A claimed message not marked sent within this lease goes back to any dispatcher.
+    notify_lease_s: PositiveFloat = 60.0
+    notify_batch: PositiveInt = 50
+    # Where the dispatcher looks again when the outbox was empty.
+    notify_poll_s: PositiveFloat = 1.0
+    # Where `surgegate up` starts its mail sink when SURGEGATE_SMTP_URL is unset (0: any free port).
+    mail_sink_port: NonNegativeInt = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

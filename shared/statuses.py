@@ -62,11 +62,29 @@ class OfferStatus(StrEnum):
 
 
 class NotificationStatus(StrEnum):
-    """``notifications.status``."""
+    """``notifications.status``: queued (waiting for ``due_at``/``next_attempt_at``), sending (claimed
+    by a dispatcher until ``lease_until``), then sent, failed (past the retry budget: the dead letter)
+    or cancelled (its appointment changed before it was due)."""
 
     QUEUED = "queued"
+    SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class NotificationChannel(StrEnum):
+    """``notifications.channel``."""
+
+    EMAIL = "email"
+    SMS = "sms"
+
+
+class Language(StrEnum):
+    """``appointments.language`` and ``notifications.language``: what messages are written in."""
+
+    EN = "en"
+    ES = "es"
 
 
 class RateMode(StrEnum):
@@ -84,6 +102,9 @@ COLUMNS: dict[tuple[str, str], type[StrEnum]] = {
     ("waitlist_entries", "status"): WaitlistEntryStatus,
     ("waitlist_offers", "status"): OfferStatus,
     ("notifications", "status"): NotificationStatus,
+    ("notifications", "channel"): NotificationChannel,
+    ("notifications", "language"): Language,
+    ("appointments", "language"): Language,
     ("appointments", "cancelled_by"): CancelledBy,
     ("events", "rate_mode"): RateMode,
 }

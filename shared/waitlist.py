@@ -22,9 +22,10 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from shared import queries
+from shared import notifications, queries
 from shared.booking import local_iso, utc_iso
 from shared.errors import Code, NotFound, Refused
+from shared.notifications import NotificationKind
 from shared.persons import PersonVault
 from shared.seats import SlotState, lock_slots, place_hold, read_slots, slot_problem
 from shared.settings import Settings
@@ -76,10 +77,13 @@ class Waitlist:
         appointment_id: uuid.UUID | None = None,
         entry_id: uuid.UUID | None = None,
     ) -> None:
-        """Queue a message to a person (address from their sealed record, all of it encrypted)."""
+        """Queue a message to a person by each channel they gave (address from their sealed record,
+        all of it encrypted; see :mod:`shared.notifications`)."""
         contact = self.vault.open(sealed_person)
-        payload = {"kind": kind, "email": contact.get("email"), **details}
-        await con.execute(queries.INSERT_NOTIFICATION, kind, appointment_id, entry_id, self.vault.seal(payload))
+        await notifications.queue_for_person(
+            con, self.vault, contact, kind=NotificationKind(kind), details=details, appointment_id=appointment_id,
+            entry_id=entry_id,
+        )  # fmt: skip
 
     async def offer_seat(self, con: asyncpg.Connection, slot_id: uuid.UUID, now: datetime) -> uuid.UUID | None:
         """Offer one free seat of the slot to the next recipients; None if there is no free seat, it

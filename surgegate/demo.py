@@ -26,11 +26,11 @@ DEMO_EVENT = Event(
 
 DEMO_SITES = [
     SiteIn(site_id="nyc-midtown", name="Midtown Health Center", region="New York",
-           timezone="America/New_York", lat=40.7549, lng=-73.9840),
+           timezone="America/New_York", lat=40.7549, lng=-73.9840, address="250 W 43rd St, New York, NY 10036"),
     SiteIn(site_id="berlin-mitte", name="Impfzentrum Mitte", region="Berlin",
-           timezone="Europe/Berlin", lat=52.5200, lng=13.4050),
+           timezone="Europe/Berlin", lat=52.5200, lng=13.4050, address="Karl-Marx-Allee 1, 10178 Berlin"),
     SiteIn(site_id="sydney-cbd", name="Sydney CBD Clinic", region="New South Wales",
-           timezone="Australia/Sydney", lat=-33.8688, lng=151.2093),
+           timezone="Australia/Sydney", lat=-33.8688, lng=151.2093, address="1 Martin Pl, Sydney NSW 2000"),
 ]  # fmt: skip
 
 
