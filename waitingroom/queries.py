@@ -187,10 +187,11 @@ FROM invite_batches AS b JOIN invites AS i USING (batch_id)
 WHERE b.event_id = $1
 """
 
-# The notification backlog (one figure for all events: notifications name no event). Without a
-# schedule every queued notification is due from its creation, so created_at is when it became due.
+# The notification backlog (one figure for all events: notifications name no event): queued and
+# due. A retried one is due again at next_attempt_at, as the dispatcher claims it (index
+# notifications_due); a reminder queued for later is not due before its due_at.
 CONSOLE_NOTIFICATION_BACKLOG = """
-SELECT count(*) AS due, extract(epoch FROM now() - min(created_at)) AS oldest_due_age_s
+SELECT count(*) AS due, extract(epoch FROM now() - min(coalesce(next_attempt_at, due_at))) AS oldest_due_age_s
 FROM notifications
-WHERE status = 'queued' AND created_at <= now()
+WHERE status = 'queued' AND coalesce(next_attempt_at, due_at) <= now()
 """

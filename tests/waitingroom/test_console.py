@@ -343,12 +343,17 @@ async def test_the_stream_carries_the_notification_backlog(edge: TestClient, poo
     _, first = await next_message(resp)
     resp.close()
     assert first["notifications"] == {"due": 0, "oldest_due_age_s": None}
-    for status, age_s in (("queued", 120), ("queued", 30), ("sent", 600), ("failed", 900)):
+    # (status, due in s, retry in s): negative = in the past
+    rows = [("queued", -120, None), ("queued", -30, None), ("queued", -1000, -60), ("queued", 3600, None),
+            ("queued", -900, 300), ("sent", -600, None), ("failed", -900, None), ("sending", -900, None)]  # fmt: skip
+    for status, due, retry in rows:
         await pool.execute(
-            "INSERT INTO notifications (kind, sealed, status, created_at)"
-            " VALUES ('probe', '\\x00', $1, now() - make_interval(secs => $2))",
-            status, age_s,
+            "INSERT INTO notifications (kind, sealed, status, due_at, next_attempt_at)"
+            " VALUES ('probe', '\\x00', $1, now() + make_interval(secs => $2), now() + make_interval(secs => $3))",
+            status, due, retry,
         )  # fmt: skip
     backlog = await BookingFigures().notification_backlog(edge.app[ROOM])
-    assert backlog["due"] == 2  # the sent and the failed one are not waiting
+    # due: the first three (the third due again since its retry time 60 s ago); not the reminder due in an
+    # hour, the one waiting 5 minutes for its retry, nor those sent, failed or being sent
+    assert backlog["due"] == 3
     assert 120 <= backlog["oldest_due_age_s"] < 600
