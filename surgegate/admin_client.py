@@ -68,7 +68,14 @@ class Unreachable(Exception):
 
 
 def send(
-    base: str, method: str, path: str, token: str, body: Any = None, *, headers: dict[str, str] | None = None
+    base: str,
+    method: str,
+    path: str,
+    token: str,
+    body: Any = None,
+    *,
+    headers: dict[str, str] | None = None,
+    timeout: float = 60,
 ) -> Any:
     """One JSON request; returns the decoded answer. Raises AdminRefused or Unreachable."""
     request = urllib.request.Request(  # noqa: S310 (the operator's own service URL)
@@ -83,7 +90,7 @@ def send(
         },
     )
     try:
-        with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         try:

@@ -19,6 +19,7 @@ from typing import Any
 
 from shared.settings import Settings
 from surgegate.admin_client import admin_token
+from surgegate.completion import complete_with, event_ids
 
 DURATION = re.compile(r"^(\d+)([mhd])$")
 UNITS = {"m": "minutes", "h": "hours", "d": "days"}
@@ -37,7 +38,7 @@ def add_action(
         parents=parents or [],
         help="issue (--count, --expires), list (--list) or revoke (--revoke) invite links",
     )
-    p.add_argument("event_id")
+    complete_with(p.add_argument("event_id"), event_ids)
     p.add_argument("--count", type=int, default=1, help="how many links to issue (one per person)")
     p.add_argument("--expires", help="when the links stop working: ISO 8601 with offset, or a duration (30m, 48h, 7d)")
     p.add_argument("--label", default="", help="what the batch is for (shown in the counts and the audit)")
