@@ -9,8 +9,21 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from admission import admin, appointments, audit, changes, holds, queries, reports, search, supply, support, waitlist
-from admission.auth import CLAIMS_PATH, cors_middleware, throttle_middleware, token_middleware
+from admission import (
+    admin,
+    appointments,
+    audit,
+    calendar,
+    changes,
+    holds,
+    queries,
+    reports,
+    search,
+    supply,
+    support,
+    waitlist,
+)
+from admission.auth import CLAIMS_PATH, UNSUBSCRIBE_PREFIX, cors_middleware, throttle_middleware, token_middleware
 from admission.availability import Availability, Cache
 from admission.freeze import Freezes
 from admission.keys import (
@@ -122,6 +135,8 @@ def create_app(
     r.add_get("/api/v1/appointments/{appointment_id}", appointments.get_appointment)
     r.add_delete("/api/v1/appointments/{appointment_id}", changes.cancel_appointment)
     r.add_post("/api/v1/appointments/{appointment_id}/reschedule", changes.reschedule_appointment)
+    r.add_get("/api/v1/appointments/{appointment_id}/calendar.ics", calendar.get_calendar)
+    r.add_post(UNSUBSCRIBE_PREFIX + "{token}", calendar.unsubscribe)
     r.add_get("/api/v1/attempts/{attempt_id}", appointments.get_attempt)
     r.add_post("/api/v1/waitlist", waitlist.join_waitlist)
     r.add_delete("/api/v1/waitlist/{entry_id}", waitlist.leave_waitlist)

@@ -19,6 +19,8 @@ from shared.http import Handler, bearer
 
 # The signed claim link is the credential there (an offer may come long after the admission expired).
 CLAIMS_PATH = "/api/v1/waitlist/claims"
+# One-click reminder opt-out (RFC 8058): the link's own signed token is the credential.
+UNSUBSCRIBE_PREFIX = "/api/v1/reminders/unsubscribe/"
 LIMITED_PATHS = ("/api/v1/", "/admin/v1/")
 _CORS_HEADERS = "Authorization, Content-Type, Idempotency-Key, X-Device-Key"
 _CORS_METHODS = "GET, POST, DELETE, OPTIONS"
@@ -34,6 +36,8 @@ def token_failed(app: web.Application, event_id: str | None, reason: str) -> Non
 @web.middleware
 async def token_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not request.path.startswith("/api/v1/") or request.path == CLAIMS_PATH:
+        return await handler(request)
+    if request.path.startswith(UNSUBSCRIBE_PREFIX):
         return await handler(request)
     token = bearer(request)
     try:

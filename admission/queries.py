@@ -37,6 +37,17 @@ JOIN sites si ON si.site_id = s.site_id
 WHERE ap.appointment_id = $1 AND ap.token_id = $2
 """
 
+# The calendar file of the admission's appointment (admission/calendar.py).
+APPOINTMENT_CALENDAR = """
+SELECT ap.appointment_id, ap.status, ap.sequence, s.starts_at, s.ends_at, si.timezone, si.name AS site_name,
+       si.address, t.name AS type_name
+FROM appointments ap
+JOIN slots s ON s.slot_id = ap.slot_id
+JOIN sites si ON si.site_id = s.site_id
+LEFT JOIN appointment_types t ON t.type_id = s.type_id
+WHERE ap.appointment_id = $1 AND ap.token_id = $2
+"""
+
 # --- idempotency keys, availability read model, readiness (admission/idempotency.py, availability.py, app.py) ---
 
 # A stored response of a synchronous POST, if its key is younger than $3 hours.

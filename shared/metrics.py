@@ -150,5 +150,20 @@ class Metrics:
             registry=r,
         )
 
+        # Issue 9: the outbox's delivery (booking_worker/dispatcher.py). ``result``: sent, retry, failed
+        # (past the retry budget: the dead letter), cancelled (its appointment changed first).
+        self.notifications = Counter(
+            "surgegate_notifications", "Notifications handled by the dispatcher, by kind and result",
+            ["kind", "result"], registry=r,
+        )  # fmt: skip
+        self.notifications_backlog = Gauge(
+            "surgegate_notifications_backlog", "Notifications queued and due now, not yet sent", registry=r
+        )
+        self.notifications_oldest_due_age = Gauge(
+            "surgegate_notifications_oldest_due_age_seconds",
+            "How long the oldest due, unsent notification has been due (0: none)",
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -182,3 +182,13 @@ async def opt_out(con: asyncpg.Connection, person_ref: bytes) -> None:
     """No more reminders for this person (their queued ones are withdrawn too). Safe to repeat."""
     await con.execute(queries.OPT_OUT_REMINDERS, person_ref)
     await con.execute(queries.WITHDRAW_REMINDERS_OF_PERSON, person_ref, sorted(REMINDERS))
+
+
+async def opt_out_of_appointment(con: asyncpg.Connection, appointment_id: uuid.UUID) -> bool:
+    """:func:`opt_out` for the person of ``appointment_id`` (a reminder's unsubscribe link names
+    the appointment, never the person). False if there is no such appointment."""
+    person_ref = await con.fetchval(queries.APPOINTMENT_PERSON_REF, appointment_id)
+    if person_ref is None:
+        return False
+    await opt_out(con, bytes(person_ref))
+    return True

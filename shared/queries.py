@@ -297,6 +297,8 @@ WHERE appointment_id = $1 AND status = 'queued' AND kind = ANY($2::text[])
 RETURNING notification_id
 """
 
+APPOINTMENT_PERSON_REF = "SELECT person_ref FROM appointments WHERE appointment_id = $1"
+
 OPT_OUT_REMINDERS = "INSERT INTO reminder_opt_outs (person_ref) VALUES ($1) ON CONFLICT DO NOTHING"
 
 WITHDRAW_REMINDERS_OF_PERSON = """

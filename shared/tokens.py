@@ -25,6 +25,7 @@ CHALLENGE_SALT = "surgegate.pow-challenge.v1"
 ADMISSION_SALT = "surgegate.admission.v1"
 CLAIM_SALT = "surgegate.waitlist-claim.v1"
 INVITE_SALT = "surgegate.invite.v1"
+UNSUBSCRIBE_SALT = "surgegate.reminder-unsubscribe.v1"
 
 
 @dataclass(frozen=True)
@@ -232,6 +233,20 @@ class TokenCodec:
         if not isinstance(claims.get("exp"), int) or self._clock() > claims["exp"] + self._leeway_s:
             raise TokenExpired("this invite has expired")
         return claims
+
+    # --- reminder opt-out links (List-Unsubscribe, booking_worker/dispatcher.py) ----------------------
+
+    def sign_unsubscribe(self, appointment_id: str) -> str:
+        """A link's token that opts the person of ``appointment_id`` out of reminders; no expiry (an
+        old reminder's link must keep working), and good for nothing else."""
+        return self._sign(UNSUBSCRIBE_SALT, {"a": appointment_id})
+
+    def read_unsubscribe(self, token: str) -> str:
+        """The appointment id an unsubscribe token names; TokenInvalid otherwise."""
+        _, claims = self._load(token, UNSUBSCRIBE_SALT)
+        if not isinstance(claims.get("a"), str):
+            raise TokenInvalid(reason="malformed")
+        return str(claims["a"])
 
     def _is_ticket(self, token: str) -> bool:
         try:

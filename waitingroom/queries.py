@@ -187,11 +187,12 @@ FROM invite_batches AS b JOIN invites AS i USING (batch_id)
 WHERE b.event_id = $1
 """
 
-# The notification backlog (one figure for all events: notifications name no event): queued and
-# due. A retried one is due again at next_attempt_at, as the dispatcher claims it (index
-# notifications_due); a reminder queued for later is not due before its due_at.
+# The notification backlog (one figure for all events: notifications name no event): due and not yet
+# sent, as the dispatcher's gauges count it (booking_worker/queries.py NOTIFICATION_BACKLOG), so the
+# console and the dashboard agree. One waiting for a retry is still due since its due_at: its person
+# has waited that long; a reminder queued for later is not due before its due_at.
 CONSOLE_NOTIFICATION_BACKLOG = """
-SELECT count(*) AS due, extract(epoch FROM now() - min(coalesce(next_attempt_at, due_at))) AS oldest_due_age_s
+SELECT count(*) AS due, extract(epoch FROM now() - min(due_at)) AS oldest_due_age_s
 FROM notifications
-WHERE status = 'queued' AND coalesce(next_attempt_at, due_at) <= now()
+WHERE status IN ('queued', 'sending') AND due_at <= now()
 """

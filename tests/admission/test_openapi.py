@@ -297,6 +297,11 @@ async def test_a_real_flow_answers_what_the_document_says(
 
     # manage: read, cancel (twice is harmless), and a change to a cancelled appointment is refused
     assert (await client.call("GET", path, headers=auth(a)))[0] == 200
+    status, ics = await client.call("GET", f"{path}/calendar.ics", headers=auth(a))
+    assert status == 200 and "BEGIN:VCALENDAR" in str(ics)
+    unsubscribe = f"/api/v1/reminders/unsubscribe/{codec.sign_unsubscribe(booked['appointment_id'])}"
+    assert (await client.call("POST", unsubscribe))[1] == {"reminders": "off"}
+    assert (await client.call("POST", "/api/v1/reminders/unsubscribe/k1.forged"))[0] == 401
     assert (await client.call("GET", f"/api/v1/appointments/{uuid.uuid4()}", headers=auth(a)))[0] == 404
     assert (await client.call("DELETE", path, headers=auth(a)))[1]["late"] is False
     status, again_cancelled = await client.call("DELETE", path, headers=auth(a))

@@ -1,0 +1,52 @@
+"""The appointment's calendar file, and the one-click opt-out from reminders (issue 9).
+
+``GET /api/v1/appointments/{id}/calendar.ics``: authorised like ``GET /api/v1/appointments/{id}``
+(the admission that booked it). ``POST /api/v1/reminders/unsubscribe/{token}``: the
+``List-Unsubscribe`` link of reminder emails (RFC 8058 one-click); its signed token names the
+appointment; the person gets no more reminders (confirmations and other messages still go).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from aiohttp import web
+
+from admission import queries
+from admission.keys import CODEC, POOL, admission_of
+from shared import notifications
+from shared.calendar import appointment_ics
+from shared.errors import NotFound
+from shared.http import json_response, path_uuid
+from shared.statuses import AppointmentStatus
+
+
+async def get_calendar(request: web.Request) -> web.Response:
+    admission = admission_of(request)
+    appointment_id = path_uuid(request, "appointment_id", "appointment")
+    async with request.app[POOL].acquire() as con:
+        row = await con.fetchrow(queries.APPOINTMENT_CALENDAR, appointment_id, admission.token_id)
+    if row is None:
+        raise NotFound("no such appointment")
+    cancelled = row["status"] == AppointmentStatus.CANCELLED
+    ics = appointment_ics(
+        appointment_id=row["appointment_id"], sequence=row["sequence"], starts_at=row["starts_at"],
+        ends_at=row["ends_at"], timezone=row["timezone"], site_name=row["site_name"], address=row["address"],
+        summary=row["type_name"] or "Appointment", method="CANCEL" if cancelled else "PUBLISH",
+    )  # fmt: skip
+    return web.Response(
+        body=ics,
+        content_type="text/calendar",
+        charset="utf-8",
+        headers={"Content-Disposition": 'attachment; filename="appointment.ics"', "Cache-Control": "no-store"},
+    )
+
+
+async def unsubscribe(request: web.Request) -> web.Response:
+    """One click: the person of the link's appointment gets no more reminders. Safe to repeat."""
+    appointment_id = uuid.UUID(request.app[CODEC].read_unsubscribe(request.match_info["token"]))
+    async with request.app[POOL].acquire() as con, con.transaction():
+        found = await notifications.opt_out_of_appointment(con, appointment_id)
+    if not found:
+        raise NotFound("no such appointment")
+    return json_response({"reminders": "off"})
