@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,12 @@ def add_admin_options(options: SharedOptions, url_flag: str, service: str) -> No
     options.add("--admin-token", help="owner token (default: SURGEGATE_ADMIN_TOKEN or <data-dir>/secrets.json)")
     options.add("--data-dir", type=Path, default=Path(".surgegate"),
                 help="where `up` keeps its secrets (default .surgegate)")  # fmt: skip
+
+
+def segment(value: str) -> str:
+    """An id typed by the operator as one path segment: a space, ``/`` or ``?`` in it can neither break
+    the request nor reach another route; the service then answers for the id as typed (404, 400)."""
+    return urllib.parse.quote(value, safe="")
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,16 @@ from typing import Any
 
 from shared.settings import Settings
 from surgegate import invite_cli
-from surgegate.admin_client import AdminRefused, Credential, Unreachable, add_admin_options, credential, explain, send
+from surgegate.admin_client import (
+    AdminRefused,
+    Credential,
+    Unreachable,
+    add_admin_options,
+    credential,
+    explain,
+    segment,
+    send,
+)
 from surgegate.completion import complete_with, event_ids
 from surgegate.options import SharedOptions
 
@@ -155,8 +164,9 @@ def _fields(event: dict[str, Any]) -> dict[str, Any]:
 def _confirm(event: dict[str, Any]) -> bool:
     stats = event.get("stats") or {}
     waiting = stats.get("waiting", "?")
+    people = "1 person" if waiting == 1 else f"{waiting} people"
     question = (
-        f"Close event {event['event_id']!r} ({event['name']}) now? {waiting} people waiting and everyone "
+        f"Close event {event['event_id']!r} ({event['name']}) now? {people} waiting and everyone "
         "holding a ticket get event_closed; new joins are refused. [y/N] "
     )
     print(question, end="", flush=True)
@@ -187,7 +197,7 @@ def _print_list(events: list[dict[str, Any]]) -> None:
 
 
 def _act(args: argparse.Namespace, base: str, cred: Credential) -> None:
-    path = f"/admin/v1/events/{args.event_id}" if hasattr(args, "event_id") else "/admin/v1/events"
+    path = f"/admin/v1/events/{segment(args.event_id)}" if hasattr(args, "event_id") else "/admin/v1/events"
     if args.action == "list":
         listed = send(base, "GET", path, cred.token)
         if args.json:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.settings import Settings
-from surgegate.admin_client import admin_token
+from surgegate.admin_client import admin_token, segment
 from surgegate.completion import complete_with, event_ids
 
 DURATION = re.compile(r"^(\d+)([mhd])$")
@@ -65,9 +65,9 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     base = (args.edge_url or settings.edge_url).rstrip("/")
     token = admin_token(args, settings, "event")
-    path = f"/admin/v1/events/{args.event_id}/invites"
+    path = f"/admin/v1/events/{segment(args.event_id)}/invites"
     if args.revoke:
-        status, result = _request(base, "DELETE", f"{path}/{args.revoke}", token)
+        status, result = _request(base, "DELETE", f"{path}/{segment(args.revoke)}", token)
         if status:
             print(f"revoked {result['revoked']} unused invite(s) of batch {result['batch']}")
     elif args.list:
