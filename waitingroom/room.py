@@ -171,10 +171,10 @@ class Room:
         return await self._change(event_id, checked, actor=actor)
 
     async def close_event(self, event_id: str, *, actor: Actor) -> Event:
-        """Close the event now (``closes_at`` = now; an opening still ahead is cancelled, set to null,
-        so the event stays consistent): joins and status polls answer ``event_closed`` from then on.
-        Safe to repeat: an event already closed keeps its closing time. Audited as ``event_closed``
-        with what changed. NotFound when there is no such event."""
+        """Close the event now (``closes_at`` = now; an opening still ahead is cancelled, set to null
+        with its pre-queue time, so the event stays consistent): joins and status polls answer
+        ``event_closed`` from then on. Safe to repeat: an event already closed keeps its closing time.
+        Audited as ``event_closed`` with what changed. NotFound when there is no such event."""
         at = datetime.fromtimestamp(self.clock(), UTC)
 
         def closing(current: Event | None) -> EventUpdate:
@@ -183,10 +183,10 @@ class Room:
             changes: dict[str, datetime | None] = {}
             if current.closes_at is None or current.closes_at > at:
                 changes["closes_at"] = at
-            for field in ("opens_at", "prequeue_opens_at"):
-                value = getattr(current, field)
-                if value is not None and value >= at:
-                    changes[field] = None
+            if current.opens_at is not None and current.opens_at >= at:
+                changes["opens_at"] = None
+                if current.prequeue_opens_at is not None:  # no pre-queue without an opening (events.check)
+                    changes["prequeue_opens_at"] = None
             return EventUpdate.model_validate(changes)
 
         return await self._change(event_id, closing, actor=actor, action="event_closed")
