@@ -100,16 +100,22 @@ def send(
         with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        try:
-            problem = json.loads(exc.read() or b"{}")
-        except ValueError:
-            problem = {}
-        if not isinstance(problem, dict):
-            problem = {}
-        problem.setdefault("detail", exc.reason)
-        raise AdminRefused(exc.code, problem) from None
+        raise AdminRefused(exc.code, problem_of(exc)) from None
     except urllib.error.URLError as exc:
         raise Unreachable(f"cannot reach {base}: {exc.reason}") from None
+
+
+def problem_of(exc: urllib.error.HTTPError) -> dict[str, Any]:
+    """The problem+json of an error answer; a body that is none (a proxy's HTML page) gives just its
+    reason, so the command still says what happened instead of failing on the body."""
+    try:
+        problem = json.loads(exc.read() or b"{}")
+    except ValueError:
+        problem = {}
+    if not isinstance(problem, dict):
+        problem = {}
+    problem.setdefault("detail", exc.reason)
+    return problem
 
 
 def explain(command: str, refused: AdminRefused, source: str) -> None:
@@ -147,7 +153,7 @@ def call(
                 return 0
             result = json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        problem = json.loads(exc.read() or b"{}")
+        problem = problem_of(exc)
         print(f"surgegate {command}: {exc.code} {problem.get('code', '')}: {problem.get('detail', exc.reason)}",
               file=sys.stderr)  # fmt: skip
         if exc.code in (401, 403):

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.settings import Settings
-from surgegate.admin_client import admin_token, segment
+from surgegate.admin_client import admin_token, problem_of, segment
 from surgegate.completion import complete_with, event_ids
 
 DURATION = re.compile(r"^(\d+)([mhd])$")
@@ -100,7 +100,7 @@ def _request(base: str, method: str, path: str, token: str, body: Any = None) ->
             result: dict[str, Any] = json.loads(resp.read())
             return True, result
     except urllib.error.HTTPError as exc:
-        problem = json.loads(exc.read() or b"{}")
+        problem = problem_of(exc)
         print(f"surgegate event invites: {exc.code} {problem.get('code', '')}: {problem.get('detail', exc.reason)}",
               file=sys.stderr)  # fmt: skip
         for error in problem.get("errors", []):
