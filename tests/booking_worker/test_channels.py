@@ -52,3 +52,29 @@ async def test_credentials_from_the_url_log_in() -> None:
         assert len(sink.messages) == 1
     finally:
         controller.stop()
+
+
+class RefusesOne(MailSink):
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if b"Subject: refuse me" in envelope.content:
+            return "554 5.6.0 not this one"
+        return await super().handle_DATA(server, session, envelope)
+
+
+async def test_a_batch_goes_on_after_a_refused_message() -> None:
+    sink = RefusesOne()
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        messages = []
+        for subject in ("one", "refuse me", "three"):
+            message = EmailMessage()
+            message["From"], message["To"], message["Subject"] = "a@localhost", "b@example.org", subject
+            message.set_content("hi")
+            messages.append(message)
+        results = await SmtpChannel(SmtpTarget.from_url(f"smtp://127.0.0.1:{port}")).send_batch(messages)
+        assert results == [None, "SMTPDataError 554", None]
+        assert [m["Subject"] for m in sink.messages] == ["one", "three"]
+    finally:
+        controller.stop()
