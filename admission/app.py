@@ -15,7 +15,10 @@ from admission import (
     audit,
     calendar,
     changes,
+    claim_page,
     holds,
+    manage,
+    pages,
     queries,
     reports,
     search,
@@ -23,7 +26,14 @@ from admission import (
     support,
     waitlist,
 )
-from admission.auth import CLAIMS_PATH, UNSUBSCRIBE_PREFIX, cors_middleware, throttle_middleware, token_middleware
+from admission.auth import (
+    CLAIMS_PATH,
+    MANAGE_LINKS_PATH,
+    UNSUBSCRIBE_PREFIX,
+    cors_middleware,
+    throttle_middleware,
+    token_middleware,
+)
 from admission.availability import Availability, Cache
 from admission.freeze import Freezes
 from admission.keys import (
@@ -53,6 +63,7 @@ from shared.http import (
 )
 from shared.idp import IdentityProvider
 from shared.limits import parse_networks
+from shared.manage import MANAGE_PATH
 from shared.metrics import Metrics
 from shared.persons import PersonVault
 from shared.redis import create_arq_pool, create_redis
@@ -85,7 +96,7 @@ def create_app(
         client_max_size=settings.max_body_bytes,
         handler_args=server_handler_args(),
     )
-    add_security_headers(app)  # no pages here: every response gets the strictest policy
+    add_security_headers(app)  # the strictest policy; the few pages (admission/pages.py) set their own
     app[SETTINGS] = settings
     app[STAFF] = StaffDirectory(settings.admin_tokens, idp=IdentityProvider.from_settings(settings))
     app[METRICS] = metrics
@@ -141,6 +152,18 @@ def create_app(
     r.add_post("/api/v1/waitlist", waitlist.join_waitlist)
     r.add_delete("/api/v1/waitlist/{entry_id}", waitlist.leave_waitlist)
     r.add_post(CLAIMS_PATH, waitlist.claim_offer)
+    r.add_post(MANAGE_LINKS_PATH, manage.request_link)
+    r.add_get(MANAGE_PATH, manage.open_link)
+    r.add_post(MANAGE_PATH, manage.request_link_form)
+    r.add_get(f"{MANAGE_PATH}/{{appointment_id}}", manage.show)
+    r.add_post(f"{MANAGE_PATH}/{{appointment_id}}/cancel", manage.cancel)
+    r.add_get(f"{MANAGE_PATH}/{{appointment_id}}/reschedule", manage.reschedule_form)
+    r.add_get(f"{MANAGE_PATH}/{{appointment_id}}/calendar.ics", manage.calendar)
+    r.add_post(f"{MANAGE_PATH}/{{appointment_id}}/reschedule", manage.reschedule)
+    r.add_get("/manage.css", pages.stylesheet)
+    r.add_get(claim_page.CLAIM_PATH, claim_page.open_claim)
+    r.add_post(claim_page.CLAIM_PATH, claim_page.claim)
+    r.add_post(f"{claim_page.CLAIM_PATH}/book", claim_page.book)
     r.add_post("/admin/v1/sites", admin.post_site)
     r.add_post("/admin/v1/slots", admin.post_slots)
     r.add_get("/admin/v1/slots/{slot_id}", admin.get_slot)

@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import uuid
-from datetime import date
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import redis.exceptions
@@ -24,7 +24,7 @@ from arq.jobs import ResultNotFound
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from admission import queries
-from admission.auth import token_failed
+from admission.auth import appointment_access, token_failed
 from admission.availability import slot_place_and_time
 from admission.idempotency import check_key_cap, idempotency_key
 from admission.keys import ARQ, FREEZES, METRICS, POOL, SETTINGS, VAULT, admission_of
@@ -32,8 +32,10 @@ from shared import attempts, seats
 from shared.booking import BookingJob, BookingOutcome, attempt_id_for, utc_iso
 from shared.errors import Code, IdempotencyConflict, IdempotencyInProgress, NotFound, Overloaded, Refused
 from shared.http import json_response, path_uuid, read_json
+from shared.manage import manage_url
 from shared.redis import job_of
 from shared.statuses import AttemptStatus, Language
+from shared.tokens import Admission
 
 log = logging.getLogger("surgegate.admission")
 
@@ -131,6 +133,11 @@ def _request_hash(key: bytes, body: BookingIn) -> str:
     return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()
 
 
+def request_digest(request: web.Request, body: BookingIn) -> str:
+    """A keyed digest of a booking body (nothing of the person can be read back from it)."""
+    return _request_hash(request.app[VAULT].hash_key, body)
+
+
 def _answer(request: web.Request, outcome: BookingOutcome, request_hash: str) -> web.Response:
     metrics = request.app[METRICS]
     if not hmac.compare_digest(outcome.request_hash, request_hash):
@@ -143,7 +150,7 @@ def _answer(request: web.Request, outcome: BookingOutcome, request_hash: str) ->
         )
     if outcome.status == AttemptStatus.CONFIRMED:
         metrics.booking_requests.labels(outcome.event_id, "confirmed").inc()
-        return json_response(outcome.confirmation(), status=201)
+        return json_response({**outcome.confirmation(), "manage_url": outcome_manage_url(request, outcome)}, status=201)
     assert outcome.code is not None
     metrics.booking_requests.labels(outcome.event_id, outcome.code).inc()
     # A token used outside its scope, or used again after it booked, fails verification late.
@@ -153,6 +160,15 @@ def _answer(request: web.Request, outcome: BookingOutcome, request_hash: str) ->
     raise Refused(Code(outcome.code))
 
 
+def outcome_manage_url(request: web.Request, outcome: BookingOutcome) -> str:
+    """The manage link of a confirmed outcome, valid until its appointment ends."""
+    assert outcome.appointment_id is not None
+    assert outcome.starts_at is not None
+    # An outcome stored before ends_at was recorded: a day past the start bounds any appointment type.
+    ends = outcome.ends_at or utc_iso(datetime.fromisoformat(outcome.starts_at) + timedelta(days=1))
+    return manage_url(request.app[SETTINGS], uuid.UUID(outcome.appointment_id), datetime.fromisoformat(ends))
+
+
 async def _stored_outcome(request: web.Request, attempt_id: uuid.UUID) -> BookingOutcome | None:
     async with request.app[POOL].acquire() as con:
         return await attempts.outcome_of(con, attempt_id)
@@ -160,10 +176,16 @@ async def _stored_outcome(request: web.Request, attempt_id: uuid.UUID) -> Bookin
 
 async def create_appointment(request: web.Request) -> web.Response:
     admission = admission_of(request)
-    vault = request.app[VAULT]
     key = idempotency_key(request, required=True)
     assert key is not None
     body = await read_json(request, BookingIn)
+    return await book_as(request, admission, key, body)
+
+
+async def book_as(request: web.Request, admission: Admission, key: str, body: BookingIn) -> web.Response:
+    """Book for ``admission`` under ``key`` (the API, and the claim page with its own key): 201, 202 or
+    a Refused raised, exactly as ``POST /api/v1/appointments`` answers."""
+    vault = request.app[VAULT]
     person_ref = vault.ref(body.person.id_number, field=("person", "id_number"))
     request_hash = _request_hash(vault.hash_key, body)
     attempt_id = attempt_id_for(admission.token_id, key)
@@ -275,14 +297,15 @@ async def get_attempt(request: web.Request) -> web.Response:
         outcome = await attempts.outcome_of(con, attempt_id, token_id=admission.token_id)
     if outcome is None:
         raise NotFound("no such attempt")
-    return json_response(
-        {
-            "attempt_id": outcome.attempt_id,
-            "status": outcome.status,
-            "appointment_id": outcome.appointment_id,
-            "code": outcome.code,
-        }
-    )
+    body: dict[str, Any] = {
+        "attempt_id": outcome.attempt_id,
+        "status": outcome.status,
+        "appointment_id": outcome.appointment_id,
+        "code": outcome.code,
+    }
+    if outcome.status == AttemptStatus.CONFIRMED:
+        body["manage_url"] = outcome_manage_url(request, outcome)
+    return json_response(body)
 
 
 def _appointment_json(row: Any) -> dict[str, Any]:
@@ -301,10 +324,13 @@ def _appointment_json(row: Any) -> dict[str, Any]:
 
 
 async def get_appointment(request: web.Request) -> web.Response:
-    admission = admission_of(request)
+    """The appointment, for the admission that made it or the holder of its manage credential."""
     appointment_id = path_uuid(request, "appointment_id", "appointment")
+    access = appointment_access(request, appointment_id)
     async with request.app[POOL].acquire() as con:
-        row = await con.fetchrow(queries.GET_APPOINTMENT, appointment_id, admission.token_id)
+        row = await con.fetchrow(queries.GET_APPOINTMENT, appointment_id, access.token_id)
     if row is None:
         raise NotFound("no such appointment")
-    return json_response(_appointment_json(row))
+    return json_response(
+        {**_appointment_json(row), "manage_url": manage_url(request.app[SETTINGS], appointment_id, row["ends_at"])}
+    )

@@ -1,7 +1,9 @@
 """The appointment's calendar file, and the one-click opt-out from reminders (issue 9).
 
 ``GET /api/v1/appointments/{id}/calendar.ics``: authorised like ``GET /api/v1/appointments/{id}``
-(the admission that booked it). ``POST /api/v1/reminders/unsubscribe/{token}``: the
+(the admission that booked it, or the appointment's manage credential:
+:func:`admission.auth.appointment_access`); the manage page serves the same file
+(:func:`calendar_file`). ``POST /api/v1/reminders/unsubscribe/{token}``: the
 ``List-Unsubscribe`` link of reminder emails (RFC 8058 one-click); its signed token names the
 appointment; the person gets no more reminders (confirmations and other messages still go).
 """
@@ -13,7 +15,8 @@ import uuid
 from aiohttp import web
 
 from admission import queries
-from admission.keys import CODEC, POOL, admission_of
+from admission.auth import appointment_access
+from admission.keys import CODEC, POOL
 from shared import notifications
 from shared.calendar import appointment_ics
 from shared.errors import NotFound
@@ -22,10 +25,15 @@ from shared.statuses import AppointmentStatus
 
 
 async def get_calendar(request: web.Request) -> web.Response:
-    admission = admission_of(request)
     appointment_id = path_uuid(request, "appointment_id", "appointment")
+    return await calendar_file(request, appointment_id, appointment_access(request, appointment_id).token_id)
+
+
+async def calendar_file(request: web.Request, appointment_id: uuid.UUID, token_id: str | None) -> web.Response:
+    """The appointment's .ics: of the admission ``token_id``, or any (None: the caller verified its
+    manage credential)."""
     async with request.app[POOL].acquire() as con:
-        row = await con.fetchrow(queries.APPOINTMENT_CALENDAR, appointment_id, admission.token_id)
+        row = await con.fetchrow(queries.APPOINTMENT_CALENDAR, appointment_id, token_id)
     if row is None:
         raise NotFound("no such appointment")
     cancelled = row["status"] == AppointmentStatus.CANCELLED

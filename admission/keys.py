@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import asyncpg
 from aiohttp import web
 from arq.connections import ArqRedis
@@ -29,6 +31,7 @@ FREEZES = web.AppKey("freezes", Freezes)
 TOKEN_FAILURES = web.AppKey("token_failures", TokenFailureCounter)  # flushed to Redis for the console
 
 ADMISSION = web.RequestKey("admission", Admission)  # the verified token of this request
+MANAGED = web.RequestKey("managed", uuid.UUID)  # the appointment a verified manage credential names
 
 
 def admission_of(request: web.Request) -> Admission:

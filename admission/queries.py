@@ -34,7 +34,7 @@ SELECT ap.appointment_id, ap.event_id, ap.status, ap.slot_id, ap.created_at, ap.
 FROM appointments ap
 JOIN slots s ON s.slot_id = ap.slot_id
 JOIN sites si ON si.site_id = s.site_id
-WHERE ap.appointment_id = $1 AND ap.token_id = $2
+WHERE ap.appointment_id = $1 AND ($2::text IS NULL OR ap.token_id = $2)  -- NULL: by its manage credential
 """
 
 # The calendar file of the admission's appointment (admission/calendar.py).
@@ -45,7 +45,7 @@ FROM appointments ap
 JOIN slots s ON s.slot_id = ap.slot_id
 JOIN sites si ON si.site_id = s.site_id
 LEFT JOIN appointment_types t ON t.type_id = s.type_id
-WHERE ap.appointment_id = $1 AND ap.token_id = $2
+WHERE ap.appointment_id = $1 AND ($2::text IS NULL OR ap.token_id = $2)  -- NULL: by its manage credential
 """
 
 # --- idempotency keys, availability read model, readiness (admission/idempotency.py, availability.py, app.py) ---
@@ -87,3 +87,28 @@ PING = "SELECT 1"
 
 # An operator's freeze of an event's bookings (admission/freeze.py); no row: not frozen.
 EVENT_FREEZE = "SELECT bookings_frozen, freeze_reason FROM events WHERE event_id = $1"
+
+# --- the manage page (admission/manage.py) ----------------------------------------------------------
+
+# What the manage page shows of one appointment: what, where, when, and the type's cancel policy.
+MANAGED_APPOINTMENT = """
+SELECT ap.appointment_id, ap.event_id, ap.status, ap.slot_id, ap.cancel_late, s.type_id, s.site_id, s.starts_at,
+       s.ends_at, si.name AS site_name, si.region, si.address, si.timezone, si.lat, si.lng, t.name AS type_name,
+       coalesce(t.cancel_cutoff_minutes, 0) AS cancel_cutoff_minutes
+FROM appointments ap
+JOIN slots s ON s.slot_id = ap.slot_id
+JOIN sites si ON si.site_id = s.site_id
+LEFT JOIN appointment_types t ON t.type_id = s.type_id
+WHERE ap.appointment_id = $1
+"""
+
+# What the claim page shows of an offer (admission/claim_page.py).
+OFFER_FOR_PAGE = """
+SELECT o.offer_id, o.status, o.expires_at, s.type_id, s.starts_at, s.ends_at, si.name AS site_name, si.region,
+       si.address, si.timezone, si.lat, si.lng, t.name AS type_name
+FROM waitlist_offers o
+JOIN slots s ON s.slot_id = o.slot_id
+JOIN sites si ON si.site_id = s.site_id
+LEFT JOIN appointment_types t ON t.type_id = s.type_id
+WHERE o.offer_id = $1
+"""

@@ -47,6 +47,7 @@ REDIS_TIMEOUT_S = 0.5
 _DETAIL = {
     "token": "too many requests with this admission; retry after the time in Retry-After",
     "client": "too many requests from your network; retry after the time in Retry-After",
+    "manage_links": "too many requests for links from your network; retry after the time in Retry-After",
 }
 
 
@@ -68,6 +69,7 @@ class Throttle:
             ("token", "write"): Limit(s.api_token_write_limit_per_min, s.api_token_write_limit_burst),
             ("client", "read"): Limit(s.api_client_read_limit_per_min, s.api_client_read_limit_burst),
             ("client", "write"): Limit(s.api_client_write_limit_per_min, s.api_client_write_limit_burst),
+            ("manage_links", "write"): Limit(s.manage_link_limit_per_min, s.manage_link_limit_burst),
         }
         self._shared = Buckets(redis)
         self._local = LocalBuckets()
@@ -96,6 +98,18 @@ class Throttle:
             scope = scopes[verdict.refused_by][0]
             self._metrics.api_throttled.labels(scope, kind).inc()
             raise RateLimited(_DETAIL[scope], retry_after=verdict.retry_after_s)
+
+    async def check_manage_links(self, *, peer: str | None, forwarded_for: str | None) -> None:
+        """Take one request for a lost manage link from the client's own, much smaller bucket (each may
+        email someone); raise RateLimited when it is empty. The general limits apply as well."""
+        charge = (api_bucket_key("manage_links", "write", client_key(peer, forwarded_for, self._trusted)),
+                  self._limits["manage_links", "write"])  # fmt: skip
+        if not charge[1].enabled:
+            return
+        verdict = await self._take([charge])
+        if not verdict.allowed:
+            self._metrics.api_throttled.labels("manage_links", "write").inc()
+            raise RateLimited(_DETAIL["manage_links"], retry_after=verdict.retry_after_s)
 
     async def _take(self, charges: list[Charge]) -> Verdict:
         now = self._clock()

@@ -14,7 +14,7 @@ import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from admission.appointments import PersonIn
+from admission.appointments import PersonIn, accepted_language
 from admission.holds import hold_json
 from admission.idempotency import run_once
 from admission.keys import AVAILABILITY, CODEC, METRICS, POOL, VAULT, WAITLIST, admission_of
@@ -46,11 +46,17 @@ async def join_waitlist(request: web.Request) -> web.Response:
     vault = request.app[VAULT]
     person_ref = vault.ref(body.person.id_number, field=("person", "id_number"))
 
+    # How to reach them about offers (by email, and text message with a phone), in their language.
+    contact: dict[str, Any] = {"name": body.person.name, "email": body.person.email,
+                               "language": accepted_language(request.headers.get("Accept-Language"))}  # fmt: skip
+    if body.person.phone:
+        contact["phone"] = body.person.phone
+
     async def join(con: asyncpg.Connection) -> tuple[int, dict[str, Any]]:
         entry = await request.app[WAITLIST].join_as_admission(
             con, event_id=admission.event_id, site_id=body.site_id, type_id=body.type_id, day=body.day,
             person_ref=person_ref,
-            person_sealed=vault.seal({"name": body.person.name, "email": body.person.email}),
+            person_sealed=vault.seal(contact),
             token_id=admission.token_id, now=seats.utcnow(),
         )  # fmt: skip
         return 201, {**entry, "site_id": body.site_id, "type_id": body.type_id, "day": body.day.isoformat(),

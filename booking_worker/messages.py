@@ -134,7 +134,9 @@ def render(
         when = _iso_when(payload.get("local_starts_at") or payload.get("starts_at"), language)
     where = ", ".join(p for p in (facts.site_name, facts.address) if p) or str(payload.get("site_id", ""))
     claim = ""
-    if payload.get("claim_token"):
+    if payload.get("claim_url"):  # the claim page (admission/claim_page.py)
+        claim = str(payload["claim_url"])
+    elif payload.get("claim_token"):
         claim = f"{payload.get('claim_endpoint', '')}?claim={payload['claim_token']}"
     text = body.format(
         when=when, where=where, claim=claim, expires=_iso_when(payload.get("expires_at"), language),

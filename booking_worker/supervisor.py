@@ -36,6 +36,7 @@ from arq.worker import Worker
 from redis.exceptions import RedisError
 
 from booking_worker.booking import requeue_pending
+from booking_worker.dispatcher import Dispatcher
 from booking_worker.outages import POSTGRESQL, REDIS, Outages
 from booking_worker.worker import WorkerSettings, build_worker, open_database
 from shared.db import DATABASE_UNAVAILABLE
@@ -82,6 +83,7 @@ class Supervisor:
     async def run(self) -> None:
         """Run workers until :meth:`stop`; closes everything it opened before returning."""
         runner = await self._serve_metrics() if self.serve_metrics else None
+        dispatching = asyncio.create_task(self._dispatch())
         delay = RECONNECT_FIRST_S
         try:
             while not self._stopping.is_set():
@@ -93,6 +95,8 @@ class Supervisor:
                     await asyncio.wait_for(self._stopping.wait(), delay)
                 delay = min(delay * 2, RECONNECT_MAX_S)
         finally:
+            self._stopping.set()
+            await asyncio.gather(dispatching, return_exceptions=True)
             if runner is not None:
                 await runner.cleanup()
             if self._pool is not None:
@@ -138,6 +142,22 @@ class Supervisor:
                 raise error
             self.outages.down(REDIS, error)
         return True
+
+    async def _dispatch(self) -> None:
+        """The outbox's dispatcher (booking_worker/dispatcher.py) on the pool the workers share: it
+        needs no Redis, so it runs through Redis outages, from the first moment a pool exists."""
+        while self._pool is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), 0.5)
+            if self._stopping.is_set():
+                return
+        if not self.settings.secret_keys:
+            log.warning("notifications stay queued: no SURGEGATE_SECRET_KEYS to sign their links with")
+            return
+        dispatcher = Dispatcher(self._pool, self.settings, metrics=self.metrics)
+        if not dispatcher.channels:
+            log.warning("notifications stay queued: neither SURGEGATE_SMTP_URL nor the SMS webhook is set")
+        await dispatcher.run(self._stopping)
 
     async def _database(self) -> asyncpg.Pool | None:
         if self._pool is None:

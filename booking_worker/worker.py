@@ -44,8 +44,9 @@ log = logging.getLogger("surgegate.booking_worker")
 
 
 async def open_database(settings: Settings) -> asyncpg.Pool:
-    """The worker's PostgreSQL pool: one connection per job slot, plus one for the periodic jobs."""
-    return await create_pool(settings.require_database(), min_size=1, max_size=MAX_JOBS + 1)
+    """The worker's PostgreSQL pool: one connection per job slot, plus one for the periodic jobs and
+    one for the notification dispatcher (booking_worker/dispatcher.py)."""
+    return await create_pool(settings.require_database(), min_size=1, max_size=MAX_JOBS + 2)
 
 
 async def startup(ctx: dict[str, Any]) -> None:

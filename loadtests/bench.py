@@ -12,6 +12,9 @@ Markdown table: figure, surgegate, baseline, ratio. Nothing is asserted: the num
   through asyncpg with the same concurrency (the SQL floor of the path)
 * other users' hold latency while one admission token floods POST /holds with fresh Idempotency-Keys
   vs  the same with nobody flooding: with the API's limits and caps (defaults), and without them
+* a reminder burst: reminders/s the notification dispatcher delivers (claim, render, .eml-keeping
+  SMTP sink, mark sent)  vs  raw aiosmtplib sends of the same messages to the same sink, at the
+  dispatcher's concurrency (its batch size)
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import contextlib
 import json
 import os
 import platform
+import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +34,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
 from pathlib import Path
 
 import psutil
@@ -358,6 +363,82 @@ def describe_machine() -> str:
             f" {platform.system()} {platform.release()}, Python {platform.python_version()}")  # fmt: skip
 
 
+def start_mail_sink(directory: Path, port: int) -> subprocess.Popen[bytes]:
+    """`surgegate up`'s mail sink, as its own process, once it listens."""
+    sink = subprocess.Popen([sys.executable, "-m", "surgegate.mailsink", str(directory), str(port)])
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return sink
+        except OSError:
+            if time.monotonic() > deadline:
+                stop(sink)
+                raise
+            time.sleep(0.1)
+
+
+async def reminder_figures(dsn: str, args: argparse.Namespace, workdir: Path) -> tuple[Result, Result]:
+    """(dispatcher, raw aiosmtplib): ``args.reminders`` reminders due at once, delivered to one local
+    SMTP sink process (surgegate/mailsink.py, which writes each as a .eml file)."""
+    import aiosmtplib
+
+    from booking_worker.channels import SmtpChannel, SmtpTarget
+    from booking_worker.dispatcher import Dispatcher
+    from shared import notifications
+    from shared.settings import Settings
+
+    settings = Settings(database_url=dsn, secret_keys=(("bench", KEYS.split(":", 1)[1]),))
+    vault = PersonVault.from_settings(settings)
+    port = free_port()
+    sink = await asyncio.to_thread(start_mail_sink, workdir / "mail", port)
+    try:
+        pool = await create_pool(dsn, min_size=2, max_size=4)
+        try:
+            slot = (await prepare_database(dsn))[0]
+            now = utcnow()
+            async with pool.acquire() as con, con.transaction():
+                await con.execute("DELETE FROM notifications")
+                for i in range(args.reminders):
+                    appointment_id = uuid.uuid4()
+                    sealed = vault.seal({"email": f"person{i}@example.org", "language": "en"})
+                    await con.execute(
+                        "INSERT INTO appointments (appointment_id, event_id, slot_id, token_id, person_ref,"
+                        " person_sealed, status) VALUES ($1, 'bench', $2, $3, $4, $5, 'confirmed')",
+                        appointment_id, slot, f"reminder-{i}", vault.ref(f"R{i}"), sealed,
+                    )  # fmt: skip
+                    await notifications.queue(
+                        con, vault, kind="reminder_1h", appointment_id=appointment_id, due_at=now,
+                        payload={"email": f"person{i}@example.org"}, person_ref=vault.ref(f"R{i}"), sequence=0,
+                    )  # fmt: skip
+            channel = SmtpChannel(SmtpTarget("127.0.0.1", port, None, None, False))
+            dispatcher = Dispatcher(pool, settings, channels={"email": channel})
+            started = time.perf_counter()
+            while await dispatcher.run_once():
+                pass
+            ours = Result(requests=args.reminders, seconds=time.perf_counter() - started)
+            sent = await pool.fetchval("SELECT count(*) FROM notifications WHERE status = 'sent'")
+            assert sent == args.reminders, f"{sent} of {args.reminders} reminders sent"
+        finally:
+            await pool.close()
+        # The baseline: the same number of ready-made messages, sent raw at the same concurrency.
+        gate = asyncio.Semaphore(settings.notify_batch)
+
+        async def raw(i: int) -> None:
+            message = EmailMessage()
+            message["From"], message["To"], message["Subject"] = settings.mail_from, f"p{i}@example.org", "Reminder"
+            message.set_content("A reminder: your appointment is in an hour.")
+            async with gate:
+                await aiosmtplib.send(message, hostname="127.0.0.1", port=port, start_tls=False)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(raw(i) for i in range(args.reminders)))
+        base = Result(requests=args.reminders, seconds=time.perf_counter() - started)
+    finally:
+        stop(sink)
+    return ours, base
+
+
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp, backing_services(Path(tmp)) as (dsn, redis_url):
         env = {k: v for k, v in os.environ.items() if not k.startswith("SURGEGATE_")}
@@ -370,6 +451,7 @@ async def main(args: argparse.Namespace) -> None:
         rows += await search_figures(env, dsn, args) if "search" in args.figures else []
         path, direct = await booking_figures(env, dsn, args) if "bookings" in args.figures else (Result(), Result())
         holds = await hold_figures(env, dsn, args) if "holds" in args.figures else []
+        reminders = await reminder_figures(dsn, args, Path(tmp)) if "reminders" in args.figures else None
 
     print(f"\nMachine: {describe_machine()}")
     print(f"Run: {args.seconds:.0f} s per HTTP figure, {args.concurrency} connections, {args.bookings} bookings\n")
@@ -392,6 +474,12 @@ async def main(args: argparse.Namespace) -> None:
                   f"{others.percentile(0.5) / quiet:.1f} | flood: {flood.requests:,} requests on {args.concurrency} "
                   f"connections, statuses {dict(sorted(flood.statuses.items()))}; others' statuses "
                   f"{dict(sorted(others.statuses.items()))} |")  # fmt: skip
+    if reminders is not None:
+        ours, base = reminders
+        print(f"| reminders delivered/s (burst of {args.reminders:,} due at once) | {ours.rate:,.0f} | "
+              f"{base.rate:,.0f} raw aiosmtplib | {ours.rate / base.rate:.2f} | one dispatcher: batches of 50, "
+              "8 SMTP connections each sending its share in turn; baseline: aiosmtplib.send, 50 at a time, "
+              "a connection each; one .eml-keeping aiosmtpd sink for both |")  # fmt: skip
     if "bookings" not in args.figures:
         return
     print(f"| bookings committed/s | {path.rate:,.0f} (HTTP p50 {path.percentile(0.5) * 1000:.0f} ms, "
@@ -406,10 +494,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--bookings", type=int, default=2000)
+    p.add_argument("--reminders", type=int, default=2000)
     p.add_argument(
         "--figures",
-        default="edge,search,bookings,holds",
-        help="comma-separated subset of: edge, search, bookings, holds",
+        default="edge,search,bookings,holds,reminders",
+        help="comma-separated subset of: edge, search, bookings, holds, reminders",
     )
     return p.parse_args(argv)
 

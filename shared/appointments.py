@@ -30,8 +30,9 @@ def cancel_is_late(starts_at: datetime, cutoff_minutes: int, now: datetime) -> b
     return now > starts_at - timedelta(minutes=cutoff_minutes)
 
 
-async def lock_own(con: asyncpg.Connection, appointment_id: uuid.UUID, token_id: str) -> Any:
-    """Lock the admission's appointment; not_found for anyone else's."""
+async def lock_own(con: asyncpg.Connection, appointment_id: uuid.UUID, token_id: str | None) -> Any:
+    """Lock the admission's appointment; not_found for anyone else's. ``token_id`` None: the caller
+    holds the appointment's own manage credential (shared/manage.py), which names this appointment."""
     row = await con.fetchrow(queries.LOCK_APPOINTMENT, appointment_id, token_id)
     if row is None:
         raise NotFound("no such appointment")
@@ -82,6 +83,7 @@ class Rescheduled:
     slot: seats.SlotState  # where the appointment is now
     from_slot_id: uuid.UUID | None  # None: it was already there (nothing changed)
     sites: tuple[str, ...]  # where seats changed
+    event_id: str = ""
 
 
 def _refuse_unchanged(code: Code) -> Refused:
@@ -124,6 +126,22 @@ async def reschedule(
     )  # fmt: skip
 
 
+async def reschedule_by_link(
+    con: asyncpg.Connection, appointment_id: uuid.UUID, slot_id: uuid.UUID, *, now: datetime, waitlist: Waitlist
+) -> Rescheduled:
+    """Move the appointment a manage credential names to a free seat of ``slot_id`` at the same site
+    and of the same type (token_scope otherwise): the same rules and guarantees as :func:`reschedule`."""
+    current = await con.fetchrow(queries.APPOINTMENT_FOR_CHANGE, appointment_id)
+    if current is None:
+        raise NotFound("no such appointment")
+    if current["status"] != AppointmentStatus.CONFIRMED:
+        raise Refused(Code.APPOINTMENT_NOT_ACTIVE)
+    return await _move(
+        con, current, slot_id, lambda site: site == current["site_id"], token_id=None, hold_id=None, now=now,
+        waitlist=waitlist, actor=f"manage:{appointment_id}", detail={"via": "manage_link"}, same_type=True,
+    )  # fmt: skip
+
+
 async def reschedule_on_behalf(
     con: asyncpg.Connection,
     appointment_id: uuid.UUID,
@@ -161,8 +179,10 @@ async def _move(
     waitlist: Waitlist,
     actor: str,
     detail: dict[str, Any],
+    same_type: bool = False,
 ) -> Rescheduled:
-    """The move itself, for a confirmed appointment row ``current`` already locked by the caller."""
+    """The move itself, for a confirmed appointment row ``current`` already locked by the caller
+    (with its ``type_id`` when ``same_type``: then only a slot of that type will do)."""
     appointment_id = current["appointment_id"]
     old = current["slot_id"]
     slots = await seats.lock_slots(con, [old, new], now)
@@ -170,13 +190,15 @@ async def _move(
         raise NotFound("no such slot")
     if not allows_site(slots[new].site_id):
         raise TokenScope()
+    if same_type and slots[new].type_id != current["type_id"]:
+        raise TokenScope("a manage link moves the appointment to another time of the same type at the same site")
     if now >= slots[old].starts_at:
         raise Refused(Code.APPOINTMENT_STARTED)
     if new == old:
         if hold_id is not None:
             assert token_id is not None
             await seats.release_hold(con, hold_id, token_id, now)
-        return Rescheduled(slot=slots[old], from_slot_id=None, sites=())
+        return Rescheduled(slot=slots[old], from_slot_id=None, sites=(), event_id=current["event_id"])
     await _take_new_seat(con, slots[new], token_id, hold_id, now)
     await seats.return_seat(con, old)
     moved = await con.fetchrow(queries.MOVE_APPOINTMENT, appointment_id, new, now)
@@ -186,7 +208,9 @@ async def _move(
         {"from_slot_id": str(old), **detail},
     )  # fmt: skip
     await waitlist.offer_freed(con, old, now)
-    return Rescheduled(slot=slots[new], from_slot_id=old, sites=(slots[old].site_id, slots[new].site_id))
+    return Rescheduled(
+        slot=slots[new], from_slot_id=old, sites=(slots[old].site_id, slots[new].site_id), event_id=current["event_id"]
+    )
 
 
 async def _tell_cancelled(con: asyncpg.Connection, row: Any, waitlist: Waitlist, *, by_site: bool) -> None:

@@ -266,4 +266,5 @@ def _outcome(job: BookingJob, code: Code | None, appointment_id: uuid.UUID | Non
         site_id=None if booked is None else booked["site_id"],
         starts_at=None if booked is None else utc_iso(booked["starts_at"]),
         local_starts_at=None if booked is None else local_iso(booked["starts_at"], booked["timezone"]),
+        ends_at=None if booked is None else utc_iso(booked["ends_at"]),
     )

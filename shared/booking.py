@@ -45,6 +45,7 @@ class BookingOutcome:
     site_id: str | None = None
     starts_at: str | None = None  # UTC iso8601
     local_starts_at: str | None = None
+    ends_at: str | None = None  # UTC iso8601; bounds the manage link's validity (shared/manage.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,6 +69,7 @@ class BookingOutcome:
             site_id=row["site_id"],
             starts_at=None if starts_at is None else utc_iso(starts_at),
             local_starts_at=None if starts_at is None else local_iso(starts_at, row["timezone"]),
+            ends_at=None if row["ends_at"] is None else utc_iso(row["ends_at"]),
         )
 
     def confirmation(self) -> dict[str, Any]:

@@ -14,12 +14,18 @@ an HttpOnly cookie and redirects to a clean address (:mod:`admission.manage`). A
 
 from __future__ import annotations
 
+import hmac
 import uuid
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+import asyncpg
+
+from shared import queries
 from shared.errors import TokenExpired, TokenInvalid
+from shared.notifications import NotificationKind, queue_for_person
+from shared.persons import PersonVault
 from shared.settings import Settings
 from shared.tokens import TokenCodec
 
@@ -77,3 +83,41 @@ def verify_manage_credential(settings: Settings, credential: str, now: datetime)
     unknown_kid, signature) or TokenExpired. Says nothing about the appointment's current state."""
     settings.require_keys()
     return codec_for(settings.secret_keys).read_manage(credential, now)
+
+
+# --- lost links -------------------------------------------------------------------------------------
+
+MANAGE_LINK_KIND = NotificationKind.MANAGE_LINK  # the notification that carries a fresh link
+
+
+def _same_email(a: object, b: str) -> bool:
+    return isinstance(a, str) and hmac.compare_digest(a.strip().casefold().encode(), b.strip().casefold().encode())
+
+
+async def resend_link(
+    con: asyncpg.Connection,
+    settings: Settings,
+    vault: PersonVault,
+    *,
+    event_id: str,
+    id_number: str,
+    email: str,
+) -> uuid.UUID | None:
+    """Queue a ``manage_link`` notification with a fresh link when the (normalised) id number has an
+    active appointment in ``event_id`` booked with ``email`` (compared with the sealed one, case and
+    surrounding blanks aside); return its id, None otherwise. The caller tells nobody which: the same
+    work (keyed hash, one query, one decryption) is done either way. Runs in the caller's transaction."""
+    person_ref = vault.ref(id_number, field=("id_number",))
+    row = await con.fetchrow(queries.ACTIVE_APPOINTMENT_OF_PERSON, event_id, person_ref)
+    # Decrypt something in either case, so a match costs no more time than a miss before the insert.
+    sealed = bytes(row["person_sealed"]) if row is not None else vault.seal({"email": ""})
+    contact = vault.open(sealed)
+    if row is None or not _same_email(contact.get("email"), email):
+        return None
+    appointment_id: uuid.UUID = row["appointment_id"]
+    link = manage_url(settings, appointment_id, row["ends_at"])
+    await queue_for_person(
+        con, vault, contact, kind=NotificationKind.MANAGE_LINK, details={"manage_url": link},
+        appointment_id=appointment_id, person_ref=person_ref,
+    )  # fmt: skip
+    return appointment_id

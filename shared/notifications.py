@@ -11,7 +11,8 @@ Payload keys (all optional apart from the address of the channel):
 * ``email`` (channel email) or ``phone`` (channel sms): where it goes;
 * ``language``: ``en`` or ``es`` (default ``en``), also stored in its own column;
 * ``manage_url``: confirmation, reschedule, manage_link: the appointment's manage link;
-* waitlist_offer: ``claim_endpoint``, ``claim_token``, ``expires_at``, ``site_id``, ``starts_at``,
+* waitlist_offer: ``claim_url`` (the claim page's link), ``claim_endpoint``, ``claim_token``,
+  ``expires_at``, ``site_id``, ``starts_at``,
   ``local_starts_at``; cancelled_by_site: ``reason``, ``site_id``, ``starts_at``, ``rebooking``.
 
 What the message says about an appointment (site, address, time, the calendar file) is read from
@@ -27,7 +28,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -165,7 +166,9 @@ async def queue_appointment_messages(
     common: dict[str, Any] = {"appointment_id": appointment_id, "person_ref": person_ref, "sequence": sequence}
     ids = await queue_for_person(con, vault, contact, kind=kind, details=details, **common)
     for reminder, before in REMINDERS.items():
-        due = starts_at - before
+        # In UTC: Python subtracts from an aware datetime in its own zone on the wall clock, which
+        # across a DST change is 23 or 25 hours; the reminder is 24 real hours before.
+        due = starts_at.astimezone(UTC) - before
         if due > now:
             ids += await queue_for_person(con, vault, contact, kind=reminder, due_at=due, **common)
     return ids

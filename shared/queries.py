@@ -138,7 +138,8 @@ WHERE attempt_id = $1
 # for someone other than the entry's person). The unique indexes remain the guard under races; the
 # claim's person cannot race (an entry's person and its claim's admission never change).
 BEFORE_SEAT = """
-SELECT s.slot_id, s.site_id, s.starts_at, s.withdrawn_at, si.timezone, t.min_notice_minutes, t.max_advance_days,
+SELECT s.slot_id, s.site_id, s.starts_at, s.ends_at, s.withdrawn_at, si.timezone,
+       t.min_notice_minutes, t.max_advance_days,
        EXISTS (SELECT 1 FROM appointments WHERE token_id = $2) AS admission_used,
        EXISTS (SELECT 1 FROM appointments a JOIN events e ON e.program_id = a.program_id
                WHERE e.event_id = $3 AND a.person_ref = $4 AND a.status = 'confirmed') AS already_booked,
@@ -161,7 +162,7 @@ VALUES ($1, $2, $3, $4, $5, $6, 'confirmed', $7)
 
 LOCK_APPOINTMENT = """
 SELECT appointment_id, event_id, slot_id, status FROM appointments
-WHERE appointment_id = $1 AND token_id = $2
+WHERE appointment_id = $1 AND ($2::text IS NULL OR token_id = $2)
 FOR UPDATE
 """
 
@@ -280,6 +281,15 @@ RETURNING offer_id, slot_id
 
 EXPIRE_OFFER_HOLDS = """
 UPDATE holds SET status = 'expired', ended_at = $2 WHERE offer_id = ANY($1::uuid[]) AND status = 'active'
+"""
+
+# A person's active appointment in an event, for a lost manage link (shared/manage.py).
+ACTIVE_APPOINTMENT_OF_PERSON = """
+SELECT ap.appointment_id, ap.person_sealed, s.ends_at
+FROM appointments ap JOIN slots s ON s.slot_id = ap.slot_id
+WHERE ap.event_id = $1 AND ap.person_ref = $2 AND ap.status = 'confirmed'
+ORDER BY ap.created_at DESC
+LIMIT 1
 """
 
 # --- the outbox (shared/notifications.py) ---------------------------------------------------------
@@ -434,7 +444,7 @@ RETURNING true
 # An attempt with what the client needs to hear again (appointment, slot, site: NULL if rejected).
 ATTEMPT_OUTCOME = """
 SELECT a.attempt_id, a.status, a.code, a.request_hash, a.event_id, a.appointment_id, a.slot_id, a.token_id,
-       s.site_id, s.starts_at, si.timezone
+       s.site_id, s.starts_at, s.ends_at, si.timezone
 FROM booking_attempts a
 LEFT JOIN appointments ap ON ap.appointment_id = a.appointment_id
 LEFT JOIN slots s ON s.slot_id = ap.slot_id

@@ -60,6 +60,23 @@ def parse_secret_keys(raw: str, variable: str = "SURGEGATE_SECRET_KEYS") -> tupl
     return tuple(pairs)
 
 
+def _parse_smtp_url(raw: str) -> str:
+    """``smtp://[user:pass@]host[:port]`` or ``smtps://…``; the error never repeats the value (it may
+    hold a password)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(raw)
+        ok = parts.scheme in {"smtp", "smtps"} and bool(parts.hostname) and (parts.port or 1) > 0
+    except ValueError:  # a port that is not a number
+        ok = False
+    if not ok:
+        raise SettingsError(
+            "SURGEGATE_SMTP_URL must be smtp://[user:pass@]host[:port] or smtps://[user:pass@]host[:port]"
+        )
+    return raw
+
+
 def _parse_role_map(raw: str) -> tuple[tuple[str, str], ...]:
     from shared.idp import parse_role_map  # shared.idp imports this module
 
@@ -236,7 +253,7 @@ class Settings:
     # --- issue 9, "After Book": delivering notifications (booking_worker/dispatcher.py) --------------
     # smtp://[user:pass@]host:port (STARTTLS when the server offers it) or smtps://… (implicit TLS).
     # Unset: no email goes out (under `surgegate up`, a local sink keeps each message as a .eml file).
-    smtp_url: Annotated[str | None, Env("SURGEGATE_SMTP_URL")] = None
+    smtp_url: Annotated[str | None, Env("SURGEGATE_SMTP_URL", _parse_smtp_url)] = None
     mail_from: Annotated[str, Env("SURGEGATE_MAIL_FROM"), Field(min_length=3)] = "surgegate@localhost"
     # Text messages: each is POSTed as JSON signed with HMAC-SHA256 to this URL (unset: no SMS).
     sms_webhook_url: Annotated[str | None, Env("SURGEGATE_SMS_WEBHOOK_URL")] = None
@@ -253,6 +270,11 @@ class Settings:
     notify_poll_s: PositiveFloat = 1.0
     # Where `surgegate up` starts its mail sink when SURGEGATE_SMTP_URL is unset (0: any free port).
     mail_sink_port: NonNegativeInt = 0
+    # --- issue 9, "A way back: the manage link" -----------------------------------------------------
+    # POST /api/v1/manage-links per client (IPv4 address or IPv6 /64): a few at once, then this many a
+    # minute (each may send an email to a stranger; 0 switches the limit off).
+    manage_link_limit_per_min: Annotated[NonNegativeFloat, Env("SURGEGATE_MANAGE_LINK_LIMIT_PER_MIN")] = 1.0
+    manage_link_limit_burst: Annotated[NonNegativeInt, Env("SURGEGATE_MANAGE_LINK_LIMIT_BURST")] = 3
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

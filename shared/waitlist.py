@@ -41,6 +41,8 @@ class WaitlistPolicy:
     claim_admission_ttl: timedelta = timedelta(minutes=30)
     # Where a claim is sent (POST {"claim": token}); the outbox's sender turns it into a message.
     claim_endpoint: str = "/api/v1/waitlist/claims"
+    # The page a person opens (GET <claim_page>?c=<token>, admission/claim_page.py).
+    claim_page: str = "/claim"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WaitlistPolicy:
@@ -49,6 +51,7 @@ class WaitlistPolicy:
             offer_window=timedelta(seconds=settings.waitlist_offer_window_s),
             hold_ttl=timedelta(seconds=settings.hold_ttl_s),
             claim_endpoint=f"{settings.api_url}/api/v1/waitlist/claims",
+            claim_page=f"{settings.api_url}/claim",
         )
 
 
@@ -114,6 +117,7 @@ class Waitlist:
             await self.notify(
                 con, "waitlist_offer", bytes(r["person_sealed"]),
                 {"claim_endpoint": self.policy.claim_endpoint, "claim_token": token, "expires_at": utc_iso(expires),
+                 "claim_url": f"{self.policy.claim_page}?c={token}",
                  "site_id": state.site_id, "starts_at": utc_iso(state.starts_at),
                  "local_starts_at": local_iso(state.starts_at, state.timezone)},
                 entry_id=r["entry_id"],

@@ -277,17 +277,53 @@ def _say(line: str) -> None:
     print(f"surgegate up: {line}", file=sys.stderr, flush=True)
 
 
+def _mail_sink(settings: Settings, data_dir: Path, env: dict[str, str]) -> tuple[Child, int] | None:
+    """With no SURGEGATE_SMTP_URL: a local SMTP sink (surgegate/mailsink.py) keeping every message as
+    an ``.eml`` file under ``<data-dir>/mail/``, and the worker sends there. Says where."""
+    if settings.smtp_url:
+        return None
+    port = settings.mail_sink_port or free_port()
+    env["SURGEGATE_SMTP_URL"] = f"smtp://127.0.0.1:{port}"
+    mail_dir = data_dir / "mail"
+    print(f"mail sink            smtp://127.0.0.1:{port}  (every message as a .eml file in {mail_dir})", flush=True)
+    return Child("mail", [sys.executable, "-m", "surgegate.mailsink", str(mail_dir), str(port)], env), port
+
+
+def _wait_tcp(port: int, proc: subprocess.Popen[bytes], name: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with code {proc.returncode} while starting")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{name} did not start listening on port {port}")
+
+
 def _start_children(
-    env: dict[str, str], host: str, ports: _Ports, running: _Running, signals: _StopSignals
+    env: dict[str, str],
+    host: str,
+    ports: _Ports,
+    running: _Running,
+    signals: _StopSignals,
+    mail: tuple[Child, int] | None = None,
 ) -> Supervisor:
-    """Edge, api and worker as supervised child processes; returns once each answers its health
-    check. A child that dies while starting stops ``up`` (a configuration error, most likely)."""
+    """Edge, api and worker (after the mail sink, when there is one) as supervised child processes;
+    returns once each answers its health check. A child that dies while starting stops ``up`` (a
+    configuration error, most likely)."""
     children = [Child(name, [sys.executable, "-m", "surgegate", name], env) for name in ("edge", "api", "worker")]
+    if mail is not None:
+        children.insert(0, mail[0])
     running.children = Supervisor(children, say=_say, hold=signals.held)
     running.children.start_all()
     ready = {"edge": f"{ports.edge}/readyz", "api": f"{ports.api}/readyz", "worker": f"{ports.metrics}/healthz"}
     for child in children:
         assert child.proc is not None
+        if mail is not None and child is mail[0]:
+            _wait_tcp(mail[1], child.proc, child.name)
+            continue
         _wait_http(f"http://{host}:{ready[child.name]}", child.proc, child.name)
     return running.children
 
@@ -341,7 +377,8 @@ def _run(args: argparse.Namespace, settings: Settings, data_dir: Path, ports: _P
     try:
         _start_servers(settings, data_dir, env, running)
         _prepare_database(env["SURGEGATE_DATABASE_URL"], seed=not args.no_seed)
-        children = _start_children(env, settings.host, ports, running, signals)
+        mail = _mail_sink(settings, data_dir, env)
+        children = _start_children(env, settings.host, ports, running, signals, mail)
         # The only line that shows the admin token: restarts and every other line leave it out.
         _announce(settings.host, ports, admin=env["SURGEGATE_ADMIN_TOKEN"].split(",")[0])
         children.run()

@@ -123,6 +123,8 @@ def settings(database_url: str, redis_url: str, clean: None) -> Settings:
         api_client_read_limit_burst=10_000,
         api_client_write_limit_per_min=10_000,
         api_client_write_limit_burst=10_000,
+        manage_link_limit_per_min=10_000,
+        manage_link_limit_burst=10_000,
     )
 
 

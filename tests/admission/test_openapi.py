@@ -14,6 +14,7 @@ import uuid
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import asyncpg
 import jsonschema
@@ -22,7 +23,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
 
-from admission import admin, appointments, changes, holds, supply, support, waitlist
+from admission import admin, appointments, changes, holds, manage, supply, support, waitlist
 from admission.app import create_app
 from shared.booking import attempt_id_for
 from shared.persons import PersonVault, person_key_of
@@ -134,14 +135,28 @@ class Documented:
         data: str | None = None,
         headers: dict[str, str] | None = None,
         params: dict[str, str] | None = None,
+        allow_redirects: bool = True,
     ) -> tuple[int, Json]:
         template = self.template(method, path)
         documented_body = True
         if json is not None:
             body = self.spec["paths"][template][method.lower()]["requestBody"]["content"]["application/json"]
             documented_body = checker(self.spec, body["schema"]).is_valid(json)
-        resp = await self.client.request(method, path, json=json, data=data, headers=headers, params=params)
+        resp = await self.client.request(
+            method, path, json=json, data=data, headers=headers, params=params, allow_redirects=allow_redirects
+        )
         answer: Json = await resp.json(content_type=None) if "json" in resp.content_type else await resp.text()
+        if 300 <= resp.status < 400:  # a page's redirect: no body to speak of
+            operation = self.spec["paths"][template][method.lower()]
+            assert str(resp.status) in operation["responses"], (
+                f"{method} {template} answered an undocumented {resp.status}"
+            )
+            missing = set(resolve(self.spec, operation["responses"][str(resp.status)]).get("headers", {})) - set(
+                resp.headers
+            )
+            assert not missing, f"{method} {template} {resp.status}: headers {missing} missing"
+            self.answered.add((template, method.upper(), resp.status))
+            return resp.status, resp.headers["Location"]
         check_answer(self.spec, template, method, resp.status, resp.content_type, answer, dict(resp.headers))
         assert documented_body or resp.status == 400, f"{method} {path} accepted a body its schema refuses: {json}"
         self.answered.add((template, method.upper(), resp.status))
@@ -156,6 +171,44 @@ def auth(token: str, key: str | None = None) -> dict[str, str]:
 
 
 # --- the flow ---------------------------------------------------------------------------------------
+
+FORM_TYPE = {"Content-Type": "application/x-www-form-urlencoded"}
+MANAGE_CSRF: list[str] = []
+
+
+def form_of(**fields: str) -> str:
+    return urlencode(fields)
+
+
+def urlsplit_form(form: str) -> list[tuple[str, str]]:
+    return parse_qsl(form)
+
+
+async def manage_flow(client: Documented, url: str, appointment_id: str, slot_id: str) -> None:
+    credential = url.partition("?c=")[2]
+    own = f"/api/v1/appointments/{appointment_id}"
+    assert (await client.call("GET", own, headers=auth(credential)))[0] == 200
+    assert (await client.call("GET", f"{own}/calendar.ics", headers=auth(credential)))[0] == 200
+    assert (await client.call("GET", "/manage"))[0] == 200
+    assert (await client.call("GET", "/manage", params={"c": "k1.forged"}))[0] == 401
+    status, location = await client.call("GET", "/manage", params={"c": credential}, allow_redirects=False)
+    assert status == 303 and location == f"/manage/{appointment_id}"  # the jar keeps the cookie from here on
+    status, text = await client.call("GET", location)
+    assert status == 200
+    MANAGE_CSRF[:] = re.findall(r'name="csrf" value="([0-9a-f]+)"', text)[:1]
+    assert (await client.call("GET", f"{location}/reschedule"))[0] == 200
+    assert (await client.call("GET", f"{location}/calendar.ics"))[0] == 200
+    assert (await client.call("GET", "/manage.css"))[0] == 200
+    stay = form_of(csrf=MANAGE_CSRF[0], slot_id=slot_id)
+    status, _ = await client.call("POST", f"{location}/reschedule", data=stay, headers=FORM_TYPE, allow_redirects=False)
+    assert status == 303
+    status, text = await client.call("GET", location)
+    MANAGE_CSRF[:] = re.findall(r'name="csrf" value="([0-9a-f]+)"', text)[:1]
+    lost = {"event_id": "ev", "id_number": "ID-000001", "email": "person1@example.org"}
+    assert (await client.call("POST", "/api/v1/manage-links", json=lost))[0] == 202
+    assert (await client.call("POST", "/api/v1/manage-links", json={**lost, "email": "x"}))[0] == 400
+    assert (await client.call("POST", "/manage", data=form_of(**lost), headers=FORM_TYPE))[0] == 200
+
 
 SITE = "sg-1"
 WEEKDAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -289,11 +342,23 @@ async def test_a_real_flow_answers_what_the_document_says(
         assert (await client.call("POST", f"{path}/reschedule", json=move, headers=auth(a, "a-r")))[0] == 200
         (claim,) = await claim_tokens(pool, settings)
         assert (await client.call("POST", "/api/v1/waitlist/claims", json={"claim": "k1.forged"}))[0] == 401
-        status, claimed = await client.call("POST", "/api/v1/waitlist/claims", json={"claim": claim})
-        assert status == 201
-        from_claim = {"hold_id": claimed["hold_id"], "person": person(3)}
-        claimant = auth(claimed["admission_token"], "c-2")
-        assert (await client.call("POST", claimed["book"]["url"], json=from_claim, headers=claimant))[0] == 201
+        # the claim page: the link's token for a cookie, the offer, Claim (a hold), then the booking form
+        assert (await client.call("GET", "/claim", params={"c": claim}, allow_redirects=False))[0] == 303
+        status, offer_page = await client.call("GET", "/claim")
+        assert status == 200
+        claim_form = form_of(csrf=re.findall(r'name="csrf" value="([0-9a-f]+)"', offer_page)[0])
+        assert (await client.call("POST", "/claim", data=claim_form, headers=FORM_TYPE))[0] == 200
+        status, again_claimed = await client.call("POST", "/api/v1/waitlist/claims", json={"claim": claim})
+        assert status == 201 and again_claimed["hold_id"] in await pool.fetchval(  # the winner's repeat: the same hold
+            "SELECT array_agg(hold_id::text) FROM holds WHERE status = 'active'"
+        )
+        page_booking = form_of(**dict(urlsplit_form(claim_form)), **person(3))
+        status, went = await client.call("POST", "/claim/book", data=page_booking, headers=FORM_TYPE,
+                                         allow_redirects=False)  # fmt: skip
+        assert status == 303 and went.startswith(f"{settings.api_url}/manage?c=")
+
+    # the manage link: its credential on the appointment's own routes, the page and its forms, lost links
+    await manage_flow(client, booked["manage_url"], booked["appointment_id"], one_off)
 
     # manage: read, cancel (twice is harmless), and a change to a cancelled appointment is refused
     assert (await client.call("GET", path, headers=auth(a)))[0] == 200
@@ -357,8 +422,17 @@ async def test_a_real_flow_answers_what_the_document_says(
     for probe in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
         assert (await client.call("GET", probe))[0] == 200
 
-    # every documented operation answered at least once with success, and checked
-    succeeded = {(template, method) for template, method, status in client.answered if status < 300}
+    # the page's cancel (the appointment is cancelled already: nothing more happens)
+    page = f"/manage/{booked['appointment_id']}"
+    csrf = re.findall(r'name="csrf" value="([0-9a-f]+)"', (await client.call("GET", page))[1])  # none: cancelled
+    assert csrf == []
+    token = form_of(csrf=MANAGE_CSRF[0])  # the session's token (the cookie is renewed by a reschedule, so is this)
+    page_cancel = f"{page}/cancel"
+    status, said = await client.call("POST", page_cancel, data=token, headers=FORM_TYPE, allow_redirects=False)
+    assert status == 303, said
+
+    # every documented operation answered at least once with success (a form's 303 is one), and checked
+    succeeded = {(template, method) for template, method, status in client.answered if status < 400}
     documented = {(template, method.upper()) for template, ops in spec["paths"].items() for method in ops}
     assert documented - succeeded == set()
 
@@ -404,6 +478,12 @@ BODIES: dict[tuple[str, str], tuple[type[pydantic.BaseModel], list[Json]]] = {
         {"site_id": "s", "type_id": "t", "day": "soon", "person": PERSON},
     ]),
     ("/api/v1/waitlist/claims", "post"): (waitlist.ClaimIn, [{"claim": "k1.x"}, {"claim": ""}, {}]),
+    ("/api/v1/manage-links", "post"): (manage.LinkIn, [
+        {"event_id": "ev", "id_number": "ID-1", "email": "a@example.org"}, {"event_id": "ev", "id_number": "ID-1"},
+        {"event_id": "ev", "id_number": "ID-1", "email": "not-an-email"},
+        {"event_id": "", "id_number": "ID-1", "email": "a@example.org"},
+        {"event_id": "ev", "id_number": "ID-1", "email": "a@example.org", "name": "A"},
+    ]),
     ("/admin/v1/sites", "post"): (admin.SiteIn, [
         {"site_id": "s-1", "name": "S", "region": "R", "timezone": "UTC", "lat": 1, "lng": 2},
         {"site_id": "s 1", "name": "S", "region": "R", "timezone": "UTC", "lat": 1, "lng": 2},

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email
+import email.policy
 import json
 import os
 import re
@@ -20,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -195,15 +198,38 @@ async def drive(up: Up) -> dict[str, str]:
     }
 
 
+def kept_mail(mail_dir: Path) -> list[EmailMessage]:
+    """The messages `up`'s mail sink kept, oldest first."""
+    files = sorted(mail_dir.glob("*.eml"))
+    parsed = (email.message_from_bytes(f.read_bytes(), policy=email.policy.default) for f in files)
+    return [m for m in parsed if isinstance(m, EmailMessage)]
+
+
+async def delivered(mail_dir: Path, subject: str) -> list[EmailMessage]:
+    """The kept messages, once one with ``subject`` is among them (within a minute)."""
+    deadline = time.monotonic() + 60
+    while True:
+        mails = await asyncio.to_thread(kept_mail, mail_dir)
+        if any(m["Subject"] == subject for m in mails):
+            return mails
+        assert time.monotonic() < deadline, [m["Subject"] for m in mails]
+        await asyncio.sleep(0.2)
+
+
 async def test_up_runs_the_whole_path_and_stops_cleanly(data_dir: Path, tmp_path: Path) -> None:
     log = tmp_path / "up.log"
     ports = (free_port(), free_port(), free_port())
     up = start_up(data_dir, log, ports)
     try:
         flow = await drive(up)
+        mails = await delivered(data_dir / "mail", "Your appointment is cancelled")
     finally:
         stop_up(up)
     first_output = up.output()
+    assert f"every message as a .eml file in {data_dir / 'mail'}" in first_output
+    # The confirmation goes too unless the cancel came first (then it is withdrawn, not sent).
+    assert {str(m["Subject"]) for m in mails} <= {"Your appointment is booked", "Your appointment is cancelled"}
+    assert all(m["To"] == PERSON["email"] and m["Message-ID"] for m in mails)
     assert "migrations applied: 0001_initial" in first_output
     assert "demo event, sites and slots loaded" in first_output
 
