@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -34,7 +36,19 @@ from admission.auth import (
 )
 from admission.availability import Availability, Cache
 from admission.freeze import Freezes
-from admission.keys import ARQ, AVAILABILITY, CODEC, FREEZES, METRICS, POOL, SETTINGS, THROTTLE, VAULT, WAITLIST
+from admission.keys import (
+    ARQ,
+    AVAILABILITY,
+    CODEC,
+    FREEZES,
+    METRICS,
+    POOL,
+    SETTINGS,
+    THROTTLE,
+    TOKEN_FAILURES,
+    VAULT,
+    WAITLIST,
+)
 from admission.throttle import REDIS_TIMEOUT_S, Throttle
 from shared.db import create_pool
 from shared.http import (
@@ -55,6 +69,7 @@ from shared.persons import PersonVault
 from shared.redis import create_arq_pool, create_redis
 from shared.settings import Settings, SettingsError
 from shared.staff import STAFF, StaffDirectory
+from shared.token_failures import TokenFailureCounter, flush_loop
 from shared.tokens import TokenCodec
 from shared.waitlist import Waitlist, WaitlistPolicy
 
@@ -89,6 +104,7 @@ def create_app(
     app[VAULT] = PersonVault.from_settings(settings)
     app[AVAILABILITY] = Availability(Cache(settings.search_cache_s))
     app[FREEZES] = Freezes()
+    app[TOKEN_FAILURES] = TokenFailureCounter()
     app[WAITLIST] = Waitlist(app[CODEC], app[VAULT], WaitlistPolicy.from_settings(settings))
 
     async def resources_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -97,9 +113,14 @@ def create_app(
         app[ARQ] = await create_arq_pool(settings.require_redis(), settings.queue_name)
         limits_redis = create_redis(settings.require_redis(), timeout_s=REDIS_TIMEOUT_S)
         app[THROTTLE] = Throttle(limits_redis, settings, trusted, app[METRICS], clock=clock)
+        flusher = asyncio.create_task(flush_loop(app[TOKEN_FAILURES], limits_redis))
         try:
             yield
         finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            await app[TOKEN_FAILURES].flush(limits_redis)  # what the last second counted
             await limits_redis.aclose()
             await app[ARQ].aclose()
             await app[POOL].close()

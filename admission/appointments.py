@@ -24,7 +24,7 @@ from arq.jobs import ResultNotFound
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from admission import queries
-from admission.auth import appointment_access
+from admission.auth import appointment_access, token_failed
 from admission.availability import slot_place_and_time
 from admission.idempotency import check_key_cap, idempotency_key
 from admission.keys import ARQ, FREEZES, METRICS, POOL, SETTINGS, VAULT, admission_of
@@ -156,7 +156,7 @@ def _answer(request: web.Request, outcome: BookingOutcome, request_hash: str) ->
     # A token used outside its scope, or used again after it booked, fails verification late.
     failure = {Code.TOKEN_SCOPE: "scope", Code.ADMISSION_USED: "replay"}.get(Code(outcome.code))
     if failure is not None:
-        metrics.token_verify.labels(outcome.event_id, failure).inc()
+        token_failed(request.app, outcome.event_id, failure)
     raise Refused(Code(outcome.code))
 
 

@@ -2,10 +2,12 @@
 
 Every ``/api/v1/*`` request must carry ``Authorization: Bearer <admission token>``. The token is
 verified offline (signature under any configured kid, type, expiry); each verification is counted
-in ``surgegate_token_verify_total{event,result}`` with ``result`` = ok or the failure reason. On one
-appointment's own routes (``/api/v1/appointments/{id}`` and below) an appointment's manage credential
-(:mod:`shared.manage`) may stand in for the admission token; :func:`appointment_access` is how every
-handler there learns who may act on which appointment. Then
+in ``surgegate_token_verify_total{event,result}`` with ``result`` = ok or the failure reason; each
+failure also in :class:`~shared.token_failures.TokenFailureCounter`, which the console reads from
+Redis across processes (:func:`token_failed`). On one appointment's own routes
+(``/api/v1/appointments/{id}`` and below) an appointment's manage credential (:mod:`shared.manage`)
+may stand in for the admission token; :func:`appointment_access` is how every handler there learns
+who may act on which appointment. Then
 every ``/api/v1/*`` and ``/admin/v1/*`` request is held to the limits of its token and its client
 (:mod:`admission.throttle`).
 """
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from admission.keys import ADMISSION, CODEC, MANAGED, METRICS, SETTINGS, THROTTLE
+from admission.keys import ADMISSION, CODEC, MANAGED, METRICS, SETTINGS, THROTTLE, TOKEN_FAILURES
 from shared import seats
 from shared.errors import NotFound, TokenExpired, TokenInvalid
 from shared.http import Handler, bearer
@@ -39,13 +41,19 @@ _CORS_HEADERS = "Authorization, Content-Type, Idempotency-Key, X-Device-Key"
 _CORS_METHODS = "GET, POST, DELETE, OPTIONS"
 
 
+def token_failed(app: web.Application, event_id: str | None, reason: str) -> None:
+    """Count one failed token: the metric (``event`` ``-`` when unknown) and the console's counter.
+    ``event_id`` only when the token's signature held; never anything of the person."""
+    app[METRICS].token_verify.labels(event_id or "-", reason).inc()
+    app[TOKEN_FAILURES].count(event_id, reason)
+
+
 @web.middleware
 async def token_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not request.path.startswith("/api/v1/") or request.path in (CLAIMS_PATH, MANAGE_LINKS_PATH):
         return await handler(request)
     if request.path.startswith(UNSUBSCRIBE_PREFIX):
         return await handler(request)
-    metrics = request.app[METRICS]
     token = bearer(request)
     try:
         if token is None:
@@ -59,17 +67,17 @@ async def token_middleware(request: web.Request, handler: Handler) -> web.Stream
                 request[MANAGED] = managed
                 return await handler(request)
         # The event of an unverified token is unknown and attacker-chosen: never a label.
-        metrics.token_verify.labels("-", exc.reason).inc()
+        token_failed(request.app, None, exc.reason)
         raise
-    except TokenExpired:
-        metrics.token_verify.labels("-", "expired").inc()
+    except TokenExpired as exc:
+        token_failed(request.app, exc.event_id, "expired")  # its signature held: the event is ours
         raise
     if not admission.held_by(request.headers.get("X-Device-Key")):
-        metrics.token_verify.labels(admission.event_id, "binding").inc()
+        token_failed(request.app, admission.event_id, "binding")
         raise TokenInvalid(
             "this admission is bound to the device it was issued to: send its X-Device-Key", reason="binding"
         )
-    metrics.token_verify.labels(admission.event_id, "ok").inc()
+    request.app[METRICS].token_verify.labels(admission.event_id, "ok").inc()
     request[ADMISSION] = admission
     return await handler(request)
 

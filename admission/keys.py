@@ -14,6 +14,7 @@ from admission.throttle import Throttle
 from shared.metrics import Metrics
 from shared.persons import PersonVault
 from shared.settings import Settings
+from shared.token_failures import TokenFailureCounter
 from shared.tokens import Admission, TokenCodec
 from shared.waitlist import Waitlist
 
@@ -27,6 +28,7 @@ AVAILABILITY = web.AppKey("availability", Availability)
 WAITLIST = web.AppKey("waitlist", Waitlist)
 THROTTLE = web.AppKey("throttle", Throttle)
 FREEZES = web.AppKey("freezes", Freezes)
+TOKEN_FAILURES = web.AppKey("token_failures", TokenFailureCounter)  # flushed to Redis for the console
 
 ADMISSION = web.RequestKey("admission", Admission)  # the verified token of this request
 MANAGED = web.RequestKey("managed", uuid.UUID)  # the appointment a verified manage credential names

@@ -10,8 +10,9 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from admission import queries
+from admission.auth import token_failed
 from admission.availability import bookable, remaining
-from admission.keys import AVAILABILITY, METRICS, POOL, admission_of
+from admission.keys import AVAILABILITY, POOL, admission_of
 from shared.errors import NotFound, TokenScope
 from shared.http import json_response, validate
 
@@ -96,7 +97,7 @@ async def list_slots(request: web.Request) -> web.Response:
     q = validate(SlotQuery, dict(request.query))
     admission = admission_of(request)
     if not admission.allows_site(q.site_id):
-        request.app[METRICS].token_verify.labels(admission.event_id, "scope").inc()
+        token_failed(request.app, admission.event_id, "scope")
         raise TokenScope("this admission does not cover that site")
     now = datetime.now(UTC)
     start = q.from_ or now

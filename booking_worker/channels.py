@@ -57,25 +57,66 @@ class SmtpTarget:
         )
 
 
+def _reason(exc: BaseException) -> str:
+    """What is kept of a failure: its class, and the server's reply code when there is one."""
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return f"{type(exc).__name__} {exc.code}"
+    return type(exc).__name__
+
+
+_SMTP_FAILURES = (aiosmtplib.SMTPException, OSError, TimeoutError)
+
+
 class SmtpChannel:
-    """One SMTP connection per message: simple, and a server restart costs nothing."""
+    """Email over SMTP. :meth:`send` uses a connection of its own; :meth:`send_batch` sends a list
+    over one connection (connecting again after a failure), which the dispatcher uses per lane."""
 
     def __init__(self, target: SmtpTarget, *, timeout_s: float = 30.0) -> None:
         self.target = target
         self.timeout_s = timeout_s
 
-    async def send(self, message: EmailMessage) -> None:
+    def _client(self) -> aiosmtplib.SMTP:
         t = self.target
+        return aiosmtplib.SMTP(
+            hostname=t.hostname, port=t.port, username=t.username, password=t.password, use_tls=t.implicit_tls,
+            start_tls=None if not t.implicit_tls else False, timeout=self.timeout_s,
+            validate_certs=t.hostname not in {"127.0.0.1", "localhost", "::1"},
+        )  # fmt: skip
+
+    async def send(self, message: EmailMessage) -> None:
+        (reason,) = await self.send_batch([message])
+        if reason is not None:
+            raise DeliveryError(reason)
+
+    async def send_batch(self, messages: list[EmailMessage]) -> list[str | None]:
+        """Send each in turn over one connection (STARTTLS when offered, then login, at connect);
+        → per message None (accepted) or why not. A failure that may have broken the connection
+        ends the session; the next message connects again."""
+        results: list[str | None] = []
+        client: aiosmtplib.SMTP | None = None
         try:
-            await aiosmtplib.send(
-                message, hostname=t.hostname, port=t.port, username=t.username, password=t.password,
-                use_tls=t.implicit_tls, start_tls=None if not t.implicit_tls else False, timeout=self.timeout_s,
-                validate_certs=t.hostname not in {"127.0.0.1", "localhost", "::1"},
-            )  # fmt: skip
-        except aiosmtplib.SMTPResponseException as exc:
-            raise DeliveryError(f"{type(exc).__name__} {exc.code}") from None
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            raise DeliveryError(type(exc).__name__) from None
+            for message in messages:
+                try:
+                    if client is None or not client.is_connected:
+                        client = self._client()
+                        await client.connect()
+                    await client.send_message(message)
+                    results.append(None)
+                except _SMTP_FAILURES as exc:
+                    results.append(_reason(exc))
+                    await _close(client)  # whatever state the session is in, the next one starts clean
+                    client = None
+        finally:
+            await _close(client)
+        return results
+
+
+async def _close(client: aiosmtplib.SMTP | None) -> None:
+    if client is not None and client.is_connected:
+        try:
+            await client.quit()
+        except _SMTP_FAILURES:
+            client.close()
 
 
 @dataclass(frozen=True)

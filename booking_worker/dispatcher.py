@@ -59,6 +59,12 @@ from shared.tokens import TokenCodec
 
 log = logging.getLogger("surgegate.dispatcher")
 
+Built = tuple[Any, str, Any]  # a claimed row, its Message-ID, its message
+Outcome = tuple[Any, str | None, str | None]  # a claimed row, its Message-ID when sent, why not otherwise
+
+# SMTP connections one dispatcher uses at once (each sends its share of a batch in turn).
+LANES = 8
+
 # The calendar file goes with these, and with which METHOD.
 _ICS: dict[NotificationKind, Method] = {
     NotificationKind.CONFIRMATION: "PUBLISH",
@@ -133,22 +139,53 @@ class Dispatcher:
                 await con.execute(queries.MARK_NOTIFICATION_CANCELLED, row["notification_id"], reason)
                 self.metrics.notifications.labels(row["kind"], "cancelled").inc()
         # Sent concurrently; marked together on one connection (the booking jobs need the others).
-        results = await asyncio.gather(*(self._attempt(row) for row in deliver))
+        results = await self._send_all(deliver)
         if results:
             async with self.pool.acquire() as con:
                 for row, mid, reason in results:
                     await self._mark(con, row, mid, reason)
         return len(rows)
 
-    async def _attempt(self, row: Any) -> tuple[Any, str | None, str | None]:
-        """Send one message → (row, its Message-ID, None) or (row, None, why it failed)."""
-        try:
-            return row, await self._send(row), None
-        except DeliveryError as exc:
-            return row, None, exc.reason
-        except Exception as exc:  # a bug in rendering, say: retried, and its class recorded, never its text
-            log.exception("notification %s could not be sent", row["notification_id"])
-            return row, None, type(exc).__name__
+    async def _send_all(self, rows: list[Any]) -> list[Outcome]:
+        """Build every message, then send them: a channel that sends lists (SMTP) gets up to
+        ``LANES`` lists sent concurrently, each over one connection; others one message at a time,
+        all concurrently. → (row, its Message-ID, None) or (row, None, why it failed) per row."""
+        built: list[Built] = []
+        results: list[Outcome] = []
+        for row in rows:
+            try:
+                built.append((row, *self._build(row)))
+            except Exception as exc:  # a bug in rendering, say: retried, its class recorded, never its text
+                log.exception("notification %s could not be built", row["notification_id"])
+                results.append((row, None, type(exc).__name__))
+        by_channel: dict[str, list[Built]] = {}
+        for item in built:
+            by_channel.setdefault(item[0]["channel"], []).append(item)
+        sends = []
+        for name, items in by_channel.items():
+            channel = self.channels[name]
+            if isinstance(channel, SmtpChannel):
+                sends += [self._send_lane(channel, items[lane::LANES]) for lane in range(min(LANES, len(items)))]
+            else:
+                sends += [self._send_lane(channel, [item]) for item in items]
+        for lane in await asyncio.gather(*sends):
+            results += lane
+        return results
+
+    async def _send_lane(self, channel: Channel, items: list[Built]) -> list[Outcome]:
+        """Send ``items`` in turn (SMTP: over one connection)."""
+        reasons: list[str | None] = []
+        if isinstance(channel, SmtpChannel):
+            reasons = await channel.send_batch([message for _, _, message in items])
+        else:
+            for _, _, message in items:
+                try:
+                    await channel.send(message)
+                    reasons.append(None)
+                except DeliveryError as exc:
+                    reasons.append(exc.reason)
+        pairs = zip(items, reasons, strict=True)
+        return [(row, mid if reason is None else None, reason) for (row, mid, _), reason in pairs]
 
     async def _mark(self, con: asyncpg.Connection, row: Any, mid: str | None, reason: str | None) -> None:
         now = self.clock()
@@ -174,7 +211,8 @@ class Dispatcher:
 
     # --- building the message ---------------------------------------------------------------------
 
-    async def _send(self, row: Any) -> str:
+    def _build(self, row: Any) -> tuple[str, Any]:
+        """The message of a claimed row, ready for its channel → (its Message-ID, the message)."""
         payload = self.vault.open(bytes(row["sealed"]))
         kind = NotificationKind(row["kind"])
         language = language_of(row["language"])
@@ -191,10 +229,8 @@ class Dispatcher:
             unsubscribe = self.unsubscribe_url(row["appointment_id"])
         rendered = render(kind, language, payload, facts, manage_url=manage_url, unsubscribe_url=unsubscribe)
         mid = message_id(row["notification_id"], self._secret, self.domain)
-        channel = self.channels[row["channel"]]
         if row["channel"] == NotificationChannel.SMS:
-            await channel.send(TextMessage(row["notification_id"], payload["phone"], rendered.text, kind, language))
-            return mid
+            return mid, TextMessage(row["notification_id"], payload["phone"], rendered.text, kind, language)
         email = EmailMessage()
         email["From"] = self.settings.mail_from
         email["To"] = payload["email"]
@@ -213,8 +249,7 @@ class Dispatcher:
                 self._ics(row, facts, method), maintype="text", subtype="calendar",
                 filename="appointment.ics", params={"method": method},
             )  # fmt: skip
-        await channel.send(email)
-        return mid
+        return mid, email
 
     def _ics(self, row: Any, facts: Facts, method: Method) -> bytes:
         assert facts.starts_at is not None

@@ -209,6 +209,18 @@ class TokenInvalid(SpecificRefusal):
 class TokenExpired(SpecificRefusal):
     code = Code.TOKEN_EXPIRED
 
+    def __init__(self, detail: str = "", *, event_id: str | None = None) -> None:
+        super().__init__(detail)
+        self.event_id = event_id  # the signature held, so the event it names is one this service issued
+
+
+# Why an admission token failed verification: the only values metrics and the console's counts carry
+# (``TokenInvalid.reason``, plus ``expired``, and ``scope`` / ``replay`` found after verification).
+TOKEN_FAILURE_REASONS = (
+    *("missing", "malformed", "unknown_kid", "signature", "type"),
+    *("expired", "binding", "scope", "replay"),
+)
+
 
 class TokenScope(SpecificRefusal):
     code = Code.TOKEN_SCOPE

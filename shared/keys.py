@@ -97,3 +97,13 @@ def booking_latency_key(event_id: str) -> str:
     """List of the event's latest booking attempt latencies (seconds from enqueue to outcome),
     newest first; the worker writes it, the edge's auto rate controller reads it."""
     return f"{PREFIX}:latency:{event_id}"
+
+
+# --- the booking API's token failures (shared/token_failures.py) ---------------------------------
+
+
+def token_failures_key(minute: int) -> str:
+    """Hash of one minute's admission-token failures (``minute`` = Redis server time // 60): field
+    ``"<event id>:<reason>"`` (event ``-`` when the token never named a verified event) -> count.
+    The booking API adds to it, the edge's console reads the last 15; it expires after 20 minutes."""
+    return f"{PREFIX}:tokfail:{minute}"

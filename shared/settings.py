@@ -60,6 +60,23 @@ def parse_secret_keys(raw: str, variable: str = "SURGEGATE_SECRET_KEYS") -> tupl
     return tuple(pairs)
 
 
+def _parse_smtp_url(raw: str) -> str:
+    """``smtp://[user:pass@]host[:port]`` or ``smtps://…``; the error never repeats the value (it may
+    hold a password)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(raw)
+        ok = parts.scheme in {"smtp", "smtps"} and bool(parts.hostname) and (parts.port or 1) > 0
+    except ValueError:  # a port that is not a number
+        ok = False
+    if not ok:
+        raise SettingsError(
+            "SURGEGATE_SMTP_URL must be smtp://[user:pass@]host[:port] or smtps://[user:pass@]host[:port]"
+        )
+    return raw
+
+
 def _parse_role_map(raw: str) -> tuple[tuple[str, str], ...]:
     from shared.idp import parse_role_map  # shared.idp imports this module
 
@@ -236,7 +253,7 @@ class Settings:
     # --- issue 9, "After Book": delivering notifications (booking_worker/dispatcher.py) --------------
     # smtp://[user:pass@]host:port (STARTTLS when the server offers it) or smtps://… (implicit TLS).
     # Unset: no email goes out (under `surgegate up`, a local sink keeps each message as a .eml file).
-    smtp_url: Annotated[str | None, Env("SURGEGATE_SMTP_URL")] = None
+    smtp_url: Annotated[str | None, Env("SURGEGATE_SMTP_URL", _parse_smtp_url)] = None
     mail_from: Annotated[str, Env("SURGEGATE_MAIL_FROM"), Field(min_length=3)] = "surgegate@localhost"
     # Text messages: each is POSTed as JSON signed with HMAC-SHA256 to this URL (unset: no SMS).
     sms_webhook_url: Annotated[str | None, Env("SURGEGATE_SMS_WEBHOOK_URL")] = None

@@ -201,7 +201,7 @@ class TokenCodec:
         except (KeyError, TypeError, ValueError):
             raise TokenInvalid(reason="malformed") from None
         if self._clock() > admission.expires_at + self._leeway_s:
-            raise TokenExpired("the admission token has expired; rejoin the queue")
+            raise TokenExpired("the admission token has expired; rejoin the queue", event_id=admission.event_id)
         return admission
 
     # --- waitlist claim links ----------------------------------------------------------------

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,12 @@ def add_admin_options(options: SharedOptions, url_flag: str, service: str) -> No
     options.add("--admin-token", help="owner token (default: SURGEGATE_ADMIN_TOKEN or <data-dir>/secrets.json)")
     options.add("--data-dir", type=Path, default=Path(".surgegate"),
                 help="where `up` keeps its secrets (default .surgegate)")  # fmt: skip
+
+
+def segment(value: str) -> str:
+    """An id typed by the operator as one path segment: a space, ``/`` or ``?`` in it can neither break
+    the request nor reach another route; the service then answers for the id as typed (404, 400)."""
+    return urllib.parse.quote(value, safe="")
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,14 @@ class Unreachable(Exception):
 
 
 def send(
-    base: str, method: str, path: str, token: str, body: Any = None, *, headers: dict[str, str] | None = None
+    base: str,
+    method: str,
+    path: str,
+    token: str,
+    body: Any = None,
+    *,
+    headers: dict[str, str] | None = None,
+    timeout: float = 60,
 ) -> Any:
     """One JSON request; returns the decoded answer. Raises AdminRefused or Unreachable."""
     request = urllib.request.Request(  # noqa: S310 (the operator's own service URL)
@@ -83,19 +97,25 @@ def send(
         },
     )
     try:
-        with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        try:
-            problem = json.loads(exc.read() or b"{}")
-        except ValueError:
-            problem = {}
-        if not isinstance(problem, dict):
-            problem = {}
-        problem.setdefault("detail", exc.reason)
-        raise AdminRefused(exc.code, problem) from None
+        raise AdminRefused(exc.code, problem_of(exc)) from None
     except urllib.error.URLError as exc:
         raise Unreachable(f"cannot reach {base}: {exc.reason}") from None
+
+
+def problem_of(exc: urllib.error.HTTPError) -> dict[str, Any]:
+    """The problem+json of an error answer; a body that is none (a proxy's HTML page) gives just its
+    reason, so the command still says what happened instead of failing on the body."""
+    try:
+        problem = json.loads(exc.read() or b"{}")
+    except ValueError:
+        problem = {}
+    if not isinstance(problem, dict):
+        problem = {}
+    problem.setdefault("detail", exc.reason)
+    return problem
 
 
 def explain(command: str, refused: AdminRefused, source: str) -> None:
@@ -133,7 +153,7 @@ def call(
                 return 0
             result = json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        problem = json.loads(exc.read() or b"{}")
+        problem = problem_of(exc)
         print(f"surgegate {command}: {exc.code} {problem.get('code', '')}: {problem.get('detail', exc.reason)}",
               file=sys.stderr)  # fmt: skip
         if exc.code in (401, 403):

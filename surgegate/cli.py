@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from shared.settings import Settings, SettingsError
-from surgegate import audit_cli, event_cli, persons_cli, rehearse, report_cli, staff_cli, supply_cli
+from surgegate import audit_cli, completion, event_cli, persons_cli, rehearse, report_cli, staff_cli, supply_cli
 from surgegate.logs import formatter
 
 
@@ -174,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     persons_cli.add_parser(sub)
     audit_cli.add_parser(sub)
     rehearse.add_parser(sub)
+    completion.add_parser(sub)
 
     p = sub.add_parser(
         "up",
@@ -193,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    completion.complete(parser)  # a completion request (the shell's script calling back) ends here
+    args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
     except SettingsError as exc:

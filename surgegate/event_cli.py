@@ -21,7 +21,17 @@ from typing import Any
 
 from shared.settings import Settings
 from surgegate import invite_cli
-from surgegate.admin_client import AdminRefused, Credential, Unreachable, add_admin_options, credential, explain, send
+from surgegate.admin_client import (
+    AdminRefused,
+    Credential,
+    Unreachable,
+    add_admin_options,
+    credential,
+    explain,
+    segment,
+    send,
+)
+from surgegate.completion import complete_with, event_ids
 from surgegate.options import SharedOptions
 
 COMMAND = "event"
@@ -37,7 +47,9 @@ def _shared() -> SharedOptions:
 
 
 def _event_options(p: argparse.ArgumentParser, *, creating: bool) -> None:
-    p.add_argument("event_id")
+    event_id = p.add_argument("event_id")
+    if not creating:  # a new event's id is the operator's to invent
+        complete_with(event_id, event_ids)
     p.add_argument("--name", required=creating)
     p.add_argument("--rate", type=float, dest="rate_per_s", required=creating, help="admissions per second")
     p.add_argument("--ttl", type=int, dest="admission_ttl_s", help="seconds an admission stays valid")
@@ -70,17 +82,20 @@ def add_parser(sub: Any) -> None:
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     actions.add_parser("list", parents=[common], help="every event with its phase and queue figures")
-    actions.add_parser("show", parents=[common], help="the event and its live stats").add_argument("event_id")
+    complete_with(
+        actions.add_parser("show", parents=[common], help="the event and its live stats").add_argument("event_id"),
+        event_ids,
+    )
     _event_options(actions.add_parser("create", parents=[common], help="create an event (refused if it exists)"),
                    creating=True)  # fmt: skip
     _event_options(actions.add_parser("set", parents=[common], help="change an existing event; options left out "
                                       "keep their value"), creating=False)  # fmt: skip
     for name, helptext in (("pause", "stop admissions (visitors keep their places)"), ("resume", "admit again")):
-        actions.add_parser(name, parents=[common], help=helptext).add_argument("event_id")
+        complete_with(actions.add_parser(name, parents=[common], help=helptext).add_argument("event_id"), event_ids)
     close = actions.add_parser(
         "close", parents=[common], help="close the event now: tickets and joins get event_closed (asks first)"
     )
-    close.add_argument("event_id")
+    complete_with(close.add_argument("event_id"), event_ids)
     close.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     invite_cli.add_action(actions, parents=[common], prepare=shared.fill)
     p.set_defaults(func=shared.wrap(run))
@@ -149,8 +164,9 @@ def _fields(event: dict[str, Any]) -> dict[str, Any]:
 def _confirm(event: dict[str, Any]) -> bool:
     stats = event.get("stats") or {}
     waiting = stats.get("waiting", "?")
+    people = "1 person" if waiting == 1 else f"{waiting} people"
     question = (
-        f"Close event {event['event_id']!r} ({event['name']}) now? {waiting} people waiting and everyone "
+        f"Close event {event['event_id']!r} ({event['name']}) now? {people} waiting and everyone "
         "holding a ticket get event_closed; new joins are refused. [y/N] "
     )
     print(question, end="", flush=True)
@@ -181,7 +197,7 @@ def _print_list(events: list[dict[str, Any]]) -> None:
 
 
 def _act(args: argparse.Namespace, base: str, cred: Credential) -> None:
-    path = f"/admin/v1/events/{args.event_id}" if hasattr(args, "event_id") else "/admin/v1/events"
+    path = f"/admin/v1/events/{segment(args.event_id)}" if hasattr(args, "event_id") else "/admin/v1/events"
     if args.action == "list":
         listed = send(base, "GET", path, cred.token)
         if args.json:

@@ -18,7 +18,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.settings import Settings
-from surgegate.admin_client import admin_token
+from surgegate.admin_client import admin_token, problem_of, segment
+from surgegate.completion import complete_with, event_ids
 
 DURATION = re.compile(r"^(\d+)([mhd])$")
 UNITS = {"m": "minutes", "h": "hours", "d": "days"}
@@ -37,7 +38,7 @@ def add_action(
         parents=parents or [],
         help="issue (--count, --expires), list (--list) or revoke (--revoke) invite links",
     )
-    p.add_argument("event_id")
+    complete_with(p.add_argument("event_id"), event_ids)
     p.add_argument("--count", type=int, default=1, help="how many links to issue (one per person)")
     p.add_argument("--expires", help="when the links stop working: ISO 8601 with offset, or a duration (30m, 48h, 7d)")
     p.add_argument("--label", default="", help="what the batch is for (shown in the counts and the audit)")
@@ -64,9 +65,9 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     base = (args.edge_url or settings.edge_url).rstrip("/")
     token = admin_token(args, settings, "event")
-    path = f"/admin/v1/events/{args.event_id}/invites"
+    path = f"/admin/v1/events/{segment(args.event_id)}/invites"
     if args.revoke:
-        status, result = _request(base, "DELETE", f"{path}/{args.revoke}", token)
+        status, result = _request(base, "DELETE", f"{path}/{segment(args.revoke)}", token)
         if status:
             print(f"revoked {result['revoked']} unused invite(s) of batch {result['batch']}")
     elif args.list:
@@ -99,7 +100,7 @@ def _request(base: str, method: str, path: str, token: str, body: Any = None) ->
             result: dict[str, Any] = json.loads(resp.read())
             return True, result
     except urllib.error.HTTPError as exc:
-        problem = json.loads(exc.read() or b"{}")
+        problem = problem_of(exc)
         print(f"surgegate event invites: {exc.code} {problem.get('code', '')}: {problem.get('detail', exc.reason)}",
               file=sys.stderr)  # fmt: skip
         for error in problem.get("errors", []):

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.settings import Settings
-from surgegate.admin_client import add_admin_options, admin_token, call
+from surgegate.admin_client import add_admin_options, admin_token, call, segment
 from surgegate.options import SharedOptions
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -89,19 +89,23 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "type":
         fields = ("name", "duration_minutes", "seats_per_slot", "buffer_minutes", "min_notice_minutes",
                   "max_advance_days", "cancel_cutoff_minutes", "no_show_grace_minutes")  # fmt: skip
-        return send("PUT", f"/admin/v1/appointment-types/{args.type_id}", {f: getattr(args, f) for f in fields})
+        return send(
+            "PUT", f"/admin/v1/appointment-types/{segment(args.type_id)}", {f: getattr(args, f) for f in fields}
+        )
     if args.action == "schedule":
         weekly = {day: _intervals(getattr(args, day)) for day in WEEKDAYS}
-        return send("PUT", f"/admin/v1/sites/{args.site_id}/schedules/{args.type_id}", {"weekly": weekly})
+        return send(
+            "PUT", f"/admin/v1/sites/{segment(args.site_id)}/schedules/{segment(args.type_id)}", {"weekly": weekly}
+        )
     if args.action == "override":
         body = {"hours": [] if args.closed else _intervals(args.hours), "type_id": args.type_id, "note": args.note}
-        return send("PUT", f"/admin/v1/sites/{args.site_id}/overrides/{args.day}", body)
+        return send("PUT", f"/admin/v1/sites/{segment(args.site_id)}/overrides/{segment(args.day)}", body)
     if args.action == "generate":
-        return send("POST", f"/admin/v1/sites/{args.site_id}/generate", {"from": args.from_, "to": args.to})
+        return send("POST", f"/admin/v1/sites/{segment(args.site_id)}/generate", {"from": args.from_, "to": args.to})
     if args.action in ("import-sites", "import-schedules"):
         kind = args.action.removeprefix("import-")
         return send("POST", f"/admin/v1/import/{kind}", csv=args.csv_file.read_bytes())
     if args.action == "close-day":
         body = {"day": args.day, "reason": args.reason, "type_id": args.type_id}
-        return send("POST", f"/admin/v1/sites/{args.site_id}/closures", body)
-    return send("POST", f"/admin/v1/appointments/{args.appointment_id}/check-in")
+        return send("POST", f"/admin/v1/sites/{segment(args.site_id)}/closures", body)
+    return send("POST", f"/admin/v1/appointments/{segment(args.appointment_id)}/check-in")

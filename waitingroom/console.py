@@ -17,8 +17,10 @@ there).
 Each event's entry also carries ``booking``, the booking side's figures, which the edge computes itself
 from PostgreSQL and Redis (:class:`~waitingroom.booking_figures.BookingFigures`, at most once a second per
 event): confirmed appointments, refusals by code, booking latency over the last 5 minutes, the booking
-queue's depth and the event's invites. Token failures by reason are counted only in the booking API's
-memory (its ``/metrics``): the console does not show them.
+queue's depth, the event's invites and its admission-token failures by reason over the last 15 minutes
+(which the booking API processes add to Redis). Failures of tokens that named no event the service
+issued are in the message's ``token_failures_unknown_event``; its ``notifications`` is the notification
+backlog of all events (queued and due, the oldest's age in seconds).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from shared.audit import plain
 from shared.errors import Code, Refused
 from shared.http import BACKEND_UNAVAILABLE, json_response, validate
 from shared.staff import Role, require_role, requires
+from shared.token_failures import UNKNOWN_EVENT
 from waitingroom.booking_figures import BookingFigures
 from waitingroom.events import EVENT_ID
 from waitingroom.keys import BOOKING_FIGURES, CLOSING, ROOM, TRENDS
@@ -94,7 +97,9 @@ async def figures(room: Room, trends: Trends | None, booking: BookingFigures) ->
             entry["trend"] = trends.of(event.event_id)
         events.append(entry)
     booking.forget_others({e["event_id"] for e in events})
-    return {"at": room.clock(), "events": events}
+    unknown = (await booking.token_failures(room)).of(UNKNOWN_EVENT)
+    backlog = await booking.notification_backlog(room)
+    return {"at": room.clock(), "events": events, "token_failures_unknown_event": unknown, "notifications": backlog}
 
 
 def sse(kind: str, data: dict[str, Any]) -> bytes:

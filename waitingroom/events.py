@@ -205,6 +205,8 @@ def check(event: Event) -> None:
     """Every rule between fields, on the whole event: a partial update is checked as merged with what
     it changes (setting opens_at after the stored closes_at is refused like sending both)."""
     opens, prequeue, closes = event.opens_at, event.prequeue_opens_at, event.closes_at
+    if prequeue is not None and opens is None:  # it would be ignored: the event is open from the start
+        raise ValueError("prequeue_opens_at needs opens_at: a pre-queue is the time before the opening")
     if prequeue is not None and opens is not None and prequeue > opens:
         raise ValueError(f"prequeue_opens_at ({prequeue.isoformat()}) must not be after opens_at ({opens.isoformat()})")
     if closes is not None and opens is not None and closes <= opens:

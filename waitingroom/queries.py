@@ -186,3 +186,13 @@ SELECT count(*) AS issued,
 FROM invite_batches AS b JOIN invites AS i USING (batch_id)
 WHERE b.event_id = $1
 """
+
+# The notification backlog (one figure for all events: notifications name no event): due and not yet
+# sent, as the dispatcher's gauges count it (booking_worker/queries.py NOTIFICATION_BACKLOG), so the
+# console and the dashboard agree. One waiting for a retry is still due since its due_at: its person
+# has waited that long; a reminder queued for later is not due before its due_at.
+CONSOLE_NOTIFICATION_BACKLOG = """
+SELECT count(*) AS due, extract(epoch FROM now() - min(due_at)) AS oldest_due_age_s
+FROM notifications
+WHERE status IN ('queued', 'sending') AND due_at <= now()
+"""

@@ -131,15 +131,26 @@ class Room:
         self._alive: dict[str, dict[int, float]] = {}  # event -> rank -> present-until, not yet flushed
         self._events_waiting = 0  # events with anyone waiting: they share the poll budget
         self._events_loaded_at = float("-inf")
+        # Changes this process made, numbered: a reload that began before one must not undo it.
+        self._writes = 0
+        self._written: dict[str, int] = {}
 
     # --- events -------------------------------------------------------------------------------
 
     async def refresh_events(self) -> None:
+        """Reload every event from PostgreSQL. An event this process changed after the reload began
+        keeps its changed definition (the reload's read may predate it): a pause, a rate or a freeze
+        never reverts, not even for one tick."""
+        began = self._writes
         async with self.pool.acquire() as con:
             events = await list_events(con)
             checkpoints = await load_checkpoints(con)
             draws = await load_draws(con)
-        self._events = {e.event_id: e for e in events}
+        loaded = {e.event_id: e for e in events}
+        for event_id, write in self._written.items():
+            if write > began and event_id in self._events:
+                loaded[event_id] = self._events[event_id]
+        self._events = loaded
         self._checkpoints = checkpoints
         self._draws = draws
         self._events_loaded_at = time.monotonic()
@@ -171,10 +182,10 @@ class Room:
         return await self._change(event_id, checked, actor=actor)
 
     async def close_event(self, event_id: str, *, actor: Actor) -> Event:
-        """Close the event now (``closes_at`` = now; an opening still ahead is cancelled, set to null,
-        so the event stays consistent): joins and status polls answer ``event_closed`` from then on.
-        Safe to repeat: an event already closed keeps its closing time. Audited as ``event_closed``
-        with what changed. NotFound when there is no such event."""
+        """Close the event now (``closes_at`` = now; an opening still ahead is cancelled, set to null
+        with its pre-queue time, so the event stays consistent): joins and status polls answer
+        ``event_closed`` from then on. Safe to repeat: an event already closed keeps its closing time.
+        Audited as ``event_closed`` with what changed. NotFound when there is no such event."""
         at = datetime.fromtimestamp(self.clock(), UTC)
 
         def closing(current: Event | None) -> EventUpdate:
@@ -183,10 +194,10 @@ class Room:
             changes: dict[str, datetime | None] = {}
             if current.closes_at is None or current.closes_at > at:
                 changes["closes_at"] = at
-            for field in ("opens_at", "prequeue_opens_at"):
-                value = getattr(current, field)
-                if value is not None and value >= at:
-                    changes[field] = None
+            if current.opens_at is not None and current.opens_at >= at:
+                changes["opens_at"] = None
+                if current.prequeue_opens_at is not None:  # no pre-queue without an opening (events.check)
+                    changes["prequeue_opens_at"] = None
             return EventUpdate.model_validate(changes)
 
         return await self._change(event_id, closing, actor=actor, action="event_closed")
@@ -236,8 +247,10 @@ class Room:
             # An edit of other fields keeps the rate the controller has found, within the new bounds.
             low, high = event.rate_min or 0.0, event.rate_max or live.rate_per_s
             config = replace(config, rate_per_s=min(high, max(low, live.rate_per_s)))
-        state = await self.queue.configure(event_id, now, config)
+        self._writes += 1
+        self._written[event_id] = self._writes
         self._events[event_id] = event
+        state = await self.queue.configure(event_id, now, config)
         self._remember(event_id, state, now)
         return event
 

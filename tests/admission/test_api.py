@@ -63,7 +63,8 @@ async def test_token_failures_get_the_right_codes_and_reasons(api: TestClient, c
     for headers, status, code, reason in cases:
         resp = await api.get("/api/v1/sites", headers=headers)
         assert_problem(resp.status, await resp.json(), status, code)
-        assert verify_count(api, "-", reason) >= 1, reason
+        event = "ev" if reason == "expired" else "-"  # an expired token's signature held: its event is ours
+        assert verify_count(api, event, reason) >= 1, reason
 
 
 async def test_rotated_keys_old_token_still_verifies(settings: Settings, codec: TokenCodec) -> None:

@@ -63,7 +63,9 @@ def test_dashboard_shows_what_an_operator_needs() -> None:
     queries = " ".join(expr for _, _, expr in dashboard_targets())
     for metric in ("surgegate_queue_joined_total", "surgegate_admitted_total", "surgegate_booking_attempts_total",
                    "surgegate_queue_wait_seconds_bucket", "surgegate_token_verify_total",
-                   "surgegate_booking_seconds_bucket", "surgegate_booking_queue_depth"):  # fmt: skip
+                   "surgegate_booking_seconds_bucket", "surgegate_booking_queue_depth",
+                   "surgegate_notifications_backlog", "surgegate_notifications_oldest_due_age_seconds",
+                   "surgegate_notifications_total"):  # fmt: skip
         assert metric in queries
 
 

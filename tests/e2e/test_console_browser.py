@@ -67,6 +67,24 @@ async def test_console_sign_in_watch_pause_and_freeze(
         await page.wait_for_selector(f"{card} .fig-booked:text-is('0')")
         await page.wait_for_selector(f"{card} .fig-latency:text-is('– / –')")  # noqa: RUF001 (the page shows an en dash)
         await page.wait_for_selector(f"{card} .fig-invites:text-is('0 / 0 / 0')")
+        # a booking of the other event; refused tokens at the real API; two notifications waiting
+        async with aiohttp.ClientSession() as s:
+            resp = await s.post(f"{stack.api_url}/api/v1/appointments", json={"slot_id": slot_id, "person": person(5)},
+                                headers=booking_headers(admission_token(codec, event_id="other")))  # fmt: skip
+            assert resp.status == 201, await resp.text()
+            expired = {"Authorization": "Bearer " + admission_token(codec, event_id="ev", ttl=-60)}
+            for headers in (expired, expired, {}):
+                assert (await s.get(f"{stack.api_url}/api/v1/sites", headers=headers)).status == 401
+        # due 3 minutes ago, each waiting for a retry in an hour (so no dispatcher takes them meanwhile)
+        waiting = ("SELECT 'probe', '\\x00'::bytea, now() - interval '3 minutes', now() + interval '1 hour'"
+                   " FROM generate_series(1, 2)")  # fmt: skip
+        await pool.execute(f"INSERT INTO notifications (kind, sealed, due_at, next_attempt_at) {waiting}")
+        await page.wait_for_selector("#event-other .fig-booked:text-is('1')", timeout=15_000)
+        await page.wait_for_selector(f"{card} .fig-token_failures:text-is('2: expired 2')", timeout=15_000)
+        await page.wait_for_selector(f"{card} .spark-token_failures polyline", state="attached")
+        await page.wait_for_selector("#fig-unknown-failures:text-is('1: missing 1')", timeout=15_000)
+        await page.wait_for_selector("#fig-notifications-oldest:text-is('3 min')", timeout=15_000)
+        assert int(await page.text_content("#fig-notifications-due") or "0") >= 2  # ours (and the booking's, if unsent)
         await page.screenshot(path=str(shots / "console-live.png"), full_page=True)
 
         # pause: cancelled with Escape changes nothing; confirmed, the event is paused

@@ -28,6 +28,7 @@ def test_every_key_is_byte_identical() -> None:
     assert keys.api_bucket_key("token", "write", "t-1") == "sg:rl:api:token:write:t-1"
     assert keys.api_bucket_key("client", "read", "ip:2001:db8::/64") == "sg:rl:api:client:read:ip:2001:db8::/64"
     assert keys.booking_latency_key("ev-1") == "sg:latency:ev-1"
+    assert keys.token_failures_key(29_000_000) == "sg:tokfail:29000000"
     assert keys.BOOKING_QUEUE_NAME == "surgegate:booking" == Settings().queue_name
 
 

@@ -142,3 +142,13 @@ def test_the_booking_api_limits_and_caps_read_from_the_environment_and_0_disable
     defaults = Settings()
     assert (defaults.api_token_write_limit_per_min, defaults.api_token_write_limit_burst) == (20.0, 10)
     assert (defaults.api_token_read_limit_per_min, defaults.api_token_read_limit_burst) == (120.0, 60)
+
+
+@pytest.mark.parametrize("url", ["http://mail:25", "smtp://", "smtp://user:s3cret@mail:port", "mail.example.org"])
+def test_a_bad_smtp_url_is_refused_without_repeating_it(url: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({**GOOD, "SURGEGATE_SMTP_URL": url})
+    assert "SURGEGATE_SMTP_URL must be smtp://" in str(refused.value)
+    assert "s3cret" not in str(refused.value)
+    good = Settings.from_env({**GOOD, "SURGEGATE_SMTP_URL": "smtps://u:p%40ss@mail.example.org:465"})
+    assert good.smtp_url == "smtps://u:p%40ss@mail.example.org:465"

@@ -144,7 +144,7 @@ async def test_close_asks_first(
         assert (await http.post(f"{edge_url}/api/v1/events/demo/join")).status == 201
         monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
         code, out, err = await cli(capsys, "event", "close", "demo", *opts)
-        assert code == 1 and "1 people waiting" in out and "not closed" in err
+        assert code == 1 and "1 person waiting" in out and "not closed" in err
         assert (await stored(edge_url, "demo") or {})["closes_at"] is None
         monkeypatch.setattr("sys.stdin", io.StringIO(""))  # no answer (a closed stdin) is no
         assert (await cli(capsys, "event", "close", "demo", *opts))[0] == 1
@@ -189,3 +189,18 @@ async def test_errors_say_where_the_credential_came_from(
     message = str(exc.value)
     assert "--key, SURGEGATE_STAFF_KEY, --admin-token, SURGEGATE_ADMIN_TOKEN" in message
     assert str(tmp_path / "elsewhere" / "secrets.json") in message  # the absolute path, wherever it ran
+
+
+async def test_an_id_that_is_no_url_segment_is_answered_not_a_traceback(
+    edge_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A space, a slash or a question mark typed in an id: the edge answers for the id as typed."""
+    opts = ["--edge-url", edge_url, "--admin-token", ADMIN]
+    for typed in ("demo x", "demo/x", "demo?x=1", "../demo"):
+        code, out, err = await cli(capsys, "event", "show", typed, *opts)
+        assert code == 1 and out == "" and f"no event {typed!r}" in err, typed
+        assert "Traceback" not in err
+    code, out, err = await cli(capsys, "event", "create", "Bad Id", "--name", "X", "--rate", "1", *opts)
+    assert code == 1 and out == "" and "400 validation_error" in err and "Traceback" not in err
+    code, _, err = await cli(capsys, "event", "invites", "demo x", "--list", *opts)
+    assert code == 1 and "Traceback" not in err

@@ -146,3 +146,28 @@ async def test_concurrent_partial_updates_are_checked_one_after_the_other(edge: 
 
 
 WAITING_ON_LOCKS = "SELECT count(*) FROM pg_locks WHERE NOT granted"
+
+
+async def test_a_prequeue_needs_an_opening_time(edge: TestClient) -> None:
+    """Without opens_at the event is open from the start: a pre-queue time would be silently ignored."""
+    assert (await put(edge, "ev", {"name": "E", "rate_per_s": 1}))[0] == 200
+    status, body = await put(edge, "ev", {"prequeue_opens_at": "2030-01-01T00:00:00Z"})
+    assert_problem(status, body, 400, "validation_error")
+    assert "prequeue_opens_at needs opens_at" in body["detail"]
+    status, body = await put(edge, "new", {"name": "N", "rate_per_s": 1, "prequeue_opens_at": "2030-01-01T00:00:00Z"})
+    assert_problem(status, body, 400, "validation_error")
+    both = {"prequeue_opens_at": "2030-01-01T00:00:00Z", "opens_at": "2030-01-02T00:00:00Z"}
+    assert (await put(edge, "ev", both))[0] == 200
+    status, body = await put(edge, "ev", {"opens_at": None})  # dropping the opening alone leaves it dangling
+    assert_problem(status, body, 400, "validation_error")
+    assert (await put(edge, "ev", {"opens_at": None, "prequeue_opens_at": None}))[0] == 200
+
+
+async def test_closing_during_the_prequeue_drops_the_opening_and_its_prequeue(edge: TestClient) -> None:
+    await put(edge, "ev", {"name": "E", "rate_per_s": 1, "prequeue_opens_at": "2020-01-01T00:00:00Z",
+                           "opens_at": "2099-01-01T00:00:00Z"})  # fmt: skip
+    assert (await edge.post("/api/v1/events/ev/join")).status == 201  # in the pre-queue now
+    resp = await edge.delete("/admin/v1/events/ev", headers=admin_headers())
+    closed = await resp.json()
+    assert resp.status == 200, closed
+    assert closed["closes_at"] is not None and (closed["opens_at"], closed["prequeue_opens_at"]) == (None, None)

@@ -15,16 +15,29 @@ import asyncpg
 import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
 
+from admission.keys import TOKEN_FAILURES
 from booking_worker.booking import book
 from shared.booking import BookingJob, attempt_id_for
+from shared.keys import token_failures_key
 from shared.metrics import Metrics
 from shared.persons import PersonVault
-from shared.redis import create_arq_pool
+from shared.redis import create_arq_pool, create_redis
 from shared.settings import Settings
 from shared.staff import OWNER, Role, add_staff, revoke_staff
+from shared.token_failures import UNKNOWN_EVENT, TokenFailureCounter
+from shared.tokens import TokenCodec
 from surgegate.embedded import EmbeddedValkey
-from tests.helpers import FakeClock, accepted, admin_headers, assert_problem, seed_site_and_slot, serve
+from tests.helpers import (
+    FakeClock,
+    accepted,
+    admin_headers,
+    admission_token,
+    assert_problem,
+    seed_site_and_slot,
+    serve,
+)
 from waitingroom.app import create_app
 from waitingroom.booking_figures import BookingFigures
 from waitingroom.keys import ROOM, TRENDS
@@ -242,6 +255,7 @@ async def test_the_stream_carries_the_booking_side(
         "latency_s": {"p50": 3.0, "p99": 3.98, "finished": 2, "window_s": 300},
         "queue_depth": 2,
         "invites": {"issued": 3, "used": 1, "open": 2},
+        "token_failures": {"total": 0, "by_reason": {}, "per_minute": [0] * 15, "window_s": 900, "step_s": 60},
     }
     other = by_id(first)["other"]["booking"]
     assert other["booked"] == 0 and other["refusals"] == {} and other["invites"]["issued"] == 0
@@ -262,3 +276,84 @@ async def test_booking_figures_are_computed_at_most_once_a_second(
     assert await figures.of(room, "ev") == before  # cached
     now[0] += 0.1
     assert (await figures.of(room, "ev"))["queue_depth"] == before["queue_depth"] + 1  # a second later: afresh
+
+
+async def test_token_failures_reach_the_console_from_the_api(
+    edge: TestClient, api: TestClient, codec: TokenCodec, redis: Redis
+) -> None:
+    """Real refused requests to a real booking API, counted by event and reason in Redis, shown by the
+    edge's stream; a token that names no trustworthy event counts under the unknown event only."""
+    expired = bearer(admission_token(codec, event_id="ev", ttl=-60))
+    forged = bearer(admission_token(TokenCodec([("k1", "some-other-secret-xyz")]), event_id="ev"))
+    good_other = admission_token(codec, event_id="other", scope=["S1"])
+    for headers in (expired, expired, forged, {}, {"Authorization": "Bearer not-a-token"}):
+        assert (await api.get("/api/v1/sites", headers=headers)).status == 401
+    resp = await api.get("/api/v1/slots", params={"site_id": "S2"}, headers=bearer(good_other))
+    assert_problem(resp.status, await resp.json(), 403, "token_scope")
+    assert (await api.get("/api/v1/sites", headers=bearer(good_other))).status == 200  # not a failure
+    await api.app[TOKEN_FAILURES].flush(redis)  # what the API's loop does once a second
+    # an earlier minute of the window, as another API process left it
+    seconds, _ = await redis.time()
+    await redis.hset(token_failures_key(int(seconds) // 60 - 3), "ev:binding", "4")
+
+    resp = await edge.get("/admin/v1/live", headers=admin_headers())
+    _, first = await next_message(resp)
+    resp.close()
+    ev, other = by_id(first)["ev"]["booking"]["token_failures"], by_id(first)["other"]["booking"]["token_failures"]
+    assert ev["by_reason"] == {"binding": 4, "expired": 2} and ev["total"] == 6
+    minutes = ev["per_minute"]  # oldest first; the flush and the read may straddle a minute's end
+    assert len(minutes) == 15 and [n for n in minutes if n] == [4, 2] and minutes.index(2) >= 13
+    assert ev["window_s"] == 900 and ev["step_s"] == 60
+    assert other["by_reason"] == {"scope": 1} and other["total"] == 1
+    unknown = first["token_failures_unknown_event"]
+    assert unknown["by_reason"] == {"malformed": 1, "missing": 1, "signature": 1} and unknown["total"] == 3
+    stored = {field.decode() for key in await redis.keys(token_failures_key(0)[:-1] + "*")
+              for field in await redis.hgetall(key)}  # fmt: skip
+    assert stored == {"ev:expired", "ev:binding", "other:scope", "-:malformed", "-:missing", "-:signature"}
+
+
+async def test_token_failures_outside_the_catalogue_or_window_do_not_count(
+    edge: TestClient, redis: Redis, settings: Settings
+) -> None:
+    counter = TokenFailureCounter()
+    counter.count("ev", "something-an-attacker-chose")
+    counter.count(None, "expired")
+    await counter.flush(redis)
+    seconds, _ = await redis.time()
+    await redis.hset(token_failures_key(int(seconds) // 60 - 15), "ev:expired", "9")  # 15 minutes ago: outside
+    failures = await BookingFigures().token_failures(edge.app[ROOM])
+    assert failures.of("ev")["by_reason"] == {"other": 1}
+    assert failures.of(UNKNOWN_EVENT)["by_reason"] == {"expired": 1}
+    assert failures.of("nobody")["total"] == 0 and failures.of("nobody")["per_minute"] == [0] * 15
+
+
+async def test_token_failures_wait_in_memory_while_redis_is_away() -> None:
+    counter = TokenFailureCounter()
+    counter.count("ev", "expired")
+    away = create_redis("redis://127.0.0.1:1/0", timeout_s=0.5)  # nothing listens on port 1
+    try:
+        await counter.flush(away)
+    finally:
+        await away.aclose()
+    assert counter.pending == {("ev", "expired"): 1}  # kept for the next flush, not lost
+
+
+async def test_the_stream_carries_the_notification_backlog(edge: TestClient, pool: asyncpg.Pool) -> None:
+    resp = await edge.get("/admin/v1/live", headers=admin_headers())
+    _, first = await next_message(resp)
+    resp.close()
+    assert first["notifications"] == {"due": 0, "oldest_due_age_s": None}
+    # (status, due in s, retry in s): negative = in the past
+    rows = [("queued", -120, None), ("queued", -30, None), ("queued", -1000, -60), ("queued", 3600, None),
+            ("queued", -900, 300), ("sent", -600, None), ("failed", -900, None), ("sending", -900, None)]  # fmt: skip
+    for status, due, retry in rows:
+        await pool.execute(
+            "INSERT INTO notifications (kind, sealed, status, due_at, next_attempt_at)"
+            " VALUES ('probe', '\\x00', $1, now() + make_interval(secs => $2), now() + make_interval(secs => $3))",
+            status, due, retry,
+        )  # fmt: skip
+    backlog = await BookingFigures().notification_backlog(edge.app[ROOM])
+    # due and not sent: all queued but the reminder due in an hour (retries pending or not), and the one
+    # being sent; not those sent or failed
+    assert backlog["due"] == 5
+    assert 1000 <= backlog["oldest_due_age_s"] < 1500

@@ -3,6 +3,7 @@ runtime, an empty queue banking no credit, and two edge processes agreeing on po
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -138,3 +139,33 @@ async def test_metrics_follow_the_funnel(room: Room, clock: FakeClock) -> None:
     assert metric_value(room.metrics, "surgegate_queue_joined_total", event="ev") == 20
     assert metric_value(room.metrics, "surgegate_admitted_total", event="ev") == 10
     assert metric_value(room.metrics, "surgegate_queue_waiting", event="ev") == 10
+
+
+WAITING_ON_CHECKPOINTS = (  # in this database only: other databases' waits are no sign
+    "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'queue_checkpoints'::regclass"
+    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
+
+@pytest.mark.parametrize("guarded", [True, False], ids=["guarded", "negative-control"])
+async def test_a_reload_that_began_before_a_change_never_undoes_it(
+    room: Room, pool: asyncpg.Pool, guarded: bool
+) -> None:
+    """A pause made while a reload is between reading the events and storing them: the reload's
+    older read must not revert it (else the next tick admits again, and the console and the CLI's
+    before/after show the old values). The control forgets the write and sees the pause undone."""
+    await room.refresh_events()
+    async with pool.acquire() as blocker, blocker.transaction():
+        # the reload reads the events, then waits on the checkpoints table
+        await blocker.execute("LOCK TABLE queue_checkpoints IN ACCESS EXCLUSIVE MODE")
+        reload = asyncio.create_task(room.refresh_events())
+        async with asyncio.timeout(30):  # until the reload has read the events and waits here
+            while not reload.done() and not await pool.fetchval(WAITING_ON_CHECKPOINTS):  # noqa: ASYNC110 (polls the database)
+                await asyncio.sleep(0.01)
+        await room.put_event("ev", EventUpdate(paused=True), actor=OWNER)
+        if not guarded:
+            room._written.clear()
+    await reload
+    assert room.event("ev").paused is guarded
+    await room.refresh_events()  # the next reload reads the change either way
+    assert room.event("ev").paused is True

@@ -13,6 +13,7 @@
     ["ineligible", "Refused: ineligible", false], ["other_refusals", "Other refusals", false],
     ["latency", "Booking latency p50 / p99 (5 min)", false], ["queue_depth", "Booking queue depth", false],
     ["invites", "Invites issued / used / open", false],
+    ["token_failures", "Token failures (15 min)", "series"],
   ];
   const $ = (id) => document.getElementById(id);
   const cards = new Map(); // event_id -> {root, fields, trend}
@@ -109,7 +110,22 @@
       latency: text(b.latency_s.p50, " s") + " / " + text(b.latency_s.p99, " s"),
       queue_depth: b.queue_depth,
       invites: b.invites.issued + " / " + b.invites.used + " / " + b.invites.open,
+      token_failures: failures(b.token_failures),
     };
+  }
+
+  // "7: expired 5, binding 2": the total over the window, then each reason
+  function failures(f) {
+    if (!f) return "–";
+    const reasons = Object.entries(f.by_reason).map(([reason, n]) => reason + " " + n);
+    return reasons.length ? f.total + ": " + reasons.join(", ") : "0";
+  }
+
+  function ageText(seconds) {
+    if (seconds === null || seconds === undefined) return "–";
+    if (seconds < 120) return Math.round(seconds) + " s";
+    if (seconds < 7200) return Math.round(seconds / 60) + " min";
+    return (seconds / 3600).toFixed(1) + " h";
   }
 
   function sparkline(svg, points, name) {
@@ -126,6 +142,20 @@
     line.setAttribute("points", coords.join(" "));
     line.setAttribute("vector-effect", "non-scaling-stroke");
     svg.appendChild(line);
+  }
+
+  // counts per minute, oldest first, evenly spaced
+  function seriesSparkline(svg, counts) {
+    sparkline(svg, (counts || []).map((n, i) => ({ at: i, n })), "n");
+  }
+
+  function renderGlobal(message) {
+    const unknown = message.token_failures_unknown_event;
+    $("fig-unknown-failures").textContent = failures(unknown);
+    seriesSparkline($("spark-unknown-failures"), unknown && unknown.per_minute);
+    const backlog = message.notifications;
+    $("fig-notifications-due").textContent = backlog ? String(backlog.due) : "–";
+    $("fig-notifications-oldest").textContent = backlog ? ageText(backlog.oldest_due_age_s) : "–";
   }
 
   function card(event) {
@@ -149,6 +179,7 @@
         svg.setAttribute("role", "img");
         svg.setAttribute("aria-label", label + ", last 15 minutes");
         svg.classList.add("spark-" + name);
+        if (spark === "series") svg.setAttribute("aria-label", label + ", per minute");
         box.appendChild(svg);
       }
       dl.appendChild(box);
@@ -162,6 +193,7 @@
   }
 
   function render(message) {
+    renderGlobal(message);
     const seen = new Set();
     for (const event of message.events) {
       seen.add(event.event_id);
@@ -178,7 +210,8 @@
       const v = values(event);
       for (const [name, f] of Object.entries(c.fields)) {
         f.dd.textContent = String(v[name]);
-        if (f.svg) sparkline(f.svg, c.trend, name);
+        if (f.svg && name === "token_failures") seriesSparkline(f.svg, event.booking && event.booking.token_failures.per_minute);
+        else if (f.svg) sparkline(f.svg, c.trend, name);
       }
       c.root.querySelector(".pause").textContent = event.paused ? "Resume admissions" : "Pause admissions";
       c.root.querySelector(".freeze button").textContent = event.bookings_frozen ? "Lift the freeze" : "Freeze bookings";
