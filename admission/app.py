@@ -7,11 +7,36 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from admission import admin, appointments, audit, changes, holds, queries, reports, search, supply, support, waitlist
+from admission import (
+    admin,
+    appointments,
+    audit,
+    changes,
+    holds,
+    identity,
+    queries,
+    reports,
+    search,
+    supply,
+    support,
+    waitlist,
+)
 from admission.auth import CLAIMS_PATH, cors_middleware, throttle_middleware, token_middleware
 from admission.availability import Availability, Cache
 from admission.freeze import Freezes
-from admission.keys import ARQ, AVAILABILITY, CODEC, FREEZES, METRICS, POOL, SETTINGS, THROTTLE, VAULT, WAITLIST
+from admission.keys import (
+    ARQ,
+    AVAILABILITY,
+    CODEC,
+    FREEZES,
+    IDENTITIES,
+    METRICS,
+    POOL,
+    SETTINGS,
+    THROTTLE,
+    VAULT,
+    WAITLIST,
+)
 from admission.throttle import REDIS_TIMEOUT_S, Throttle
 from shared.db import create_pool
 from shared.http import (
@@ -24,6 +49,7 @@ from shared.http import (
     problem_middleware,
     server_handler_args,
 )
+from shared.identity import Identities
 from shared.idp import IdentityProvider
 from shared.limits import parse_networks
 from shared.metrics import Metrics
@@ -65,6 +91,9 @@ def create_app(
     app[VAULT] = PersonVault.from_settings(settings)
     app[AVAILABILITY] = Availability(Cache(settings.search_cache_s))
     app[FREEZES] = Freezes()
+    app[IDENTITIES] = Identities(  # issue 10: the ID tokens of each event's identity provider
+        leeway_s=settings.token_leeway_s, max_age_s=settings.idp_jwks_max_age_s, refetch_s=settings.idp_jwks_refetch_s
+    )
     app[WAITLIST] = Waitlist(app[CODEC], app[VAULT], WaitlistPolicy.from_settings(settings))
 
     async def resources_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -81,6 +110,7 @@ def create_app(
             await app[POOL].close()
             app[STAFF].use_pool(None)
             await app[STAFF].close()
+            await app[IDENTITIES].close()
 
     app.cleanup_ctx.append(resources_ctx)
 
@@ -124,6 +154,9 @@ def create_app(
     r.add_post("/admin/v1/support/appointments/{appointment_id}/reschedule", support.reschedule)
     r.add_get("/admin/v1/reports/{kind}", reports.get_report)
     r.add_get("/admin/v1/audit", audit.list_audit)
+    r.add_get("/admin/v1/events/{event_id}/identity", identity.get_identity)
+    r.add_put("/admin/v1/events/{event_id}/identity", identity.put_identity)
+    r.add_delete("/admin/v1/events/{event_id}/identity", identity.delete_identity)
     r.add_get("/healthz", healthz)
     r.add_get("/readyz", readyz)
     r.add_get("/metrics", metrics_handler(app[METRICS]))

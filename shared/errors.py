@@ -69,6 +69,8 @@ class Code(StrEnum):
     INVITE_USED = "invite_used"
     INVITE_REVOKED = "invite_revoked"
     INVITE_EXPIRED = "invite_expired"
+    # Identity to the level an event requires (shared/identity.py)
+    IDENTITY_REQUIRED = "identity_required"
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,9 @@ CATALOGUE: Mapping[Code, Refusal] = {
     Code.INVITE_USED: Refusal(409, "this invite link has already been used"),
     Code.INVITE_REVOKED: Refusal(410, "this invite link has been withdrawn"),
     Code.INVITE_EXPIRED: Refusal(410, "this invite link has expired"),
+    Code.IDENTITY_REQUIRED: Refusal(
+        403, "this event needs proof of identity from its identity provider, at the level it requires; sign in there"
+    ),
 }
 
 # An HTTP status aiohttp raised itself (no route, wrong method, body too large) → its code.

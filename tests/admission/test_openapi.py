@@ -22,7 +22,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
 
-from admission import admin, appointments, changes, holds, supply, support, waitlist
+from admission import admin, appointments, changes, holds, identity, supply, support, waitlist
 from admission.app import create_app
 from shared.booking import attempt_id_for
 from shared.persons import PersonVault, person_key_of
@@ -348,6 +348,15 @@ async def test_a_real_flow_answers_what_the_document_says(
     assert (await client.call("GET", "/admin/v1/audit", params=rest, headers=admin_headers()))[1]["next"] is None
     assert (await client.call("GET", "/admin/v1/audit", params={"cursor": "x"}, headers=admin_headers()))[0] == 400
 
+    # rules: the event's identity provider (issue 10)
+    provider = {"issuer": "https://id.example.test", "audience": "sg", "jwks_url": "https://id.example.test/certs",
+                "acr_values": ["low", "high"], "min_acr": "high"}  # fmt: skip
+    where = "/admin/v1/events/ev/identity"
+    assert (await client.call("PUT", where, json=provider, headers=admin_headers()))[0] == 200
+    assert (await client.call("GET", where, headers=admin_headers()))[0] == 200
+    assert (await client.call("DELETE", where, headers=admin_headers()))[0] == 200
+    assert (await client.call("GET", where, headers=admin_headers()))[0] == 404
+
     # probes and the document itself
     for probe in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
         assert (await client.call("GET", probe))[0] == 200
@@ -446,6 +455,19 @@ BODIES: dict[tuple[str, str], tuple[type[pydantic.BaseModel], list[Json]]] = {
     ("/admin/v1/sites/{site_id}/closures", "post"): (supply.ClosureIn, [
         {"day": "2030-01-02", "reason": "storm"}, {"day": "2030-01-02", "reason": "storm", "type_id": "t"},
         {"day": "2030-01-02"}, {"day": "2030-01-02", "reason": ""},
+    ]),
+    ("/admin/v1/events/{event_id}/identity", "put"): (identity.IdentityIn, [
+        {"issuer": "i", "audience": "a", "jwks_url": "https://id.example.test/certs"},
+        {"issuer": "i", "audience": "a", "jwks_url": "https://id.example.test/certs", "acr_values": ["low", "high"],
+         "min_acr": "high", "algorithms": ["ES256", "EdDSA"]},
+        {"issuer": "i", "audience": "a", "jwks_url": "https://x/certs", "min_acr": None, "algorithms": ["RS256"]},
+        {"issuer": "i", "audience": "a"}, {"issuer": "", "audience": "a", "jwks_url": "https://x/certs"},
+        {"issuer": "i", "audience": "a", "jwks_url": "ftp://x/certs"},
+        {"issuer": "i", "audience": "a", "jwks_url": "https://x/certs", "algorithms": ["HS256"]},
+        {"issuer": "i", "audience": "a", "jwks_url": "https://x/certs", "algorithms": []},
+        {"issuer": "i", "audience": "a", "jwks_url": "https://x/certs", "acr_values": ["a", "a"]},
+        {"issuer": "i", "audience": "a", "jwks_url": "https://x/certs", "acr_values": [""]},
+        {"issuer": "i", "audience": "a", "jwks_url": "https://x/certs", "scope": "openid"},
     ]),
 }  # fmt: skip
 
