@@ -21,6 +21,7 @@ from aiohttp import web
 from shared.errors import EventClosed, Refused, TicketInvalid
 from shared.http import read_form
 from shared.settings import Settings
+from waitingroom import eligibility
 from waitingroom.events import Event
 from waitingroom.i18n import STRINGS, duration, eta_minutes, pick_language
 from waitingroom.keys import ROOM
@@ -63,7 +64,9 @@ def _eta_text(t: dict[str, str], status: Status) -> str:
     return t["eta_less_minute"] if minutes is None else t["eta_range"].format(lo=minutes[0], hi=minutes[1])
 
 
-def render_queue_page(event: Event, language: str, status: Status | None, now: float, error: str = "") -> str:
+def render_queue_page(
+    event: Event, language: str, status: Status | None, now: float, error: str = "", eligibility: str = ""
+) -> str:
     t = STRINGS[language]
     e = html.escape
     state = status.state if status is not None else "none"
@@ -111,6 +114,7 @@ def render_queue_page(event: Event, language: str, status: Status | None, now: f
         error=e(error),
         error_hidden="" if error else "hidden",
         strings_json=json.dumps(t).replace("</", "<\\/"),
+        eligibility=eligibility,  # issue 10: the eligibility step (waitingroom/eligibility.py), already HTML
         **{f"s_{key}": e(text) for key, text in t.items()},
     )
 
@@ -128,7 +132,8 @@ async def queue_page(request: web.Request) -> web.Response:
             status = None
         except EventClosed as exc:
             error = exc.detail
-    body = render_queue_page(event, language, status, room.clock(), error)
+    step = await eligibility.fragment(request, event, language, status.state if status else "none")  # issue 10
+    body = render_queue_page(event, language, status, room.clock(), error, eligibility=step)
     return web.Response(text=body, content_type="text/html", headers={**_PAGE_HEADERS, "Content-Language": language})
 
 

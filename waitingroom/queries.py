@@ -186,3 +186,13 @@ SELECT count(*) AS issued,
 FROM invite_batches AS b JOIN invites AS i USING (batch_id)
 WHERE b.event_id = $1
 """
+
+# --- the queue page's eligibility step (waitingroom/eligibility.py) ----------------------------------
+# The published rule set's attribute schema, and whether the event names an identity provider.
+PUBLISHED_ATTRIBUTES = """
+SELECT v.version, v.body -> 'attributes' AS attributes,
+       EXISTS (SELECT 1 FROM event_identity i WHERE i.event_id = p.event_id) AS identity
+FROM rule_pointers p
+JOIN rule_versions v ON v.event_id = p.event_id AND v.version = p.published_version
+WHERE p.event_id = $1
+"""
