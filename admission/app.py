@@ -7,13 +7,40 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from admission import admin, appointments, audit, changes, holds, queries, reports, search, supply, support, waitlist
+from admission import (
+    admin,
+    appointments,
+    audit,
+    changes,
+    eligibility,
+    holds,
+    queries,
+    reports,
+    rules,
+    search,
+    supply,
+    support,
+    waitlist,
+)
 from admission.auth import CLAIMS_PATH, cors_middleware, throttle_middleware, token_middleware
 from admission.availability import Availability, Cache
 from admission.freeze import Freezes
-from admission.keys import ARQ, AVAILABILITY, CODEC, FREEZES, METRICS, POOL, SETTINGS, THROTTLE, VAULT, WAITLIST
+from admission.keys import (
+    ARQ,
+    AVAILABILITY,
+    CODEC,
+    FREEZES,
+    METRICS,
+    POOL,
+    RULEBOOK,
+    SETTINGS,
+    THROTTLE,
+    VAULT,
+    WAITLIST,
+)
 from admission.throttle import REDIS_TIMEOUT_S, Throttle
 from shared.db import create_pool
+from shared.eligibility import RuleBook
 from shared.http import (
     add_security_headers,
     healthz,
@@ -65,6 +92,7 @@ def create_app(
     app[VAULT] = PersonVault.from_settings(settings)
     app[AVAILABILITY] = Availability(Cache(settings.search_cache_s))
     app[FREEZES] = Freezes()
+    app[RULEBOOK] = RuleBook(settings.eligibility_refresh_s)
     app[WAITLIST] = Waitlist(app[CODEC], app[VAULT], WaitlistPolicy.from_settings(settings))
 
     async def resources_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -122,6 +150,19 @@ def create_app(
     r.add_post("/admin/v1/support/lookup", support.lookup)
     r.add_post("/admin/v1/support/appointments/{appointment_id}/cancel", support.cancel)
     r.add_post("/admin/v1/support/appointments/{appointment_id}/reschedule", support.reschedule)
+    r.add_post("/api/v1/events/{event_id}/eligibility:evaluate", eligibility.evaluate)
+    r.add_get("/api/v1/events/{event_id}/eligibility/decisions/{decision_id}", eligibility.get_decision)
+    r.add_post("/admin/v1/events/{event_id}/rules", rules.create_rules)
+    r.add_get("/admin/v1/events/{event_id}/rules", rules.list_rules)
+    r.add_get("/admin/v1/events/{event_id}/rules/diff", rules.diff_rules)
+    r.add_get("/admin/v1/events/{event_id}/rules/shadow-report", rules.shadow_report)
+    r.add_post("/admin/v1/events/{event_id}/rules/rollback", rules.rollback_rules)
+    r.add_post("/admin/v1/events/{event_id}/rules/replay", rules.replay)
+    r.add_get("/admin/v1/events/{event_id}/rules/{version}", rules.get_rules)
+    r.add_post("/admin/v1/events/{event_id}/rules/{version}/publish", rules.publish_rules)
+    r.add_post("/admin/v1/events/{event_id}/rules/{version}/shadow", rules.shadow_rules)
+    r.add_get("/admin/v1/eligibility/decisions/{decision_id}", rules.support_decision)
+    r.add_post("/admin/v1/eligibility/decisions/{decision_id}/override", rules.override_decision)
     r.add_get("/admin/v1/reports/{kind}", reports.get_report)
     r.add_get("/admin/v1/audit", audit.list_audit)
     r.add_get("/healthz", healthz)

@@ -9,6 +9,7 @@ from arq.connections import ArqRedis
 from admission.availability import Availability
 from admission.freeze import Freezes
 from admission.throttle import Throttle
+from shared.eligibility import RuleBook
 from shared.metrics import Metrics
 from shared.persons import PersonVault
 from shared.settings import Settings
@@ -25,6 +26,7 @@ AVAILABILITY = web.AppKey("availability", Availability)
 WAITLIST = web.AppKey("waitlist", Waitlist)
 THROTTLE = web.AppKey("throttle", Throttle)
 FREEZES = web.AppKey("freezes", Freezes)
+RULEBOOK = web.AppKey("rulebook", RuleBook)
 
 ADMISSION = web.RequestKey("admission", Admission)  # the verified token of this request
 
