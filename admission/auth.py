@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from admission.eligibility import is_eligibility_path
 from admission.keys import ADMISSION, CODEC, METRICS, SETTINGS, THROTTLE
 from shared.errors import TokenExpired, TokenInvalid
 from shared.http import Handler, bearer
@@ -24,7 +25,8 @@ _CORS_METHODS = "GET, POST, DELETE, OPTIONS"
 
 @web.middleware
 async def token_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not request.path.startswith("/api/v1/") or request.path == CLAIMS_PATH:
+    if not request.path.startswith("/api/v1/") or request.path == CLAIMS_PATH or is_eligibility_path(request.path):
+        # A claim link is its own credential; eligibility takes a queue ticket too (admission/eligibility.py).
         return await handler(request)
     metrics = request.app[METRICS]
     token = bearer(request)

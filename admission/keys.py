@@ -9,6 +9,7 @@ from arq.connections import ArqRedis
 from admission.availability import Availability
 from admission.freeze import Freezes
 from admission.throttle import Throttle
+from shared.eligibility import RuleBook
 from shared.identity import Identities
 from shared.metrics import Metrics
 from shared.persons import PersonVault
@@ -27,6 +28,7 @@ WAITLIST = web.AppKey("waitlist", Waitlist)
 THROTTLE = web.AppKey("throttle", Throttle)
 FREEZES = web.AppKey("freezes", Freezes)
 IDENTITIES = web.AppKey("identities", Identities)
+RULEBOOK = web.AppKey("rulebook", RuleBook)
 
 ADMISSION = web.RequestKey("admission", Admission)  # the verified token of this request
 

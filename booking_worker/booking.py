@@ -68,7 +68,7 @@ async def book(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         async with pool.acquire() as con, con.transaction():
-            done = await attempts.execute(con, attempt_id)
+            done = await attempts.execute(con, attempt_id, vault=ctx.get("vault"))
     except CONFLICTS:
         raise Retry(defer=retry_delay(ctx.get("job_try", 1))) from None
     except DATABASE_UNAVAILABLE as exc:

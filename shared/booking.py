@@ -45,6 +45,7 @@ class BookingOutcome:
     site_id: str | None = None
     starts_at: str | None = None  # UTC iso8601
     local_starts_at: str | None = None
+    reasons: list[dict[str, Any]] | None = None  # ineligible: each reason's code and text in en and es
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,6 +69,7 @@ class BookingOutcome:
             site_id=row["site_id"],
             starts_at=None if starts_at is None else utc_iso(starts_at),
             local_starts_at=None if starts_at is None else local_iso(starts_at, row["timezone"]),
+            reasons=row["reasons"],
         )
 
     def confirmation(self) -> dict[str, Any]:
@@ -97,6 +99,7 @@ class BookingJob:
     person_sealed: str  # Fernet token
     rank: int | None = None  # the admission's queue place, freed for max_active once booked
     hold_id: str | None = None  # book the seat this hold (pinned to the attempt when accepted) set aside
+    decision_id: str | None = None  # the eligibility decision the person booked with (shared/eligibility.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

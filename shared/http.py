@@ -30,6 +30,7 @@ from shared.db import DATABASE_UNAVAILABLE
 from shared.errors import (
     CODE_OF_HTTP_STATUS,
     Code,
+    Ineligible,
     NotFound,
     Overloaded,
     Refused,
@@ -114,6 +115,8 @@ def refusal_problem(exc: Refused) -> web.Response:
     extra: dict[str, Any] | None = None
     if isinstance(exc, ValidationFailed) and exc.errors:
         extra = {"errors": exc.errors}
+    elif isinstance(exc, Ineligible):
+        extra = {"reasons": exc.reasons}
     return problem(exc.status, exc.code, exc.detail, retry_after=exc.retry_after, extra=extra)
 
 

@@ -410,7 +410,7 @@ RETURNING true
 # An attempt with what the client needs to hear again (appointment, slot, site: NULL if rejected).
 ATTEMPT_OUTCOME = """
 SELECT a.attempt_id, a.status, a.code, a.request_hash, a.event_id, a.appointment_id, a.slot_id, a.token_id,
-       s.site_id, s.starts_at, si.timezone
+       s.site_id, s.starts_at, si.timezone, a.reasons
 FROM booking_attempts a
 LEFT JOIN appointments ap ON ap.appointment_id = a.appointment_id
 LEFT JOIN slots s ON s.slot_id = ap.slot_id
@@ -715,3 +715,108 @@ RETURNING *
 """
 
 DELETE_EVENT_IDENTITY = "DELETE FROM event_identity WHERE event_id = $1 RETURNING *"
+
+
+# --- eligibility (shared/eligibility.py) ------------------------------------------------------------
+# Named ELIG_*. The pointer row is the truth of what is published: moves lock it FOR UPDATE, the
+# booking transaction reads it FOR SHARE (ELIG_POINTER_FOR_BOOKING), so the two serialise.
+
+ELIG_EVENT_EXISTS = "SELECT true FROM events WHERE event_id = $1"
+
+ELIG_NEXT_VERSION = "SELECT coalesce(max(version), 0) + 1 FROM rule_versions WHERE event_id = $1"
+
+ELIG_INSERT_VERSION = """
+INSERT INTO rule_versions (event_id, version, digest, body, examples, examples_passed, created_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+"""
+
+ELIG_ENSURE_POINTER = "INSERT INTO rule_pointers (event_id) VALUES ($1) ON CONFLICT (event_id) DO NOTHING"
+
+ELIG_LOCK_POINTER = """
+SELECT published_version, shadow_version, serial FROM rule_pointers WHERE event_id = $1 FOR UPDATE
+"""
+
+ELIG_SET_POINTER = """
+UPDATE rule_pointers SET published_version = $2, shadow_version = $3, serial = serial + 1 WHERE event_id = $1
+"""
+
+ELIG_POINTER = "SELECT published_version, shadow_version, serial FROM rule_pointers WHERE event_id = $1"
+
+# NOWAIT-free: a booking waits (within lock_timeout) for a publish in flight, then reads its version.
+ELIG_POINTER_FOR_BOOKING = "SELECT published_version FROM rule_pointers WHERE event_id = $1 FOR SHARE"
+# The negative control of tests/booking_worker/test_eligibility_race.py: the same read without the lock.
+ELIG_POINTER_UNLOCKED = "SELECT published_version FROM rule_pointers WHERE event_id = $1"
+
+ELIG_VERSION = "SELECT * FROM rule_versions WHERE event_id = $1 AND version = $2"
+
+ELIG_VERSION_BODY = "SELECT body FROM rule_versions WHERE event_id = $1 AND version = $2"
+
+ELIG_VERSIONS = "SELECT * FROM rule_versions WHERE event_id = $1 ORDER BY version"
+
+ELIG_SET_STATE = "UPDATE rule_versions SET state = $3 WHERE event_id = $1 AND version = $2"
+
+ELIG_INSERT_MOVE = """
+INSERT INTO rule_moves (event_id, version, from_state, to_state, replaced_version, actor, reason)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+"""
+
+ELIG_MOVES = "SELECT * FROM rule_moves WHERE event_id = $1 ORDER BY move_id"
+
+# The version published before $2 became published (rollback's target): its latest publish move.
+ELIG_REPLACED_BY = """
+SELECT replaced_version FROM rule_moves
+WHERE event_id = $1 AND version = $2 AND to_state = 'published'
+ORDER BY move_id DESC LIMIT 1
+"""
+
+# The local dates "today" at the event's sites (every site when the event names none).
+ELIG_EVENT_ZONES = """
+SELECT DISTINCT si.timezone FROM events e
+JOIN sites si ON e.site_ids IS NULL OR si.site_id = ANY (e.site_ids)
+WHERE e.event_id = $1
+"""
+
+ELIG_INSERT_DECISION = """
+INSERT INTO eligibility_decisions (
+    decision_id, event_id, rule_version, outcome, reasons, explanation, kind, input_hash, person_ref,
+    inputs_sealed, as_of, credential, shadow_version, shadow_outcome, shadow_reasons, overrides, actor,
+    override_reason, valid_until)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+"""
+
+ELIG_DECISION = "SELECT * FROM eligibility_decisions WHERE decision_id = $1"
+
+ELIG_APPOINTMENT_VERSION = "UPDATE appointments SET rule_version = $2, decision_id = $3 WHERE appointment_id = $1"
+
+ELIG_ATTEMPT_REASONS = "UPDATE booking_attempts SET reasons = $2 WHERE attempt_id = $1"
+
+ELIG_ATTEMPT_REASONS_OF = "SELECT reasons FROM booking_attempts WHERE attempt_id = $1"
+
+# Live evaluations that ran a shadow version beside the published one.
+ELIG_SHADOWED = """
+SELECT decision_id, outcome, reasons, shadow_outcome, shadow_reasons FROM eligibility_decisions
+WHERE event_id = $1 AND shadow_version = $2 AND kind = 'evaluation'
+ORDER BY created_at, decision_id
+"""
+
+# Evaluations made under a version whose inputs are still held (replay).
+ELIG_REPLAYABLE = """
+SELECT decision_id, person_ref, outcome, reasons, inputs_sealed, as_of FROM eligibility_decisions
+WHERE event_id = $1 AND rule_version = $2 AND kind = 'evaluation' AND inputs_sealed IS NOT NULL
+ORDER BY created_at, decision_id
+"""
+
+ELIG_BOOKED_UNDER = """
+SELECT appointment_id, decision_id, status FROM appointments
+WHERE event_id = $1 AND rule_version = $2 AND status = 'confirmed'
+ORDER BY created_at, appointment_id
+"""
+
+SUPPORT_DECISIONS = """
+SELECT decision_id, event_id, rule_version, outcome, reasons, explanation, kind, input_hash, actor,
+       override_reason, overrides, valid_until, created_at
+FROM eligibility_decisions
+WHERE person_ref = $1 AND ($2::text IS NULL OR event_id = $2)
+ORDER BY created_at DESC, decision_id
+LIMIT 100
+"""

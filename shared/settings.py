@@ -233,6 +233,14 @@ class Settings:
     access_log: Annotated[bool, Env("SURGEGATE_ACCESS_LOG"), Field(description="1 or 0 (true or false)")] = False
     # "text" (one readable line per record) or "json" (one JSON object per line, for log shippers).
     log_format: Annotated[LogFormat, Env("SURGEGATE_LOG_FORMAT", str.lower)] = "text"
+    # --- issue 10, "Eligibility" ----------------------------------------------------------------------
+    # How long an eligibility decision may be booked with (the booking re-evaluates it anyway).
+    eligibility_decision_ttl_s: Annotated[PositiveInt, Env("SURGEGATE_ELIGIBILITY_DECISION_TTL_S")] = 3600
+    # Evaluations per queue ticket or admission: a burst, refilled per minute; 0 disables.
+    eligibility_limit_per_min: Annotated[NonNegativeFloat, Env("SURGEGATE_ELIGIBILITY_LIMIT_PER_MIN")] = 10.0
+    eligibility_limit_burst: Annotated[NonNegativeInt, Env("SURGEGATE_ELIGIBILITY_LIMIT_BURST")] = 5
+    # How long an API process may answer from the published version it last read (pointer in PostgreSQL).
+    eligibility_refresh_s: NonNegativeFloat = 0.5
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
