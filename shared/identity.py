@@ -229,7 +229,12 @@ def _claim(claims: Mapping[str, Any], path: str) -> Any:
     return value
 
 
-def _typed(kind: str, value: Any, spec: Mapping[str, Any]) -> bool:
+def _field(spec: Any, key: str) -> Any:
+    """An attribute schema's field, from its JSON (a mapping) or from a model with that attribute."""
+    return spec.get(key) if isinstance(spec, Mapping) else getattr(spec, key, None)
+
+
+def _typed(kind: str, value: Any, spec: Any) -> bool:
     if kind == "int":
         return isinstance(value, int) and not isinstance(value, bool)
     if kind == "bool":
@@ -237,7 +242,7 @@ def _typed(kind: str, value: Any, spec: Mapping[str, Any]) -> bool:
     if kind == "string":
         return isinstance(value, str)
     if kind == "enum":
-        return isinstance(value, str) and value in (spec.get("values") or ())
+        return isinstance(value, str) and value in (_field(spec, "values") or ())
     if kind == "date":
         try:
             date.fromisoformat(value)
@@ -249,29 +254,32 @@ def _typed(kind: str, value: Any, spec: Mapping[str, Any]) -> bool:
     return False
 
 
-def verified_attributes(claims: Mapping[str, Any], attribute_schema: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def verified_attributes(claims: Mapping[str, Any], attribute_schema: Mapping[str, Any]) -> dict[str, Any]:
     """The values of the schema's ``verified`` attributes, from the token's claims.
 
-    An attribute's claim is its schema's ``"claim"`` (a dotted path, e.g. ``address.region``), else its
-    own name. Values keep their JSON form (a date stays ``"YYYY-MM-DD"``). A claim that is missing or
-    not of the attribute's type is IdentityRequired naming the claim (not its value).
+    ``attribute_schema`` maps each attribute's name to its schema: the rule set's JSON, or models with
+    the same fields (``type``, ``source``, ``values``, ``claim``). An attribute's claim is its schema's
+    ``claim`` (a dotted path, e.g. ``address.region``), else its own name. Values keep their JSON form
+    (a date stays ``"YYYY-MM-DD"``). A claim that is missing or not of the attribute's type is
+    IdentityRequired naming the claim (not its value).
     """
     verified: dict[str, Any] = {}
     for name, spec in attribute_schema.items():
-        if spec.get("source") != "verified":
+        if _field(spec, "source") != "verified":
             continue
-        claim = str(spec.get("claim") or name)
+        claim = str(_field(spec, "claim") or name)
         value = _claim(claims, claim)
         if value is None:
             raise IdentityRequired(f"the identity token does not carry the claim {claim!r} this event asks for")
-        if not _typed(str(spec.get("type")), value, spec):
-            raise IdentityRequired(f"the identity token's claim {claim!r} is not a valid {spec.get('type')}")
+        kind = str(_field(spec, "type"))
+        if not _typed(kind, value, spec):
+            raise IdentityRequired(f"the identity token's claim {claim!r} is not a valid {kind}")
         verified[name] = value
     return verified
 
 
-def needs_identity(attribute_schema: Mapping[str, Mapping[str, Any]]) -> bool:
-    return any(spec.get("source") == "verified" for spec in attribute_schema.values())
+def needs_identity(attribute_schema: Mapping[str, Any]) -> bool:
+    return any(_field(spec, "source") == "verified" for spec in attribute_schema.values())
 
 
 @dataclass
@@ -312,7 +320,7 @@ class Identities:
         self,
         pool: asyncpg.Pool,
         event_id: str,
-        attribute_schema: Mapping[str, Mapping[str, Any]],
+        attribute_schema: Mapping[str, Any],
         id_token: str | None,
         now: datetime,
     ) -> dict[str, Any]:

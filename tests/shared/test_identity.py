@@ -328,3 +328,15 @@ async def test_the_admin_endpoint_sets_reads_and_removes_the_provider(
     assert await pool.fetchval("SELECT actor FROM audit_log WHERE action = 'event_identity_removed'") == "staff:rui"
     assert (await api.get(path, headers=admin_headers())).status == 404
     assert (await api.delete(path, headers=admin_headers())).status == 404
+
+
+def test_verified_attributes_read_the_rule_sets_own_models_too() -> None:
+    from shared.rules import AttributeSpec
+
+    schema = {
+        "health_worker": AttributeSpec(type="bool", source="verified", label={"en": "H", "es": "S"}),
+        "region": AttributeSpec(type="enum", source="declared", values=["north"], label={"en": "R", "es": "R"}),
+    }
+    assert verified_attributes({"health_worker": True, "region": "north"}, schema) == {"health_worker": True}
+    with pytest.raises(IdentityRequired, match="health_worker"):
+        verified_attributes({"region": "north"}, schema)
