@@ -42,7 +42,6 @@ from waitingroom.i18n import pick_language
 from waitingroom.keys import ROOM, SETTINGS
 from waitingroom.views import cookie_name, presented_ticket
 
-CACHE_S = 1.0  # the published schema is read from PostgreSQL at most this often per event
 FORWARD_TIMEOUT_S = 10.0
 SHOWN_IN = ("waiting", "prequeue", "admitted")  # the states whose page asks the questions
 MAX_LIST_ITEMS = 50
@@ -136,15 +135,17 @@ class Step:
 
 @dataclass
 class Steps:
-    """Each event's published attribute schema as this edge last read it (at most :data:`CACHE_S` old)."""
+    """Each event's published attribute schema as this edge last read it, at most ``refresh_s`` old
+    (``Settings.event_refresh_s``, the age of everything else the edge knows of its events)."""
 
+    refresh_s: float = 1.0
     clock: Callable[[], float] = time.monotonic
     _seen: dict[str, tuple[float, Step | None]] = field(default_factory=dict)
 
     async def step(self, pool: asyncpg.Pool, event_id: str) -> Step | None:
         now = self.clock()
         seen = self._seen.get(event_id)
-        if seen is None or now - seen[0] >= CACHE_S:
+        if seen is None or now - seen[0] >= self.refresh_s:
             async with pool.acquire() as con:
                 row = await con.fetchrow(queries.PUBLISHED_ATTRIBUTES, event_id)
             step = None
@@ -160,7 +161,7 @@ STEPS = web.AppKey("eligibility_steps", Steps)
 
 async def session_ctx(app: web.Application) -> AsyncIterator[None]:
     """The edge's client session to the booking API (one per app) and the schema cache."""
-    app[STEPS] = Steps()
+    app[STEPS] = Steps(refresh_s=app[SETTINGS].event_refresh_s)
     app[API_SESSION] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S))
     try:
         yield
@@ -181,10 +182,10 @@ def _text(spec: Mapping[str, Any], key: str, language: str) -> str:
 def _input(name: str, spec: Mapping[str, Any], t: Mapping[str, str], value: Any, described: str) -> str:
     e = html.escape
     field_id, kind = f"el_{name}", spec.get("type")
-    attrs = f'id="{field_id}" name="a_{name}"{described}'
+    attrs = f'id="{field_id}" name="a_{name}" data-type="{e(str(kind))}"{described}'
     if kind == "bool":
         options = "".join(
-            f'<label class="choice"><input type="radio" name="a_{name}" value="{v}" required'
+            f'<label class="choice"><input type="radio" name="a_{name}" data-type="bool" value="{v}" required'
             f"{' checked' if value == flag else ''}{described}> {e(t[v])}</label>"
             for v, flag in (("yes", True), ("no", False))
         )
@@ -286,7 +287,7 @@ def render_step(
         + f'<button type="submit" id="eligibility-check">{e(button)}</button></form>'
         f"</section>"
         f'<script type="application/json" id="eligibility-strings">{strings}</script>'
-        '<script src="/static/eligibility.js"></script>'
+        '<link rel="stylesheet" href="/static/eligibility.css"><script src="/static/eligibility.js"></script>'
     )
 
 

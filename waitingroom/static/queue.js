@@ -163,6 +163,7 @@
   function admitted(st) {
     if (admission) return;
     admission = st;
+    document.dispatchEvent(new CustomEvent("sg:admitted", { detail: st }));  // issue 10: eligibility.js
     $("booking").hidden = false;
     $("expires").textContent = fill(T.book_before, { time: new Date(st.admission_expires_at).toLocaleTimeString(document.documentElement.lang) });
     api("/sites").then(function (b) {
@@ -174,14 +175,16 @@
     var key = (window.crypto && crypto.randomUUID) ? crypto.randomUUID() : String(Date.now()) + Math.random();
     $("book-form").addEventListener("submit", function (ev) {
       ev.preventDefault();
+      var gate = window.sgEligibility;  // issue 10: eligibility.js, when the event has published rules
+      if (gate && !gate.eligible()) return showError(gate.blockedText());
       $("book").disabled = true;
       showError("");
       api("/appointments", {
         method: "POST",
         headers: { "Content-Type": "application/json", "Idempotency-Key": key },
-        body: JSON.stringify({ slot_id: $("slot").value, person: {
+        body: JSON.stringify(Object.assign({ slot_id: $("slot").value, person: {
           id_number: $("id_number").value, name: $("name").value, email: $("email").value,
-          birth_date: $("birth_date").value } })
+          birth_date: $("birth_date").value } }, gate ? gate.bookingFields() : {}))  // issue 10: decision_id
       }).then(function (b) {
         if (b.status === "pending") return waitAttempt(b.attempt_id);
         confirmed(b);
