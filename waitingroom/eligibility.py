@@ -43,7 +43,9 @@ from waitingroom.keys import ROOM, SETTINGS
 from waitingroom.views import cookie_name, presented_ticket
 
 FORWARD_TIMEOUT_S = 10.0
-SHOWN_IN = ("waiting", "prequeue", "admitted")  # the states whose page asks the questions
+# The states whose page shows the questions; for the others the step is rendered hidden and the page
+# script shows it (it joins by itself, so a ticket is there by the time the visitor has answered).
+SHOWN_IN = ("waiting", "prequeue", "admitted")
 MAX_LIST_ITEMS = 50
 
 STRINGS: dict[str, dict[str, str]] = {
@@ -74,7 +76,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "there, then check again.",
         "error_rate_limited": "Too many checks in a short time: wait a minute, then try again.",
         "error_validation_error": "Some answers are missing or not valid: check them and try again.",
-        "error_ticket_invalid": "Your place in the queue could not be confirmed: reload this page.",
+        "error_ticket_invalid": "Join the queue first (or reload this page), then check again.",
         "error_generic": "The check could not be made right now: try again in a moment.",
     },
     "es": {
@@ -104,7 +106,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "identifíquese allí y vuelva a comprobarlo.",
         "error_rate_limited": "Demasiadas comprobaciones en poco tiempo: espere un minuto y vuelva a intentarlo.",
         "error_validation_error": "Faltan respuestas o alguna no es válida: revíselas y vuelva a intentarlo.",
-        "error_ticket_invalid": "No se pudo confirmar su lugar en la fila: vuelva a cargar esta página.",
+        "error_ticket_invalid": "Únase primero a la fila (o vuelva a cargar esta página) y compruébelo de nuevo.",
         "error_generic": "No se pudo hacer la comprobación ahora: vuelva a intentarlo en un momento.",
     },
 }
@@ -245,8 +247,10 @@ def render_step(
     decision: Mapping[str, Any] | None = None,
     error: str = "",
     values: Mapping[str, Any] | None = None,
+    hidden: bool = False,
 ) -> str:
-    """The step's HTML: the questions (always, to check again) and the decision if there is one."""
+    """The step's HTML: the questions (always, to check again) and the decision if there is one;
+    ``hidden`` until the visitor holds a place (the page script shows it)."""
     e, t = html.escape, STRINGS[language]
     values = values or {}
     questions = [
@@ -277,7 +281,7 @@ def render_step(
     strings = json.dumps(t).replace("</", "<\\/")  # a data block, never closed early
     return (
         f'<section id="eligibility" aria-labelledby="eligibility-heading" data-rule-version="{step.rule_version}"'
-        f"{data}>"
+        f"{data}{' hidden' if hidden else ''}>"
         f'<h2 id="eligibility-heading">{e(t["heading"])}</h2>'
         f'<div id="eligibility-result" aria-live="polite"{"" if result else " hidden"}>{result}</div>'
         f'<p id="eligibility-error" role="alert"{"" if error else " hidden"}>{e(error)}</p>'
@@ -292,17 +296,15 @@ def render_step(
 
 
 async def fragment(request: web.Request, event: Event, language: str, state: str) -> str:
-    """The step for the queue page (empty when the event has no published rule set, or the visitor
-    holds no place). A decision named by the visitor's cookie is read back from the API."""
-    if state not in SHOWN_IN:
-        return ""
+    """The step for the queue page (empty when the event has no published rule set; hidden while the
+    visitor holds no place). A decision named by the visitor's cookie is read back from the API."""
     step = await request.app[STEPS].step(request.app[ROOM].pool, event.event_id)
     if step is None:
         return ""
     decision = None
     ticket = request.cookies.get(cookie_name(event.event_id))
     decision_id = request.cookies.get(decision_cookie(event.event_id), "")
-    if ticket and _is_uuid(decision_id):
+    if ticket and _is_uuid(decision_id) and state in SHOWN_IN:
         path = f"/api/v1/events/{event.event_id}/eligibility/decisions/{decision_id}"
         try:
             status, _, body, _ = await _forward(request, "GET", path, ticket, None, language)
@@ -310,7 +312,7 @@ async def fragment(request: web.Request, event: Event, language: str, state: str
             status, body = 503, b""
         if status == 200:
             decision = json.loads(body)
-    return render_step(event, step, language, decision=decision)
+    return render_step(event, step, language, decision=decision, hidden=state not in SHOWN_IN)
 
 
 # --- forwarding to the booking API ---------------------------------------------------------------------

@@ -14,6 +14,7 @@
   var admission = null;  // queue.js announces it (sg:admitted): a visitor let in by an invite has no ticket
   var decision = null;   // {decision_id, eligible, valid_until, reasons}
   var $ = function (id) { return document.getElementById(id); };
+  section.hidden = false;  // queue.js joins by itself: the ticket is there by the time the answers are
   var fill = function (text, values) { return text.replace(/\{(\w+)\}/g, function (_, k) { return values[k]; }); };
 
   function current() {
