@@ -14,7 +14,7 @@ import yaml
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from admission.keys import POOL, SETTINGS, VAULT
+from admission.keys import POOL, RULEBOOK, SETTINGS, VAULT
 from shared import eligibility, eligibility_review, seats
 from shared.errors import ValidationFailed
 from shared.http import json_response, parse_json, path_uuid, read_json, validate
@@ -116,6 +116,7 @@ async def publish_rules(request: web.Request) -> web.Response:
         done = await eligibility.publish(
             con, request.match_info["event_id"], _version(request), actor=actor_of(request).audit_name(), reason=reason
         )
+    request.app[RULEBOOK].changed(request.match_info["event_id"])
     return json_response(done)
 
 
@@ -126,6 +127,7 @@ async def shadow_rules(request: web.Request) -> web.Response:
         done = await eligibility.shadow(
             con, request.match_info["event_id"], _version(request), actor=actor_of(request).audit_name(), reason=reason
         )
+    request.app[RULEBOOK].changed(request.match_info["event_id"])
     return json_response(done)
 
 
@@ -136,6 +138,7 @@ async def rollback_rules(request: web.Request) -> web.Response:
         done = await eligibility.rollback(
             con, request.match_info["event_id"], actor=actor_of(request).audit_name(), reason=reason
         )
+    request.app[RULEBOOK].changed(request.match_info["event_id"])
     return json_response(done)
 
 

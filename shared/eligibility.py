@@ -312,6 +312,10 @@ class RuleBook:
         self._seen[event_id] = (now, current)
         return current
 
+    def changed(self, event_id: str) -> None:
+        """This process moved the event's pointer: read it again on the next call."""
+        self._seen.pop(event_id, None)
+
     @staticmethod
     async def _read(con: asyncpg.Connection, event_id: str, pointer: Any) -> Current:
         zones = tuple(r["timezone"] for r in await con.fetch(queries.ELIG_EVENT_ZONES, event_id))
