@@ -51,8 +51,8 @@ MAX_LIST_ITEMS = 50
 STRINGS: dict[str, dict[str, str]] = {
     "en": {
         "heading": "Check that you can book",
-        "intro": "Answer these questions while you wait: you keep your place in the queue. You can book only "
-        "after the answer is yes.",
+        "intro": "Answer these questions while you wait: you keep your place in the queue. When it is your "
+        "turn, you can book only once the answer is yes.",
         "id_number": "ID number",
         "birth_date": "Date of birth",
         "yes": "Yes",
@@ -65,7 +65,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "check": "Check my eligibility",
         "check_again": "Check again",
         "checking": "Checking…",
-        "eligible": "You are eligible. You can book when it is your turn.",
+        "eligible": "You are eligible: you can book an appointment.",
         "ineligible": "You are not eligible for this program, for these reasons:",
         "next_eligible": "This answer is valid until {time}. The booking checks the rules again.",
         "next_ineligible": "If an answer was wrong, correct it and check again. If you think the rules were "
@@ -81,8 +81,8 @@ STRINGS: dict[str, dict[str, str]] = {
     },
     "es": {
         "heading": "Compruebe si puede reservar",
-        "intro": "Responda a estas preguntas mientras espera: conserva su lugar en la fila. Solo podrá reservar "
-        "cuando la respuesta sea sí.",
+        "intro": "Responda a estas preguntas mientras espera: conserva su lugar en la fila. Cuando sea su turno, "
+        "solo podrá reservar si la respuesta es sí.",
         "id_number": "Número de documento",
         "birth_date": "Fecha de nacimiento",
         "yes": "Sí",
@@ -95,7 +95,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "check": "Comprobar mi elegibilidad",
         "check_again": "Volver a comprobar",
         "checking": "Comprobando…",
-        "eligible": "Es elegible. Podrá reservar cuando sea su turno.",
+        "eligible": "Es elegible: puede reservar una cita.",
         "ineligible": "No es elegible para este programa, por estos motivos:",
         "next_eligible": "Esta respuesta es válida hasta {time}. La reserva vuelve a comprobar las reglas.",
         "next_ineligible": "Si alguna respuesta era incorrecta, corríjala y vuelva a comprobarlo. Si cree que las "

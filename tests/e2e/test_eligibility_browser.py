@@ -110,7 +110,8 @@ async def test_a_waiting_visitor_checks_eligibility_then_books_with_the_decision
         await page.check("input[name=a_health_worker][value=yes]")
         await page.select_option("#el_region", "north")
         await page.click("#eligibility-check")
-        await page.wait_for_selector("text=You are eligible. You can book when it is your turn.")
+        await page.wait_for_selector("text=You are eligible: you can book an appointment.")
+        assert await page.is_hidden("#error")  # "check your eligibility first" is gone
         await page.screenshot(path=str(shots / "queue-eligibility-eligible.png"), full_page=True)
         await page.click("#book")
         await page.wait_for_selector("#done:not([hidden])", timeout=15_000)
@@ -141,7 +142,7 @@ async def test_without_javascript_the_step_is_a_form(stack: Settings, tmp_path: 
         await page.check("input[name=a_health_worker][value=no]")
         async with page.expect_navigation():
             await page.click("#eligibility-check")
-        await page.wait_for_selector("text=Es elegible. Podrá reservar cuando sea su turno.")
+        await page.wait_for_selector("text=Es elegible: puede reservar una cita.")
         assert await page.text_content("#state") == "Está en la fila."
         await browser.close()
     assert refused == []

@@ -149,6 +149,12 @@ async def test_the_step_is_asked_only_with_a_published_rule_set_and_a_place(stac
         await join(stack, spanish)
         html = await page(stack, spanish)
         assert "Región donde vive" in html and "Compruebe si puede reservar" in html and "Fecha de nacimiento" in html
+        # the event names an identity provider: the form asks for the ID token too
+        provider = {"issuer": "https://id.example.test", "audience": "sg", "jwks_url": "https://id.example.test/k"}
+        async with aiohttp.ClientSession() as s:
+            resp = await s.put(f"{stack.api}/admin/v1/events/ev/identity", json=provider, headers=admin_headers())
+            assert resp.status == 200
+        assert 'name="id_token"' in await page(stack, spanish)
 
 
 async def test_without_javascript_the_form_shows_the_decision_and_its_reasons(stack: Stack) -> None:
@@ -158,7 +164,7 @@ async def test_without_javascript_the_form_shows_the_decision_and_its_reasons(st
         resp = await browser.post(f"{stack.edge}/e/ev/eligibility", data=ANSWERS, allow_redirects=False)
         assert resp.status == 303 and resp.headers["Location"] == "/e/ev"
         html = await page(stack, browser)
-        assert text_of(html, "eligibility-outcome") == "You are eligible. You can book when it is your turn."
+        assert text_of(html, "eligibility-outcome") == "You are eligible: you can book an appointment."
         assert 'data-eligible="true"' in html and "valid until" in text_of(html, "eligibility-next")
         # a second check, with answers that do not qualify: each reason in plain words, and what to do
         wrong = {**ANSWERS, "birth_date": "2001-01-01", "a_region": "south"}

@@ -121,6 +121,8 @@
         render(b);
         try { sessionStorage.setItem(storeKey, JSON.stringify(b)); } catch (e) { /* storage off: this page only */ }
         if (b.eligible) {  // the booking is for the same person: carry the answers over
+          var stale = $("error");  // queue.js's line: drop a "check your eligibility first" left from before
+          if (stale && (stale.textContent === T.book_blocked || stale.textContent === T.expired)) stale.hidden = true;
           if ($("id_number")) $("id_number").value = body.person.id_number;
           if ($("birth_date")) $("birth_date").value = body.person.birth_date;
         }
