@@ -124,7 +124,7 @@ class Step:
 
     rule_version: int
     attributes: Mapping[str, Mapping[str, Any]]
-    identity: bool  # the event names an identity provider, or some attribute is verified
+    identity: bool  # the event names an identity provider: the form asks for its ID token
 
     @property
     def asked(self) -> dict[str, Mapping[str, Any]]:
