@@ -251,3 +251,23 @@ def test_inputs_follow_the_attribute_types_and_verified_ones_are_not_asked() -> 
     assert 'name="a_resident"' not in html and "from your verified identity" in html and "Resident" in html
     assert 'name="id_token"' in html  # the event needs an ID token
     assert 'id="el_id_token"' not in render_step(event, Step(3, {"visits": attributes["visits"]}, False), "en")
+
+
+def test_a_form_stands_for_the_json_the_api_takes() -> None:
+    from multidict import MultiDict
+
+    from waitingroom.eligibility import evaluate_body
+
+    attributes = {
+        "visits": {"type": "int"}, "worker": {"type": "bool"}, "jobs": {"type": "list"}, "region": {"type": "enum"},
+        "resident": {"type": "bool", "source": "verified"},
+    }  # fmt: skip
+    answers = {"a_visits": "3", "a_worker": "no", "a_jobs": "nurse, , porter", "a_region": "north", "a_resident": "yes"}
+    form = MultiDict({"id_number": " AB-1 ", "birth_date": "1950-03-01", **answers, "id_token": "a.b.c"})
+    assert evaluate_body(form, Step(1, attributes, identity=True)) == {
+        "person": {"id_number": "AB-1", "birth_date": "1950-03-01"},
+        "attributes": {"visits": 3, "worker": False, "jobs": ["nurse", "porter"], "region": "north"},
+        "id_token": "a.b.c",
+    }  # a verified attribute typed into the form is not sent: only the token proves it
+    odd = evaluate_body(MultiDict({"a_visits": "three"}), Step(1, {"visits": {"type": "int"}}, identity=False))
+    assert odd["attributes"] == {"visits": "three"} and "id_token" not in odd  # the API names what is wrong
