@@ -233,6 +233,9 @@ class Settings:
     access_log: Annotated[bool, Env("SURGEGATE_ACCESS_LOG"), Field(description="1 or 0 (true or false)")] = False
     # "text" (one readable line per record) or "json" (one JSON object per line, for log shippers).
     log_format: Annotated[LogFormat, Env("SURGEGATE_LOG_FORMAT", str.lower)] = "text"
+    # --- issue 9, "The booking page, finished" (waitingroom/page.py) ---------------------------------
+    # Who runs the program: named in the queue page's header and footer (empty: not shown).
+    org_name: Annotated[str, Env("SURGEGATE_ORG_NAME")] = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

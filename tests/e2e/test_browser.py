@@ -211,7 +211,7 @@ async def test_an_expired_turn_offers_to_join_again(settings: Settings, clock: F
             await page.wait_for_selector("text=It's your turn!", timeout=10_000)  # via the page's self-refresh
             clock.advance(11)  # the admission lapses unused (ttl 10 s)
             await page.reload()
-            await page.wait_for_selector("text=Your turn has passed")
+            await page.wait_for_selector("text=Your turn has expired")
             assert await page.is_visible("#join") and (await page.text_content("#join") or "").strip() == "Join again"
             await page.screenshot(path=str(shots / "queue-expired.png"))
             await browser.close()

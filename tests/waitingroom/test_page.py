@@ -86,7 +86,8 @@ async def test_refused_and_expired(edge: TestClient, clock: FakeClock) -> None:
     refused = await edge.post("/e/ev/join", allow_redirects=False)
     assert refused.status == 429 and "Retry-After" in refused.headers
     page = await refused.text()
-    assert "too many joins" in text_of(page, "error") and "Join the queue" in page
+    assert text_of(page, "error") == "Too many tries from your network. Wait a moment and try again."
+    assert "Join the queue" in page
     # the last visitor admitted, lets the admission lapse, and is offered to join again
     edge.session.cookie_jar.clear()
     clock.advance(30)
@@ -96,7 +97,7 @@ async def test_refused_and_expired(edge: TestClient, clock: FakeClock) -> None:
     assert text_of(await (await edge.get("/e/ev")).text(), "state") == "It's your turn!"
     clock.advance(11)
     page = await (await edge.get("/e/ev")).text()
-    assert text_of(page, "state").startswith("Your turn has passed")
+    assert text_of(page, "state").startswith("Your turn has expired")
     assert 'id="join-form" method="post" action="/e/ev/join" >' in page and "Join again" in page
 
 

@@ -1,0 +1,42 @@
+"""What an admission booked: the server's truth behind the page's confirmation.
+
+An admission token's id is the admitted visitor's id (``shared.tokens``), and the booking API stores
+it on the appointment it books (``appointments.token_id``, unique: one admission books at most one
+appointment). So the edge, which knows the visitor from the queue ticket, can tell — from PostgreSQL,
+not from the browser — whether this visitor's admission was used and for what. The status API
+carries it as ``appointment`` and the page renders the confirmation from it, on every reload and
+without JavaScript, instead of an empty form that the booking API would refuse (``admission_used``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from shared.booking import local_iso, utc_iso
+from waitingroom.queries import ADMISSION_APPOINTMENT
+
+
+async def booked_appointment(pool: asyncpg.Pool, event_id: str, visitor_id: str) -> dict[str, Any] | None:
+    """The appointment this visitor's admission booked in the event (any status), or None.
+
+    Only what the visitor's own confirmation shows: what, where and when — never who (no person
+    data leaves the booking API this way). Read-only; safe to call on every status poll of an
+    admitted or expired visitor."""
+    async with pool.acquire() as con:
+        row = await con.fetchrow(ADMISSION_APPOINTMENT, visitor_id, event_id)
+    if row is None:
+        return None
+    return {
+        "appointment_id": str(row["appointment_id"]),
+        "status": row["status"],
+        "type_name": row["type_name"],
+        "site_id": row["site_id"],
+        "site_name": row["site_name"],
+        "address": row["address"],
+        "timezone": row["timezone"],
+        "starts_at": utc_iso(row["starts_at"]),
+        "ends_at": utc_iso(row["ends_at"]),
+        "local_starts_at": local_iso(row["starts_at"], row["timezone"]),
+    }
