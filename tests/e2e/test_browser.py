@@ -76,7 +76,8 @@ async def add_site(pool: asyncpg.Pool, site_id: str, name: str, lat: float, lng:
     starts = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1, hours=2)
     async with pool.acquire() as con:
         await con.execute(
-            "INSERT INTO sites (site_id, name, region, timezone, lat, lng) VALUES ($1, $2, 'R', 'Europe/Berlin', $3, $4)",
+            "INSERT INTO sites (site_id, name, region, timezone, lat, lng)"
+            " VALUES ($1, $2, 'R', 'Europe/Berlin', $3, $4)",
             site_id, name, lat, lng,
         )  # fmt: skip
         if slot:
