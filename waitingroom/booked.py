@@ -10,12 +10,16 @@ without JavaScript, instead of an empty form that the booking API would refuse (
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import asyncpg
 
 from shared.booking import local_iso, utc_iso
+from shared.db import DATABASE_UNAVAILABLE
 from waitingroom.queries import ADMISSION_APPOINTMENT
+
+log = logging.getLogger("surgegate.waitingroom")
 
 
 async def booked_appointment(pool: asyncpg.Pool, event_id: str, visitor_id: str) -> dict[str, Any] | None:
@@ -23,9 +27,15 @@ async def booked_appointment(pool: asyncpg.Pool, event_id: str, visitor_id: str)
 
     Only what the visitor's own confirmation shows: what, where and when — never who (no person
     data leaves the booking API this way). Read-only; safe to call on every status poll of an
-    admitted or expired visitor."""
-    async with pool.acquire() as con:
-        row = await con.fetchrow(ADMISSION_APPOINTMENT, visitor_id, event_id)
+    admitted or expired visitor. With PostgreSQL unreachable it answers None (the status stays what
+    Redis says; a booking attempt would then be refused ``admission_used`` by the API) rather than
+    failing the visitor's status."""
+    try:
+        async with pool.acquire() as con:
+            row = await con.fetchrow(ADMISSION_APPOINTMENT, visitor_id, event_id)
+    except DATABASE_UNAVAILABLE:
+        log.warning("what an admission booked could not be read: PostgreSQL is unreachable")
+        return None
     if row is None:
         return None
     return {
