@@ -55,7 +55,8 @@ def csp_refusals(page: Page) -> list[str]:
 @pytest.fixture
 async def stack(settings: Settings) -> AsyncIterator[Settings]:
     edge_port, api_port = free_port(), free_port()
-    live = replace(settings, edge_port=edge_port, api_port=api_port, booking_wait_s=5.0)
+    live = replace(settings, edge_port=edge_port, api_port=api_port, booking_wait_s=5.0,
+                   org_name="Regional Health Service")  # fmt: skip
     runners = []
     for app, port in ((create_edge(live), edge_port), (create_api(live), api_port)):
         # A request the closed browser left open must not hold teardown for aiohttp's default 60 s.
@@ -114,6 +115,8 @@ async def test_queue_page_join_wait_admit_book(stack: Settings, pool: asyncpg.Po
         assert served is not None and "frame-ancestors 'none'" in served.headers["content-security-policy"]
         await page.wait_for_selector("text=You are in the queue.")
         assert await page.text_content("#position") == "1"
+        assert await page.text_content("header.org") == "Regional Health Service"
+        assert (await page.text_content("#updated") or "").startswith("Last updated")
         assert await page.get_attribute("#queue", "aria-live") is None  # the figures are not read out
         await page.screenshot(path=str(shots / "queue-waiting.png"))
         await page.wait_for_selector("#booking:not([hidden])", timeout=15_000)
@@ -151,7 +154,7 @@ async def test_queue_page_join_wait_admit_book(stack: Settings, pool: asyncpg.Po
         assert "name@example.org" in (await page.text_content("#email-error") or "")
         assert await page.text_content("#error") == "Some details need fixing: see the marked fields."
         await page.fill("#email", "browser@example.org")
-        await page.screenshot(path=str(shots / "queue-admitted-form.png"))
+        await page.screenshot(path=str(shots / "queue-admitted-form.png"), full_page=True)
         await page.click("#book")
         await page.wait_for_selector("#done:not([hidden])", timeout=15_000)
         await page.wait_for_selector("#done-heading:focus")
@@ -198,6 +201,9 @@ async def test_the_turn_counts_down_warns_and_offers_to_rejoin(stack: Settings, 
         assert await page.is_visible("#join") and (await page.text_content("#join") or "").strip() == "Join again"
         assert await page.text_content("#announce") == "Your turn has expired."
         assert "token" not in (await page.text_content("main") or "").lower()
+        async with page.expect_navigation():
+            await page.click("#join")  # a new place at the back, let in again at this rate
+        await page.wait_for_selector("#booking:not([hidden])", timeout=15_000)
         await browser.close()
     assert refused == []
 

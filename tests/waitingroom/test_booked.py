@@ -92,3 +92,13 @@ async def test_an_admission_that_booked_nothing_has_no_appointment(
     assert status["state"] == "admitted" and status["appointment"] is None
     page = await (await edge.get("/e/ev")).text()
     assert 'data-state="admitted"' in page and 'id="done" hidden' in page
+
+
+async def test_with_postgresql_unreachable_the_status_does_not_fail(settings: Settings) -> None:
+    """The lookup is an extra: a pool that cannot reach PostgreSQL gives None, not an error."""
+    from shared.db import create_pool
+    from waitingroom.booked import booked_appointment
+
+    closed = await create_pool(settings.require_database(), min_size=1, max_size=1)
+    await closed.close()
+    assert await booked_appointment(closed, "ev", "someone") is None
