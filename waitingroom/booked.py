@@ -11,18 +11,29 @@ without JavaScript, instead of an empty form that the booking API would refuse (
 from __future__ import annotations
 
 import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from shared.booking import local_iso, utc_iso
 from shared.db import DATABASE_UNAVAILABLE
+from shared.statuses import AppointmentStatus
 from waitingroom.queries import ADMISSION_APPOINTMENT
 
 log = logging.getLogger("surgegate.waitingroom")
 
 
-async def booked_appointment(pool: asyncpg.Pool, event_id: str, visitor_id: str) -> dict[str, Any] | None:
+# Signs the manage link of an appointment valid until its end (``shared.manage.manage_url`` bound to
+# the settings, once that module is there): the confirmation then carries it on every reload too.
+ManageLink = Callable[[uuid.UUID, datetime], str]
+
+
+async def booked_appointment(
+    pool: asyncpg.Pool, event_id: str, visitor_id: str, manage_link: ManageLink | None = None
+) -> dict[str, Any] | None:
     """The appointment this visitor's admission booked in the event (any status), or None.
 
     Only what the visitor's own confirmation shows: what, where and when — never who (no person
@@ -38,6 +49,9 @@ async def booked_appointment(pool: asyncpg.Pool, event_id: str, visitor_id: str)
         return None
     if row is None:
         return None
+    link = None
+    if manage_link is not None and row["status"] == AppointmentStatus.CONFIRMED:
+        link = manage_link(row["appointment_id"], row["ends_at"])
     return {
         "appointment_id": str(row["appointment_id"]),
         "status": row["status"],
@@ -49,4 +63,5 @@ async def booked_appointment(pool: asyncpg.Pool, event_id: str, visitor_id: str)
         "starts_at": utc_iso(row["starts_at"]),
         "ends_at": utc_iso(row["ends_at"]),
         "local_starts_at": local_iso(row["starts_at"], row["timezone"]),
+        "manage_url": link,
     }

@@ -86,6 +86,7 @@ class PageView:
     status: Status | None = None
     error: str = ""
     closed: bool = False
+    eligibility: str = ""  # issue 10: the eligibility step (waitingroom/eligibility.py), already HTML
 
 
 def _queue_figures(t: dict[str, str], status: Status | None, state: str, now: float) -> dict[str, str]:
@@ -187,6 +188,7 @@ def render_queue_page(event: Event, language: str, view: PageView, now: float, s
         updated=e(t["last_updated"].format(time=f"{updated:%H:%M:%S} UTC")),
         updated_at=_iso(now),
         strings_json=json.dumps(t).replace("</", "<\\/"),
+        eligibility=view.eligibility,
         **{f"s_{key}": e(text) for key, text in t.items()},
     )
 

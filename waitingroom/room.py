@@ -35,7 +35,7 @@ from shared.statuses import RateMode
 from shared.tokens import Ticket, TokenCodec
 from waitingroom.admissions import Admissions
 from waitingroom.autorate import RateController, next_rate
-from waitingroom.booked import booked_appointment
+from waitingroom.booked import ManageLink, booked_appointment
 from waitingroom.events import (
     Checkpoint,
     Event,
@@ -135,6 +135,8 @@ class Room:
         self._alive: dict[str, dict[int, float]] = {}  # event -> rank -> present-until, not yet flushed
         self._events_waiting = 0  # events with anyone waiting: they share the poll budget
         self._events_loaded_at = float("-inf")
+        # Signs an appointment's manage link for the page's confirmation (waitingroom/booked.py); None: none.
+        self.manage_link: ManageLink | None = None
 
     # --- events -------------------------------------------------------------------------------
 
@@ -471,7 +473,7 @@ class Room:
             status = await self._status(event, ticket, await self._state(event), now)
         if status.state in ("admitted", "expired"):
             # A used admission shows what it booked, never a form the booking API would refuse.
-            booked = await booked_appointment(self.pool, event_id, ticket.visitor_id)
+            booked = await booked_appointment(self.pool, event_id, ticket.visitor_id, self.manage_link)
             if booked is not None:
                 status = replace(status, appointment=booked)
         return status

@@ -102,3 +102,27 @@ async def test_with_postgresql_unreachable_the_status_does_not_fail(settings: Se
     closed = await create_pool(settings.require_database(), min_size=1, max_size=1)
     await closed.close()
     assert await booked_appointment(closed, "ev", "someone") is None
+
+
+async def test_the_manage_link_comes_with_a_confirmed_appointment_only(
+    edge: TestClient, api: TestClient, settings: Settings, clock: FakeClock, pool: asyncpg.Pool
+) -> None:
+    from waitingroom.booked import booked_appointment
+
+    [slot_id, _] = await seed_typed_slots(pool)
+    assert (
+        await edge.put("/admin/v1/events/ev", json={"name": "E", "rate_per_s": 5}, headers=admin_headers())
+    ).status == 200
+    status = await admitted(edge, clock)
+    async with running_worker(settings):
+        assert (await book(api, str(status["admission_token"]), 3, slot_id=slot_id))[0] == 201
+    visitor = edge.app[ROOM].codec.verify_admission(str(status["admission_token"])).visitor_id
+
+    def link(appointment_id: object, ends_at: object) -> str:
+        return f"https://api.example/manage?for={appointment_id}"
+
+    booked = await booked_appointment(pool, "ev", visitor, link)
+    assert booked is not None and booked["manage_url"] == f"https://api.example/manage?for={booked['appointment_id']}"
+    assert (await booked_appointment(pool, "ev", visitor))["manage_url"] is None  # type: ignore[index]
+    await pool.execute("UPDATE appointments SET status = 'cancelled', cancelled_at = now()")
+    assert (await booked_appointment(pool, "ev", visitor, link))["manage_url"] is None  # type: ignore[index]

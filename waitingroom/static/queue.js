@@ -333,6 +333,7 @@
   function admitted(st) {
     if (admission) return;
     admission = st;
+    document.dispatchEvent(new CustomEvent("sg:admitted", { detail: st }));  // issue 10: eligibility.js
     $("booking").hidden = false;
     $("queue").hidden = true;
     enter("admitted");
@@ -348,13 +349,15 @@
       showError("");
       var errors = missing();
       if (errors.length) { markFields(errors); return showError(T.code_validation_error); }
+      var gate = window.sgEligibility;  // issue 10: eligibility.js, when the event has published rules
+      if (gate && !gate.eligible()) return showError(gate.blockedText());
       $("book").disabled = true;
       api("/appointments", {
         method: "POST",
         headers: { "Content-Type": "application/json", "Idempotency-Key": key },
-        body: JSON.stringify({ slot_id: $("slot").value, language: lang, person: {
+        body: JSON.stringify(Object.assign({ slot_id: $("slot").value, language: lang, person: {
           id_number: $("id_number").value, name: $("name").value, email: $("email").value,
-          birth_date: $("birth_date").value } })
+          birth_date: $("birth_date").value } }, gate ? gate.bookingFields() : {}))  // issue 10: decision_id
       }).then(function (b) {
         if (b.status === "pending") return waitAttempt(b.attempt_id);
         afterBooking(b);
