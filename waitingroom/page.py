@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import html
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib import resources
 from string import Template
@@ -228,8 +228,15 @@ async def queue_page(request: web.Request) -> web.Response:
             pass
         except EventClosed:
             view = PageView(closed=True)
+    view = replace(view, eligibility=await _eligibility_step(request, event, language, _state_of(view)))
     body = render_queue_page(event, language, view, now, room.settings)
     return web.Response(text=body, content_type="text/html", headers=headers)
+
+
+async def _eligibility_step(request: web.Request, event: Event, language: str, state: str) -> str:
+    """The eligibility step's HTML for this state (issue 10 wires ``waitingroom.eligibility.fragment``
+    here); none without it. ``state`` may also be "booked" or "closed", where no step belongs."""
+    return ""
 
 
 async def join_form(request: web.Request) -> web.StreamResponse:
