@@ -46,6 +46,7 @@ FORWARD_TIMEOUT_S = 10.0
 # The states whose page shows the questions; for the others the step is rendered hidden and the page
 # script shows it (it joins by itself, so a ticket is there by the time the visitor has answered).
 SHOWN_IN = ("waiting", "prequeue", "admitted")
+NEVER_IN = ("booked", "closed")  # nothing left to check
 MAX_LIST_ITEMS = 50
 
 STRINGS: dict[str, dict[str, str]] = {
@@ -298,6 +299,8 @@ def render_step(
 async def fragment(request: web.Request, event: Event, language: str, state: str) -> str:
     """The step for the queue page (empty when the event has no published rule set; hidden while the
     visitor holds no place). A decision named by the visitor's cookie is read back from the API."""
+    if state in NEVER_IN:
+        return ""
     step = await request.app[STEPS].step(request.app[ROOM].pool, event.event_id)
     if step is None:
         return ""
@@ -453,6 +456,7 @@ async def evaluate_form(request: web.Request) -> web.StreamResponse:
         queue_status = await room.status(event.event_id, ticket)
     except Refused:
         queue_status = None
-    text = page.render_queue_page(event, language, queue_status, room.clock(), eligibility=step_html)
+    view = page.PageView(status=queue_status, eligibility=step_html)
+    text = page.render_queue_page(event, language, view, room.clock(), room.settings)
     return web.Response(text=text, status=status if 400 <= status < 600 else 502, content_type="text/html",
                         headers={"Cache-Control": "no-store", "Content-Language": language})  # fmt: skip

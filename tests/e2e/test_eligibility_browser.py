@@ -97,7 +97,7 @@ async def test_a_waiting_visitor_checks_eligibility_then_books_with_the_decision
         # admitted: the booking form shows, but booking waits for an eligible answer
         await put_event(stack, rate_per_s=1)
         await page.wait_for_selector("#booking:not([hidden])", timeout=15_000)
-        await page.wait_for_function("document.querySelectorAll('#slot option').length > 0")
+        await page.wait_for_selector("#slot option", state="attached")  # (the CSP forbids wait_for_function)
         await page.fill("#id_number", "BR-0001")
         await page.fill("#name", "Browser Person")
         await page.fill("#email", "browser@example.org")
