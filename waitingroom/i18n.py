@@ -130,6 +130,10 @@ STRINGS: dict[str, dict[str, str]] = {
         "code_invite_used": "This invite link has already been used.",
         "code_invite_revoked": "This invite link has been withdrawn.",
         "code_invite_expired": "This invite link has expired.",
+        # issue 10 (eligibility): the page says these in its own words (waitingroom/eligibility.py too)
+        "code_identity_required": "This program needs proof of who you are from its sign-in service: sign in "
+        "there, then try again.",
+        "code_examples_failed": "This program's rules are being corrected; try again later.",
     },
     "es": {
         "page_title": "{event} — sala de espera",
@@ -251,6 +255,10 @@ STRINGS: dict[str, dict[str, str]] = {
         "code_invite_used": "Este enlace de invitación ya se usó.",
         "code_invite_revoked": "Este enlace de invitación fue retirado.",
         "code_invite_expired": "Este enlace de invitación ha vencido.",
+        # issue 10 (eligibility): the page says these in its own words (waitingroom/eligibility.py too)
+        "code_identity_required": "Este programa necesita comprobar quién es usted con su servicio de acceso: "
+        "identifíquese allí y vuelva a intentarlo.",
+        "code_examples_failed": "Las reglas de este programa se están corrigiendo; vuelva a intentarlo más tarde.",
     },
 }
 
