@@ -392,6 +392,8 @@ ADVISORY_XACT_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended($1, $2))"
 
 ADVISORY_TRY_XACT_LOCK = "SELECT pg_try_advisory_xact_lock(hashtextextended($1, $2))"
 
+ADVISORY_XACT_LOCK_SHARED = "SELECT pg_advisory_xact_lock_shared(hashtextextended($1, $2))"
+
 ADVISORY_LOCK = "SELECT pg_advisory_lock(hashtextextended($1, $2))"
 
 ADVISORY_UNLOCK = "SELECT pg_advisory_unlock(hashtextextended($1, $2))"
@@ -699,8 +701,9 @@ LIMIT $5
 
 
 # --- eligibility (shared/eligibility.py) ------------------------------------------------------------
-# Named ELIG_*. The pointer row is the truth of what is published: moves lock it FOR UPDATE, the
-# booking transaction reads it FOR SHARE (ELIG_POINTER_FOR_BOOKING), so the two serialise.
+# Named ELIG_*. The pointer row is the truth of what is published. Moves take the event's RULES_POINTER
+# advisory lock exclusively, the booking transaction shares it before reading the pointer, so the two
+# serialise (shared/eligibility.py says why an advisory lock and not the row's FOR SHARE).
 
 ELIG_EVENT_EXISTS = "SELECT true FROM events WHERE event_id = $1"
 
@@ -723,10 +726,7 @@ UPDATE rule_pointers SET published_version = $2, shadow_version = $3, serial = s
 
 ELIG_POINTER = "SELECT published_version, shadow_version, serial FROM rule_pointers WHERE event_id = $1"
 
-# NOWAIT-free: a booking waits (within lock_timeout) for a publish in flight, then reads its version.
-ELIG_POINTER_FOR_BOOKING = "SELECT published_version FROM rule_pointers WHERE event_id = $1 FOR SHARE"
-# The negative control of tests/booking_worker/test_eligibility_race.py: the same read without the lock.
-ELIG_POINTER_UNLOCKED = "SELECT published_version FROM rule_pointers WHERE event_id = $1"
+ELIG_POINTER_FOR_BOOKING = "SELECT published_version FROM rule_pointers WHERE event_id = $1"
 
 ELIG_VERSION = "SELECT * FROM rule_versions WHERE event_id = $1 AND version = $2"
 

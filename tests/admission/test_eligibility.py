@@ -208,16 +208,20 @@ async def test_evaluations_are_rate_limited_per_ticket(
         await evaluate(api, ticket(codec, "b"), 1, "1950-01-01")  # another ticket has its own bucket
 
 
+def one_rule(expr: str) -> dict[str, Any]:
+    return {"rules": [{"id": "r", "expr": expr, "reason": "x", "text": {"en": "x", "es": "x"}}]}
+
+
 @pytest.mark.parametrize(
     ("change", "says"),
     [
-        ({"rules": [{"id": "r", "expr": "age >=", "reason": "x", "text": {"en": "x", "es": "x"}}]}, "rule 'r' does not compile"),
-        ({"rules": [{"id": "r", "expr": "salary > 3", "reason": "x", "text": {"en": "x", "es": "x"}}]}, "unknown attribute"),
-        ({"rules": [{"id": "r", "expr": "age + 1", "reason": "x", "text": {"en": "x", "es": "x"}}]}, "not a boolean"),
-        ({"rules": [{"id": "r", "expr": 'region > 3', "reason": "x", "text": {"en": "x", "es": "x"}}]}, "type error"),
+        (one_rule("age >="), "rule 'r' does not compile"),
+        (one_rule("salary > 3"), "unknown attribute"),
+        (one_rule("age + 1"), "not a boolean"),
+        (one_rule("region > 3"), "type error"),
         ({"rules": []}, "the request is invalid"),
     ],
-)  # fmt: skip
+)
 async def test_bad_versions_are_refused_and_never_stored(
     api: TestClient, pool: asyncpg.Pool, change: dict[str, Any], says: str
 ) -> None:
