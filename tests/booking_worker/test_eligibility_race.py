@@ -2,9 +2,9 @@
 was published when it committed, none one published after it.
 
 Commit order is read from the audit log: each booking writes its ``booked`` row (naming its rule
-version) as its last statement, the publish writes ``rules_published`` after it has the pointer's
-row lock, and ``audit_id`` comes from a sequence, so a row's place among them follows the locks.
-With the event's pointer lock shared by the booking transaction before it reads the pointer, a booking that read version 1 holds
+version) as its last statement, the publish writes ``rules_published`` once it holds the pointer's
+lock alone, and ``audit_id`` comes from a sequence, so a row's place among them follows the locks.
+With the pointer's lock shared by the booking before it reads the pointer, a booking that read version 1 holds
 the publish back until it commits (its row comes before the publish's); one that starts later waits
 for the publish and reads version 2 (its row comes after). The negative control reads the pointer
 without sharing the lock: bookings that read version 1 commit after the publish, and the check catches them.
