@@ -599,6 +599,21 @@ UPDATE notifications n SET sealed = NULL, erased_at = $3
 FROM due WHERE n.notification_id = due.notification_id
 """
 
+# An eligibility decision's inputs (issue 10): once it was made before the cut-off, unless an
+# appointment booked with it still keeps its own details (they go together).
+ERASE_DECISION_INPUTS = """
+WITH due AS (
+    SELECT d.decision_id FROM eligibility_decisions d
+    WHERE d.inputs_sealed IS NOT NULL AND d.created_at < $1
+      AND NOT EXISTS (SELECT 1 FROM appointments ap
+                      WHERE ap.decision_id = d.decision_id AND ap.person_sealed IS NOT NULL)
+    LIMIT $2
+    FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE eligibility_decisions d SET inputs_sealed = NULL, erased_at = $3
+FROM due WHERE d.decision_id = due.decision_id
+"""
+
 # Re-sealing walks each table in key order ($1: the last key of the previous batch, NULL to start),
 # locking the batch ($2 rows) so the ciphertext it rewrites is the one it read.
 SEALED_APPOINTMENTS = """
@@ -632,6 +647,17 @@ FOR UPDATE
 RESEAL_NOTIFICATIONS = """
 UPDATE notifications n SET sealed = v.sealed
 FROM unnest($1::bigint[], $2::bytea[]) AS v(id, sealed) WHERE n.notification_id = v.id
+"""
+
+SEALED_DECISION_INPUTS = """
+SELECT decision_id AS id, inputs_sealed AS sealed FROM eligibility_decisions
+WHERE inputs_sealed IS NOT NULL AND ($1::uuid IS NULL OR decision_id > $1)
+ORDER BY decision_id LIMIT $2
+FOR UPDATE
+"""
+RESEAL_DECISION_INPUTS = """
+UPDATE eligibility_decisions d SET inputs_sealed = v.sealed
+FROM unnest($1::uuid[], $2::bytea[]) AS v(id, sealed) WHERE d.decision_id = v.id
 """
 
 # Accepted attempts not yet executed carry the person's ciphertext in their stored job (a final

@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestClient
 
 from admission.app import create_app as create_api
 from admission.keys import METRICS, RULEBOOK
+from shared import retention
 from shared.eligibility import RuleBook
 from shared.settings import Settings
 from shared.tokens import Ticket, TokenCodec
@@ -475,3 +476,26 @@ async def test_rollback_then_replay_finds_exactly_the_flips(
                                    uuid.UUID(again["decision_id"]))  # fmt: skip
     assert flagged["appointment_id"] == str(booked_3)
     assert await pool.fetchval("SELECT status FROM appointments WHERE appointment_id = $1", booked_3) == "confirmed"
+
+
+async def test_retention_erases_decision_inputs_with_the_persons_other_details(
+    api: TestClient, settings: Settings, pool: asyncpg.Pool, codec: TokenCodec
+) -> None:
+    slot_id = await seed(pool)
+    await create(api)
+    await move(api, "1/publish")
+    kept = await evaluate(api, ticket(codec, "a"), 1, "1950-01-01")
+    gone = await evaluate(api, ticket(codec, "b"), 2, "1950-01-01")
+    async with running_worker(settings):
+        assert (await book(api, admission_token(codec), slot_id, 1, kept["decision_id"]))[0] == 201
+    await pool.execute("UPDATE eligibility_decisions SET created_at = now() - interval '400 days'")
+    erased = await retention.erase_due(pool, datetime.now(UTC), settings.retention_days)
+    assert erased.eligibility_decisions == 1  # the booked one waits for its appointment's details
+    rows = {str(r["decision_id"]): r for r in await pool.fetch("SELECT * FROM eligibility_decisions")}
+    assert rows[gone["decision_id"]]["inputs_sealed"] is None and rows[gone["decision_id"]]["erased_at"] is not None
+    assert rows[kept["decision_id"]]["inputs_sealed"] is not None
+    # What stays answers support and reports: version, outcome, reasons, explanation, input hash.
+    assert rows[gone["decision_id"]]["outcome"] == "eligible" and rows[gone["decision_id"]]["input_hash"]
+    report = await (await api.post(f"/admin/v1/events/{EVENT}/rules/replay",
+                                   json={"from_version": 1, "to_version": 1}, headers=admin_headers())).json()  # fmt: skip
+    assert report["replayed"] == 1  # an erased decision cannot be replayed
