@@ -535,6 +535,15 @@ FROM appointments a JOIN slots s ON s.slot_id = a.slot_id JOIN sites si ON si.si
 
 REPORT_CANCELLATIONS = REPORT_BOOKINGS + "WHERE a.status = 'cancelled'"
 
+# Every live eligibility evaluation (overrides are support's, not the rules'): its outcome and its
+# reasons as one combination ("too_young+outside_region", "none"), so the cells add up to the decisions;
+# day = the local date it was evaluated on.
+REPORT_ELIGIBILITY = """
+SELECT d.event_id AS event, d.as_of AS day, d.outcome,
+       CASE WHEN cardinality(d.reasons) = 0 THEN 'none' ELSE array_to_string(d.reasons, '+') END AS reason
+FROM eligibility_decisions d WHERE d.kind = 'evaluation'
+"""
+
 REPORT_NO_SHOWS = REPORT_BOOKINGS + "WHERE a.status = 'no_show'"
 
 # A freed seat offered to a person (one row per recipient), and an offer claimed (one row per claim).

@@ -10,8 +10,9 @@ set to NULL, ``erased_at`` set); the rows stay, so counts, reports, the audit's 
 * :func:`erase_due` erases what is due: an appointment ``retention_days`` after its slot ended
   (whatever became of it), a waitlist entry as long after its day or after it ended, a message as
   long after it was queued, an eligibility decision's inputs as long after it was made (but not
-  before the details of an appointment booked with it). Final attempts keep no job (``booking_attempts_final_has_no_job``); an
-  accepted attempt keeps its job until the worker executes it, which it always does.
+  before the details of an appointment booked with it). Final attempts keep no job
+  (``booking_attempts_final_has_no_job``); an accepted attempt keeps its job until the worker
+  executes it, which it always does.
 * :func:`reseal_all` rewrites every ciphertext not sealed under the current seal key under it
   (``MultiFernet.rotate``), so the old key can be retired.
 

@@ -496,6 +496,25 @@ async def test_retention_erases_decision_inputs_with_the_persons_other_details(
     assert rows[kept["decision_id"]]["inputs_sealed"] is not None
     # What stays answers support and reports: version, outcome, reasons, explanation, input hash.
     assert rows[gone["decision_id"]]["outcome"] == "eligible" and rows[gone["decision_id"]]["input_hash"]
-    report = await (await api.post(f"/admin/v1/events/{EVENT}/rules/replay",
-                                   json={"from_version": 1, "to_version": 1}, headers=admin_headers())).json()  # fmt: skip
+    replay = {"from_version": 1, "to_version": 1}
+    resp = await api.post(f"/admin/v1/events/{EVENT}/rules/replay", json=replay, headers=admin_headers())
+    report = await resp.json()
     assert report["replayed"] == 1  # an erased decision cannot be replayed
+
+
+async def test_the_eligibility_report_counts_outcomes_by_reason(
+    api: TestClient, pool: asyncpg.Pool, codec: TokenCodec
+) -> None:
+    await seed(pool)
+    await create(api)
+    await move(api, "1/publish")
+    for i in range(6):
+        await evaluate(api, ticket(codec, f"a{i}"), i, "1950-01-01")
+    for i in range(5):
+        await evaluate(api, ticket(codec, f"b{i}"), 10 + i, "1950-01-01", region="B")
+    await evaluate(api, ticket(codec, "c"), 20, "2000-01-01", region="B")
+    resp = await api.get("/admin/v1/reports/eligibility", headers=admin_headers())
+    rows = {(r["outcome"], r["reason"]): (r["count"], r["suppressed"]) for r in (await resp.json())["rows"]}
+    assert rows[("eligible", "none")] == (6, False)
+    assert rows[("ineligible", "outside_region")][1] is True  # 5 and the lone 1 beside it: both suppressed
+    assert rows[("ineligible", "too_young+outside_region")] == (None, True)
