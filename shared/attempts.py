@@ -17,10 +17,10 @@ An attempt is a row of ``booking_attempts`` keyed by ``uuid5(token id, Idempoten
   for the person who joined the waitlist (``claim_person_mismatch``, checked in the booking
   transaction; the refused attempt leaves the claim's hold in place for the right person).
 * Eligibility: when the event has a published rule set, the attempt's decision is evaluated again
-  under the version published at commit (:func:`shared.eligibility.check_booking`, which reads the
-  pointer ``FOR SHARE`` in this transaction) on the appointment's local date; ineligible →
-  ``ineligible`` with the reasons, no seat taken. The version is recorded on the appointment and in
-  the audit row.
+  under the version published at commit (:func:`shared.eligibility.check_booking` shares the
+  pointer's lock in this transaction: a publish waits for it, or it for the publish), on the
+  appointment's local date; ineligible → ``ineligible`` with the reasons, no seat taken. The
+  version is recorded on the appointment and in the audit row.
 * :func:`finish`: the one place an attempt gets its final status and its audit row, whoever ends it.
 
 Business refusals (slot full, already booked, admission used...) are outcomes, not exceptions: they

@@ -11,6 +11,11 @@ What a caller can rely on:
   states and pointer together, and records the move with its actor and reason (``rule_moves``) and an
   audit row, in the caller's transaction. Publishing a version whose examples failed is refused 409
   ``examples_failed`` naming the example. Rollback republishes the version the current one replaced.
+* **Moves and bookings serialise** on the event's ``RULES_POINTER`` advisory lock
+  (:mod:`shared.locks`): a move takes it alone, a booking shares it. It is an advisory lock rather
+  than the pointer row's ``FOR SHARE`` because PostgreSQL queues new shared requests behind a waiting
+  exclusive one, so a publish is never starved by a stream of bookings (a row's share locks let new
+  sharers in ahead of a waiting ``FOR UPDATE``: a publish during a busy hour could wait for it to end).
 * **Every process sees a move within a second.** :class:`RuleBook` answers the published and shadow
   versions from PostgreSQL, re-read at most every ``eligibility_refresh_s`` (0.5 s) per event;
   compiled rule sets are cached by digest (a version never changes).
@@ -19,9 +24,9 @@ What a caller can rely on:
   inputs sealed (only the vault opens them: replay), the local date age was computed on, and the
   shadow version's answer beside the published one.
 * **The booking re-checks at commit** (:func:`check_booking`, called by :func:`shared.attempts.execute`
-  inside the booking transaction): it reads the pointer ``FOR SHARE``, so a concurrent publish waits
-  for the booking to commit, and a booking that starts after a publish waits for it and reads the
-  new version. The version recorded on the appointment is therefore the one published when the
+  inside the booking transaction): it shares the pointer's lock before reading it, so a concurrent
+  publish waits for the booking to commit, and a booking that starts after a publish waits for it
+  and reads the new version. The version recorded on the appointment is therefore the one published when the
   booking committed; a publish never commits between the read and the booking's commit.
 
 No attribute value is logged or counted: metrics carry the event, version, outcome and reason codes.
@@ -43,8 +48,9 @@ from zoneinfo import ZoneInfo
 import asyncpg
 from cryptography.fernet import InvalidToken
 
-from shared import queries
+from shared import locks, queries
 from shared.errors import Code, NotFound, Refused, ValidationFailed
+from shared.locks import LockNamespace
 from shared.persons import PersonVault
 from shared.rules import (
     Compiled,
@@ -119,6 +125,7 @@ async def create_version(
     passed = all(r["passed"] for r in results)
     await con.execute(queries.ELIG_ENSURE_POINTER, event_id)
     await con.fetchrow(queries.ELIG_LOCK_POINTER, event_id)  # version numbers are taken one at a time
+    # (the row lock, not the advisory one: creating a version changes nothing a booking reads)
     version: int = await con.fetchval(queries.ELIG_NEXT_VERSION, event_id)
     await con.execute(
         queries.ELIG_INSERT_VERSION, event_id, version, compiled.digest, spec.model_dump(mode="json"),
@@ -160,7 +167,9 @@ async def _move(
 
 
 async def _locked_pointer(con: asyncpg.Connection, event_id: str) -> Any:
+    """The pointer, with the event's RULES_POINTER lock held alone until the transaction ends."""
     await _require_event(con, event_id)
+    await locks.xact_lock(con, LockNamespace.RULES_POINTER, event_id)
     await con.execute(queries.ELIG_ENSURE_POINTER, event_id)
     return await con.fetchrow(queries.ELIG_LOCK_POINTER, event_id)
 
@@ -467,10 +476,11 @@ async def check_booking(
     on: date,
     now: datetime,
 ) -> BookingCheck:
-    """Inside the booking transaction: read the pointer ``FOR SHARE`` (a publish waits for this
+    """Inside the booking transaction: share the pointer's lock and read it (a publish waits for this
     transaction, see the module docstring) and re-evaluate the decision's stored inputs under the
     version published now, on ``on`` (the appointment's local date). An override decision stands as
     the staff member decided it. Reasons carry texts in en and es."""
+    await locks.xact_lock_shared(con, LockNamespace.RULES_POINTER, event_id)
     published: int | None = await con.fetchval(queries.ELIG_POINTER_FOR_BOOKING, event_id)
     if published is None:
         return BookingCheck(None, None, [])

@@ -392,6 +392,8 @@ ADVISORY_XACT_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended($1, $2))"
 
 ADVISORY_TRY_XACT_LOCK = "SELECT pg_try_advisory_xact_lock(hashtextextended($1, $2))"
 
+ADVISORY_XACT_LOCK_SHARED = "SELECT pg_advisory_xact_lock_shared(hashtextextended($1, $2))"
+
 ADVISORY_LOCK = "SELECT pg_advisory_lock(hashtextextended($1, $2))"
 
 ADVISORY_UNLOCK = "SELECT pg_advisory_unlock(hashtextextended($1, $2))"
@@ -533,6 +535,15 @@ FROM appointments a JOIN slots s ON s.slot_id = a.slot_id JOIN sites si ON si.si
 
 REPORT_CANCELLATIONS = REPORT_BOOKINGS + "WHERE a.status = 'cancelled'"
 
+# Every live eligibility evaluation (overrides are support's, not the rules'): its outcome and its
+# reasons as one combination ("too_young+outside_region", "none"), so the cells add up to the decisions;
+# day = the local date it was evaluated on.
+REPORT_ELIGIBILITY = """
+SELECT d.event_id AS event, d.as_of AS day, d.outcome,
+       CASE WHEN cardinality(d.reasons) = 0 THEN 'none' ELSE array_to_string(d.reasons, '+') END AS reason
+FROM eligibility_decisions d WHERE d.kind = 'evaluation'
+"""
+
 REPORT_NO_SHOWS = REPORT_BOOKINGS + "WHERE a.status = 'no_show'"
 
 # A freed seat offered to a person (one row per recipient), and an offer claimed (one row per claim).
@@ -597,6 +608,21 @@ UPDATE notifications n SET sealed = NULL, erased_at = $3
 FROM due WHERE n.notification_id = due.notification_id
 """
 
+# An eligibility decision's inputs (issue 10): once it was made before the cut-off, unless an
+# appointment booked with it still keeps its own details (they go together).
+ERASE_DECISION_INPUTS = """
+WITH due AS (
+    SELECT d.decision_id FROM eligibility_decisions d
+    WHERE d.inputs_sealed IS NOT NULL AND d.created_at < $1
+      AND NOT EXISTS (SELECT 1 FROM appointments ap
+                      WHERE ap.decision_id = d.decision_id AND ap.person_sealed IS NOT NULL)
+    LIMIT $2
+    FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE eligibility_decisions d SET inputs_sealed = NULL, erased_at = $3
+FROM due WHERE d.decision_id = due.decision_id
+"""
+
 # Re-sealing walks each table in key order ($1: the last key of the previous batch, NULL to start),
 # locking the batch ($2 rows) so the ciphertext it rewrites is the one it read.
 SEALED_APPOINTMENTS = """
@@ -630,6 +656,17 @@ FOR UPDATE
 RESEAL_NOTIFICATIONS = """
 UPDATE notifications n SET sealed = v.sealed
 FROM unnest($1::bigint[], $2::bytea[]) AS v(id, sealed) WHERE n.notification_id = v.id
+"""
+
+SEALED_DECISION_INPUTS = """
+SELECT decision_id AS id, inputs_sealed AS sealed FROM eligibility_decisions
+WHERE inputs_sealed IS NOT NULL AND ($1::uuid IS NULL OR decision_id > $1)
+ORDER BY decision_id LIMIT $2
+FOR UPDATE
+"""
+RESEAL_DECISION_INPUTS = """
+UPDATE eligibility_decisions d SET inputs_sealed = v.sealed
+FROM unnest($1::uuid[], $2::bytea[]) AS v(id, sealed) WHERE d.decision_id = v.id
 """
 
 # Accepted attempts not yet executed carry the person's ciphertext in their stored job (a final
@@ -718,8 +755,9 @@ DELETE_EVENT_IDENTITY = "DELETE FROM event_identity WHERE event_id = $1 RETURNIN
 
 
 # --- eligibility (shared/eligibility.py) ------------------------------------------------------------
-# Named ELIG_*. The pointer row is the truth of what is published: moves lock it FOR UPDATE, the
-# booking transaction reads it FOR SHARE (ELIG_POINTER_FOR_BOOKING), so the two serialise.
+# Named ELIG_*. The pointer row is the truth of what is published. Moves take the event's RULES_POINTER
+# advisory lock exclusively, the booking transaction shares it before reading the pointer, so the two
+# serialise (shared/eligibility.py says why an advisory lock and not the row's FOR SHARE).
 
 ELIG_EVENT_EXISTS = "SELECT true FROM events WHERE event_id = $1"
 
@@ -742,10 +780,7 @@ UPDATE rule_pointers SET published_version = $2, shadow_version = $3, serial = s
 
 ELIG_POINTER = "SELECT published_version, shadow_version, serial FROM rule_pointers WHERE event_id = $1"
 
-# NOWAIT-free: a booking waits (within lock_timeout) for a publish in flight, then reads its version.
-ELIG_POINTER_FOR_BOOKING = "SELECT published_version FROM rule_pointers WHERE event_id = $1 FOR SHARE"
-# The negative control of tests/booking_worker/test_eligibility_race.py: the same read without the lock.
-ELIG_POINTER_UNLOCKED = "SELECT published_version FROM rule_pointers WHERE event_id = $1"
+ELIG_POINTER_FOR_BOOKING = "SELECT published_version FROM rule_pointers WHERE event_id = $1"
 
 ELIG_VERSION = "SELECT * FROM rule_versions WHERE event_id = $1 AND version = $2"
 

@@ -2,8 +2,9 @@
 --
 -- A version is immutable once inserted (its body and digest never change; only its state moves).
 -- rule_pointers holds, per event, the published and shadow versions: publishing and rollback move it,
--- and the booking transaction reads it FOR SHARE, so a publish (which locks it FOR UPDATE) and a
--- booking serialise: the version a booking records is the one published when it commits.
+-- and the booking transaction reads it holding the event's RULES_POINTER advisory lock in shared mode
+-- (a move holds it alone: shared/locks.py), so a publish and a booking serialise: the version a
+-- booking records is the one published when it commits.
 CREATE TABLE rule_versions (
     event_id        text NOT NULL REFERENCES events (event_id) ON DELETE CASCADE,
     version         integer NOT NULL CHECK (version >= 1),
@@ -78,8 +79,7 @@ CREATE INDEX appointments_rule_version ON appointments (event_id, rule_version) 
 -- An attempt refused as ineligible keeps its reasons (answered again to repeats of the request).
 ALTER TABLE booking_attempts ADD COLUMN reasons jsonb;
 
--- Every event has its pointer row from birth, so the booking's FOR SHARE always has a row to lock
--- (a publish can never slip past a booking that found no row).
+-- Every event has its pointer row from birth (a booking of an event without rules reads a NULL version).
 INSERT INTO rule_pointers (event_id) SELECT event_id FROM events ON CONFLICT DO NOTHING;
 CREATE FUNCTION rule_pointer_for_new_event() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

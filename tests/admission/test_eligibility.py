@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestClient
 
 from admission.app import create_app as create_api
 from admission.keys import METRICS, RULEBOOK
+from shared import retention
 from shared.eligibility import RuleBook
 from shared.settings import Settings
 from shared.tokens import Ticket, TokenCodec
@@ -208,16 +209,20 @@ async def test_evaluations_are_rate_limited_per_ticket(
         await evaluate(api, ticket(codec, "b"), 1, "1950-01-01")  # another ticket has its own bucket
 
 
+def one_rule(expr: str) -> dict[str, Any]:
+    return {"rules": [{"id": "r", "expr": expr, "reason": "x", "text": {"en": "x", "es": "x"}}]}
+
+
 @pytest.mark.parametrize(
     ("change", "says"),
     [
-        ({"rules": [{"id": "r", "expr": "age >=", "reason": "x", "text": {"en": "x", "es": "x"}}]}, "rule 'r' does not compile"),
-        ({"rules": [{"id": "r", "expr": "salary > 3", "reason": "x", "text": {"en": "x", "es": "x"}}]}, "unknown attribute"),
-        ({"rules": [{"id": "r", "expr": "age + 1", "reason": "x", "text": {"en": "x", "es": "x"}}]}, "not a boolean"),
-        ({"rules": [{"id": "r", "expr": 'region > 3', "reason": "x", "text": {"en": "x", "es": "x"}}]}, "type error"),
+        (one_rule("age >="), "rule 'r' does not compile"),
+        (one_rule("salary > 3"), "unknown attribute"),
+        (one_rule("age + 1"), "not a boolean"),
+        (one_rule("region > 3"), "type error"),
         ({"rules": []}, "the request is invalid"),
     ],
-)  # fmt: skip
+)
 async def test_bad_versions_are_refused_and_never_stored(
     api: TestClient, pool: asyncpg.Pool, change: dict[str, Any], says: str
 ) -> None:
@@ -471,3 +476,45 @@ async def test_rollback_then_replay_finds_exactly_the_flips(
                                    uuid.UUID(again["decision_id"]))  # fmt: skip
     assert flagged["appointment_id"] == str(booked_3)
     assert await pool.fetchval("SELECT status FROM appointments WHERE appointment_id = $1", booked_3) == "confirmed"
+
+
+async def test_retention_erases_decision_inputs_with_the_persons_other_details(
+    api: TestClient, settings: Settings, pool: asyncpg.Pool, codec: TokenCodec
+) -> None:
+    slot_id = await seed(pool)
+    await create(api)
+    await move(api, "1/publish")
+    kept = await evaluate(api, ticket(codec, "a"), 1, "1950-01-01")
+    gone = await evaluate(api, ticket(codec, "b"), 2, "1950-01-01")
+    async with running_worker(settings):
+        assert (await book(api, admission_token(codec), slot_id, 1, kept["decision_id"]))[0] == 201
+    await pool.execute("UPDATE eligibility_decisions SET created_at = now() - interval '400 days'")
+    erased = await retention.erase_due(pool, datetime.now(UTC), settings.retention_days)
+    assert erased.eligibility_decisions == 1  # the booked one waits for its appointment's details
+    rows = {str(r["decision_id"]): r for r in await pool.fetch("SELECT * FROM eligibility_decisions")}
+    assert rows[gone["decision_id"]]["inputs_sealed"] is None and rows[gone["decision_id"]]["erased_at"] is not None
+    assert rows[kept["decision_id"]]["inputs_sealed"] is not None
+    # What stays answers support and reports: version, outcome, reasons, explanation, input hash.
+    assert rows[gone["decision_id"]]["outcome"] == "eligible" and rows[gone["decision_id"]]["input_hash"]
+    replay = {"from_version": 1, "to_version": 1}
+    resp = await api.post(f"/admin/v1/events/{EVENT}/rules/replay", json=replay, headers=admin_headers())
+    report = await resp.json()
+    assert report["replayed"] == 1  # an erased decision cannot be replayed
+
+
+async def test_the_eligibility_report_counts_outcomes_by_reason(
+    api: TestClient, pool: asyncpg.Pool, codec: TokenCodec
+) -> None:
+    await seed(pool)
+    await create(api)
+    await move(api, "1/publish")
+    for i in range(6):
+        await evaluate(api, ticket(codec, f"a{i}"), i, "1950-01-01")
+    for i in range(5):
+        await evaluate(api, ticket(codec, f"b{i}"), 10 + i, "1950-01-01", region="B")
+    await evaluate(api, ticket(codec, "c"), 20, "2000-01-01", region="B")
+    resp = await api.get("/admin/v1/reports/eligibility", headers=admin_headers())
+    rows = {(r["outcome"], r["reason"]): (r["count"], r["suppressed"]) for r in (await resp.json())["rows"]}
+    assert rows[("eligible", "none")] == (6, False)
+    assert rows[("ineligible", "outside_region")][1] is True  # 5 and the lone 1 beside it: both suppressed
+    assert rows[("ineligible", "too_young+outside_region")] == (None, True)
