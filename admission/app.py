@@ -16,11 +16,14 @@ from admission import (
     calendar,
     changes,
     claim_page,
+    eligibility,
     holds,
+    identity,
     manage,
     pages,
     queries,
     reports,
+    rules,
     search,
     supply,
     support,
@@ -41,8 +44,10 @@ from admission.keys import (
     AVAILABILITY,
     CODEC,
     FREEZES,
+    IDENTITIES,
     METRICS,
     POOL,
+    RULEBOOK,
     SETTINGS,
     THROTTLE,
     TOKEN_FAILURES,
@@ -51,6 +56,7 @@ from admission.keys import (
 )
 from admission.throttle import REDIS_TIMEOUT_S, Throttle
 from shared.db import create_pool
+from shared.eligibility import RuleBook
 from shared.http import (
     add_security_headers,
     healthz,
@@ -61,6 +67,7 @@ from shared.http import (
     problem_middleware,
     server_handler_args,
 )
+from shared.identity import Identities
 from shared.idp import IdentityProvider
 from shared.limits import parse_networks
 from shared.manage import MANAGE_PATH
@@ -105,6 +112,10 @@ def create_app(
     app[AVAILABILITY] = Availability(Cache(settings.search_cache_s))
     app[FREEZES] = Freezes()
     app[TOKEN_FAILURES] = TokenFailureCounter()
+    app[IDENTITIES] = Identities(  # issue 10: the ID tokens of each event's identity provider
+        leeway_s=settings.token_leeway_s, max_age_s=settings.idp_jwks_max_age_s, refetch_s=settings.idp_jwks_refetch_s
+    )
+    app[RULEBOOK] = RuleBook(settings.eligibility_refresh_s)
     app[WAITLIST] = Waitlist(app[CODEC], app[VAULT], WaitlistPolicy.from_settings(settings))
 
     async def resources_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -126,6 +137,7 @@ def create_app(
             await app[POOL].close()
             app[STAFF].use_pool(None)
             await app[STAFF].close()
+            await app[IDENTITIES].close()
 
     app.cleanup_ctx.append(resources_ctx)
 
@@ -181,8 +193,24 @@ def create_app(
     r.add_post("/admin/v1/support/lookup", support.lookup)
     r.add_post("/admin/v1/support/appointments/{appointment_id}/cancel", support.cancel)
     r.add_post("/admin/v1/support/appointments/{appointment_id}/reschedule", support.reschedule)
+    r.add_post("/api/v1/events/{event_id}/eligibility:evaluate", eligibility.evaluate)
+    r.add_get("/api/v1/events/{event_id}/eligibility/decisions/{decision_id}", eligibility.get_decision)
+    r.add_post("/admin/v1/events/{event_id}/rules", rules.create_rules)
+    r.add_get("/admin/v1/events/{event_id}/rules", rules.list_rules)
+    r.add_get("/admin/v1/events/{event_id}/rules/diff", rules.diff_rules)
+    r.add_get("/admin/v1/events/{event_id}/rules/shadow-report", rules.shadow_report)
+    r.add_post("/admin/v1/events/{event_id}/rules/rollback", rules.rollback_rules)
+    r.add_post("/admin/v1/events/{event_id}/rules/replay", rules.replay)
+    r.add_get("/admin/v1/events/{event_id}/rules/{version}", rules.get_rules)
+    r.add_post("/admin/v1/events/{event_id}/rules/{version}/publish", rules.publish_rules)
+    r.add_post("/admin/v1/events/{event_id}/rules/{version}/shadow", rules.shadow_rules)
+    r.add_get("/admin/v1/eligibility/decisions/{decision_id}", rules.support_decision)
+    r.add_post("/admin/v1/eligibility/decisions/{decision_id}/override", rules.override_decision)
     r.add_get("/admin/v1/reports/{kind}", reports.get_report)
     r.add_get("/admin/v1/audit", audit.list_audit)
+    r.add_get("/admin/v1/events/{event_id}/identity", identity.get_identity)
+    r.add_put("/admin/v1/events/{event_id}/identity", identity.put_identity)
+    r.add_delete("/admin/v1/events/{event_id}/identity", identity.delete_identity)
     r.add_get("/healthz", healthz)
     r.add_get("/readyz", readyz)
     r.add_get("/metrics", metrics_handler(app[METRICS]))

@@ -26,11 +26,22 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from admission import queries
 from admission.auth import appointment_access, token_failed
 from admission.availability import slot_place_and_time
+from admission.eligibility import language_of
 from admission.idempotency import check_key_cap, idempotency_key
-from admission.keys import ARQ, FREEZES, METRICS, POOL, SETTINGS, VAULT, admission_of
+from admission.keys import ARQ, FREEZES, METRICS, POOL, RULEBOOK, SETTINGS, VAULT, admission_of
 from shared import attempts, seats
 from shared.booking import BookingJob, BookingOutcome, attempt_id_for, utc_iso
-from shared.errors import Code, IdempotencyConflict, IdempotencyInProgress, NotFound, Overloaded, Refused
+from shared.eligibility import reasons_in
+from shared.errors import (
+    Code,
+    IdempotencyConflict,
+    IdempotencyInProgress,
+    Ineligible,
+    NotFound,
+    Overloaded,
+    Refused,
+    ValidationFailed,
+)
 from shared.http import json_response, path_uuid, read_json
 from shared.manage import manage_url
 from shared.redis import job_of
@@ -86,6 +97,7 @@ class BookingIn(BaseModel):
     slot_id: uuid.UUID | None = None
     hold_id: uuid.UUID | None = None
     person: PersonIn
+    decision_id: uuid.UUID | None = None  # an eligibility decision; required while the event has published rules
     # What the messages are written in; default: the request's Accept-Language, else English.
     language: Language | None = None
 
@@ -153,6 +165,8 @@ def _answer(request: web.Request, outcome: BookingOutcome, request_hash: str) ->
         return json_response({**outcome.confirmation(), "manage_url": outcome_manage_url(request, outcome)}, status=201)
     assert outcome.code is not None
     metrics.booking_requests.labels(outcome.event_id, outcome.code).inc()
+    if outcome.code == Code.INELIGIBLE:
+        raise Ineligible(reasons_in(outcome.reasons or [], language_of(request)))
     # A token used outside its scope, or used again after it booked, fails verification late.
     failure = {Code.TOKEN_SCOPE: "scope", Code.ADMISSION_USED: "replay"}.get(Code(outcome.code))
     if failure is not None:
@@ -207,8 +221,10 @@ async def book_as(request: web.Request, admission: Admission, key: str, body: Bo
         rank=admission.rank,
         hold_id=None if body.hold_id is None else str(body.hold_id),
         language=language,
+        decision_id=None if body.decision_id is None else str(body.decision_id),
     )
     await _check_frozen(request, admission.event_id)
+    await _check_decision_given(request, admission.event_id, body)
     await _check_queue_depth(request, admission.event_id)
     # Accepted = durable. A database failure here propagates (503 from the problem middleware): nothing
     # was accepted, and a retry with the same Idempotency-Key is safe.
@@ -236,6 +252,19 @@ async def _check_frozen(request: web.Request, event_id: str) -> None:
     except Refused:
         request.app[METRICS].booking_requests.labels(event_id, Code.BOOKINGS_FROZEN).inc()
         raise
+
+
+async def _check_decision_given(request: web.Request, event_id: str, body: BookingIn) -> None:
+    """While the event has published rules, a booking names an eligibility decision (400 early; the
+    booking transaction checks the decision itself, under the version published at its commit)."""
+    if body.decision_id is not None:
+        return
+    current = await request.app[RULEBOOK].current(request.app[POOL], event_id)
+    if current.published is not None:
+        raise ValidationFailed(
+            "decision_id is required: this event has eligibility rules (POST …/eligibility:evaluate first)",
+            [{"loc": ["decision_id"], "msg": "required"}],
+        )
 
 
 async def _check_queue_depth(request: web.Request, event_id: str) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from admission.eligibility import is_eligibility_path
 from admission.keys import ADMISSION, CODEC, MANAGED, METRICS, SETTINGS, THROTTLE, TOKEN_FAILURES
 from shared import seats
 from shared.errors import NotFound, TokenExpired, TokenInvalid
@@ -50,9 +51,12 @@ def token_failed(app: web.Application, event_id: str | None, reason: str) -> Non
 
 @web.middleware
 async def token_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not request.path.startswith("/api/v1/") or request.path in (CLAIMS_PATH, MANAGE_LINKS_PATH):
+    path = request.path
+    if not path.startswith("/api/v1/") or path in (CLAIMS_PATH, MANAGE_LINKS_PATH) or is_eligibility_path(path):
+        # A claim link is its own credential, a lost link needs none; eligibility takes a queue ticket too
+        # (admission/eligibility.py).
         return await handler(request)
-    if request.path.startswith(UNSUBSCRIBE_PREFIX):
+    if path.startswith(UNSUBSCRIBE_PREFIX):
         return await handler(request)
     token = bearer(request)
     try:

@@ -11,6 +11,8 @@ from arq.connections import ArqRedis
 from admission.availability import Availability
 from admission.freeze import Freezes
 from admission.throttle import Throttle
+from shared.eligibility import RuleBook
+from shared.identity import Identities
 from shared.metrics import Metrics
 from shared.persons import PersonVault
 from shared.settings import Settings
@@ -29,6 +31,8 @@ WAITLIST = web.AppKey("waitlist", Waitlist)
 THROTTLE = web.AppKey("throttle", Throttle)
 FREEZES = web.AppKey("freezes", Freezes)
 TOKEN_FAILURES = web.AppKey("token_failures", TokenFailureCounter)  # flushed to Redis for the console
+IDENTITIES = web.AppKey("identities", Identities)
+RULEBOOK = web.AppKey("rulebook", RuleBook)
 
 ADMISSION = web.RequestKey("admission", Admission)  # the verified token of this request
 MANAGED = web.RequestKey("managed", uuid.UUID)  # the appointment a verified manage credential names

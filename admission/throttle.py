@@ -111,6 +111,13 @@ class Throttle:
             self._metrics.api_throttled.labels("manage_links", "write").inc()
             raise RateLimited(_DETAIL["manage_links"], retry_after=verdict.retry_after_s)
 
+    async def check_bucket(self, key: str, limit: Limit, detail: str) -> None:
+        """Take one request from one named bucket (another concept's limit, e.g. eligibility
+        evaluations per ticket: admission/eligibility.py), with the same Redis-or-local fallback."""
+        verdict = await self._take([(key, limit)])
+        if not verdict.allowed:
+            raise RateLimited(detail, retry_after=verdict.retry_after_s)
+
     async def _take(self, charges: list[Charge]) -> Verdict:
         now = self._clock()
         if time.monotonic() >= self._local_until:

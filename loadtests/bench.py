@@ -10,6 +10,8 @@ Markdown table: figure, surgegate, baseline, ratio. Nothing is asserted: the num
 * joins/s of one edge process         vs  the same bare handler
 * bookings committed/s, API -> arq -> worker  vs  the worker's booking transaction run directly
   through asyncpg with the same concurrency (the SQL floor of the path)
+* eligibility evaluations/s of one API process (a published rule set of two CEL rules; each decision
+  stored)  vs  the same bare handler returning the same JSON size
 * other users' hold latency while one admission token floods POST /holds with fresh Idempotency-Keys
   vs  the same with nobody flooding: with the API's limits and caps (defaults), and without them
 * a reminder burst: reminders/s the notification dispatcher delivers (claim, render, .eml-keeping
@@ -45,7 +47,9 @@ from shared.attempts import accept
 from shared.attempts import execute as run_attempt
 from shared.booking import BookingJob, attempt_id_for
 from shared.db import connect, create_pool, migrate
+from shared.eligibility import create_version, publish
 from shared.persons import PersonVault
+from shared.rules import RuleSetSpec
 from shared.seats import utcnow
 from shared.tokens import TokenCodec
 from surgegate.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
@@ -311,6 +315,59 @@ async def search_figures(
     ]
 
 
+BENCH_RULES = {
+    "attributes": {
+        "region": {"type": "enum", "values": ["A", "B"], "label": {"en": "Region", "es": "Región"}},
+        "occupations": {"type": "list", "label": {"en": "Occupations", "es": "Ocupaciones"}},
+    },
+    "rules": [
+        {"id": "age_or_worker", "expr": 'age >= 65 || occupations.exists(o, o in ["nurse", "doctor"])',
+         "reason": "too_young", "text": {"en": "65 or over, or health workers", "es": "65 o más, o sanitarios"}},
+        {"id": "region", "expr": 'region == "A"', "reason": "outside_region",
+         "text": {"en": "Region A only", "es": "Solo la región A"}},
+    ],
+}  # fmt: skip
+
+
+async def eligibility_figures(
+    env: dict[str, str], dsn: str, args: argparse.Namespace
+) -> list[tuple[str, Result, Result, str]]:
+    """Evaluations through one API process (published version, decision stored each time) against a
+    bare aiohttp handler sending a body of the same size."""
+    await prepare_database(dsn)
+    con = await connect(dsn)
+    try:
+        async with con.transaction():
+            spec = RuleSetSpec.model_validate(BENCH_RULES)
+            await create_version(con, "bench", spec, actor="bench", today=utcnow().date())
+            await publish(con, "bench", 1, actor="bench", reason="benchmark")
+    finally:
+        await con.close()
+    codec = TokenCodec([tuple(KEYS.split(":", 1))])  # type: ignore[list-item]
+    posts = []
+    for i in range(SEARCHERS):
+        body = json.dumps({"person": {"id_number": f"B{i:07d}", "birth_date": "1950-01-02"},
+                           "attributes": {"region": "AB"[i % 2], "occupations": []}}).encode()  # fmt: skip
+        headers = {"Authorization": f"Bearer {visitor_token(codec, f'e{i}')}", "X-Forwarded-For": address(i),
+                   "Content-Type": "application/json"}  # fmt: skip
+        posts.append(request_bytes("POST", "/api/v1/events/bench/eligibility:evaluate", headers, body))
+    port = free_port()
+    api = spawn(["surgegate", "api", "--port", str(port)], {**env, "SURGEGATE_ELIGIBILITY_LIMIT_PER_MIN": "0"},
+                f"http://127.0.0.1:{port}/healthz")  # fmt: skip
+    try:
+        ours = await run_load(port, lambda i: posts[i % len(posts)], concurrency=args.concurrency, seconds=args.seconds)
+    finally:
+        stop(api)
+    size = 260  # about the answer's size (decision id, version, reasons, valid_until)
+    base_port = free_port()
+    base = spawn(["loadtests.baseline_server", str(base_port), str(size)], env, f"http://127.0.0.1:{base_port}/")
+    try:
+        bare = await run_load(base_port, lambda i: posts[0], concurrency=args.concurrency, seconds=args.seconds)
+    finally:
+        stop(base)
+    return [("eligibility evaluations/s (1 API process, each decision stored)", ours, bare, "2 CEL rules")]
+
+
 def hold_request(token: str, slot: uuid.UUID, key: str, client: str) -> bytes:
     return request_bytes("POST", "/api/v1/holds", {
         "Authorization": f"Bearer {token}", "Idempotency-Key": key, "Content-Type": "application/json",
@@ -449,6 +506,7 @@ async def main(args: argparse.Namespace) -> None:
         await prepare_database(dsn)
         rows = await edge_figures(env, args) if "edge" in args.figures else []
         rows += await search_figures(env, dsn, args) if "search" in args.figures else []
+        rows += await eligibility_figures(env, dsn, args) if "eligibility" in args.figures else []
         path, direct = await booking_figures(env, dsn, args) if "bookings" in args.figures else (Result(), Result())
         holds = await hold_figures(env, dsn, args) if "holds" in args.figures else []
         reminders = await reminder_figures(dsn, args, Path(tmp)) if "reminders" in args.figures else None
@@ -497,8 +555,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reminders", type=int, default=2000)
     p.add_argument(
         "--figures",
-        default="edge,search,bookings,holds,reminders",
-        help="comma-separated subset of: edge, search, bookings, holds, reminders",
+        default="edge,search,eligibility,bookings,holds,reminders",
+        help="comma-separated subset of: edge, search, eligibility, bookings, holds, reminders",
     )
     return p.parse_args(argv)
 

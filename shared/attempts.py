@@ -16,6 +16,11 @@ An attempt is a row of ``booking_attempts`` keyed by ``uuid5(token id, Idempoten
   index ``appointments_person_active``), and an admission that came from a waitlist claim books only
   for the person who joined the waitlist (``claim_person_mismatch``, checked in the booking
   transaction; the refused attempt leaves the claim's hold in place for the right person).
+* Eligibility: when the event has a published rule set, the attempt's decision is evaluated again
+  under the version published at commit (:func:`shared.eligibility.check_booking` shares the
+  pointer's lock in this transaction: a publish waits for it, or it for the publish), on the
+  appointment's local date; ineligible → ``ineligible`` with the reasons, no seat taken. The
+  version is recorded on the appointment and in the audit row.
 * :func:`finish`: the one place an attempt gets its final status and its audit row, whoever ends it.
 
 Business refusals (slot full, already booked, admission used...) are outcomes, not exceptions: they
@@ -28,10 +33,11 @@ import uuid
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from shared import notifications, queries, seats
+from shared import eligibility, notifications, queries, seats
 from shared.booking import BookingJob, BookingOutcome, InvalidJob, local_iso, utc_iso
 from shared.errors import Code, Refused
 from shared.notifications import NotificationKind, language_of
@@ -63,8 +69,10 @@ async def finish(
     code: Code | None,
     appointment_id: uuid.UUID | None = None,
     slot_id: uuid.UUID | None = None,
+    detail: dict[str, Any] | None = None,
 ) -> AttemptStatus:
-    """Give a pending attempt its final status (confirmed when ``code`` is None) and its audit row."""
+    """Give a pending attempt its final status (confirmed when ``code`` is None) and its audit row
+    (``detail`` added to it: the rule version that decided, for one)."""
     attempt_id = uuid.UUID(job.attempt_id)
     status = AttemptStatus.CONFIRMED if code is None else AttemptStatus.REJECTED
     await con.execute(queries.FINISH_ATTEMPT, attempt_id, status, code, appointment_id)
@@ -76,7 +84,7 @@ async def finish(
         appointment_id,
         attempt_id,
         job.token_id,
-        {} if code is None else {"code": code},
+        {**({} if code is None else {"code": code}), **(detail or {})},
     )
     return status
 
@@ -121,8 +129,9 @@ async def execute(
     the API accepted it, never from what the queue delivered (anyone who can write to Redis could
     write a job). An id the API never accepted raises :class:`UnknownAttempt` and nothing runs. With
     a hold, the seat comes from that hold (pinned to this attempt when it was accepted); a refused
-    attempt releases its pinned hold. With a ``vault``, a booked attempt queues its confirmation and
-    reminders in the same transaction (:func:`_queue_confirmation`).
+    attempt releases its pinned hold. ``vault`` opens eligibility decisions' stored inputs and, for a
+    booked attempt, seals its confirmation and reminders, queued in the same transaction
+    (:func:`_queue_confirmation`).
     """
     now = now or seats.utcnow()
     status, job = await _claim(con, attempt_id)
@@ -133,17 +142,55 @@ async def execute(
 
     slot = await _slot_before_seat(con, job)
     code = _refusal_before_seat(job, slot, now)
+    check = None if code is not None else await _check_eligibility(con, job, slot, now, vault)
+    if check is not None and check.reasons:
+        code = Code.INELIGIBLE
     appointment_id: uuid.UUID | None = None
     if code is None:
         try:
             appointment_id = await _take_seat_and_book(con, job, now)
         except Refused as refused:
             code = refused.code
+    detail = await _record_eligibility(con, job, check, code, appointment_id)
     await _settle_holds(con, job, code, slot, now)
     if appointment_id is not None and vault is not None:
         await _queue_confirmation(con, vault, job, appointment_id, slot, now)
-    await finish(con, job, code=code, appointment_id=appointment_id, slot_id=None if slot is None else slot["slot_id"])
-    return Executed(_outcome(job, code, appointment_id, slot), True, job)
+    await finish(
+        con, job, code=code, appointment_id=appointment_id, slot_id=None if slot is None else slot["slot_id"],
+        detail=detail,
+    )  # fmt: skip
+    outcome = _outcome(job, code, appointment_id, slot)
+    if code == Code.INELIGIBLE and check is not None:
+        outcome = replace(outcome, reasons=check.reasons)
+    return Executed(outcome, True, job)
+
+
+async def _check_eligibility(
+    con: asyncpg.Connection, job: BookingJob, slot: Any, now: datetime, vault: PersonVault | None
+) -> eligibility.BookingCheck:
+    """The event's published rules on the decision's inputs, on the appointment's local date."""
+    return await eligibility.check_booking(
+        con, vault, event_id=job.event_id, person_ref=bytes.fromhex(job.person_ref), decision_id=job.decision_id,
+        on=slot["starts_at"].astimezone(ZoneInfo(slot["timezone"])).date(), now=now,
+    )  # fmt: skip
+
+
+async def _record_eligibility(
+    con: asyncpg.Connection,
+    job: BookingJob,
+    check: eligibility.BookingCheck | None,
+    code: Code | None,
+    appointment_id: uuid.UUID | None,
+) -> dict[str, Any]:
+    """The version on the appointment, the reasons on a refused attempt; the audit row's detail."""
+    if check is None or check.rule_version is None:
+        return {}
+    if appointment_id is not None:
+        await con.execute(queries.ELIG_APPOINTMENT_VERSION, appointment_id, check.rule_version, check.decision_id)
+    if code == Code.INELIGIBLE:
+        await con.execute(queries.ELIG_ATTEMPT_REASONS, uuid.UUID(job.attempt_id), check.reasons)
+        return {"rule_version": check.rule_version, "reasons": [r["code"] for r in check.reasons]}
+    return {"rule_version": check.rule_version}
 
 
 class UnknownAttempt(InvalidJob):

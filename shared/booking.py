@@ -46,6 +46,7 @@ class BookingOutcome:
     starts_at: str | None = None  # UTC iso8601
     local_starts_at: str | None = None
     ends_at: str | None = None  # UTC iso8601; bounds the manage link's validity (shared/manage.py)
+    reasons: list[dict[str, Any]] | None = None  # ineligible: each reason's code and text in en and es
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,6 +71,7 @@ class BookingOutcome:
             starts_at=None if starts_at is None else utc_iso(starts_at),
             local_starts_at=None if starts_at is None else local_iso(starts_at, row["timezone"]),
             ends_at=None if row["ends_at"] is None else utc_iso(row["ends_at"]),
+            reasons=row["reasons"],
         )
 
     def confirmation(self) -> dict[str, Any]:
@@ -100,6 +102,7 @@ class BookingJob:
     rank: int | None = None  # the admission's queue place, freed for max_active once booked
     hold_id: str | None = None  # book the seat this hold (pinned to the attempt when accepted) set aside
     language: str = "en"  # what the person's messages are written in (a shared.statuses.Language)
+    decision_id: str | None = None  # the eligibility decision the person booked with (shared/eligibility.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -56,6 +56,9 @@ class Code(StrEnum):
     BOOKING_IN_PROGRESS = "booking_in_progress"
     TOO_MANY_HOLDS = "too_many_holds"
     INELIGIBLE = "ineligible"
+    # Eligibility rules (shared/eligibility.py)
+    EXAMPLES_FAILED = "examples_failed"
+    IDENTITY_REQUIRED = "identity_required"
     # Changes to an appointment
     APPOINTMENT_NOT_ACTIVE = "appointment_not_active"
     APPOINTMENT_STARTED = "appointment_started"
@@ -114,6 +117,8 @@ CATALOGUE: Mapping[Code, Refusal] = {
         409, "this admission has held seats too many times; book the seat it holds, or a slot"
     ),
     Code.INELIGIBLE: Refusal(403, "this person is not eligible"),
+    Code.EXAMPLES_FAILED: Refusal(409, "an example of this rule set does not give its expected outcome"),
+    Code.IDENTITY_REQUIRED: Refusal(403, "a verified identity of the required level is needed"),
     Code.APPOINTMENT_NOT_ACTIVE: Refusal(409, "only a confirmed appointment can be changed"),
     Code.APPOINTMENT_STARTED: Refusal(409, "the appointment has already started"),
     Code.SEATS_AVAILABLE: Refusal(409, "that day still has free seats; book one instead"),
@@ -246,6 +251,16 @@ class Overloaded(SpecificRefusal):
 
     def __init__(self, detail: str = "", *, retry_after: int = 2) -> None:
         super().__init__(detail, retry_after=retry_after)
+
+
+class Ineligible(SpecificRefusal):
+    """403 ``ineligible``, carrying each reason (``[{"code", "text"}]``) for the problem body."""
+
+    code = Code.INELIGIBLE
+
+    def __init__(self, reasons: list[dict[str, str]], detail: str = "") -> None:
+        super().__init__(detail)
+        self.reasons = reasons
 
 
 class IdempotencyConflict(SpecificRefusal):

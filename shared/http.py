@@ -30,6 +30,7 @@ from shared.db import DATABASE_UNAVAILABLE
 from shared.errors import (
     CODE_OF_HTTP_STATUS,
     Code,
+    Ineligible,
     NotFound,
     Overloaded,
     Refused,
@@ -114,6 +115,8 @@ def refusal_problem(exc: Refused) -> web.Response:
     extra: dict[str, Any] | None = None
     if isinstance(exc, ValidationFailed) and exc.errors:
         extra = {"errors": exc.errors}
+    elif isinstance(exc, Ineligible):
+        extra = {"reasons": exc.reasons}
     return problem(exc.status, exc.code, exc.detail, retry_after=exc.retry_after, extra=extra)
 
 
@@ -228,8 +231,11 @@ def validate(model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:
+        # Each error names its field (``loc``) and the kind of problem (pydantic's ``type``, e.g.
+        # ``missing``, ``string_too_long``, ``value_error``): the page marks the field and says it in
+        # its own language. Never the value sent.
         errors: list[dict[str, object]] = [
-            {"loc": [str(p) for p in e["loc"]], "msg": e["msg"]}
+            {"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
             for e in exc.errors(include_url=False, include_input=False, include_context=False)
         ]
         raise ValidationFailed("the request is invalid", errors) from None

@@ -90,6 +90,12 @@ def api_bucket_key(scope: str, kind: str, who: str) -> str:
     return f"{PREFIX}:rl:api:{scope}:{kind}:{who}"
 
 
+def eligibility_bucket_key(visitor_id: str) -> str:
+    """Hash (tokens, t): eligibility evaluations of one queue ticket or admission (its visitor id;
+    admission/eligibility.py). Random ids, nothing about the person."""
+    return f"{PREFIX}:rl:elig:{visitor_id}"
+
+
 # --- the booking worker's signals ---------------------------------------------------------------
 
 

@@ -39,11 +39,22 @@ class LockNamespace(IntEnum):
     # Changes of one event (create, update, close) one at a time, so each is checked against the one
     # before it, also when the event does not exist yet (transaction lock, key the event id).
     EVENT_CHANGE = 23
+    # An event's published rule version (shared/eligibility.py): booking transactions share it, a
+    # publish, shadow or rollback takes it alone (transaction lock, key the event id).
+    RULES_POINTER = 43
 
 
 async def xact_lock(con: asyncpg.Connection, namespace: LockNamespace, key: str) -> None:
     """Wait (at most ``lock_timeout``) for the advisory lock until the transaction ends."""
     await con.execute(queries.ADVISORY_XACT_LOCK, key, int(namespace))
+
+
+async def xact_lock_shared(con: asyncpg.Connection, namespace: LockNamespace, key: str) -> None:
+    """Wait (at most ``lock_timeout``) for the advisory lock in shared mode until the transaction ends:
+    shared holders do not wait for each other, an exclusive one waits for them all and they for it.
+    PostgreSQL's lock manager queues a new shared request behind a waiting exclusive one, so a
+    stream of sharers cannot starve it (a row's FOR SHARE gives no such promise)."""
+    await con.execute(queries.ADVISORY_XACT_LOCK_SHARED, key, int(namespace))
 
 
 async def try_xact_lock(con: asyncpg.Connection, namespace: LockNamespace, key: str) -> bool:

@@ -164,6 +164,31 @@ class Metrics:
             "How long the oldest due, unsent notification has been due (0: none)",
             registry=r,
         )
+        # Issue 10, eligibility: by event, rule version, outcome and reason code (never an attribute value).
+        self.eligibility_decisions = Counter(
+            "surgegate_eligibility_decisions",
+            "Eligibility evaluations by the published version, by outcome",
+            ["event", "rule_version", "outcome"],
+            registry=r,
+        )
+        self.eligibility_reasons = Counter(
+            "surgegate_eligibility_reasons",
+            "Reasons of ineligible evaluations, by rule version and reason code",
+            ["event", "rule_version", "reason"],
+            registry=r,
+        )
+        self.eligibility_errors = Counter(
+            "surgegate_eligibility_errors",
+            "Rules that erred while evaluating (counted as failed: fail closed), by rule version",
+            ["event", "rule_version"],
+            registry=r,
+        )
+        self.eligibility_shadow = Counter(
+            "surgegate_eligibility_shadow",
+            "Shadow version's answers beside the published one: agree, to_eligible, to_ineligible",
+            ["event", "rule_version", "flip"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

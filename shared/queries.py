@@ -426,6 +426,8 @@ ADVISORY_XACT_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended($1, $2))"
 
 ADVISORY_TRY_XACT_LOCK = "SELECT pg_try_advisory_xact_lock(hashtextextended($1, $2))"
 
+ADVISORY_XACT_LOCK_SHARED = "SELECT pg_advisory_xact_lock_shared(hashtextextended($1, $2))"
+
 ADVISORY_LOCK = "SELECT pg_advisory_lock(hashtextextended($1, $2))"
 
 ADVISORY_UNLOCK = "SELECT pg_advisory_unlock(hashtextextended($1, $2))"
@@ -444,7 +446,7 @@ RETURNING true
 # An attempt with what the client needs to hear again (appointment, slot, site: NULL if rejected).
 ATTEMPT_OUTCOME = """
 SELECT a.attempt_id, a.status, a.code, a.request_hash, a.event_id, a.appointment_id, a.slot_id, a.token_id,
-       s.site_id, s.starts_at, s.ends_at, si.timezone
+       s.site_id, s.starts_at, s.ends_at, si.timezone, a.reasons
 FROM booking_attempts a
 LEFT JOIN appointments ap ON ap.appointment_id = a.appointment_id
 LEFT JOIN slots s ON s.slot_id = ap.slot_id
@@ -567,6 +569,15 @@ FROM appointments a JOIN slots s ON s.slot_id = a.slot_id JOIN sites si ON si.si
 
 REPORT_CANCELLATIONS = REPORT_BOOKINGS + "WHERE a.status = 'cancelled'"
 
+# Every live eligibility evaluation (overrides are support's, not the rules'): its outcome and its
+# reasons as one combination ("too_young+outside_region", "none"), so the cells add up to the decisions;
+# day = the local date it was evaluated on.
+REPORT_ELIGIBILITY = """
+SELECT d.event_id AS event, d.as_of AS day, d.outcome,
+       CASE WHEN cardinality(d.reasons) = 0 THEN 'none' ELSE array_to_string(d.reasons, '+') END AS reason
+FROM eligibility_decisions d WHERE d.kind = 'evaluation'
+"""
+
 REPORT_NO_SHOWS = REPORT_BOOKINGS + "WHERE a.status = 'no_show'"
 
 # A freed seat offered to a person (one row per recipient), and an offer claimed (one row per claim).
@@ -631,6 +642,21 @@ UPDATE notifications n SET sealed = NULL, erased_at = $3
 FROM due WHERE n.notification_id = due.notification_id
 """
 
+# An eligibility decision's inputs (issue 10): once it was made before the cut-off, unless an
+# appointment booked with it still keeps its own details (they go together).
+ERASE_DECISION_INPUTS = """
+WITH due AS (
+    SELECT d.decision_id FROM eligibility_decisions d
+    WHERE d.inputs_sealed IS NOT NULL AND d.created_at < $1
+      AND NOT EXISTS (SELECT 1 FROM appointments ap
+                      WHERE ap.decision_id = d.decision_id AND ap.person_sealed IS NOT NULL)
+    LIMIT $2
+    FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE eligibility_decisions d SET inputs_sealed = NULL, erased_at = $3
+FROM due WHERE d.decision_id = due.decision_id
+"""
+
 # Re-sealing walks each table in key order ($1: the last key of the previous batch, NULL to start),
 # locking the batch ($2 rows) so the ciphertext it rewrites is the one it read.
 SEALED_APPOINTMENTS = """
@@ -664,6 +690,17 @@ FOR UPDATE
 RESEAL_NOTIFICATIONS = """
 UPDATE notifications n SET sealed = v.sealed
 FROM unnest($1::bigint[], $2::bytea[]) AS v(id, sealed) WHERE n.notification_id = v.id
+"""
+
+SEALED_DECISION_INPUTS = """
+SELECT decision_id AS id, inputs_sealed AS sealed FROM eligibility_decisions
+WHERE inputs_sealed IS NOT NULL AND ($1::uuid IS NULL OR decision_id > $1)
+ORDER BY decision_id LIMIT $2
+FOR UPDATE
+"""
+RESEAL_DECISION_INPUTS = """
+UPDATE eligibility_decisions d SET inputs_sealed = v.sealed
+FROM unnest($1::uuid[], $2::bytea[]) AS v(id, sealed) WHERE d.decision_id = v.id
 """
 
 # Accepted attempts not yet executed carry the person's ciphertext in their stored job (a final
@@ -729,4 +766,126 @@ WHERE ($1::text IS NULL OR event_id = $1)
   AND audit_id > $4
 ORDER BY audit_id
 LIMIT $5
+"""
+
+# --- an event's identity provider (shared/identity.py) ---------------------------------------------
+
+EVENT_EXISTS = "SELECT 1 FROM events WHERE event_id = $1"
+
+EVENT_IDENTITY = "SELECT * FROM event_identity WHERE event_id = $1"
+
+UPSERT_EVENT_IDENTITY = """
+INSERT INTO event_identity (event_id, issuer, audience, jwks_url, acr_values, min_acr, algorithms, updated_at,
+                            updated_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7, now(), $8)
+ON CONFLICT (event_id) DO UPDATE SET
+    issuer = EXCLUDED.issuer, audience = EXCLUDED.audience, jwks_url = EXCLUDED.jwks_url,
+    acr_values = EXCLUDED.acr_values, min_acr = EXCLUDED.min_acr, algorithms = EXCLUDED.algorithms,
+    updated_at = EXCLUDED.updated_at, updated_by = EXCLUDED.updated_by
+RETURNING *
+"""
+
+DELETE_EVENT_IDENTITY = "DELETE FROM event_identity WHERE event_id = $1 RETURNING *"
+
+
+# --- eligibility (shared/eligibility.py) ------------------------------------------------------------
+# Named ELIG_*. The pointer row is the truth of what is published. Moves take the event's RULES_POINTER
+# advisory lock exclusively, the booking transaction shares it before reading the pointer, so the two
+# serialise (shared/eligibility.py says why an advisory lock and not the row's FOR SHARE).
+
+ELIG_EVENT_EXISTS = "SELECT true FROM events WHERE event_id = $1"
+
+ELIG_NEXT_VERSION = "SELECT coalesce(max(version), 0) + 1 FROM rule_versions WHERE event_id = $1"
+
+ELIG_INSERT_VERSION = """
+INSERT INTO rule_versions (event_id, version, digest, body, examples, examples_passed, created_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+"""
+
+ELIG_ENSURE_POINTER = "INSERT INTO rule_pointers (event_id) VALUES ($1) ON CONFLICT (event_id) DO NOTHING"
+
+ELIG_LOCK_POINTER = """
+SELECT published_version, shadow_version, serial FROM rule_pointers WHERE event_id = $1 FOR UPDATE
+"""
+
+ELIG_SET_POINTER = """
+UPDATE rule_pointers SET published_version = $2, shadow_version = $3, serial = serial + 1 WHERE event_id = $1
+"""
+
+ELIG_POINTER = "SELECT published_version, shadow_version, serial FROM rule_pointers WHERE event_id = $1"
+
+ELIG_POINTER_FOR_BOOKING = "SELECT published_version FROM rule_pointers WHERE event_id = $1"
+
+ELIG_VERSION = "SELECT * FROM rule_versions WHERE event_id = $1 AND version = $2"
+
+ELIG_VERSION_BODY = "SELECT body FROM rule_versions WHERE event_id = $1 AND version = $2"
+
+ELIG_VERSIONS = "SELECT * FROM rule_versions WHERE event_id = $1 ORDER BY version"
+
+ELIG_SET_STATE = "UPDATE rule_versions SET state = $3 WHERE event_id = $1 AND version = $2"
+
+ELIG_INSERT_MOVE = """
+INSERT INTO rule_moves (event_id, version, from_state, to_state, replaced_version, actor, reason)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+"""
+
+ELIG_MOVES = "SELECT * FROM rule_moves WHERE event_id = $1 ORDER BY move_id"
+
+# The version published before $2 became published (rollback's target): its latest publish move.
+ELIG_REPLACED_BY = """
+SELECT replaced_version FROM rule_moves
+WHERE event_id = $1 AND version = $2 AND to_state = 'published'
+ORDER BY move_id DESC LIMIT 1
+"""
+
+# The local dates "today" at the event's sites (every site when the event names none).
+ELIG_EVENT_ZONES = """
+SELECT DISTINCT si.timezone FROM events e
+JOIN sites si ON e.site_ids IS NULL OR si.site_id = ANY (e.site_ids)
+WHERE e.event_id = $1
+"""
+
+ELIG_INSERT_DECISION = """
+INSERT INTO eligibility_decisions (
+    decision_id, event_id, rule_version, outcome, reasons, explanation, kind, input_hash, person_ref,
+    inputs_sealed, as_of, credential, shadow_version, shadow_outcome, shadow_reasons, overrides, actor,
+    override_reason, valid_until)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+"""
+
+ELIG_DECISION = "SELECT * FROM eligibility_decisions WHERE decision_id = $1"
+
+ELIG_APPOINTMENT_VERSION = "UPDATE appointments SET rule_version = $2, decision_id = $3 WHERE appointment_id = $1"
+
+ELIG_ATTEMPT_REASONS = "UPDATE booking_attempts SET reasons = $2 WHERE attempt_id = $1"
+
+ELIG_ATTEMPT_REASONS_OF = "SELECT reasons FROM booking_attempts WHERE attempt_id = $1"
+
+# Live evaluations that ran a shadow version beside the published one.
+ELIG_SHADOWED = """
+SELECT decision_id, outcome, reasons, shadow_outcome, shadow_reasons FROM eligibility_decisions
+WHERE event_id = $1 AND shadow_version = $2 AND kind = 'evaluation'
+ORDER BY created_at, decision_id
+"""
+
+# Evaluations made under a version whose inputs are still held (replay).
+ELIG_REPLAYABLE = """
+SELECT decision_id, person_ref, outcome, reasons, inputs_sealed, as_of FROM eligibility_decisions
+WHERE event_id = $1 AND rule_version = $2 AND kind = 'evaluation' AND inputs_sealed IS NOT NULL
+ORDER BY created_at, decision_id
+"""
+
+ELIG_BOOKED_UNDER = """
+SELECT appointment_id, decision_id, status FROM appointments
+WHERE event_id = $1 AND rule_version = $2 AND status = 'confirmed'
+ORDER BY created_at, appointment_id
+"""
+
+SUPPORT_DECISIONS = """
+SELECT decision_id, event_id, rule_version, outcome, reasons, explanation, kind, input_hash, actor,
+       override_reason, overrides, valid_until, created_at
+FROM eligibility_decisions
+WHERE person_ref = $1 AND ($2::text IS NULL OR event_id = $2)
+ORDER BY created_at DESC, decision_id
+LIMIT 100
 """

@@ -50,7 +50,7 @@ DIMENSIONS: dict[str, str] = {
 # cells also add up to the outer one's totals, so for suppression they are grouped within it too.
 NESTED: dict[str, str] = {"site": "region"}
 # Columns a kind always groups by, on top of the caller's choice.
-_FIXED: dict[str, str] = {"step": '"step"'}
+_FIXED: dict[str, str] = {"step": '"step"', "outcome": '"outcome"', "reason": '"reason"'}
 
 
 @dataclass(frozen=True)
@@ -71,12 +71,9 @@ KINDS: dict[str, ReportKind] = {
     "cancellations": ReportKind(queries.REPORT_CANCELLATIONS),
     "no-shows": ReportKind(queries.REPORT_NO_SHOWS),
     "waitlist": ReportKind(queries.REPORT_WAITLIST, always=("step",), measures=("step",)),
-    # Eligibility outcomes by reason: the eligibility decisions are not stored yet (the "Eligibility"
-    # issue adds them). When they are: a REPORT_ELIGIBILITY statement with one row per decision
-    # (event, day, and "outcome" and "reason" columns), "outcome" and "reason" added to _FIXED, and
-    # here ReportKind(queries.REPORT_ELIGIBILITY, ("event", "day"), always=("outcome", "reason")):
-    # outcomes and reasons add up to the decisions, so they are not measures.
-    "eligibility": ReportKind(None, missing="eligibility decisions are not recorded yet; this report has no data"),
+    # Eligibility evaluations by outcome and reason combination: one row per decision, so outcomes
+    # and reasons add up to the decisions (they are not measures).
+    "eligibility": ReportKind(queries.REPORT_ELIGIBILITY, ("event", "day"), always=("outcome", "reason")),
 }
 
 

@@ -1,15 +1,18 @@
 """Keeping less: person details erased once kept long enough, and re-sealed when the seal key changes.
 
 A person's name, email and birth date exist only as ciphertext (``shared.persons``): in
-``appointments.person_sealed``, ``waitlist_entries.person_sealed``, ``notifications.sealed`` and the
+``appointments.person_sealed``, ``waitlist_entries.person_sealed``, ``notifications.sealed``,
+``eligibility_decisions.inputs_sealed`` (the answers given to the eligibility questions) and the
 stored job of an attempt not yet executed. Erasing them is destroying that ciphertext (the column
 set to NULL, ``erased_at`` set); the rows stay, so counts, reports, the audit's references and
 ``person_ref`` (a keyed hash: who booked twice, never who someone is) go on working.
 
 * :func:`erase_due` erases what is due: an appointment ``retention_days`` after its slot ended
   (whatever became of it), a waitlist entry as long after its day or after it ended, a message as
-  long after it was queued. Final attempts keep no job (``booking_attempts_final_has_no_job``); an
-  accepted attempt keeps its job until the worker executes it, which it always does.
+  long after it was queued, an eligibility decision's inputs as long after it was made (but not
+  before the details of an appointment booked with it). Final attempts keep no job
+  (``booking_attempts_final_has_no_job``); an accepted attempt keeps its job until the worker
+  executes it, which it always does.
 * :func:`reseal_all` rewrites every ciphertext not sealed under the current seal key under it
   (``MultiFernet.rotate``), so the old key can be retired.
 
@@ -43,10 +46,11 @@ class Erased:
     waitlist_entries: int = 0
     notifications: int = 0
     batches: int = 0
+    eligibility_decisions: int = 0
 
     @property
     def total(self) -> int:
-        return self.appointments + self.waitlist_entries + self.notifications
+        return self.appointments + self.waitlist_entries + self.notifications + self.eligibility_decisions
 
 
 def _count(status: str) -> int:
@@ -64,6 +68,7 @@ async def erase_due(pool: asyncpg.Pool, now: datetime, retention_days: int, *, b
                 "appointments": _count(await con.execute(queries.ERASE_APPOINTMENTS, cutoff, batch, now)),
                 "waitlist_entries": _count(await con.execute(queries.ERASE_WAITLIST_ENTRIES, cutoff, batch, now)),
                 "notifications": _count(await con.execute(queries.ERASE_NOTIFICATIONS, cutoff, batch, now)),
+                "eligibility_decisions": _count(await con.execute(queries.ERASE_DECISION_INPUTS, cutoff, batch, now)),
             }
             if any(counts.values()):
                 detail = {**counts, "retention_days": retention_days, "before": cutoff.isoformat()}
@@ -73,6 +78,7 @@ async def erase_due(pool: asyncpg.Pool, now: datetime, retention_days: int, *, b
             waitlist_entries=done.waitlist_entries + counts["waitlist_entries"],
             notifications=done.notifications + counts["notifications"],
             batches=done.batches + (1 if any(counts.values()) else 0),
+            eligibility_decisions=done.eligibility_decisions + counts["eligibility_decisions"],
         )
         if all(n < batch for n in counts.values()):
             return done
@@ -92,6 +98,7 @@ _SEALED = (
     ("appointments", queries.SEALED_APPOINTMENTS, queries.RESEAL_APPOINTMENTS),
     ("waitlist_entries", queries.SEALED_WAITLIST_ENTRIES, queries.RESEAL_WAITLIST_ENTRIES),
     ("notifications", queries.SEALED_NOTIFICATIONS, queries.RESEAL_NOTIFICATIONS),
+    ("eligibility_decisions", queries.SEALED_DECISION_INPUTS, queries.RESEAL_DECISION_INPUTS),
     ("pending_attempts", queries.SEALED_PENDING_JOBS, queries.RESEAL_PENDING_JOBS),
 )
 

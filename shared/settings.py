@@ -275,6 +275,17 @@ class Settings:
     # minute (each may send an email to a stranger; 0 switches the limit off).
     manage_link_limit_per_min: Annotated[NonNegativeFloat, Env("SURGEGATE_MANAGE_LINK_LIMIT_PER_MIN")] = 1.0
     manage_link_limit_burst: Annotated[NonNegativeInt, Env("SURGEGATE_MANAGE_LINK_LIMIT_BURST")] = 3
+    # --- issue 10, "Eligibility" ----------------------------------------------------------------------
+    # How long an eligibility decision may be booked with (the booking re-evaluates it anyway).
+    eligibility_decision_ttl_s: Annotated[PositiveInt, Env("SURGEGATE_ELIGIBILITY_DECISION_TTL_S")] = 3600
+    # Evaluations per queue ticket or admission: a burst, refilled per minute; 0 disables.
+    eligibility_limit_per_min: Annotated[NonNegativeFloat, Env("SURGEGATE_ELIGIBILITY_LIMIT_PER_MIN")] = 10.0
+    eligibility_limit_burst: Annotated[NonNegativeInt, Env("SURGEGATE_ELIGIBILITY_LIMIT_BURST")] = 5
+    # How long an API process may answer from the published version it last read (pointer in PostgreSQL).
+    eligibility_refresh_s: NonNegativeFloat = 0.5
+    # --- issue 9, "The booking page, finished" (waitingroom/page.py) ---------------------------------
+    # Who runs the program: named in the queue page's header and footer (empty: not shown).
+    org_name: Annotated[str, Env("SURGEGATE_ORG_NAME")] = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -94,6 +94,30 @@ class RateMode(StrEnum):
     AUTO = "auto"
 
 
+class RuleState(StrEnum):
+    """``rule_versions.state`` (and ``rule_moves.to_state``): only ``published`` decides; ``shadow``
+    is evaluated beside it; ``retired`` was published once and was replaced."""
+
+    DRAFT = "draft"
+    SHADOW = "shadow"
+    PUBLISHED = "published"
+    RETIRED = "retired"
+
+
+class DecisionOutcome(StrEnum):
+    """``eligibility_decisions.outcome`` (and ``shadow_outcome``)."""
+
+    ELIGIBLE = "eligible"
+    INELIGIBLE = "ineligible"
+
+
+class DecisionKind(StrEnum):
+    """``eligibility_decisions.kind``: the rules' answer, or a staff member's override of one."""
+
+    EVALUATION = "evaluation"
+    OVERRIDE = "override"
+
+
 # (table, column) → the enum that must equal its CHECK constraint's values.
 COLUMNS: dict[tuple[str, str], type[StrEnum]] = {
     ("booking_attempts", "status"): AttemptStatus,
@@ -107,4 +131,9 @@ COLUMNS: dict[tuple[str, str], type[StrEnum]] = {
     ("appointments", "language"): Language,
     ("appointments", "cancelled_by"): CancelledBy,
     ("events", "rate_mode"): RateMode,
+    ("rule_versions", "state"): RuleState,
+    ("rule_moves", "to_state"): RuleState,
+    ("eligibility_decisions", "outcome"): DecisionOutcome,
+    ("eligibility_decisions", "shadow_outcome"): DecisionOutcome,
+    ("eligibility_decisions", "kind"): DecisionKind,
 }

@@ -33,6 +33,7 @@ from cryptography.fernet import InvalidToken
 
 from shared import appointments, queries
 from shared.appointments import Cancelled, Rescheduled
+from shared.eligibility_review import decision_json
 from shared.errors import Code, NotFound, Refused
 from shared.persons import PersonVault
 from shared.statuses import AppointmentStatus
@@ -90,12 +91,9 @@ def masked_contact(vault: PersonVault, sealed: bytes | None) -> dict[str, str] |
 async def eligibility_decisions(
     con: asyncpg.Connection, person_ref: bytes, event_id: str | None
 ) -> list[dict[str, Any]]:
-    """The person's eligibility decisions and overrides, each with its reason.
-
-    Seam: the eligibility issue has not landed, so there is no decisions table and nothing to return.
-    When it lands, select its rows by ``person_ref`` (and ``event_id`` when given) here, with a
-    SUPPORT_* statement in shared/queries.py; the look-up's answer and audit counts pick them up."""
-    return []
+    """The person's eligibility decisions and overrides (newest first, at most 100), each with its
+    version, outcome, reason codes, per-rule explanation and input hash, never the inputs."""
+    return [decision_json(row) for row in await con.fetch(queries.SUPPORT_DECISIONS, person_ref, event_id)]
 
 
 def _newest_sealed(booked: Sequence[Any], waiting: Sequence[Any]) -> bytes | None:

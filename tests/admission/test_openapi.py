@@ -10,6 +10,7 @@ top-level keys. A negative control shows the same check refuses a wrong answer.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -23,12 +24,24 @@ import pytest
 from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
 
-from admission import admin, appointments, changes, holds, manage, supply, support, waitlist
+from admission import (
+    admin,
+    appointments,
+    changes,
+    eligibility,
+    holds,
+    identity,
+    manage,
+    rules,
+    supply,
+    support,
+    waitlist,
+)  # fmt: skip
 from admission.app import create_app
 from shared.booking import attempt_id_for
 from shared.persons import PersonVault, person_key_of
 from shared.settings import Settings
-from shared.tokens import TokenCodec
+from shared.tokens import Ticket, TokenCodec
 from tests.helpers import admin_headers, admission_token, person, run_burst, running_worker, serve
 
 Json = Any
@@ -258,6 +271,37 @@ async def claim_tokens(pool: asyncpg.Pool, settings: Settings) -> list[str]:
     return [str(vault.open(bytes(r["sealed"]))["claim_token"]) for r in rows]
 
 
+async def eligibility_flow(client: Documented, codec: TokenCodec) -> None:
+    admin, rules_path = admin_headers(), "/admin/v1/events/ev/rules"
+    assert (await client.call("POST", rules_path, json=RULE_SET, headers=admin))[0] == 201
+    stricter = {**RULE_SET, "rules": [{**RULE_SET["rules"][0], "expr": 'region == "A" && age >= 70'}]}
+    assert (await client.call("POST", rules_path, json=stricter, headers=admin))[0] == 201
+    assert (await client.call("POST", rules_path, json={"rules": []}, headers=admin))[0] == 400
+    assert (await client.call("POST", f"{rules_path}/1/publish", json={"reason": "go"}, headers=admin))[0] == 200
+    assert (await client.call("POST", f"{rules_path}/2/shadow", headers=admin))[0] == 200
+    ticket = codec.sign_ticket(Ticket(event_id="ev", visitor_id="v", seq=1, issued_at=time.time()))
+    evaluate = {"person": {"id_number": "ID-9", "birth_date": "1960-01-02"}, "attributes": {"region": "A"}}
+    status, decision = await client.call("POST", "/api/v1/events/ev/eligibility:evaluate", json=evaluate,
+                                         headers=auth(ticket))  # fmt: skip
+    assert status == 200 and decision["eligible"] is True
+    assert (await client.call("POST", "/api/v1/events/ev/eligibility:evaluate", json=evaluate))[0] == 401
+    mine = f"/api/v1/events/ev/eligibility/decisions/{decision['decision_id']}"
+    assert (await client.call("GET", mine, headers=auth(ticket)))[0] == 200
+    support_path = f"/admin/v1/eligibility/decisions/{decision['decision_id']}"
+    assert (await client.call("GET", support_path, headers=admin))[0] == 200
+    override = {"eligible": False, "reason": "document checked"}
+    assert (await client.call("POST", f"{support_path}/override", json=override, headers=admin))[0] == 201
+    assert (await client.call("GET", rules_path, headers=admin))[0] == 200
+    assert (await client.call("GET", f"{rules_path}/2", headers=admin))[0] == 200
+    assert (await client.call("GET", f"{rules_path}/diff", params={"from": "1", "to": "2"}, headers=admin))[0] == 200
+    report = await client.call("GET", f"{rules_path}/shadow-report", params={"version": "2"}, headers=admin)
+    assert report[0] == 200 and report[1]["flips"]["to_ineligible"]["count"] == 1
+    assert (await client.call("POST", f"{rules_path}/2/publish", headers=admin))[0] == 200
+    assert (await client.call("POST", f"{rules_path}/rollback", json={"reason": "wrong"}, headers=admin))[0] == 200
+    replay = {"from_version": 1, "to_version": 2}
+    assert (await client.call("POST", f"{rules_path}/replay", json=replay, headers=admin))[0] == 200
+
+
 async def test_a_real_flow_answers_what_the_document_says(
     api: TestClient, settings: Settings, codec: TokenCodec, pool: asyncpg.Pool
 ) -> None:
@@ -418,6 +462,18 @@ async def test_a_real_flow_answers_what_the_document_says(
     assert (await client.call("GET", "/admin/v1/audit", params=rest, headers=admin_headers()))[1]["next"] is None
     assert (await client.call("GET", "/admin/v1/audit", params={"cursor": "x"}, headers=admin_headers()))[0] == 400
 
+    # eligibility: versions, decisions (with a queue ticket), support's view, shadow report and replay
+    await eligibility_flow(client, codec)
+
+    # rules: the event's identity provider (issue 10)
+    provider = {"issuer": "https://id.example.test", "audience": "sg", "jwks_url": "https://id.example.test/certs",
+                "acr_values": ["low", "high"], "min_acr": "high"}  # fmt: skip
+    where = "/admin/v1/events/ev/identity"
+    assert (await client.call("PUT", where, json=provider, headers=admin_headers()))[0] == 200
+    assert (await client.call("GET", where, headers=admin_headers()))[0] == 200
+    assert (await client.call("DELETE", where, headers=admin_headers()))[0] == 200
+    assert (await client.call("GET", where, headers=admin_headers()))[0] == 404
+
     # probes and the document itself
     for probe in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
         assert (await client.call("GET", probe))[0] == 200
@@ -458,6 +514,13 @@ async def test_a_real_flow_answers_what_the_document_says(
 
 SLOT, HOLD = str(uuid.uuid4()), str(uuid.uuid4())
 PERSON = {"id_number": "X-1", "name": "Ana", "email": "ana@example.org", "birth_date": "1980-02-29"}
+RULE_SET: dict[str, Any] = {
+    "attributes": {"region": {"type": "enum", "values": ["A", "B"], "label": {"en": "Region", "es": "Región"}}},
+    "rules": [{"id": "region", "expr": 'region == "A"', "reason": "outside", "text": {"en": "A only", "es": "Solo A"}}],
+    "examples": [{"birth_date": "1950-01-02", "attributes": {"region": "A"}, "eligible": True, "reasons": []}],
+}
+MOVES: list[Json] = [{"reason": "wrong rule"}, {}, {"reason": None}, {"reason": ""}, {"reason": "r", "x": 1}]
+
 BODIES: dict[tuple[str, str], tuple[type[pydantic.BaseModel], list[Json]]] = {
     ("/api/v1/appointments", "post"): (appointments.BookingIn, [
         {"slot_id": SLOT, "person": PERSON}, {"hold_id": HOLD, "person": PERSON},
@@ -531,6 +594,51 @@ BODIES: dict[tuple[str, str], tuple[type[pydantic.BaseModel], list[Json]]] = {
     ("/admin/v1/sites/{site_id}/closures", "post"): (supply.ClosureIn, [
         {"day": "2030-01-02", "reason": "storm"}, {"day": "2030-01-02", "reason": "storm", "type_id": "t"},
         {"day": "2030-01-02"}, {"day": "2030-01-02", "reason": ""},
+    ]),
+    ("/admin/v1/events/{event_id}/identity", "put"): (identity.IdentityIn, [
+        {"issuer": "i", "audience": "a", "jwks_url": "https://id.example.test/certs"},
+        {"issuer": "i", "audience": "a", "jwks_url": "https://id.example.test/certs", "acr_values": ["low", "high"],
+         "min_acr": "high", "algorithms": ["ES256", "EdDSA"]},
+        {"issuer": "i", "audience": "a", "jwks_url": "https://x/certs", "min_acr": None, "algorithms": ["RS256"]},
+        {"issuer": "i", "audience": "a"}, {"issuer": "", "audience": "a", "jwks_url": "https://x/certs"},
+        {"issuer": "i", "audience": "a", "jwks_url": "ftp://x/certs"},
+        {"issuer": "i", "audience": "a", "jwks_url": "https://x/certs", "algorithms": ["HS256"]},
+        {"issuer": "i", "audience": "a", "jwks_url": "https://x/certs", "algorithms": []},
+        {"issuer": "i", "audience": "a", "jwks_url": "https://x/certs", "acr_values": ["a", "a"]},
+        {"issuer": "i", "audience": "a", "jwks_url": "https://x/certs", "acr_values": [""]},
+        {"issuer": "i", "audience": "a", "jwks_url": "https://x/certs", "scope": "openid"},
+    ]),
+    ("/api/v1/events/{event_id}/eligibility:evaluate", "post"): (eligibility.EvaluateIn, [
+        {"person": {"id_number": "ID-1", "birth_date": "1950-01-02"}, "attributes": {"region": "A"}},
+        {"person": {"id_number": "ID-1", "birth_date": "1950-01-02"}}, {"attributes": {}},
+        {"person": {"id_number": "", "birth_date": "1950-01-02"}}, {"person": {"id_number": "ID-1"}},
+        {"person": {"id_number": "ID-1", "birth_date": "1950-01-02", "name": "Ana"}},
+        {"person": {"id_number": "ID-1", "birth_date": "1950-01-02"}, "x": 1},
+        {"person": {"id_number": "ID-1", "birth_date": "1950-01-02"}, "id_token": "a.b.c"},
+        {"person": {"id_number": "ID-1", "birth_date": "1950-01-02"}, "id_token": None},
+        {"person": {"id_number": "ID-1", "birth_date": "1950-01-02"}, "id_token": "x" * 16_385},
+    ]),
+    ("/admin/v1/events/{event_id}/rules", "post"): (rules.RuleSetSpec, [
+        RULE_SET, {**RULE_SET, "examples": []}, {**RULE_SET, "rules": []}, {"attributes": {}},
+        {**RULE_SET, "rules": [{"id": "Bad Id", "expr": "true", "reason": "r", "text": {"en": "a", "es": "b"}}]},
+        {**RULE_SET, "rules": [{"id": "r", "expr": "true", "reason": "r", "text": {"en": "a"}}]},
+        {**RULE_SET, "attributes": {"region": {"type": "float", "label": {"en": "a", "es": "b"}}}},
+        {**RULE_SET, "examples": [{"birth_date": "1950-01-02", "eligible": True}]},
+        {**RULE_SET, "examples": [{"birth_date": "1950-01-02"}]}, {**RULE_SET, "x": 1},
+        {**RULE_SET, "attributes": {"region": {**RULE_SET["attributes"]["region"], "source": "verified",
+                                                "claim": "address.region"}}},
+        {**RULE_SET, "attributes": {"region": {**RULE_SET["attributes"]["region"], "claim": "address..region"}}},
+    ]),
+    ("/admin/v1/events/{event_id}/rules/rollback", "post"): (rules.MoveIn, MOVES),
+    ("/admin/v1/events/{event_id}/rules/{version}/publish", "post"): (rules.MoveIn, MOVES),
+    ("/admin/v1/events/{event_id}/rules/{version}/shadow", "post"): (rules.MoveIn, MOVES),
+    ("/admin/v1/events/{event_id}/rules/replay", "post"): (rules.ReplayIn, [
+        {"from_version": 1, "to_version": 2}, {"from_version": 0, "to_version": 2}, {"from_version": 1},
+        {"from_version": 1, "to_version": 2, "x": 1},
+    ]),
+    ("/admin/v1/eligibility/decisions/{decision_id}/override", "post"): (rules.OverrideIn, [
+        {"eligible": True, "reason": "proof seen"}, {"eligible": True}, {"eligible": False, "reason": ""},
+        {"reason": "r"}, {"eligible": True, "reason": "x" * 501},
     ]),
 }  # fmt: skip
 

@@ -209,12 +209,10 @@ async def test_bad_queries_are_400_and_change_nothing(
     assert await pool.fetchval("SELECT count(*) FROM appointments") == sum(BOOKINGS.values()) + EV2_AT_A_D2
 
 
-async def test_unknown_reports_and_the_unrecorded_eligibility_report_are_404(api: TestClient) -> None:
-    for kind in ("people", "bookings;select", "eligibility"):
+async def test_unknown_reports_are_404(api: TestClient) -> None:
+    for kind in ("people", "bookings;select"):
         resp = await api.get(f"/admin/v1/reports/{kind}", headers=admin_headers())
         assert (resp.status, (await resp.json())["code"]) == (404, "not_found")
-    resp = await api.get("/admin/v1/reports/eligibility", headers=admin_headers())
-    assert "not recorded yet" in (await resp.json())["detail"]
 
 
 class Staff(StaffDirectory):

@@ -154,7 +154,8 @@ async def test_erasure_leaves_no_recoverable_person_detail(
     assert actions.index("booked") < actions.index("cancelled")
     assert audit[-1]["action"] == "person_details_erased" and audit[-1]["actor"] == "system"
     assert audit[-1]["detail"] == {
-        "appointments": 1, "waitlist_entries": 1, "notifications": messages, "retention_days": settings.retention_days,
+        "appointments": 1, "waitlist_entries": 1, "notifications": messages, "eligibility_decisions": 0,
+        "retention_days": settings.retention_days,
         "before": (now - timedelta(days=settings.retention_days)).isoformat(),
     }  # fmt: skip
 
