@@ -22,7 +22,7 @@ from surgegate import (
     staff_cli,
     supply_cli,
 )
-from surgegate.logs import formatter
+from surgegate.logs import RouteAccessLogger, formatter
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -80,7 +80,12 @@ def cmd_edge(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _logging(settings)
     web.run_app(
-        create_app(settings), host=settings.host, port=settings.edge_port, print=None, access_log=_access_log(settings)
+        create_app(settings),
+        host=settings.host,
+        port=settings.edge_port,
+        print=None,
+        access_log=_access_log(settings),
+        access_log_class=RouteAccessLogger,
     )
     return 0
 
@@ -93,7 +98,12 @@ def cmd_api(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _logging(settings)
     web.run_app(
-        create_app(settings), host=settings.host, port=settings.api_port, print=None, access_log=_access_log(settings)
+        create_app(settings),
+        host=settings.host,
+        port=settings.api_port,
+        print=None,
+        access_log=_access_log(settings),
+        access_log_class=RouteAccessLogger,
     )
     return 0
 

@@ -12,6 +12,9 @@ import json
 import logging
 from datetime import UTC, datetime
 
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web import BaseRequest, StreamResponse
+
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -41,3 +44,23 @@ class JsonLines(logging.Formatter):
 def formatter(log_format: str) -> logging.Formatter:
     """The formatter of ``SURGEGATE_LOG_FORMAT``: ``json`` or ``text``."""
     return JsonLines() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+
+
+class RouteAccessLogger(AbstractAccessLogger):
+    """``SURGEGATE_ACCESS_LOG``'s line per request: client, method, the matched route's template,
+    status, bytes and seconds.
+
+    Never the query string nor a path's own values: manage links, claim links and reminder opt-out
+    links carry their credential in the URL's first hop, and aiohttp's default line (``%r``) would
+    write it down; and a path's values are whatever a client sent (newlines too, once decoded). A
+    request that matched no route is logged with ``-`` for its route."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        route = "-"
+        match_info = getattr(request, "match_info", None)
+        resource = None if match_info is None or match_info.route is None else match_info.route.resource
+        if resource is not None and resource.canonical:
+            route = resource.canonical
+        self.logger.info(
+            "%s %s %s %s %s %.3f", request.remote, request.method, route, response.status, response.body_length, time
+        )
