@@ -14,6 +14,7 @@ from admission import (
     changes,
     eligibility,
     holds,
+    identity,
     queries,
     reports,
     rules,
@@ -30,6 +31,7 @@ from admission.keys import (
     AVAILABILITY,
     CODEC,
     FREEZES,
+    IDENTITIES,
     METRICS,
     POOL,
     RULEBOOK,
@@ -51,6 +53,7 @@ from shared.http import (
     problem_middleware,
     server_handler_args,
 )
+from shared.identity import Identities
 from shared.idp import IdentityProvider
 from shared.limits import parse_networks
 from shared.metrics import Metrics
@@ -92,6 +95,9 @@ def create_app(
     app[VAULT] = PersonVault.from_settings(settings)
     app[AVAILABILITY] = Availability(Cache(settings.search_cache_s))
     app[FREEZES] = Freezes()
+    app[IDENTITIES] = Identities(  # issue 10: the ID tokens of each event's identity provider
+        leeway_s=settings.token_leeway_s, max_age_s=settings.idp_jwks_max_age_s, refetch_s=settings.idp_jwks_refetch_s
+    )
     app[RULEBOOK] = RuleBook(settings.eligibility_refresh_s)
     app[WAITLIST] = Waitlist(app[CODEC], app[VAULT], WaitlistPolicy.from_settings(settings))
 
@@ -109,6 +115,7 @@ def create_app(
             await app[POOL].close()
             app[STAFF].use_pool(None)
             await app[STAFF].close()
+            await app[IDENTITIES].close()
 
     app.cleanup_ctx.append(resources_ctx)
 
@@ -165,6 +172,9 @@ def create_app(
     r.add_post("/admin/v1/eligibility/decisions/{decision_id}/override", rules.override_decision)
     r.add_get("/admin/v1/reports/{kind}", reports.get_report)
     r.add_get("/admin/v1/audit", audit.list_audit)
+    r.add_get("/admin/v1/events/{event_id}/identity", identity.get_identity)
+    r.add_put("/admin/v1/events/{event_id}/identity", identity.put_identity)
+    r.add_delete("/admin/v1/events/{event_id}/identity", identity.delete_identity)
     r.add_get("/healthz", healthz)
     r.add_get("/readyz", readyz)
     r.add_get("/metrics", metrics_handler(app[METRICS]))

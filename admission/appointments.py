@@ -16,7 +16,7 @@ import logging
 import re
 import uuid
 from datetime import date
-from typing import Any
+from typing import Any, Literal
 
 import redis.exceptions
 from aiohttp import web
@@ -80,6 +80,8 @@ class BookingIn(BaseModel):
     hold_id: uuid.UUID | None = None
     person: PersonIn
     decision_id: uuid.UUID | None = None  # an eligibility decision; required while the event has published rules
+    # The language the person booked in (the page sends its own); their messages are written in it.
+    language: Literal["en", "es"] | None = None
 
     @model_validator(mode="after")
     def _one_target(self) -> BookingIn:

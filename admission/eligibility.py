@@ -21,11 +21,11 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from admission.keys import CODEC, METRICS, POOL, RULEBOOK, SETTINGS, THROTTLE, VAULT
+from admission.keys import CODEC, IDENTITIES, METRICS, POOL, RULEBOOK, SETTINGS, THROTTLE, VAULT
 from shared import eligibility, seats
 from shared.booking import utc_iso
 from shared.eligibility import Current, Inputs
-from shared.errors import Code, Refused, TicketInvalid, TokenInvalid
+from shared.errors import TicketInvalid, TokenInvalid
 from shared.http import bearer, json_response, path_uuid, read_json
 from shared.keys import eligibility_bucket_key
 from shared.limits import Limit
@@ -59,6 +59,8 @@ class EvaluateIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     person: PersonIn
     attributes: dict[str, Any] = Field(default_factory=dict, max_length=50)
+    # An OpenID Connect ID token of the event's identity provider (shared/identity.py), for verified attributes.
+    id_token: str | None = Field(default=None, max_length=16_384)
 
 
 def language_of(request: web.Request) -> str:
@@ -134,14 +136,16 @@ async def evaluate(request: web.Request) -> web.Response:
         )
     body = await read_json(request, EvaluateIn)
     current = await request.app[RULEBOOK].current(request.app[POOL], event_id)
-    verified = _verified_attributes(current)
-    if verified:
-        # Verified attributes come from the program's identity provider's ID token, never the form.
-        raise Refused(Code.IDENTITY_REQUIRED, f"this rule set needs verified attributes: {', '.join(verified)}")
+    # Verified attributes come from the ID token of the event's identity provider, never the form; an
+    # event with a provider needs a valid token at its level from everyone (shared/identity.py).
+    schema = {} if current.compiled is None else current.compiled.spec.attributes
+    verified = await request.app[IDENTITIES].verified(request.app[POOL], event_id, schema, body.id_token,
+                                                      seats.utcnow())  # fmt: skip
+    attributes = {**{n: v for n, v in body.attributes.items() if n not in _verified_attributes(current)}, **verified}
     async with request.app[POOL].acquire() as con, con.transaction():
         decision = await eligibility.decide(
             con, request.app[VAULT], current, event_id, id_number=body.person.id_number,
-            inputs=Inputs(body.person.birth_date, body.attributes), credential=visitor, now=seats.utcnow(),
+            inputs=Inputs(body.person.birth_date, attributes), credential=visitor, now=seats.utcnow(),
             ttl_s=settings.eligibility_decision_ttl_s,
         )  # fmt: skip
     _count(request, event_id, decision.rule_version, decision.evaluation, current, decision.shadow)

@@ -10,6 +10,7 @@ from admission.availability import Availability
 from admission.freeze import Freezes
 from admission.throttle import Throttle
 from shared.eligibility import RuleBook
+from shared.identity import Identities
 from shared.metrics import Metrics
 from shared.persons import PersonVault
 from shared.settings import Settings
@@ -26,6 +27,7 @@ AVAILABILITY = web.AppKey("availability", Availability)
 WAITLIST = web.AppKey("waitlist", Waitlist)
 THROTTLE = web.AppKey("throttle", Throttle)
 FREEZES = web.AppKey("freezes", Freezes)
+IDENTITIES = web.AppKey("identities", Identities)
 RULEBOOK = web.AppKey("rulebook", RuleBook)
 
 ADMISSION = web.RequestKey("admission", Admission)  # the verified token of this request

@@ -231,8 +231,11 @@ def validate(model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:
+        # Each error names its field (``loc``) and the kind of problem (pydantic's ``type``, e.g.
+        # ``missing``, ``string_too_long``, ``value_error``): the page marks the field and says it in
+        # its own language. Never the value sent.
         errors: list[dict[str, object]] = [
-            {"loc": [str(p) for p in e["loc"]], "msg": e["msg"]}
+            {"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
             for e in exc.errors(include_url=False, include_input=False, include_context=False)
         ]
         raise ValidationFailed("the request is invalid", errors) from None

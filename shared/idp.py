@@ -51,6 +51,71 @@ def parse_role_map(raw: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+class JwksKeys:
+    """One provider's public keys, fetched from its JWKS URL and cached (the module docstring says how).
+
+    Shared by staff sign-in (:class:`IdentityProvider`) and the ID tokens of an event's identity
+    provider (:mod:`shared.identity`). :meth:`key` answers the key a ``kid`` names, or None; it raises
+    :class:`~shared.errors.Overloaded` only when no key was ever fetched and the provider is unreachable.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_age_s: float = 300.0,
+        refetch_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.url = url
+        self._max_age_s, self._refetch_s, self._clock = max_age_s, refetch_s, clock
+        self._keys: dict[str | None, jwt.PyJWK] = {}
+        self._fetched_at: float | None = None
+        self._lock = asyncio.Lock()
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def key(self, kid: str | None) -> jwt.PyJWK | None:
+        now = self._clock()
+        stale = self._fetched_at is None or now - self._fetched_at >= self._max_age_s
+        unknown = kid not in self._keys and (self._fetched_at is None or now - self._fetched_at >= self._refetch_s)
+        if stale or unknown:
+            async with self._lock:  # one fetch at a time; waiters see its result
+                if self._fetched_at is None or self._fetched_at < now:
+                    await self._fetch()
+        return self._keys.get(kid)
+
+    async def _fetch(self) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S))
+        try:
+            async with self._session.get(self.url) as resp:
+                resp.raise_for_status()
+                document = await resp.json(content_type=None)
+            keyset = jwt.PyJWKSet.from_dict(document)
+        except (aiohttp.ClientError, TimeoutError, ValueError, jwt.PyJWTError) as exc:
+            log.warning("identity provider keys unavailable from %s: %s", self.url, type(exc).__name__)
+            if not self._keys:
+                raise Overloaded("the identity provider's keys cannot be fetched; retry shortly") from None
+            return  # keep the keys we have; try again after refetch_s
+        finally:
+            self._fetched_at = self._clock()
+        keys: dict[str | None, jwt.PyJWK] = {k.key_id: k for k in keyset.keys}
+        if len(keyset.keys) == 1:
+            keys[None] = keyset.keys[0]  # a token without kid is checked against a set of one key
+        self._keys = keys
+
+
+def kid_of(token: str) -> str | None:
+    """The token's ``kid`` header (None when it has none); ``jwt.PyJWTError`` when it cannot be parsed."""
+    kid = jwt.get_unverified_header(token).get("kid")
+    return kid if isinstance(kid, str) else None
+
+
 class IdentityProvider:
     def __init__(
         self,
@@ -71,11 +136,7 @@ class IdentityProvider:
         self._role_map = dict(role_map) if role_map else None
         self._algorithms = list(algorithms)
         self._leeway_s = leeway_s
-        self._max_age_s, self._refetch_s, self._clock = max_age_s, refetch_s, clock
-        self._keys: dict[str | None, jwt.PyJWK] = {}
-        self._fetched_at: float | None = None
-        self._lock = asyncio.Lock()
-        self._session: aiohttp.ClientSession | None = None
+        self._keys = JwksKeys(jwks_url, max_age_s=max_age_s, refetch_s=refetch_s, clock=clock)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IdentityProvider | None:
@@ -109,16 +170,14 @@ class IdentityProvider:
         )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._keys.close()
 
     async def verify(self, token: str) -> Actor | None:
         try:
-            kid = jwt.get_unverified_header(token).get("kid")
+            kid = kid_of(token)
         except jwt.PyJWTError:
             return None
-        key = await self._key(kid if isinstance(kid, str) else None)
+        key = await self._keys.key(kid)
         if key is None:
             return None
         try:
@@ -149,33 +208,3 @@ class IdentityProvider:
         if self._role_map is not None:
             values = [self._role_map[v] for v in values if v in self._role_map]
         return frozenset(Role(v) for v in values if v in set(Role))
-
-    async def _key(self, kid: str | None) -> jwt.PyJWK | None:
-        now = self._clock()
-        stale = self._fetched_at is None or now - self._fetched_at >= self._max_age_s
-        unknown = kid not in self._keys and (self._fetched_at is None or now - self._fetched_at >= self._refetch_s)
-        if stale or unknown:
-            async with self._lock:  # one fetch at a time; waiters see its result
-                if self._fetched_at is None or self._fetched_at < now:
-                    await self._fetch()
-        return self._keys.get(kid)
-
-    async def _fetch(self) -> None:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S))
-        try:
-            async with self._session.get(self.jwks_url) as resp:
-                resp.raise_for_status()
-                document = await resp.json(content_type=None)
-            keyset = jwt.PyJWKSet.from_dict(document)
-        except (aiohttp.ClientError, TimeoutError, ValueError, jwt.PyJWTError) as exc:
-            log.warning("identity provider keys unavailable from %s: %s", self.jwks_url, type(exc).__name__)
-            if not self._keys:
-                raise Overloaded("the identity provider's keys cannot be fetched; retry shortly") from None
-            return  # keep the keys we have; try again after refetch_s
-        finally:
-            self._fetched_at = self._clock()
-        keys: dict[str | None, jwt.PyJWK] = {k.key_id: k for k in keyset.keys}
-        if len(keyset.keys) == 1:
-            keys[None] = keyset.keys[0]  # a token without kid is checked against a set of one key
-        self._keys = keys

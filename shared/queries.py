@@ -734,6 +734,25 @@ ORDER BY audit_id
 LIMIT $5
 """
 
+# --- an event's identity provider (shared/identity.py) ---------------------------------------------
+
+EVENT_EXISTS = "SELECT 1 FROM events WHERE event_id = $1"
+
+EVENT_IDENTITY = "SELECT * FROM event_identity WHERE event_id = $1"
+
+UPSERT_EVENT_IDENTITY = """
+INSERT INTO event_identity (event_id, issuer, audience, jwks_url, acr_values, min_acr, algorithms, updated_at,
+                            updated_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7, now(), $8)
+ON CONFLICT (event_id) DO UPDATE SET
+    issuer = EXCLUDED.issuer, audience = EXCLUDED.audience, jwks_url = EXCLUDED.jwks_url,
+    acr_values = EXCLUDED.acr_values, min_acr = EXCLUDED.min_acr, algorithms = EXCLUDED.algorithms,
+    updated_at = EXCLUDED.updated_at, updated_by = EXCLUDED.updated_by
+RETURNING *
+"""
+
+DELETE_EVENT_IDENTITY = "DELETE FROM event_identity WHERE event_id = $1 RETURNING *"
+
 
 # --- eligibility (shared/eligibility.py) ------------------------------------------------------------
 # Named ELIG_*. The pointer row is the truth of what is published. Moves take the event's RULES_POINTER

@@ -106,6 +106,10 @@ class AttributeSpec(BaseModel):
     values: list[str] | None = Field(default=None, min_length=1, max_length=100)  # enum only
     label: Text
     help: Text | None = None
+    # A verified attribute's claim in the ID token (a dotted path: "address.region"); default its name.
+    claim: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_:-]*(\.[A-Za-z_][A-Za-z0-9_:-]*)*$", max_length=200
+    )
 
     @model_validator(mode="after")
     def _values_for_enums_only(self) -> AttributeSpec:

@@ -241,6 +241,9 @@ class Settings:
     eligibility_limit_burst: Annotated[NonNegativeInt, Env("SURGEGATE_ELIGIBILITY_LIMIT_BURST")] = 5
     # How long an API process may answer from the published version it last read (pointer in PostgreSQL).
     eligibility_refresh_s: NonNegativeFloat = 0.5
+    # --- issue 9, "The booking page, finished" (waitingroom/page.py) ---------------------------------
+    # Who runs the program: named in the queue page's header and footer (empty: not shown).
+    org_name: Annotated[str, Env("SURGEGATE_ORG_NAME")] = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -10,7 +10,17 @@ import sys
 from pathlib import Path
 
 from shared.settings import Settings, SettingsError
-from surgegate import audit_cli, event_cli, persons_cli, rehearse, report_cli, rules_cli, staff_cli, supply_cli
+from surgegate import (
+    audit_cli,
+    event_cli,
+    identity_cli,
+    persons_cli,
+    rehearse,
+    report_cli,
+    rules_cli,
+    staff_cli,
+    supply_cli,
+)
 from surgegate.logs import formatter
 
 
@@ -172,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     staff_cli.add_parser(sub)
     report_cli.add_parser(sub)
     rules_cli.add_parser(sub)
+    identity_cli.add_parser(sub)
     persons_cli.add_parser(sub)
     audit_cli.add_parser(sub)
     rehearse.add_parser(sub)

@@ -28,7 +28,7 @@ from shared.redis import create_redis
 from shared.settings import Settings, SettingsError
 from shared.staff import STAFF, StaffDirectory
 from shared.tokens import TokenCodec
-from waitingroom import admin, console, page, views
+from waitingroom import admin, console, eligibility, page, views
 from waitingroom.booking_figures import BookingFigures
 from waitingroom.keys import (
     BOOKING_FIGURES,
@@ -99,6 +99,7 @@ def create_app(
             await app[STAFF].close()
 
     app.cleanup_ctx.append(resources_ctx)
+    app.cleanup_ctx.append(eligibility.session_ctx)  # issue 10: the eligibility step's client to the API
     if run_ticker:  # the sparklines' recorder: like the ticker, left to the caller in tests
         app.cleanup_ctx.append(console.trends_ctx)
 
@@ -123,6 +124,8 @@ def create_app(
     app.router.add_post("/api/v1/events/{event_id}/invites:redeem", views.redeem_invite)
     app.router.add_get("/e/{event_id}", page.queue_page)
     app.router.add_post("/e/{event_id}/join", page.join_form)
+    app.router.add_post("/api/v1/events/{event_id}/eligibility:evaluate", eligibility.evaluate)  # issue 10
+    app.router.add_post("/e/{event_id}/eligibility", eligibility.evaluate_form)  # issue 10, without JavaScript
     app.router.add_get("/e/{event_id}/invite", page.queue_page)  # the page redeems the link's fragment
     app.router.add_get("/", page.index)
     app.router.add_static("/static", Path(str(STATIC)))

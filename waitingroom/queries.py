@@ -186,3 +186,28 @@ SELECT count(*) AS issued,
 FROM invite_batches AS b JOIN invites AS i USING (batch_id)
 WHERE b.event_id = $1
 """
+
+# --- the queue page's eligibility step (waitingroom/eligibility.py) ----------------------------------
+# The published rule set's attribute schema, and whether the event names an identity provider.
+PUBLISHED_ATTRIBUTES = """
+SELECT v.version, v.body -> 'attributes' AS attributes,
+       EXISTS (SELECT 1 FROM event_identity i WHERE i.event_id = p.event_id) AS identity
+FROM rule_pointers p
+JOIN rule_versions v ON v.event_id = p.event_id AND v.version = p.published_version
+WHERE p.event_id = $1
+"""
+
+# --- the page's confirmation (waitingroom/booked.py) ---
+
+# The appointment an admission booked (token_id = the admitted visitor), with what, where and when.
+# The site's address is read through to_jsonb so this works whether or not the sites table has an
+# `address` column (NULL when it has none).
+ADMISSION_APPOINTMENT = """
+SELECT ap.appointment_id, ap.status, s.starts_at, s.ends_at, si.site_id, si.name AS site_name,
+       to_jsonb(si) ->> 'address' AS address, si.timezone, t.name AS type_name
+FROM appointments ap
+JOIN slots s ON s.slot_id = ap.slot_id
+JOIN sites si ON si.site_id = s.site_id
+LEFT JOIN appointment_types t ON t.type_id = s.type_id
+WHERE ap.token_id = $1 AND ap.event_id = $2
+"""

@@ -35,6 +35,7 @@ from shared.statuses import RateMode
 from shared.tokens import Ticket, TokenCodec
 from waitingroom.admissions import Admissions
 from waitingroom.autorate import RateController, next_rate
+from waitingroom.booked import ManageLink, booked_appointment
 from waitingroom.events import (
     Checkpoint,
     Event,
@@ -75,6 +76,8 @@ class Status:
     admission_expires_at: str | None = None
     booking_url: str | None = None
     opens_at: str | None = None  # extension: the countdown target while in the pre-queue
+    # extension: what this admission booked (waitingroom/booked.py), once it has been used
+    appointment: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,6 +89,7 @@ class Status:
             "admission_expires_at": self.admission_expires_at,
             "booking_url": self.booking_url,
             "opens_at": self.opens_at,
+            "appointment": self.appointment,
         }
 
 
@@ -131,6 +135,8 @@ class Room:
         self._alive: dict[str, dict[int, float]] = {}  # event -> rank -> present-until, not yet flushed
         self._events_waiting = 0  # events with anyone waiting: they share the poll budget
         self._events_loaded_at = float("-inf")
+        # Signs an appointment's manage link for the page's confirmation (waitingroom/booked.py); None: none.
+        self.manage_link: ManageLink | None = None
 
     # --- events -------------------------------------------------------------------------------
 
@@ -462,8 +468,15 @@ class Room:
         if event.phase(now) == "closed":
             raise EventClosed(f"the queue for {event_id!r} has closed; its tickets are no longer valid")
         if now - ticket.issued_at > self.settings.ticket_max_age_s:
-            return Status("expired", None, None, IDLE_POLL_MS)
-        return await self._status(event, ticket, await self._state(event), now)
+            status = Status("expired", None, None, IDLE_POLL_MS)
+        else:
+            status = await self._status(event, ticket, await self._state(event), now)
+        if status.state in ("admitted", "expired"):
+            # A used admission shows what it booked, never a form the booking API would refuse.
+            booked = await booked_appointment(self.pool, event_id, ticket.visitor_id, self.manage_link)
+            if booked is not None:
+                status = replace(status, appointment=booked)
+        return status
 
     async def _status(self, event: Event, ticket: Ticket, state: QueueState, now: float) -> Status:
         if state.lottery is None or event.phase(now) == "prequeue":

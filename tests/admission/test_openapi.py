@@ -23,7 +23,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
 
-from admission import admin, appointments, changes, eligibility, holds, rules, supply, support, waitlist
+from admission import admin, appointments, changes, eligibility, holds, identity, rules, supply, support, waitlist
 from admission.app import create_app
 from shared.booking import attempt_id_for
 from shared.persons import PersonVault, person_key_of
@@ -383,6 +383,15 @@ async def test_a_real_flow_answers_what_the_document_says(
     # eligibility: versions, decisions (with a queue ticket), support's view, shadow report and replay
     await eligibility_flow(client, codec)
 
+    # rules: the event's identity provider (issue 10)
+    provider = {"issuer": "https://id.example.test", "audience": "sg", "jwks_url": "https://id.example.test/certs",
+                "acr_values": ["low", "high"], "min_acr": "high"}  # fmt: skip
+    where = "/admin/v1/events/ev/identity"
+    assert (await client.call("PUT", where, json=provider, headers=admin_headers()))[0] == 200
+    assert (await client.call("GET", where, headers=admin_headers()))[0] == 200
+    assert (await client.call("DELETE", where, headers=admin_headers()))[0] == 200
+    assert (await client.call("GET", where, headers=admin_headers()))[0] == 404
+
     # probes and the document itself
     for probe in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
         assert (await client.call("GET", probe))[0] == 200
@@ -489,12 +498,28 @@ BODIES: dict[tuple[str, str], tuple[type[pydantic.BaseModel], list[Json]]] = {
         {"day": "2030-01-02", "reason": "storm"}, {"day": "2030-01-02", "reason": "storm", "type_id": "t"},
         {"day": "2030-01-02"}, {"day": "2030-01-02", "reason": ""},
     ]),
+    ("/admin/v1/events/{event_id}/identity", "put"): (identity.IdentityIn, [
+        {"issuer": "i", "audience": "a", "jwks_url": "https://id.example.test/certs"},
+        {"issuer": "i", "audience": "a", "jwks_url": "https://id.example.test/certs", "acr_values": ["low", "high"],
+         "min_acr": "high", "algorithms": ["ES256", "EdDSA"]},
+        {"issuer": "i", "audience": "a", "jwks_url": "https://x/certs", "min_acr": None, "algorithms": ["RS256"]},
+        {"issuer": "i", "audience": "a"}, {"issuer": "", "audience": "a", "jwks_url": "https://x/certs"},
+        {"issuer": "i", "audience": "a", "jwks_url": "ftp://x/certs"},
+        {"issuer": "i", "audience": "a", "jwks_url": "https://x/certs", "algorithms": ["HS256"]},
+        {"issuer": "i", "audience": "a", "jwks_url": "https://x/certs", "algorithms": []},
+        {"issuer": "i", "audience": "a", "jwks_url": "https://x/certs", "acr_values": ["a", "a"]},
+        {"issuer": "i", "audience": "a", "jwks_url": "https://x/certs", "acr_values": [""]},
+        {"issuer": "i", "audience": "a", "jwks_url": "https://x/certs", "scope": "openid"},
+    ]),
     ("/api/v1/events/{event_id}/eligibility:evaluate", "post"): (eligibility.EvaluateIn, [
         {"person": {"id_number": "ID-1", "birth_date": "1950-01-02"}, "attributes": {"region": "A"}},
         {"person": {"id_number": "ID-1", "birth_date": "1950-01-02"}}, {"attributes": {}},
         {"person": {"id_number": "", "birth_date": "1950-01-02"}}, {"person": {"id_number": "ID-1"}},
         {"person": {"id_number": "ID-1", "birth_date": "1950-01-02", "name": "Ana"}},
         {"person": {"id_number": "ID-1", "birth_date": "1950-01-02"}, "x": 1},
+        {"person": {"id_number": "ID-1", "birth_date": "1950-01-02"}, "id_token": "a.b.c"},
+        {"person": {"id_number": "ID-1", "birth_date": "1950-01-02"}, "id_token": None},
+        {"person": {"id_number": "ID-1", "birth_date": "1950-01-02"}, "id_token": "x" * 16_385},
     ]),
     ("/admin/v1/events/{event_id}/rules", "post"): (rules.RuleSetSpec, [
         RULE_SET, {**RULE_SET, "examples": []}, {**RULE_SET, "rules": []}, {"attributes": {}},
@@ -503,6 +528,9 @@ BODIES: dict[tuple[str, str], tuple[type[pydantic.BaseModel], list[Json]]] = {
         {**RULE_SET, "attributes": {"region": {"type": "float", "label": {"en": "a", "es": "b"}}}},
         {**RULE_SET, "examples": [{"birth_date": "1950-01-02", "eligible": True}]},
         {**RULE_SET, "examples": [{"birth_date": "1950-01-02"}]}, {**RULE_SET, "x": 1},
+        {**RULE_SET, "attributes": {"region": {**RULE_SET["attributes"]["region"], "source": "verified",
+                                                "claim": "address.region"}}},
+        {**RULE_SET, "attributes": {"region": {**RULE_SET["attributes"]["region"], "claim": "address..region"}}},
     ]),
     ("/admin/v1/events/{event_id}/rules/rollback", "post"): (rules.MoveIn, MOVES),
     ("/admin/v1/events/{event_id}/rules/{version}/publish", "post"): (rules.MoveIn, MOVES),

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -53,7 +55,8 @@ def csp_refusals(page: Page) -> list[str]:
 @pytest.fixture
 async def stack(settings: Settings) -> AsyncIterator[Settings]:
     edge_port, api_port = free_port(), free_port()
-    live = replace(settings, edge_port=edge_port, api_port=api_port, booking_wait_s=5.0)
+    live = replace(settings, edge_port=edge_port, api_port=api_port, booking_wait_s=5.0,
+                   org_name="Regional Health Service")  # fmt: skip
     runners = []
     for app, port in ((create_edge(live), edge_port), (create_api(live), api_port)):
         # A request the closed browser left open must not hold teardown for aiohttp's default 60 s.
@@ -69,11 +72,32 @@ async def stack(settings: Settings) -> AsyncIterator[Settings]:
             await runner.cleanup()
 
 
+async def add_site(pool: asyncpg.Pool, site_id: str, name: str, lat: float, lng: float, *, slot: bool) -> None:
+    """Another site (and, with ``slot``, one slot tomorrow) beside the one seed_site_and_slot made."""
+    starts = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1, hours=2)
+    async with pool.acquire() as con:
+        await con.execute(
+            "INSERT INTO sites (site_id, name, region, timezone, lat, lng)"
+            " VALUES ($1, $2, 'R', 'Europe/Berlin', $3, $4)",
+            site_id, name, lat, lng,
+        )  # fmt: skip
+        if slot:
+            await con.execute(
+                "INSERT INTO slots (slot_id, site_id, starts_at, ends_at, capacity) VALUES ($1, $2, $3, $4, 2)",
+                uuid.uuid4(), site_id, starts, starts + timedelta(minutes=15),
+            )  # fmt: skip
+
+
 async def test_queue_page_join_wait_admit_book(stack: Settings, pool: asyncpg.Pool, tmp_path: Path) -> None:
+    """On a phone: wait, be admitted, order the sites by distance, see a site with no time left, get
+    each bad field marked (the page's own check, then the server's errors[]), book, see the
+    confirmation (what, where, when, calendar) with focus on its heading — and a reload still shows it."""
     import aiohttp
     from playwright.async_api import async_playwright
 
     await seed_site_and_slot(pool, site_id="berlin", capacity=3)
+    await add_site(pool, "munich", "Munich Centre", 48.14, 11.58, slot=True)
+    await add_site(pool, "zurich", "Zurich Annex", 47.37, 8.54, slot=False)
     async with aiohttp.ClientSession() as s:
         resp = await s.put(f"{stack.edge_url}/admin/v1/events/ev", headers=admin_headers(),
                            json={"name": "Cohort 4 opening", "rate_per_s": 0.5})  # fmt: skip
@@ -82,30 +106,106 @@ async def test_queue_page_join_wait_admit_book(stack: Settings, pool: asyncpg.Po
     shots = Path(os.environ.get("SURGEGATE_SCREENSHOT_DIR", tmp_path))
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = await browser.new_page(viewport={"width": 390, "height": 844})  # a phone
+        context = await browser.new_context(viewport={"width": 390, "height": 844},  # a phone, in Munich
+                                            geolocation={"latitude": 48.13, "longitude": 11.57},
+                                            permissions=["geolocation"])  # fmt: skip
+        page = await context.new_page()
         refused = csp_refusals(page)
         served = await page.goto(f"{stack.edge_url}/e/ev")
         assert served is not None and "frame-ancestors 'none'" in served.headers["content-security-policy"]
         await page.wait_for_selector("text=You are in the queue.")
         assert await page.text_content("#position") == "1"
+        assert await page.text_content("header.org") == "Regional Health Service"
+        assert (await page.text_content("#updated") or "").startswith("Last updated")
+        assert await page.get_attribute("#queue", "aria-live") is None  # the figures are not read out
         await page.screenshot(path=str(shots / "queue-waiting.png"))
         await page.wait_for_selector("#booking:not([hidden])", timeout=15_000)
-        await page.wait_for_function("document.querySelectorAll('#slot option').length > 0")
+        await page.wait_for_selector("#book-heading:focus")  # (no wait_for_function: the CSP forbids eval)
+        assert await page.text_content("#announce") == "It's your turn! You can book now."
+        await page.wait_for_selector("#slot option", state="attached")  # (the CSP forbids wait_for_function)
+        assert "Time left to book:" in (await page.text_content("#expires") or "")
+        assert "Central European" in (await page.text_content("#zone-note") or "")
+        assert await page.locator("#slot optgroup").count() == 1  # one day, labelled with its weekday
+        weekday = await page.get_attribute("#slot optgroup", "label") or ""
+        assert weekday.split()[0].rstrip(",") in {"Monday", "Tuesday", "Wednesday", "Thursday", "Friday",
+                                                  "Saturday", "Sunday"}, weekday  # fmt: skip
+        assert await page.input_value("#site") == "berlin"  # by name until the browser shares a location
+        await page.click("#near-me")
+        await page.wait_for_selector("#site option:first-child[value=munich]", state="attached")
+        assert await page.input_value("#site") == "munich"
+        assert "km" in (await page.text_content("#site option:first-child") or "")
+        await page.select_option("#site", "zurich")
+        await page.wait_for_selector("#no-slots:not([hidden])")
+        assert await page.is_disabled("#book")
+        await page.select_option("#site", "berlin")
+        await page.wait_for_selector("#no-slots", state="hidden")
+        await page.click("#book")  # nothing filled in: each field is marked, focus on the first
+        assert await page.get_attribute("#id_number", "aria-invalid") == "true"
+        assert await page.text_content("#email-error") == "Email: this is required."
+        assert await page.evaluate("document.activeElement.id") == "id_number"
         await page.fill("#id_number", "BR-0001")
         await page.fill("#name", "Browser Person")
-        await page.fill("#email", "browser@example.org")
+        await page.fill("#email", "not-an-email")  # only the server knows: its errors[] marks the field
         await page.fill("#birth_date", "1975-05-05")
-        await page.screenshot(path=str(shots / "queue-admitted-form.png"))
+        await page.click("#book")
+        await page.wait_for_selector("#email-error:not([hidden])")
+        assert await page.get_attribute("#email", "aria-invalid") == "true"
+        assert await page.get_attribute("#id_number", "aria-invalid") is None
+        assert "name@example.org" in (await page.text_content("#email-error") or "")
+        assert await page.text_content("#error") == "Some details need fixing: see the marked fields."
+        await page.fill("#email", "browser@example.org")
+        await page.screenshot(path=str(shots / "queue-admitted-form.png"), full_page=True)
         await page.click("#book")
         await page.wait_for_selector("#done:not([hidden])", timeout=15_000)
-        confirmation = await page.text_content("#confirmation") or ""
+        await page.wait_for_selector("#done-heading:focus")
+        assert await page.text_content("#announce") == "You're booked."
+        shown = {k: await page.text_content(f"#{k}") or "" for k in ("what", "where", "when", "confirmation")}
+        assert await page.is_hidden("#manage-link")  # shown when the 201 carries manage_url (wt-manage)
+        calendar = await page.get_attribute("#calendar-link", "href") or ""
         await page.screenshot(path=str(shots / "queue-booked.png"))
+        await page.reload()  # the confirmation stays: the edge knows what this admission booked
+        await page.wait_for_selector("#done:not([hidden])")
+        assert await page.is_hidden("#booking") and await page.is_hidden("#queue")
+        assert await page.text_content("#where") == "Site"
+        await page.wait_for_selector("#when:has-text('Central European')")
+        await page.screenshot(path=str(shots / "queue-confirmation.png"))
         await browser.close()
     assert refused == []
-    assert "Appointment" in confirmation and "local time" in confirmation
-    row = await pool.fetchrow("SELECT status, slot_id FROM appointments")
+    row = await pool.fetchrow("SELECT appointment_id, status, slot_id FROM appointments")
     assert row["status"] == "confirmed"
     assert await pool.fetchval("SELECT booked FROM slots WHERE slot_id = $1", row["slot_id"]) == 1
+    assert shown["what"] == "Cohort 4 opening" and shown["where"] == "Site"
+    assert "Central European" in shown["when"] and "Europe/Berlin" in shown["when"]
+    assert shown["confirmation"] == "We've emailed you a confirmation with these details."
+    assert calendar == f"{stack.api_url}/api/v1/appointments/{row['appointment_id']}/calendar.ics"
+
+
+async def test_the_turn_counts_down_warns_and_offers_to_rejoin(stack: Settings, pool: asyncpg.Pool) -> None:
+    """A 10-second admission: the time left shows at once, with the one-minute warning (an alert),
+    and when it runs out the page says so in plain words and offers to join again."""
+    from playwright.async_api import async_playwright
+
+    await seed_site_and_slot(pool, site_id="berlin", capacity=3)
+    await put_event(stack, rate_per_s=5, admission_ttl_s=10)
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = await browser.new_page(viewport={"width": 390, "height": 844})
+        refused = csp_refusals(page)
+        await page.goto(f"{stack.edge_url}/e/ev")
+        await page.wait_for_selector("#booking:not([hidden])", timeout=15_000)
+        assert "Time left to book: 0:" in (await page.text_content("#expires") or "")
+        await page.wait_for_selector("#expiry-warning:not([hidden])")
+        assert await page.get_attribute("#expiry-warning", "role") == "alert"
+        await page.wait_for_selector("text=Your turn has expired", timeout=20_000)
+        assert await page.is_hidden("#booking")
+        assert await page.is_visible("#join") and (await page.text_content("#join") or "").strip() == "Join again"
+        assert await page.text_content("#announce") == "Your turn has expired."
+        assert "token" not in (await page.text_content("main") or "").lower()
+        async with page.expect_navigation():
+            await page.click("#join")  # a new place at the back, let in again at this rate
+        await page.wait_for_selector("#booking:not([hidden])", timeout=15_000)
+        await browser.close()
+    assert refused == []
 
 
 async def put_event(stack: Settings, **fields: object) -> None:
@@ -139,9 +239,14 @@ async def test_without_javascript_the_page_still_works(stack: Settings, tmp_path
             await page.keyboard.press("Enter")
         await page.wait_for_selector("text=You are in the queue.")
         assert await page.text_content("#position") == "1"
+        # The refresh is the told poll_after_ms but never under 10 s (WCAG 2.2.1: no 1-second reloads);
+        # "Check now" is there in between.
+        refresh = await page.get_attribute('meta[http-equiv="refresh"]', "content")
+        assert refresh is not None and int(refresh) >= 10
+        assert await page.is_visible("noscript a") and await page.text_content("noscript a") == "Check now"
         await page.screenshot(path=str(shots / "queue-no-js-waiting.png"))
         # no script runs, yet the page refreshes itself (meta refresh) until it is their turn
-        await page.wait_for_selector("text=It's your turn!", timeout=20_000)
+        await page.wait_for_selector("text=It's your turn!", timeout=30_000)
         assert "Booking needs JavaScript" in (await page.content())
         await page.screenshot(path=str(shots / "queue-no-js-admitted.png"))
         await browser.close()
@@ -208,10 +313,10 @@ async def test_an_expired_turn_offers_to_join_again(settings: Settings, clock: F
             async with page.expect_navigation():
                 await page.click("#join")
             clock.advance(1)  # the serving position reaches them on the next tick
-            await page.wait_for_selector("text=It's your turn!", timeout=10_000)  # via the page's self-refresh
+            await page.wait_for_selector("text=It's your turn!", timeout=30_000)  # via the page's self-refresh
             clock.advance(11)  # the admission lapses unused (ttl 10 s)
             await page.reload()
-            await page.wait_for_selector("text=Your turn has passed")
+            await page.wait_for_selector("text=Your turn has expired")
             assert await page.is_visible("#join") and (await page.text_content("#join") or "").strip() == "Join again"
             await page.screenshot(path=str(shots / "queue-expired.png"))
             await browser.close()
@@ -274,7 +379,7 @@ async def test_an_invite_link_skips_the_queue_to_the_booking_form(
         await page.goto(link)
         await page.wait_for_selector("#booking:not([hidden])", timeout=15_000)
         assert "#" not in page.url
-        await page.wait_for_function("document.querySelectorAll('#slot option').length > 0")
+        await page.wait_for_selector("#slot option", state="attached")  # (the CSP forbids wait_for_function)
         await page.fill("#id_number", "INV-0001")
         await page.fill("#name", "Invited Person")
         await page.fill("#email", "invited@example.org")

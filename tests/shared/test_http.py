@@ -167,3 +167,18 @@ async def test_a_body_that_cannot_be_decoded_is_400(edge: TestClient, caplog: py
     resp = await edge.post("/api/v1/events/ev/join", data=b"not gzip", headers={"Content-Encoding": "gzip"})
     assert_problem(resp.status, await resp.json(), 400, "validation_error")
     assert no_errors_logged(caplog) == []
+
+
+async def test_a_validation_problem_names_each_field_and_the_kind_of_error(api: TestClient, codec: TokenCodec) -> None:
+    """``errors[]``: the field (``loc``) and the kind (``type``), which the page words in its own
+    language next to the field; never the value sent."""
+    body = {
+        "slot_id": str(uuid.uuid4()),
+        "person": {"id_number": "X1", "email": "nobody-at-all", "birth_date": "1970-01-01"},
+    }
+    resp = await api.post("/api/v1/appointments", json=body, headers=booking_headers(admission_token(codec)))
+    problem = await resp.json()
+    assert_problem(resp.status, problem, 400, "validation_error")
+    kinds = {tuple(e["loc"]): e["type"] for e in problem["errors"]}
+    assert kinds == {("person", "name"): "missing", ("person", "email"): "value_error"}
+    assert "nobody-at-all" not in str(problem)

@@ -20,6 +20,7 @@ CASES = [
     ("audit", ["public-key"], ["--database-url", "postgresql://x/y"]),
     ("staff", ["add", "ana", "--role", "operator"], ["--database-url", "postgresql://x/y"]),
     ("persons", ["erase"], ["--database-url", "postgresql://x/y"]),
+    ("identity", ["set", "ev", "--issuer", "i", "--audience", "a", "--jwks-url", "https://x"], ["--key", "k"]),
 ]
 
 

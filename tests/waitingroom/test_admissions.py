@@ -184,7 +184,7 @@ async def test_a_ticket_of_a_closed_event_is_refused(short_lived: TestClient, cl
     resp = await short_lived.get("/api/v1/events/ev/status")
     assert_problem(resp.status, await resp.json(), 410, "event_closed")
     page = await short_lived.get("/e/ev")  # the page says why, instead of failing
-    assert page.status == 200 and "has closed" in await page.text()
+    assert page.status == 200 and "This event is closed" in await page.text()
 
 
 async def test_a_ticket_past_its_maximum_age_is_expired(short_lived: TestClient, clock: FakeClock) -> None:

@@ -15,6 +15,7 @@ from shared.settings import Settings
 from tests.helpers import FakeClock, admin_headers, serve
 from waitingroom.app import create_app
 from waitingroom.keys import ROOM
+from waitingroom.page import MIN_NO_JS_REFRESH_S, no_js_refresh_s
 
 
 @pytest.fixture
@@ -86,7 +87,8 @@ async def test_refused_and_expired(edge: TestClient, clock: FakeClock) -> None:
     refused = await edge.post("/e/ev/join", allow_redirects=False)
     assert refused.status == 429 and "Retry-After" in refused.headers
     page = await refused.text()
-    assert "too many joins" in text_of(page, "error") and "Join the queue" in page
+    assert text_of(page, "error") == "Too many tries from your network. Wait a moment and try again."
+    assert "Join the queue" in page
     # the last visitor admitted, lets the admission lapse, and is offered to join again
     edge.session.cookie_jar.clear()
     clock.advance(30)
@@ -96,7 +98,7 @@ async def test_refused_and_expired(edge: TestClient, clock: FakeClock) -> None:
     assert text_of(await (await edge.get("/e/ev")).text(), "state") == "It's your turn!"
     clock.advance(11)
     page = await (await edge.get("/e/ev")).text()
-    assert text_of(page, "state").startswith("Your turn has passed")
+    assert text_of(page, "state").startswith("Your turn has expired")
     assert 'id="join-form" method="post" action="/e/ev/join" >' in page and "Join again" in page
 
 
@@ -107,3 +109,62 @@ async def test_a_malformed_form_is_a_400_page_not_a_500(edge: TestClient) -> Non
                            allow_redirects=False)  # fmt: skip
     assert resp.status == 400
     assert "the form could not be read" in text_of(await resp.text(), "error")
+
+
+async def test_an_unknown_event_is_an_html_page_saying_so(edge: TestClient) -> None:
+    resp = await edge.get("/e/nope")
+    assert resp.status == 404 and resp.content_type == "text/html"
+    page = await resp.text()
+    assert "<h1>No such event</h1>" in page and 'href="/"' in page and '"code"' not in page
+    spanish = await (await edge.get("/e/nope", headers={"Accept-Language": "es"})).text()
+    assert "No existe este evento" in spanish and '<html lang="es">' in spanish
+
+
+async def test_a_closed_event_says_so_and_offers_no_join(edge: TestClient, clock: FakeClock) -> None:
+    closes = datetime.fromtimestamp(clock.now, UTC) + timedelta(minutes=1)
+    await put(edge, closes_at=closes.isoformat())
+    clock.advance(120)
+    page = await (await edge.get("/e/ev")).text()  # a first visit: no ticket
+    assert text_of(page, "state").startswith("This event is closed")
+    assert 'data-state="closed"' in page and 'id="join-form" method="post" action="/e/ev/join" hidden' in page
+
+
+async def test_the_organisation_the_update_time_and_the_privacy_notice(settings: Settings, clock: FakeClock) -> None:
+    named = replace(settings, org_name="Ministry of Health <North>", retention_days=30)
+    async with serve(create_app(named, clock=clock, run_ticker=False)) as edge:
+        await put(edge)
+        page = await (await edge.get("/e/ev")).text()
+    assert page.count("Ministry of Health &lt;North&gt;") == 2  # header and footer, escaped
+    assert text_of(page, "updated") == f"Last updated {datetime.fromtimestamp(clock.now, UTC):%H:%M:%S} UTC"
+    privacy = text_of(page, "privacy")
+    assert "erased 30 days after your appointment" in privacy and "ID number" in privacy
+    assert 'aria-describedby="privacy birth_date-error"' in page  # read out with the fields it explains
+
+
+async def test_without_an_organisation_name_none_is_shown(edge: TestClient) -> None:
+    await put(edge)
+    page = await (await edge.get("/e/ev")).text()
+    assert '<header class="org" hidden>' in page
+
+
+async def test_the_no_js_page_refreshes_as_told_but_never_faster_than_every_10_s(
+    edge: TestClient, clock: FakeClock
+) -> None:
+    """WCAG 2.2.1: no reload every second; the told poll_after_ms when it is longer."""
+    await put(edge, rate_per_s=0)
+    await edge.post("/e/ev/join", allow_redirects=False)
+    status = await (await edge.get("/api/v1/events/ev/status")).json()
+    page = await (await edge.get("/e/ev")).text()
+    refresh = int(re.search(r'<meta http-equiv="refresh" content="(\d+)">', page).group(1))  # type: ignore[union-attr]
+    assert refresh == max(MIN_NO_JS_REFRESH_S, round(status["poll_after_ms"] / 1000)) and refresh >= 10
+    assert f"every {refresh} s" in page and ">Check now</a>" in page
+    assert no_js_refresh_s(1000) == 10 and no_js_refresh_s(25_000) == 25
+
+
+async def test_a_refusal_on_the_form_is_in_the_page_language(edge: TestClient, clock: FakeClock) -> None:
+    closes = datetime.fromtimestamp(clock.now, UTC) + timedelta(minutes=1)
+    await put(edge, closes_at=closes.isoformat())
+    clock.advance(120)
+    resp = await edge.post("/e/ev/join", headers={"Accept-Language": "es"}, allow_redirects=False)
+    assert resp.status == 410
+    assert text_of(await resp.text(), "error") == "Este evento está cerrado: ya no admite a nadie en su fila."
