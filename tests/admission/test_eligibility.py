@@ -4,6 +4,8 @@ at its commit; support's view and override; shadow report and replay (real Postg
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -518,3 +520,36 @@ async def test_the_eligibility_report_counts_outcomes_by_reason(
     assert rows[("eligible", "none")] == (6, False)
     assert rows[("ineligible", "outside_region")][1] is True  # 5 and the lone 1 beside it: both suppressed
     assert rows[("ineligible", "too_young+outside_region")] == (None, True)
+
+
+async def test_no_answer_reaches_a_log_a_metric_or_an_error_body(
+    api: TestClient, settings: Settings, pool: asyncpg.Pool, codec: TokenCodec, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    slot_id = await seed(pool)
+    body = rule_set()
+    body["attributes"]["employer"] = {"type": "string", "label": {"en": "Employer", "es": "Empleador"}}
+    body["examples"] = []
+    await create(api, body)
+    await move(api, "1/publish")
+    secret = "Zyxwv-Hospital-Secreto"
+    answers = {"region": "B", "occupations": ["Qwerty-Nurse"], "employer": secret}
+    resp = await api.post(
+        f"/api/v1/events/{EVENT}/eligibility:evaluate",
+        json={"person": {"id_number": "XK-771234", "birth_date": "1944-03-09"}, "attributes": answers},
+        headers={"Authorization": f"Bearer {ticket(codec)}"},
+    )
+    decision = await resp.json()
+    bad = await api.post(
+        f"/api/v1/events/{EVENT}/eligibility:evaluate",
+        json={"person": {"id_number": "XK-771234", "birth_date": "1944-03-09"},
+              "attributes": {**answers, "occupations": secret}},
+        headers={"Authorization": f"Bearer {ticket(codec)}"},
+    )  # fmt: skip
+    async with running_worker(settings):
+        refused = await book(api, admission_token(codec), slot_id, 1, decision["decision_id"])
+    exposed = "\n".join([caplog.text, api.app[METRICS].render().decode(), await bad.text(), json.dumps(refused)])
+    for value in (secret, "Qwerty-Nurse", "XK-771234", "XK771234", "1944-03-09", "1944"):
+        assert value not in exposed
+    stored = await pool.fetchrow("SELECT * FROM eligibility_decisions")
+    assert all(secret.encode() not in bytes(v) for v in stored.values() if isinstance(v, bytes))
