@@ -39,6 +39,7 @@ pytestmark = pytest.mark.slow
 
 EVENT = "ev"
 BOOKINGS = 500
+LONG_WAITS = "SET LOCAL lock_timeout = '120s'"
 
 
 @pytest.fixture
@@ -110,12 +111,16 @@ async def burst_with_a_publish(pool: asyncpg.Pool, vault: PersonVault, slot_id: 
     dsn_con = [await pool.acquire() for _ in range(3)]
     holder, publisher, watcher = dsn_con
 
+    # Waits here are made long on purpose (the slot is held until the publish is in place); a slow
+    # machine must not turn them into lock_timeout failures.
     async def book(attempt_id: str) -> None:
         async with pool.acquire() as con, con.transaction():
+            await con.execute(LONG_WAITS)
             await attempts.execute(con, attempt_id, vault=vault)
 
     async def publish() -> None:
         async with publisher.transaction():
+            await publisher.execute(LONG_WAITS)
             await rule_versions.publish(publisher, EVENT, 2, actor="test", reason="during the burst")
 
     async def queued_on_the_seat() -> bool:
