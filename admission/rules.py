@@ -15,7 +15,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from admission.keys import POOL, RULEBOOK, SETTINGS, VAULT
-from shared import eligibility, eligibility_review, seats
+from shared import eligibility_review, rule_versions, seats
 from shared.errors import ValidationFailed
 from shared.http import json_response, parse_json, path_uuid, read_json, validate
 from shared.rules import RuleSetSpec
@@ -84,7 +84,7 @@ async def create_rules(request: web.Request) -> web.Response:
     event_id = request.match_info["event_id"]
     spec = await _rule_set(request)
     async with request.app[POOL].acquire() as con, con.transaction():
-        created = await eligibility.create_version(
+        created = await rule_versions.create_version(
             con, event_id, spec, actor=actor_of(request).audit_name(), today=seats.utcnow().date()
         )
     return json_response(created, status=201)
@@ -93,27 +93,27 @@ async def create_rules(request: web.Request) -> web.Response:
 @requires(Role.RULES)
 async def list_rules(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as con:
-        return json_response(await eligibility.list_versions(con, request.match_info["event_id"]))
+        return json_response(await rule_versions.list_versions(con, request.match_info["event_id"]))
 
 
 @requires(Role.RULES)
 async def get_rules(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as con:
-        return json_response(await eligibility.get_version(con, request.match_info["event_id"], _version(request)))
+        return json_response(await rule_versions.get_version(con, request.match_info["event_id"], _version(request)))
 
 
 @requires(Role.RULES)
 async def diff_rules(request: web.Request) -> web.Response:
     old, new = _query_version(request, "from"), _query_version(request, "to")
     async with request.app[POOL].acquire() as con:
-        return json_response(await eligibility.diff_versions(con, request.match_info["event_id"], old, new))
+        return json_response(await rule_versions.diff_versions(con, request.match_info["event_id"], old, new))
 
 
 @requires(Role.RULES)
 async def publish_rules(request: web.Request) -> web.Response:
     reason = await _reason(request)
     async with request.app[POOL].acquire() as con, con.transaction():
-        done = await eligibility.publish(
+        done = await rule_versions.publish(
             con, request.match_info["event_id"], _version(request), actor=actor_of(request).audit_name(), reason=reason
         )
     request.app[RULEBOOK].changed(request.match_info["event_id"])
@@ -124,7 +124,7 @@ async def publish_rules(request: web.Request) -> web.Response:
 async def shadow_rules(request: web.Request) -> web.Response:
     reason = await _reason(request)
     async with request.app[POOL].acquire() as con, con.transaction():
-        done = await eligibility.shadow(
+        done = await rule_versions.shadow(
             con, request.match_info["event_id"], _version(request), actor=actor_of(request).audit_name(), reason=reason
         )
     request.app[RULEBOOK].changed(request.match_info["event_id"])
@@ -135,7 +135,7 @@ async def shadow_rules(request: web.Request) -> web.Response:
 async def rollback_rules(request: web.Request) -> web.Response:
     reason = await _reason(request)
     async with request.app[POOL].acquire() as con, con.transaction():
-        done = await eligibility.rollback(
+        done = await rule_versions.rollback(
             con, request.match_info["event_id"], actor=actor_of(request).audit_name(), reason=reason
         )
     request.app[RULEBOOK].changed(request.match_info["event_id"])

@@ -47,8 +47,8 @@ from shared.attempts import accept
 from shared.attempts import execute as run_attempt
 from shared.booking import BookingJob, attempt_id_for
 from shared.db import connect, create_pool, migrate
-from shared.eligibility import create_version, publish
 from shared.persons import PersonVault
+from shared.rule_versions import create_version, publish
 from shared.rules import RuleSetSpec
 from shared.seats import utcnow
 from shared.tokens import TokenCodec

@@ -4,6 +4,8 @@ at its commit; support's view and override; shadow report and replay (real Postg
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -21,6 +23,7 @@ from admission.app import create_app as create_api
 from admission.keys import METRICS, RULEBOOK
 from shared import retention
 from shared.eligibility import RuleBook
+from shared.metrics import Metrics
 from shared.settings import Settings
 from shared.tokens import Ticket, TokenCodec
 from tests.helpers import (
@@ -313,9 +316,11 @@ async def test_a_stricter_version_published_between_evaluate_and_book_refuses_th
     decision = await evaluate(api, ticket(codec), 1, born(appointment_day, 68))
     assert decision["eligible"] is True
     await move(api, "2/publish", reason="70 and over only")
-    async with running_worker(settings):
+    worker_metrics = Metrics()
+    async with running_worker(settings, worker_metrics):
         status, body = await book(api, admission_token(codec), slot_id, 1, decision["decision_id"])
     assert_problem(status, body, 403, "ineligible")
+    assert metric_value(worker_metrics, "surgegate_booking_attempts_total", event=EVENT, outcome="ineligible") == 1
     assert body["reasons"] == [{"code": "too_young", "text": "Only people 65 or over, or health workers."}]
     assert await seats_of(pool, slot_id) == (0, 0)  # the seat stays free
     assert await pool.fetchval("SELECT count(*) FROM appointments") == 0
@@ -518,3 +523,76 @@ async def test_the_eligibility_report_counts_outcomes_by_reason(
     assert rows[("eligible", "none")] == (6, False)
     assert rows[("ineligible", "outside_region")][1] is True  # 5 and the lone 1 beside it: both suppressed
     assert rows[("ineligible", "too_young+outside_region")] == (None, True)
+
+
+async def test_no_answer_reaches_a_log_a_metric_or_an_error_body(
+    api: TestClient, settings: Settings, pool: asyncpg.Pool, codec: TokenCodec, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    slot_id = await seed(pool)
+    body = rule_set()
+    body["attributes"]["employer"] = {"type": "string", "label": {"en": "Employer", "es": "Empleador"}}
+    body["examples"] = []
+    await create(api, body)
+    await move(api, "1/publish")
+    secret = "Zyxwv-Hospital-Secreto"
+    answers = {"region": "B", "occupations": ["Qwerty-Nurse"], "employer": secret}
+    resp = await api.post(
+        f"/api/v1/events/{EVENT}/eligibility:evaluate",
+        json={"person": {"id_number": "XK-771234", "birth_date": "1944-03-09"}, "attributes": answers},
+        headers={"Authorization": f"Bearer {ticket(codec)}"},
+    )
+    decision = await resp.json()
+    bad = await api.post(
+        f"/api/v1/events/{EVENT}/eligibility:evaluate",
+        json={"person": {"id_number": "XK-771234", "birth_date": "1944-03-09"},
+              "attributes": {**answers, "occupations": secret}},
+        headers={"Authorization": f"Bearer {ticket(codec)}"},
+    )  # fmt: skip
+    async with running_worker(settings):
+        refused = await book(api, admission_token(codec), slot_id, 1, decision["decision_id"])
+    exposed = "\n".join([caplog.text, api.app[METRICS].render().decode(), await bad.text(), json.dumps(refused)])
+    for value in (secret, "Qwerty-Nurse", "XK-771234", "XK771234", "1944-03-09", "1944"):
+        assert value not in exposed
+    stored = await pool.fetchrow("SELECT * FROM eligibility_decisions")
+    assert all(secret.encode() not in bytes(v) for v in stored.values() if isinstance(v, bytes))
+
+
+async def test_rollback_restores_the_exact_previous_behaviour(
+    api: TestClient, pool: asyncpg.Pool, codec: TokenCodec
+) -> None:
+    await seed(pool)
+    await create(api)
+    await create(api, stricter())
+    await move(api, "1/publish")
+    today = datetime.now(ZoneInfo("Europe/Madrid")).date()
+    grid = [(age, region, jobs) for age in (64, 65, 69, 70, 71) for region in ("A", "B")
+            for jobs in ([], ["nurse"])]  # fmt: skip
+
+    async def answers() -> list[tuple[bool, list[str]]]:
+        out = []
+        for i, (age, region, jobs) in enumerate(grid):
+            got = await evaluate(api, ticket(codec, f"g{i}"), i, born(today, age), region=region, occupations=jobs)
+            out.append((got["eligible"], [r["code"] for r in got["reasons"]]))
+        return out
+
+    before = await answers()
+    await move(api, "2/publish")
+    during = await answers()
+    assert during != before  # the control: version 2 does decide differently
+    await move(api, "rollback", reason="back")
+    assert await answers() == before
+
+
+async def test_a_rule_that_errs_live_is_counted_and_fails_closed(
+    api: TestClient, pool: asyncpg.Pool, codec: TokenCodec
+) -> None:
+    await seed(pool)
+    body = rule_set(examples=[])
+    body["rules"].append({"id": "third_job", "expr": 'size(occupations) < 3 || occupations[5] == "x"',
+                          "reason": "odd", "text": {"en": "x", "es": "x"}})  # fmt: skip
+    await create(api, body)
+    await move(api, "1/publish")
+    got = await evaluate(api, ticket(codec), 1, "1950-01-01", occupations=["a", "b", "c"])
+    assert got["eligible"] is False and [r["code"] for r in got["reasons"]] == ["odd"]
+    assert metric_value(api.app[METRICS], "surgegate_eligibility_errors_total", event=EVENT, rule_version="1") == 1

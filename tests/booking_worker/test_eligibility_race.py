@@ -26,7 +26,7 @@ from datetime import UTC, date, datetime, timedelta
 import asyncpg
 import pytest
 
-from shared import attempts, eligibility, locks
+from shared import attempts, eligibility, locks, rule_versions
 from shared.booking import BookingJob
 from shared.db import create_pool
 from shared.eligibility import Inputs, RuleBook
@@ -39,6 +39,7 @@ pytestmark = pytest.mark.slow
 
 EVENT = "ev"
 BOOKINGS = 500
+LONG_WAITS = "SET LOCAL lock_timeout = '120s'"
 
 
 @pytest.fixture
@@ -63,9 +64,9 @@ async def prepare(pool: asyncpg.Pool, vault: PersonVault) -> tuple[uuid.UUID, li
         await con.execute("INSERT INTO slots (slot_id, site_id, starts_at, ends_at, capacity) VALUES ($1, 's', $2,"
                           " $3, $4)", slot_id, starts, starts + timedelta(minutes=10), BOOKINGS)  # fmt: skip
         for body in (rule_set(), v2):
-            await eligibility.create_version(con, EVENT, RuleSetSpec.model_validate(body), actor="test",
+            await rule_versions.create_version(con, EVENT, RuleSetSpec.model_validate(body), actor="test",
                                              today=date.today())  # fmt: skip
-        await eligibility.publish(con, EVENT, 1, actor="test", reason=None)
+        await rule_versions.publish(con, EVENT, 1, actor="test", reason=None)
     current = await RuleBook(0).current(pool, EVENT)
     ids: list[str] = []
     async with pool.acquire() as con, con.transaction():
@@ -110,13 +111,17 @@ async def burst_with_a_publish(pool: asyncpg.Pool, vault: PersonVault, slot_id: 
     dsn_con = [await pool.acquire() for _ in range(3)]
     holder, publisher, watcher = dsn_con
 
+    # Waits here are made long on purpose (the slot is held until the publish is in place); a slow
+    # machine must not turn them into lock_timeout failures.
     async def book(attempt_id: str) -> None:
         async with pool.acquire() as con, con.transaction():
+            await con.execute(LONG_WAITS)
             await attempts.execute(con, attempt_id, vault=vault)
 
     async def publish() -> None:
         async with publisher.transaction():
-            await eligibility.publish(publisher, EVENT, 2, actor="test", reason="during the burst")
+            await publisher.execute(LONG_WAITS)
+            await rule_versions.publish(publisher, EVENT, 2, actor="test", reason="during the burst")
 
     async def queued_on_the_seat() -> bool:
         return await waiting_on_locks(watcher) >= 10
