@@ -217,6 +217,27 @@ async def put_event(stack: Settings, **fields: object) -> None:
         assert resp.status == 200
 
 
+async def test_an_event_that_closes_while_waiting_says_so(stack: Settings) -> None:
+    """The page polls, the event closes (410 event_closed): it says so and stops, not "Joining…"."""
+    from playwright.async_api import async_playwright
+
+    closes = datetime.now(UTC) + timedelta(seconds=4)
+    await put_event(stack, rate_per_s=1, paused=True, closes_at=closes.isoformat())  # polled every second
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = await browser.new_page(viewport={"width": 390, "height": 844})
+        refused = csp_refusals(page)
+        await page.goto(f"{stack.edge_url}/e/ev")
+        await page.wait_for_selector("text=You are in the queue.")
+        await page.wait_for_selector("#state:has-text('This event is closed')", timeout=30_000)
+        assert await page.text_content("#announce") == "This event is closed."
+        assert await page.is_hidden("#join-form")
+        await page.reload()  # and a reload says the same, from the server
+        assert (await page.text_content("#state") or "").startswith("This event is closed")
+        await browser.close()
+    assert refused == []
+
+
 async def test_without_javascript_the_page_still_works(stack: Settings, tmp_path: Path) -> None:
     """No script at all: the visitor joins with the form, the page refreshes itself, and says when
     it is their turn (booking then asks for JavaScript)."""

@@ -12,7 +12,7 @@
   var base = "/api/v1/events/" + encodeURIComponent(eventId);
   var firstPosition = null, admission = null, countdown = null, ticker = null, last = null;
   var view = document.body.dataset.state;  // the state the server rendered: not announced again
-  var skew = 0, warned = false, booked = null, sites = [];
+  var skew = 0, warned = false, sites = [];
   var $ = function (id) { return document.getElementById(id); };
   var fill = function (text, values) {
     return text.replace(/\{(\w+)\}/g, function (_, k) { return values[k]; });
@@ -398,7 +398,6 @@
   }
 
   function showBooked(a, withToken) {
-    booked = a;
     if (ticker) { clearInterval(ticker); ticker = null; }
     if (countdown) { clearInterval(countdown); countdown = null; }
     admission = withToken && withToken.admission_token ? withToken : admission;
