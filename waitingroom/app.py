@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from shared.http import (
 )
 from shared.idp import IdentityProvider
 from shared.limits import Buckets, Limit, parse_networks
+from shared.manage import manage_url
 from shared.metrics import Metrics
 from shared.redis import create_redis
 from shared.settings import Settings, SettingsError
@@ -82,6 +84,8 @@ def create_app(
         redis = create_redis(settings.require_redis())
         codec = TokenCodec(settings.secret_keys, leeway_s=settings.token_leeway_s, clock=clock)
         room = Room(settings=settings, pool=pool, redis=redis, codec=codec, metrics=app[METRICS], clock=clock)
+        # The page's confirmation on reload carries the appointment's manage link (shared/manage.py).
+        room.manage_link = functools.partial(manage_url, settings)
         await room.refresh_events()
         app[ROOM] = room
         app[LIMITER] = Buckets(redis)

@@ -5,10 +5,13 @@ never an empty form for a used admission."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 from aiohttp.test_utils import TestClient
 
+from shared.manage import verify_manage_credential
 from shared.settings import Settings
 from tests.helpers import FakeClock, admin_headers, book, running_worker, seed_typed_slots
 from waitingroom.keys import ROOM
@@ -50,6 +53,9 @@ async def test_a_used_admission_shows_its_confirmation_on_every_reload(
         "Site", "Group", "Europe/Berlin"
     )  # fmt: skip
     assert appointment["address"] is None  # the sites here have no address
+    # the edge signs the appointment's own manage link (waitingroom/app.py wires shared.manage)
+    credential = parse_qs(urlsplit(appointment["manage_url"]).query)["c"][0]
+    assert str(verify_manage_credential(settings, credential, datetime.now(UTC))) == booking["appointment_id"]
     assert appointment["local_starts_at"] == booking["local_starts_at"]
     assert not any(secret in str(status) for secret in SECRET)  # what, where, when: never who
 
