@@ -148,6 +148,14 @@ async def test_confirmation_now_reminders_at_their_instants(
     assert reminder["Subject"] == "Reminder: your appointment tomorrow"
     assert reminder["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert str(reminder["List-Unsubscribe"]).startswith(f"<{settings.api_url}/api/v1/reminders/unsubscribe/")
+    # The body links the same address, where a click GETs a page that asks (and changes nothing:
+    # the next reminder still goes).
+    link = str(reminder["List-Unsubscribe"]).strip("<>")
+    plain, rich = reminder.get_body(("plain",)), reminder.get_body(("html",))
+    assert plain is not None and f"No more reminders: {link}" in plain.get_content()
+    assert rich is not None and f'<a href="{link}">' in rich.get_content()
+    page = await api.get(link.removeprefix(settings.api_url), headers={"Accept": "text/html"})
+    assert page.status == 200 and "Stop reminders for your appointment?" in await page.text()
     clock.now = starts - timedelta(minutes=59)
     await drain(d)
     assert sink.subjects()[-1] == "Reminder: your appointment in an hour"
