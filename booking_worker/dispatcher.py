@@ -87,7 +87,8 @@ def channels_from(settings: Settings) -> dict[str, Channel]:
     the backlog) until it is."""
     found: dict[str, Channel] = {}
     if settings.smtp_url:
-        found[NotificationChannel.EMAIL] = SmtpChannel(SmtpTarget.from_url(settings.smtp_url))
+        target = SmtpTarget.from_url(settings.smtp_url)
+        found[NotificationChannel.EMAIL] = SmtpChannel(target, ca_file=settings.smtp_ca_file)
     if settings.sms_webhook_url and settings.sms_webhook_secret:
         found[NotificationChannel.SMS] = SmsWebhookChannel(settings.sms_webhook_url, settings.sms_webhook_secret)
     return found

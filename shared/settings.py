@@ -77,6 +77,19 @@ def _parse_smtp_url(raw: str) -> str:
     return raw
 
 
+def _parse_ca_file(raw: str) -> str:
+    """A PEM file of CA certificates that loads: checked at start, not at the first email."""
+    import ssl
+
+    try:
+        ssl.create_default_context(cafile=raw)
+    except (OSError, ssl.SSLError) as exc:
+        raise SettingsError(
+            f"SURGEGATE_SMTP_CA_FILE must be a readable PEM file of CA certificates, not {raw!r} ({type(exc).__name__})"
+        ) from None
+    return raw
+
+
 def _parse_role_map(raw: str) -> tuple[tuple[str, str], ...]:
     from shared.idp import parse_role_map  # shared.idp imports this module
 
@@ -275,6 +288,10 @@ class Settings:
     # minute (each may send an email to a stranger; 0 switches the limit off).
     manage_link_limit_per_min: Annotated[NonNegativeFloat, Env("SURGEGATE_MANAGE_LINK_LIMIT_PER_MIN")] = 1.0
     manage_link_limit_burst: Annotated[NonNegativeInt, Env("SURGEGATE_MANAGE_LINK_LIMIT_BURST")] = 3
+    # --- issue 9, delivery follow-up: whom the SMTP client trusts ---------------------------------------
+    # A PEM file of CA certificates trusted for the SMTP server's certificate (STARTTLS or smtps://), on
+    # top of the system's: a private relay's own CA. Certificates are always verified, host name too.
+    smtp_ca_file: Annotated[str | None, Env("SURGEGATE_SMTP_CA_FILE", _parse_ca_file)] = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
