@@ -47,7 +47,7 @@ from booking_worker.channels import (
     SmtpTarget,
     TextMessage,
 )
-from booking_worker.messages import Facts, render
+from booking_worker.messages import Facts, render, render_sms
 from shared import manage
 from shared.calendar import Method, appointment_ics
 from shared.metrics import Metrics
@@ -231,7 +231,8 @@ class Dispatcher:
         rendered = render(kind, language, payload, facts, manage_url=manage_url, unsubscribe_url=unsubscribe)
         mid = message_id(row["notification_id"], self._secret, self.domain)
         if row["channel"] == NotificationChannel.SMS:
-            return mid, TextMessage(row["notification_id"], payload["phone"], rendered.text, kind, language)
+            text = render_sms(kind, language, payload, facts, manage_url=manage_url)
+            return mid, TextMessage(row["notification_id"], payload["phone"], text, kind, language)
         email = EmailMessage()
         email["From"] = self.settings.mail_from
         email["To"] = payload["email"]

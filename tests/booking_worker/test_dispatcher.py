@@ -478,8 +478,10 @@ async def test_text_messages_signed_to_the_webhook(
         "SELECT notification_id FROM notifications WHERE channel = 'sms' AND kind = 'confirmation'"
     )
     assert message["key"] == message["id"] == str(sms_id)
-    assert message["to"] == "+493012345678" and "Your appointment is booked" in message["text"]
-    assert "<p>" not in message["text"]  # plain text, no HTML
+    assert message["to"] == "+493012345678" and message["text"].startswith("Booked: ")
+    assert "<p>" not in message["text"] and "\n" not in message["text"]  # one line of plain text
+    line, _, link = message["text"].rpartition(" ")  # what, when, where; then the manage link
+    assert len(line) <= 160 and link.startswith(f"{settings.api_url}/manage?c=")
 
 
 # --- daylight saving time -------------------------------------------------------------------------------
