@@ -22,6 +22,7 @@ from admission import (
     manage,
     pages,
     queries,
+    reminders,
     reports,
     rules,
     search,
@@ -159,7 +160,8 @@ def create_app(
     r.add_delete("/api/v1/appointments/{appointment_id}", changes.cancel_appointment)
     r.add_post("/api/v1/appointments/{appointment_id}/reschedule", changes.reschedule_appointment)
     r.add_get("/api/v1/appointments/{appointment_id}/calendar.ics", calendar.get_calendar)
-    r.add_post(UNSUBSCRIBE_PREFIX + "{token}", calendar.unsubscribe)
+    r.add_get(UNSUBSCRIBE_PREFIX + "{token}", reminders.ask)
+    r.add_post(UNSUBSCRIBE_PREFIX + "{token}", reminders.unsubscribe)
     r.add_get("/api/v1/attempts/{attempt_id}", appointments.get_attempt)
     r.add_post("/api/v1/waitlist", waitlist.join_waitlist)
     r.add_delete("/api/v1/waitlist/{entry_id}", waitlist.leave_waitlist)

@@ -1,11 +1,9 @@
-"""The appointment's calendar file, and the one-click opt-out from reminders (issue 9).
+"""The appointment's calendar file (issue 9).
 
 ``GET /api/v1/appointments/{id}/calendar.ics``: authorised like ``GET /api/v1/appointments/{id}``
 (the admission that booked it, or the appointment's manage credential:
 :func:`admission.auth.appointment_access`); the manage page serves the same file
-(:func:`calendar_file`). ``POST /api/v1/reminders/unsubscribe/{token}``: the
-``List-Unsubscribe`` link of reminder emails (RFC 8058 one-click); its signed token names the
-appointment; the person gets no more reminders (confirmations and other messages still go).
+(:func:`calendar_file`). The reminder opt-out link is :mod:`admission.reminders`.
 """
 
 from __future__ import annotations
@@ -16,11 +14,10 @@ from aiohttp import web
 
 from admission import queries
 from admission.auth import appointment_access
-from admission.keys import CODEC, POOL
-from shared import notifications
+from admission.keys import POOL
 from shared.calendar import appointment_ics
 from shared.errors import NotFound
-from shared.http import json_response, path_uuid
+from shared.http import path_uuid
 from shared.statuses import AppointmentStatus
 
 
@@ -48,13 +45,3 @@ async def calendar_file(request: web.Request, appointment_id: uuid.UUID, token_i
         charset="utf-8",
         headers={"Content-Disposition": 'attachment; filename="appointment.ics"', "Cache-Control": "no-store"},
     )
-
-
-async def unsubscribe(request: web.Request) -> web.Response:
-    """One click: the person of the link's appointment gets no more reminders. Safe to repeat."""
-    appointment_id = uuid.UUID(request.app[CODEC].read_unsubscribe(request.match_info["token"]))
-    async with request.app[POOL].acquire() as con, con.transaction():
-        found = await notifications.opt_out_of_appointment(con, appointment_id)
-    if not found:
-        raise NotFound("no such appointment")
-    return json_response({"reminders": "off"})

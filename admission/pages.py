@@ -86,6 +86,14 @@ STRINGS: dict[str, dict[str, str]] = {
         "book_button": "Book",
         "claim_pending": "We are confirming your booking. We'll email you when it is done.",
         "claim_invalid": "This offer link is not valid or has expired.",
+        "unsub_title": "Reminders",
+        "unsub_question": "Stop reminders for your appointment?",
+        "unsub_intro": "You will get no more reminder messages. We will still tell you when an appointment is "
+        "booked, changed or cancelled.",
+        "unsub_button": "Stop reminders",
+        "unsub_done": "Done: you will get no more reminders. We will still tell you when an appointment is "
+        "booked, changed or cancelled.",
+        "unsub_invalid": "This link is not valid.",
     },
     "es": {
         "title": "Su cita",
@@ -136,6 +144,14 @@ STRINGS: dict[str, dict[str, str]] = {
         "book_button": "Reservar",
         "claim_pending": "Estamos confirmando su reserva. Le avisaremos por correo cuando esté lista.",
         "claim_invalid": "Este enlace de oferta no es válido o ha caducado.",
+        "unsub_title": "Recordatorios",
+        "unsub_question": "¿Dejar de recibir recordatorios de su cita?",
+        "unsub_intro": "No recibirá más recordatorios. Le seguiremos avisando cuando una cita se reserve, "
+        "cambie o se cancele.",
+        "unsub_button": "Dejar de recibir recordatorios",
+        "unsub_done": "Hecho: no recibirá más recordatorios. Le seguiremos avisando cuando una cita se reserve, "
+        "cambie o se cancele.",
+        "unsub_invalid": "Este enlace no es válido.",
     },
 }
 

@@ -71,16 +71,21 @@ class SmtpChannel:
     """Email over SMTP. :meth:`send` uses a connection of its own; :meth:`send_batch` sends a list
     over one connection (connecting again after a failure), which the dispatcher uses per lane."""
 
-    def __init__(self, target: SmtpTarget, *, timeout_s: float = 30.0) -> None:
+    def __init__(self, target: SmtpTarget, *, ca_file: str | None = None, timeout_s: float = 30.0) -> None:
         self.target = target
+        self.ca_file = ca_file
         self.timeout_s = timeout_s
 
     def _client(self) -> aiosmtplib.SMTP:
+        """TLS from the first byte for ``smtps://``. For ``smtp://``: STARTTLS required when there
+        are credentials (a server, or someone in between, that does not offer it gets no password),
+        else STARTTLS when offered. The certificate and host name are always verified, against the
+        system's CAs and ``ca_file`` (SURGEGATE_SMTP_CA_FILE)."""
         t = self.target
+        start_tls = False if t.implicit_tls else (True if t.username is not None else None)
         return aiosmtplib.SMTP(
             hostname=t.hostname, port=t.port, username=t.username, password=t.password, use_tls=t.implicit_tls,
-            start_tls=None if not t.implicit_tls else False, timeout=self.timeout_s,
-            validate_certs=t.hostname not in {"127.0.0.1", "localhost", "::1"},
+            start_tls=start_tls, validate_certs=True, cert_bundle=self.ca_file, timeout=self.timeout_s,
         )  # fmt: skip
 
     async def send(self, message: EmailMessage) -> None:

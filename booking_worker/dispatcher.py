@@ -47,7 +47,7 @@ from booking_worker.channels import (
     SmtpTarget,
     TextMessage,
 )
-from booking_worker.messages import Facts, render
+from booking_worker.messages import Facts, render, render_sms
 from shared import manage
 from shared.calendar import Method, appointment_ics
 from shared.metrics import Metrics
@@ -87,7 +87,8 @@ def channels_from(settings: Settings) -> dict[str, Channel]:
     the backlog) until it is."""
     found: dict[str, Channel] = {}
     if settings.smtp_url:
-        found[NotificationChannel.EMAIL] = SmtpChannel(SmtpTarget.from_url(settings.smtp_url))
+        target = SmtpTarget.from_url(settings.smtp_url)
+        found[NotificationChannel.EMAIL] = SmtpChannel(target, ca_file=settings.smtp_ca_file)
     if settings.sms_webhook_url and settings.sms_webhook_secret:
         found[NotificationChannel.SMS] = SmsWebhookChannel(settings.sms_webhook_url, settings.sms_webhook_secret)
     return found
@@ -230,7 +231,8 @@ class Dispatcher:
         rendered = render(kind, language, payload, facts, manage_url=manage_url, unsubscribe_url=unsubscribe)
         mid = message_id(row["notification_id"], self._secret, self.domain)
         if row["channel"] == NotificationChannel.SMS:
-            return mid, TextMessage(row["notification_id"], payload["phone"], rendered.text, kind, language)
+            text = render_sms(kind, language, payload, facts, manage_url=manage_url)
+            return mid, TextMessage(row["notification_id"], payload["phone"], text, kind, language)
         email = EmailMessage()
         email["From"] = self.settings.mail_from
         email["To"] = payload["email"]

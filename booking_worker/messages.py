@@ -82,6 +82,45 @@ _UNSUBSCRIBE = {
 }
 
 
+# Text messages: one line each — what, when, where, then the link (manage or claim) if there is one.
+# {what} the appointment type, {when} the short local time (:func:`short_when`), {where} the site.
+_SMS: dict[Language, dict[NotificationKind, str]] = {
+    Language.EN: {
+        K.CONFIRMATION: "Booked: {what}, {when}, {where}.",
+        K.RESCHEDULE: "Moved: {what}, now {when}, {where}.",
+        K.CANCELLATION: "Cancelled: {what}, {when}, {where}.",
+        K.REMINDER_24H: "Reminder: {what} tomorrow, {when}, {where}.",
+        K.REMINDER_1H: "Reminder: {what} in 1 hour, {when}, {where}.",
+        K.SITE_CLOSED: "Cancelled by the site: {what}, {when}, {where}. You are first on its waitlist.",
+        K.WAITLIST_OFFER: "Seat free: {when}. Claim it by {expires}:",
+        K.OFFER_TAKEN: "The offered seat was taken. You stay on the waitlist.",
+        K.MANAGE_LINK: "Your appointment link:",
+    },
+    Language.ES: {
+        K.CONFIRMATION: "Reservada: {what}, {when}, {where}.",
+        K.RESCHEDULE: "Cambiada: {what}, ahora {when}, {where}.",
+        K.CANCELLATION: "Cancelada: {what}, {when}, {where}.",
+        K.REMINDER_24H: "Recordatorio: {what} mañana, {when}, {where}.",
+        K.REMINDER_1H: "Recordatorio: {what} en 1 hora, {when}, {where}.",
+        K.SITE_CLOSED: "Cancelada por el centro: {what}, {when}, {where}. Es el primero en su lista de espera.",
+        K.WAITLIST_OFFER: "Plaza libre: {when}. Resérvela antes de {expires}:",
+        K.OFFER_TAKEN: "La plaza ofrecida ya está ocupada. Sigue en la lista de espera.",
+        K.MANAGE_LINK: "El enlace de su cita:",
+    },
+}
+_SMS_WHAT = {Language.EN: "Appointment", Language.ES: "Cita"}
+_SHORT_WEEKDAYS = {
+    Language.EN: ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"),
+    Language.ES: ("lun", "mar", "mié", "jue", "vie", "sáb", "dom"),
+}
+_SHORT_MONTHS = {
+    Language.EN: ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"),
+    Language.ES: ("ene", "feb", "mar", "abr", "may", "jun", "jul", "ago", "sep", "oct", "nov", "dic"),
+}
+# A site's or type's name longer than this is cut (with …) in a text message.
+SMS_FIELD_MAX = 32
+
+
 @dataclass(frozen=True)
 class Facts:
     """The appointment as it stands when the message is sent (None for a waitlist message)."""
@@ -116,6 +155,56 @@ def _iso_when(value: Any, language: Language) -> str:
     return f"{_WEEKDAYS[language][moment.weekday()]} {moment:%Y-%m-%d}, {moment:%H:%M} (UTC{moment:%z})"
 
 
+def short_when(moment: datetime, language: Language) -> str:
+    """``Mon 23 Nov 09:00 CET`` in the zone ``moment`` carries (the site's)."""
+    return (
+        f"{_SHORT_WEEKDAYS[language][moment.weekday()]} {moment.day} {_SHORT_MONTHS[language][moment.month - 1]} "
+        f"{moment:%H:%M} {moment.tzname() or ''}"
+    ).strip()
+
+
+def _short_iso(value: Any, language: Language) -> str:
+    if not isinstance(value, str):
+        return ""
+    return short_when(datetime.fromisoformat(value.replace("Z", "+00:00")), language)  # e.g. "… 09:00 UTC+01:00"
+
+
+def _claim_link(payload: dict[str, Any]) -> str:
+    if payload.get("claim_url"):  # the claim page (admission/claim_page.py)
+        return str(payload["claim_url"])
+    if payload.get("claim_token"):
+        return f"{payload.get('claim_endpoint', '')}?claim={payload['claim_token']}"
+    return ""
+
+
+def _cut(text: str) -> str:
+    text = " ".join(text.split())  # one line, whatever the name holds
+    return text if len(text) <= SMS_FIELD_MAX else text[: SMS_FIELD_MAX - 1].rstrip() + "…"
+
+
+def render_sms(
+    kind: NotificationKind,
+    language: Language,
+    payload: dict[str, Any],
+    facts: Facts,
+    *,
+    manage_url: str | None = None,
+) -> str:
+    """The text message of ``kind``: one line — what, when, where — then the manage (or claim) link
+    when there is one. No address, no reason, no opt-out line: :func:`render` (email) has them."""
+    if facts.starts_at is not None and facts.timezone is not None:
+        when = short_when(facts.starts_at.astimezone(ZoneInfo(facts.timezone)), language)
+    else:
+        when = _short_iso(payload.get("local_starts_at") or payload.get("starts_at"), language)
+    line = _SMS[language][kind].format(
+        what=_cut(facts.type_name or _SMS_WHAT[language]), when=when,
+        where=_cut(facts.site_name or str(payload.get("site_id", ""))),
+        expires=_short_iso(payload.get("expires_at"), language),
+    )  # fmt: skip
+    link = _claim_link(payload) if kind == K.WAITLIST_OFFER else (manage_url or payload.get("manage_url"))
+    return f"{line} {link}" if link else line
+
+
 def render(
     kind: NotificationKind,
     language: Language,
@@ -133,11 +222,7 @@ def render(
     else:
         when = _iso_when(payload.get("local_starts_at") or payload.get("starts_at"), language)
     where = ", ".join(p for p in (facts.site_name, facts.address) if p) or str(payload.get("site_id", ""))
-    claim = ""
-    if payload.get("claim_url"):  # the claim page (admission/claim_page.py)
-        claim = str(payload["claim_url"])
-    elif payload.get("claim_token"):
-        claim = f"{payload.get('claim_endpoint', '')}?claim={payload['claim_token']}"
+    claim = _claim_link(payload)
     text = body.format(
         when=when, where=where, claim=claim, expires=_iso_when(payload.get("expires_at"), language),
         reason=payload.get("reason", ""),

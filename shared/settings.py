@@ -77,6 +77,19 @@ def _parse_smtp_url(raw: str) -> str:
     return raw
 
 
+def _parse_ca_file(raw: str) -> str:
+    """A PEM file of CA certificates that loads: checked at start, not at the first email."""
+    import ssl
+
+    try:
+        ssl.create_default_context(cafile=raw)
+    except (OSError, ssl.SSLError) as exc:
+        raise SettingsError(
+            f"SURGEGATE_SMTP_CA_FILE must be a readable PEM file of CA certificates, not {raw!r} ({type(exc).__name__})"
+        ) from None
+    return raw
+
+
 def _parse_role_map(raw: str) -> tuple[tuple[str, str], ...]:
     from shared.idp import parse_role_map  # shared.idp imports this module
 
@@ -286,6 +299,10 @@ class Settings:
     # --- issue 9, "The booking page, finished" (waitingroom/page.py) ---------------------------------
     # Who runs the program: named in the queue page's header and footer (empty: not shown).
     org_name: Annotated[str, Env("SURGEGATE_ORG_NAME")] = ""
+    # --- issue 9, delivery follow-up: whom the SMTP client trusts ---------------------------------------
+    # A PEM file of CA certificates trusted for the SMTP server's certificate (STARTTLS or smtps://), on
+    # top of the system's: a private relay's own CA. Certificates are always verified, host name too.
+    smtp_ca_file: Annotated[str | None, Env("SURGEGATE_SMTP_CA_FILE", _parse_ca_file)] = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -409,7 +409,13 @@ async def test_a_real_flow_answers_what_the_document_says(
     status, ics = await client.call("GET", f"{path}/calendar.ics", headers=auth(a))
     assert status == 200 and "BEGIN:VCALENDAR" in str(ics)
     unsubscribe = f"/api/v1/reminders/unsubscribe/{codec.sign_unsubscribe(booked['appointment_id'])}"
+    status, ask = await client.call("GET", unsubscribe, headers={"Accept-Language": "es"})
+    assert status == 200 and "recordatorios" in str(ask)
     assert (await client.call("POST", unsubscribe))[1] == {"reminders": "off"}
+    status, done = await client.call("POST", unsubscribe, data=form_of(lang="en"),
+                                     headers={**FORM_TYPE, "Accept": "text/html"})  # fmt: skip
+    assert status == 200 and "no more reminders" in str(done)
+    assert (await client.call("GET", "/api/v1/reminders/unsubscribe/k1.forged"))[0] == 401
     assert (await client.call("POST", "/api/v1/reminders/unsubscribe/k1.forged"))[0] == 401
     assert (await client.call("GET", f"/api/v1/appointments/{uuid.uuid4()}", headers=auth(a)))[0] == 404
     assert (await client.call("DELETE", path, headers=auth(a)))[1]["late"] is False

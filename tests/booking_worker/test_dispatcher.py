@@ -148,6 +148,14 @@ async def test_confirmation_now_reminders_at_their_instants(
     assert reminder["Subject"] == "Reminder: your appointment tomorrow"
     assert reminder["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert str(reminder["List-Unsubscribe"]).startswith(f"<{settings.api_url}/api/v1/reminders/unsubscribe/")
+    # The body links the same address, where a click GETs a page that asks (and changes nothing:
+    # the next reminder still goes).
+    link = str(reminder["List-Unsubscribe"]).strip("<>")
+    plain, rich = reminder.get_body(("plain",)), reminder.get_body(("html",))
+    assert plain is not None and f"No more reminders: {link}" in plain.get_content()
+    assert rich is not None and f'<a href="{link}">' in rich.get_content()
+    page = await api.get(link.removeprefix(settings.api_url), headers={"Accept": "text/html"})
+    assert page.status == 200 and "Stop reminders for your appointment?" in await page.text()
     clock.now = starts - timedelta(minutes=59)
     await drain(d)
     assert sink.subjects()[-1] == "Reminder: your appointment in an hour"
@@ -178,14 +186,11 @@ class Crash(BaseException):
     """The dispatcher's process dies (not an error it could handle)."""
 
 
-class CrashAfterSending:
-    """Sends for real, then dies before the dispatcher can mark the message sent."""
+class CrashAfterSending(SmtpChannel):
+    """Sends for real (the server accepts), then dies before the dispatcher can mark anything sent."""
 
-    def __init__(self, inner: Channel) -> None:
-        self.inner = inner
-
-    async def send(self, message: Any) -> None:
-        await self.inner.send(message)
+    async def send_batch(self, messages: list[EmailMessage]) -> list[str | None]:
+        await super().send_batch(messages)
         raise Crash
 
 
@@ -195,8 +200,8 @@ async def test_killed_after_smtp_accepted_resends_once_with_the_same_message_id(
     (slot,) = await seed_typed_slots(pool, count=1)
     await book(api, settings, codec, slot)
     clock = Clock(datetime.now(UTC))
-    smtp = SmtpChannel(SmtpTarget("127.0.0.1", sink.port, None, None, False))
-    dying = Dispatcher(pool, settings, channels={"email": CrashAfterSending(smtp)}, clock=clock)
+    dying_channel = CrashAfterSending(SmtpTarget("127.0.0.1", sink.port, None, None, False))
+    dying = Dispatcher(pool, settings, channels={"email": dying_channel}, clock=clock)
     with pytest.raises(Crash):
         await dying.run_once()
     assert len(sink.messages) == 1  # the server accepted it; it was never marked
@@ -473,8 +478,10 @@ async def test_text_messages_signed_to_the_webhook(
         "SELECT notification_id FROM notifications WHERE channel = 'sms' AND kind = 'confirmation'"
     )
     assert message["key"] == message["id"] == str(sms_id)
-    assert message["to"] == "+493012345678" and "Your appointment is booked" in message["text"]
-    assert "<p>" not in message["text"]  # plain text, no HTML
+    assert message["to"] == "+493012345678" and message["text"].startswith("Booked: ")
+    assert "<p>" not in message["text"] and "\n" not in message["text"]  # one line of plain text
+    line, _, link = message["text"].rpartition(" ")  # what, when, where; then the manage link
+    assert len(line) <= 160 and link.startswith(f"{settings.api_url}/manage?c=")
 
 
 # --- daylight saving time -------------------------------------------------------------------------------
@@ -572,3 +579,29 @@ async def test_surgegate_worker_delivers_without_being_asked(
             assert asyncio.get_running_loop().time() < deadline, "the worker sent no email"
             await asyncio.sleep(0.05)
     assert sink.subjects() == ["Your appointment is booked"]
+
+
+async def test_a_site_closing_the_day_is_told_with_a_cancelling_calendar_file(
+    api: TestClient, settings: Settings, codec: TokenCodec, pool: asyncpg.Pool, sink: Sink
+) -> None:
+    from tests.helpers import admin_headers
+
+    (slot,) = await seed_typed_slots(pool, count=1)
+    await book(api, settings, codec, slot)
+    starts = await starts_of(pool, slot)
+    clock = Clock(datetime.now(UTC))
+    d = dispatcher(pool, settings, sink, clock)
+    await drain(d)
+    day = str(starts.astimezone(ZoneInfo("Europe/Berlin")).date())
+    closed = await api.post("/admin/v1/sites/site-a/closures", json={"day": day, "reason": "flooding"},
+                            headers=admin_headers())  # fmt: skip
+    assert closed.status == 200, await closed.text()
+    for instant in (clock.now, starts - timedelta(hours=24), starts - timedelta(minutes=30)):
+        clock.now = instant
+        await drain(d)
+    assert sink.subjects() == ["Your appointment is booked", "Your appointment is cancelled by the site"]
+    text = sink.messages[1].get_body(("plain",))
+    assert text is not None and "flooding" in text.get_content()
+    (ics,) = [p for p in sink.messages[1].iter_attachments() if p.get_content_type() == "text/calendar"]
+    assert Calendar.from_ical(ics.get_content())["method"] == "CANCEL"
+    assert await kinds(pool, "cancelled") == ["reminder_24h", "reminder_1h"]
