@@ -28,7 +28,7 @@ from shared.idp import IdentityProvider
 from shared.limits import parse_networks
 from shared.metrics import Metrics
 from shared.persons import PersonVault
-from shared.redis import create_arq_pool, create_redis
+from shared.redis import create_arq_pool, create_redis, require_single_redis
 from shared.settings import Settings, SettingsError
 from shared.staff import STAFF, StaffDirectory
 from shared.tokens import TokenCodec
@@ -70,8 +70,11 @@ def create_app(
     async def resources_ctx(app: web.Application) -> AsyncIterator[None]:
         app[POOL] = await create_pool(settings.require_database(), min_size=1, max_size=10)
         app[STAFF].use_pool(app[POOL])
-        app[ARQ] = await create_arq_pool(settings.require_redis(), settings.queue_name)
-        limits_redis = create_redis(settings.require_redis(), timeout_s=REDIS_TIMEOUT_S)
+        # The queue and the API's buckets on one single Redis (a take spans a token's and a client's
+        # bucket in one script: keys of no common hash slot, so never on a cluster).
+        await require_single_redis(settings.require_queue_redis())
+        app[ARQ] = await create_arq_pool(settings.require_queue_redis(), settings.queue_name)
+        limits_redis = create_redis(settings.require_queue_redis(), timeout_s=REDIS_TIMEOUT_S)
         app[THROTTLE] = Throttle(limits_redis, settings, trusted, app[METRICS], clock=clock)
         try:
             yield

@@ -104,7 +104,9 @@ class Supervisor:
         if pool is None:
             return False
         try:
-            redis = await create_arq_pool(self.settings.require_redis(), self.settings.queue_name, connect_retries=0)
+            redis = await create_arq_pool(
+                self.settings.require_queue_redis(), self.settings.queue_name, connect_retries=0
+            )
         except REDIS_UNAVAILABLE as exc:
             self.outages.down(REDIS, exc)
             return False

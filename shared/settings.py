@@ -233,6 +233,14 @@ class Settings:
     access_log: Annotated[bool, Env("SURGEGATE_ACCESS_LOG"), Field(description="1 or 0 (true or false)")] = False
     # "text" (one readable line per record) or "json" (one JSON object per line, for log shippers).
     log_format: Annotated[LogFormat, Env("SURGEGATE_LOG_FORMAT", str.lower)] = "text"
+    # --- issue 13, "Outgrowing one machine" (README "Scaling out") ---------------------------------
+    # Where the booking queue (arq) and the booking API's rate-limit buckets live: one Redis, never a
+    # cluster (arq does not speak cluster). Unset: the same as SURGEGATE_REDIS_URL.
+    queue_redis_url: Annotated[str | None, Env("SURGEGATE_QUEUE_REDIS_URL")] = None
+    # A PostgreSQL streaming replica serving reads that may lag (search, reports); unset: the primary.
+    database_replica_url: Annotated[str | None, Env("SURGEGATE_DATABASE_REPLICA_URL")] = None
+    # A replica further behind than this (seconds) is not used: reads go to the primary meanwhile.
+    replica_max_lag_s: Annotated[NonNegativeFloat, Env("SURGEGATE_REPLICA_MAX_LAG_S")] = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -289,6 +297,16 @@ class Settings:
     def require_redis(self) -> str:
         if not self.redis_url:
             raise SettingsError("SURGEGATE_REDIS_URL is not set (use `surgegate up` for embedded servers)")
+        return self.redis_url
+
+    def require_queue_redis(self) -> str:
+        """The booking queue's Redis: SURGEGATE_QUEUE_REDIS_URL, else SURGEGATE_REDIS_URL."""
+        if self.queue_redis_url:
+            return self.queue_redis_url
+        if not self.redis_url:
+            raise SettingsError(
+                "SURGEGATE_QUEUE_REDIS_URL or SURGEGATE_REDIS_URL is not set (use `surgegate up` for embedded servers)"
+            )
         return self.redis_url
 
     def require_keys(self) -> None:

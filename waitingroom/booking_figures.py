@@ -48,7 +48,7 @@ class BookingFigures:
             refusals = {r["code"]: r["n"] for r in await con.fetch(CONSOLE_REFUSALS, event_id)}
             latency = await con.fetchrow(CONSOLE_LATENCY, event_id, LATENCY_WINDOW_S)
             invites = await con.fetchrow(CONSOLE_INVITES, event_id, datetime.fromtimestamp(room.clock(), UTC))
-        depth = await room.queue.redis.zcard(room.settings.queue_name)
+        depth = await room.queue_redis.zcard(room.settings.queue_name)
         return {
             "booked": booked,
             "slot_full": refusals.get(Code.SLOT_FULL, 0),

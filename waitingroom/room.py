@@ -103,8 +103,11 @@ class Room:
         codec: TokenCodec,
         metrics: Metrics,
         clock: Clock = time.time,
+        queue_redis: Redis | None = None,
     ) -> None:
         self.settings = settings
+        # The booking queue's Redis (its depth): SURGEGATE_QUEUE_REDIS_URL's, by default ``redis``.
+        self.queue_redis = redis if queue_redis is None else queue_redis
         self.pool = pool
         self.queue = QueueStore(redis)
         self.admissions = Admissions(redis, pool, pin_ttl_s=settings.ticket_max_age_s)
@@ -114,6 +117,7 @@ class Room:
         self.vault = PersonVault.from_settings(settings)
         self._rates = RateController(
             redis,
+            queue_redis=self.queue_redis,
             queue_name=settings.queue_name,
             edge_id=secrets.token_hex(8),
             interval_s=settings.rate_control_interval_s,
