@@ -11,7 +11,7 @@ from admission import admin, appointments, audit, changes, holds, queries, repor
 from admission.auth import CLAIMS_PATH, cors_middleware, throttle_middleware, token_middleware
 from admission.availability import Availability, Cache
 from admission.freeze import Freezes
-from admission.keys import ARQ, AVAILABILITY, CODEC, FREEZES, METRICS, POOL, SETTINGS, THROTTLE, VAULT, WAITLIST
+from admission.keys import ARQ, AVAILABILITY, CODEC, FREEZES, METRICS, POOL, READS, SETTINGS, THROTTLE, VAULT, WAITLIST
 from admission.throttle import REDIS_TIMEOUT_S, Throttle
 from shared.db import create_pool
 from shared.http import (
@@ -29,6 +29,7 @@ from shared.limits import parse_networks
 from shared.metrics import Metrics
 from shared.persons import PersonVault
 from shared.redis import create_arq_pool, create_redis, require_single_redis
+from shared.replica import Reads
 from shared.settings import Settings, SettingsError
 from shared.staff import STAFF, StaffDirectory
 from shared.tokens import TokenCodec
@@ -70,6 +71,10 @@ def create_app(
     async def resources_ctx(app: web.Application) -> AsyncIterator[None]:
         app[POOL] = await create_pool(settings.require_database(), min_size=1, max_size=10)
         app[STAFF].use_pool(app[POOL])
+        replica = None
+        if settings.database_replica_url:  # min_size 0: a replica down at start is a fallback, not a failure
+            replica = await create_pool(settings.database_replica_url, min_size=0, max_size=10)
+        app[READS] = Reads(app[POOL], replica, max_lag_s=settings.replica_max_lag_s, metrics=app[METRICS])
         # The queue and the API's buckets on one single Redis (a take spans a token's and a client's
         # bucket in one script: keys of no common hash slot, so never on a cluster).
         await require_single_redis(settings.require_queue_redis())
@@ -81,6 +86,8 @@ def create_app(
         finally:
             await limits_redis.aclose()
             await app[ARQ].aclose()
+            if replica is not None:
+                await replica.close()
             await app[POOL].close()
             app[STAFF].use_pool(None)
             await app[STAFF].close()

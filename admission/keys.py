@@ -11,6 +11,7 @@ from admission.freeze import Freezes
 from admission.throttle import Throttle
 from shared.metrics import Metrics
 from shared.persons import PersonVault
+from shared.replica import Reads
 from shared.settings import Settings
 from shared.tokens import Admission, TokenCodec
 from shared.waitlist import Waitlist
@@ -25,6 +26,7 @@ AVAILABILITY = web.AppKey("availability", Availability)
 WAITLIST = web.AppKey("waitlist", Waitlist)
 THROTTLE = web.AppKey("throttle", Throttle)
 FREEZES = web.AppKey("freezes", Freezes)
+READS = web.AppKey("reads", Reads)  # search and reports: the replica while it keeps up, else POOL
 
 ADMISSION = web.RequestKey("admission", Admission)  # the verified token of this request
 

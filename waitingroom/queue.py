@@ -204,9 +204,10 @@ class QueueStore:
                     pipe.zadd(keys.alive_key(event_id), {str(r): d for r, d in ranks.items()}, gt=True)
             await pipe.execute()
 
-    async def _run(
+    def script_call(
         self, mode: str, event_id: str, now: float, config: QueueConfig, person_ref: str = "", visitor: str = ""
-    ) -> tuple[QueueState, int, str]:
+    ) -> tuple[list[str], list[str]]:
+        """The script's (keys, args) for one call: what :meth:`_run` sends (and a bench pipelines)."""
         script_keys = [
             keys.queue_key(event_id),
             keys.alive_key(event_id),
@@ -215,6 +216,33 @@ class QueueStore:
             keys.active_admissions_key(event_id),
             keys.admission_runs_key(event_id),
         ]
+        args = [
+            mode,
+            repr(now),
+            repr(config.rate_per_s),
+            "1" if config.paused else "0",
+            repr(config.opens_at),
+            str(config.restore_joined),
+            repr(config.restore_served),
+            secrets.token_hex(16),  # the lottery seed, used once: by the call that draws
+            "" if config.restore_lottery is None else str(config.restore_lottery.size),
+            "" if config.restore_lottery is None else config.restore_lottery.seed,
+            visitor,
+            "1" if config.abandonment else "0",
+            "" if config.max_active is None else str(config.max_active),
+            str(config.admission_ttl_s + ACTIVE_GRACE_S),
+            "1" if person_ref else "0",  # whether KEYS[4] is a person's place
+        ]
+        return script_keys, args
+
+    @property
+    def script_sha(self) -> str:
+        return str(self._script.sha)
+
+    async def _run(
+        self, mode: str, event_id: str, now: float, config: QueueConfig, person_ref: str = "", visitor: str = ""
+    ) -> tuple[QueueState, int, str]:
+        script_keys, args = self.script_call(mode, event_id, now, config, person_ref, visitor)
         (
             joined,
             served,
@@ -230,26 +258,7 @@ class QueueStore:
             skipped,
             lapsed,
             active,
-        ) = await self._script(
-            keys=script_keys,
-            args=[
-                mode,
-                repr(now),
-                repr(config.rate_per_s),
-                "1" if config.paused else "0",
-                repr(config.opens_at),
-                str(config.restore_joined),
-                repr(config.restore_served),
-                secrets.token_hex(16),  # the lottery seed, used once: by the call that draws
-                "" if config.restore_lottery is None else str(config.restore_lottery.size),
-                "" if config.restore_lottery is None else config.restore_lottery.seed,
-                visitor,
-                "1" if config.abandonment else "0",
-                "" if config.max_active is None else str(config.max_active),
-                str(config.admission_ttl_s + ACTIVE_GRACE_S),
-                "1" if person_ref else "0",  # whether KEYS[4] is a person's place
-            ],
-        )
+        ) = await self._script(keys=script_keys, args=args)
         state = QueueState(
             joined=int(joined),
             served=float(served),
