@@ -28,7 +28,7 @@ from shared.idp import IdentityProvider
 from shared.limits import parse_networks
 from shared.metrics import Metrics
 from shared.persons import PersonVault
-from shared.redis import create_arq_pool, create_redis, require_single_redis
+from shared.redis import create_arq_pool, create_redis, refuse_cluster
 from shared.replica import Reads
 from shared.settings import Settings, SettingsError
 from shared.staff import STAFF, StaffDirectory
@@ -77,8 +77,12 @@ def create_app(
         app[READS] = Reads(app[POOL], replica, max_lag_s=settings.replica_max_lag_s, metrics=app[METRICS])
         # The queue and the API's buckets on one single Redis (a take spans a token's and a client's
         # bucket in one script: keys of no common hash slot, so never on a cluster).
-        await require_single_redis(settings.require_queue_redis())
         app[ARQ] = await create_arq_pool(settings.require_queue_redis(), settings.queue_name)
+        try:
+            await refuse_cluster(app[ARQ])
+        except SettingsError:
+            await app[ARQ].aclose()
+            raise
         limits_redis = create_redis(settings.require_queue_redis(), timeout_s=REDIS_TIMEOUT_S)
         app[THROTTLE] = Throttle(limits_redis, settings, trusted, app[METRICS], clock=clock)
         try:

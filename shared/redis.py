@@ -18,6 +18,7 @@ never with arq's default pickle: nothing read from Redis is unpickled.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import cast
 from urllib.parse import urlsplit, urlunsplit
 
@@ -29,6 +30,8 @@ from redis.exceptions import RedisError
 
 from shared import job_codec
 from shared.settings import SettingsError
+
+log = logging.getLogger("surgegate.redis")
 
 # A command waits at most this long for an answer: a server that stopped answering (a network
 # partition, not a restart, which refuses at once) raises instead of hanging the worker's loop.
@@ -66,13 +69,27 @@ def _without_database(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "", parts.query, parts.fragment))
 
 
-async def connect_redis(url: str, *, timeout_s: float = 2) -> Redis:
+async def connect_redis(url: str, *, timeout_s: float = 2, probes: int = 3) -> Redis:
     """The waiting room's client for ``url``: a plain client, or a cluster client when the server
     says it runs in cluster mode. Commands fail fast (``timeout_s``) when a server is gone.
 
+    A server that does not answer (``probes`` tries, 1 s apart) cannot say: a plain client is returned
+    and a warning logged, so an edge started during a Redis outage still starts and answers 503 until
+    Redis is back, as before clusters existed; on a cluster such an edge must be restarted once the
+    cluster answers.
+
     Typed as ``Redis``: ``RedisCluster`` answers every command this project sends (scripts, pipelines
     without MULTI, single-key commands) with the same results, and the call sites stay one type."""
-    if not await is_cluster(url, timeout_s=timeout_s):
+    for attempt in range(probes):
+        try:
+            cluster_mode = await is_cluster(url, timeout_s=timeout_s)
+            break
+        except (RedisError, OSError) as exc:
+            if attempt == probes - 1:
+                log.warning("Redis did not answer INFO cluster (%s): assuming a single Redis", type(exc).__name__)
+                return create_redis(url, timeout_s=timeout_s)
+            await asyncio.sleep(1)
+    if not cluster_mode:
         return create_redis(url, timeout_s=timeout_s)
     cluster = RedisCluster.from_url(
         _without_database(url), socket_timeout=timeout_s, socket_connect_timeout=timeout_s, health_check_interval=15
@@ -81,13 +98,23 @@ async def connect_redis(url: str, *, timeout_s: float = 2) -> Redis:
     return cast(Redis, cluster)
 
 
-async def require_single_redis(url: str, variable: str = "SURGEGATE_QUEUE_REDIS_URL") -> None:
+QUEUE_ON_A_CLUSTER = (
+    "SURGEGATE_QUEUE_REDIS_URL (default: SURGEGATE_REDIS_URL) names a Redis/Valkey Cluster node; the booking "
+    "queue (arq) needs a single Redis: set SURGEGATE_QUEUE_REDIS_URL to one (the waiting room may stay on the cluster)"
+)
+
+
+async def require_single_redis(url: str) -> None:
     """Refuse a cluster where arq's queue must live (``SettingsError`` naming the setting)."""
     if await is_cluster(url):
-        raise SettingsError(
-            f"{variable} names a Redis/Valkey Cluster node; the booking queue (arq) needs a single Redis: "
-            "set SURGEGATE_QUEUE_REDIS_URL to one (the waiting room may stay on the cluster)"
-        )
+        raise SettingsError(QUEUE_ON_A_CLUSTER)
+
+
+async def refuse_cluster(client: Redis) -> None:
+    """The same check on a connected client (an arq pool): ``SettingsError`` if it is a cluster node."""
+    info = await client.info("cluster")
+    if str(info.get("cluster_enabled", 0)) == "1":
+        raise SettingsError(QUEUE_ON_A_CLUSTER)
 
 
 async def create_arq_pool(url: str, queue_name: str, *, connect_retries: int = 2) -> ArqRedis:

@@ -26,6 +26,7 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from booking_worker.supervisor import Supervisor
 from shared import keys
 from shared.redis import connect_redis, is_cluster, require_single_redis
 from shared.settings import Settings, SettingsError
@@ -178,12 +179,23 @@ async def test_the_queue_refuses_a_cluster(cluster: list[Node], settings: Settin
     with pytest.raises(SettingsError, match="SURGEGATE_QUEUE_REDIS_URL"):
         await require_single_redis(cluster[0].url)
     await require_single_redis(redis_url)  # a single Redis is fine
-    # the queue's URL defaults to the waiting room's: a cluster there is refused unless the queue has its own
-    with pytest.raises(SettingsError):
-        await require_single_redis(replace(settings, redis_url=cluster[0].url).require_queue_redis())
-    await require_single_redis(
-        replace(settings, redis_url=cluster[0].url, queue_redis_url=redis_url).require_queue_redis()
-    )
+    # The worker stops with the reason (not an outage it would wait out) when the queue's URL, by
+    # default the waiting room's, names a cluster node.
+    on_cluster = replace(settings, redis_url=cluster[0].url)
+    with pytest.raises(SettingsError, match="needs a single Redis"):
+        await Supervisor(on_cluster, serve_metrics=False).run()
+    # negative control: with the queue on its own single Redis the worker runs
+    supervisor = Supervisor(replace(on_cluster, queue_redis_url=redis_url), serve_metrics=False)
+    running = asyncio.create_task(supervisor.run())
+    for _ in range(200):
+        if supervisor.worker is not None and "room_redis" in supervisor.worker.ctx:
+            break
+        await asyncio.sleep(0.05)
+    # its signals to the edge (an admission used, a latency) go to the waiting room's cluster
+    assert supervisor.worker is not None and isinstance(supervisor.worker.ctx["room_redis"], RedisCluster)
+    supervisor.stop()
+    await running
+    assert supervisor.workers_started == 1
 
 
 async def test_joins_admission_and_polls_on_a_cluster(edge: TestClient, clock: FakeClock) -> None:
