@@ -52,7 +52,7 @@ async def fill(store: QueueStore, event_id: str, shape: str, waiters: int, batch
         pipe = store.redis.pipeline(transaction=False)
         alive: dict[str, float] = {}
         for i in range(first, min(waiters, first + batch)):
-            person_ref = secrets.token_bytes(32).hex() if shape != "anonymous" else ""  # as PersonVault.ref
+            person_ref = keys.person_ref_text(secrets.token_bytes(32)) if shape != "anonymous" else ""  # as the edge
             script_keys, args = store.script_call(
                 "join", event_id, now, config, person_ref=person_ref, visitor=secrets.token_urlsafe(16)
             )

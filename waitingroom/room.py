@@ -24,6 +24,7 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
+from shared import keys
 from shared.errors import Code, EventClosed, NotFound, Refused, SpecificRefusal, TicketInvalid, ValidationFailed
 from shared.http import BACKEND_UNAVAILABLE
 from shared.locks import LockNamespace, xact_lock
@@ -437,7 +438,7 @@ class Room:
         if event.one_place_per_person:
             if not person_id:
                 raise ValidationFailed("this event gives one place per person: send your person_id to join")
-            person_ref = self.vault.ref(person_id, field=("person_id",)).hex()  # only the keyed hash goes to Redis
+            person_ref = keys.person_ref_text(self.vault.ref(person_id, field=("person_id",)))  # only the keyed hash
         new_visitor = secrets.token_urlsafe(16)
         state, seq, visitor = await self.queue.join(
             event_id, now, self._config(event, now), visitor=new_visitor, person_ref=person_ref

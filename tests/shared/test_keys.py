@@ -18,6 +18,10 @@ def test_every_key_is_byte_identical() -> None:
     assert keys.alive_key("ev-1") == "sg:alive:{ev-1}"
     assert keys.abandoned_key("ev-1") == "sg:abandoned:{ev-1}"
     assert keys.person_place_key("ev-1", "c0ffee") == "sg:pp:{ev-1}:c0ffee"
+    assert (
+        keys.person_ref_text(bytes.fromhex("c0ffee") * 10 + b"\xff\xfe")
+        == "wP_uwP_uwP_uwP_uwP_uwP_uwP_uwP_uwP_uwP_u__4"
+    )
     assert keys.admitted_at_key("ev-1", "v-42") == "sg:adm:{ev-1}:v-42"
     assert keys.admission_runs_key("ev-1") == "sg:runs:{ev-1}"
     assert keys.waits_key("ev-1") == "sg:waits:{ev-1}"
