@@ -276,3 +276,36 @@ async def test_the_rate_controller_reads_the_queue_depth_from_the_queue_redis(
     # negative control: a controller reading the depth from the cluster finds no queue there
     alone = RateController(room_redis, queue_name=settings.queue_name, edge_id="e2")
     assert (await alone.signals("ev"))[0] == 0
+
+
+async def test_the_join_limiter_on_a_cluster(
+    settings: Settings, clock: FakeClock, cluster: list[Node], cluster_client: RedisCluster
+) -> None:
+    # The per-client buckets (keys of no event) are taken with EVALSHA in a pipeline: on a cluster the
+    # client routes each to its key's node and loads the script on every primary the first time.
+    limited = replace(
+        settings, redis_url=cluster[0].url, queue_redis_url=settings.redis_url, join_limit_per_min=1, join_limit_burst=3
+    )
+    async with serve(create_app(limited, clock=clock, run_ticker=False)) as edge:
+        await _event(edge, "ev", 1)
+        answers = []
+        for _ in range(5):
+            edge.session.cookie_jar.clear()
+            answers.append((await edge.post("/api/v1/events/ev/join")).status)
+        assert answers == [201, 201, 201, 429, 429]
+        assert await cluster_client.exists(keys.join_bucket_key("ip:127.0.0.1")) == 1
+
+
+async def test_one_place_per_person_on_a_cluster(edge: TestClient, cluster_client: RedisCluster) -> None:
+    body = {"name": "E", "rate_per_s": 1, "one_place_per_person": True}
+    assert (await edge.put("/admin/v1/events/ev", json=body, headers=admin_headers())).status == 200
+    seen = []
+    for person in ("P-1", "P-2", "P-1"):  # the same person from a new browser gets the same place back
+        edge.session.cookie_jar.clear()
+        resp = await edge.post("/api/v1/events/ev/join", json={"person_id": person})
+        assert resp.status == 201
+        seen.append((await resp.json())["ticket"])
+    assert seen[2] == seen[0] != seen[1]
+    assert (await edge.app[ROOM].stats("ev"))["joined"] == 2
+    places = [k async for k in cluster_client.scan_iter(match=keys.person_place_key("ev", "*"))]
+    assert len(places) == 2
