@@ -64,7 +64,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["waitlist"] = Waitlist(TokenCodec(settings.secret_keys), ctx["vault"], WaitlistPolicy.from_settings(settings))
     if settings.queue_redis_url and settings.redis_url and settings.queue_redis_url != settings.redis_url:
         # The queue has its own Redis: the edge's signals (an admission used, a booking's latency)
-        # belong with the event's keys in the waiting room's Redis (maybe a cluster), not arq's.
+        # belong with the event's keys in the waiting room's Redis (maybe a cluster), not in arq's.
+        # This is the client for them; booking.py's _tell_the_edge must write through it (it still
+        # writes through ctx["redis"], arq's, until that is wired).
         try:
             ctx["room_redis"] = await connect_redis(settings.redis_url)
         except (RedisError, OSError) as exc:
