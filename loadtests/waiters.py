@@ -14,6 +14,12 @@ everyone stays waiting. Three shapes of waiter, each measured as ``used_memory``
   in the event's ``alive`` sorted set, as the edge's ``note_alive`` writes it).
 
 Prints a Markdown table and, per shape, ``MEMORY USAGE`` of one of its per-waiter keys.
+
+``--edge``: the edge's memory against queue length instead. An edge process (embedded PostgreSQL and
+Valkey unless SURGEGATE_DATABASE_URL / SURGEGATE_REDIS_URL are set) serves one event admitting nobody;
+200 visitors join over HTTP and poll; its RSS is read; then ``--waiters`` more join through the
+script as above (the edge is not told), 200 more join over HTTP (their positions show the queue's
+length) and all 400 poll; its RSS is read again.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import psutil
 from redis.asyncio import Redis
 
@@ -36,6 +43,7 @@ from surgegate.embedded import EmbeddedValkey
 from waitingroom.queue import QueueConfig, QueueStore
 
 SHAPES = ("anonymous", "person", "person+alive")
+EDGE_EVENT = "memory"
 
 
 async def used_memory(redis: Redis) -> int:
@@ -123,13 +131,85 @@ async def main(args: argparse.Namespace) -> None:
         )
 
 
+async def _poll_all(session: aiohttp.ClientSession, base: str, tickets: list[str], rounds: int) -> list[int]:
+    positions = []
+    for _ in range(rounds):
+        for ticket in tickets:
+            async with session.get(
+                f"{base}/api/v1/events/{EDGE_EVENT}/status", headers={"Authorization": f"Bearer {ticket}"}
+            ) as resp:
+                assert resp.status == 200, await resp.text()
+                positions.append(int((await resp.json())["position"] or 0))
+    return positions
+
+
+async def _join_http(session: aiohttp.ClientSession, base: str, n: int) -> list[str]:
+    tickets = []
+    for _ in range(n):
+        session.cookie_jar.clear()
+        async with session.post(f"{base}/api/v1/events/{EDGE_EVENT}/join") as resp:
+            assert resp.status == 201, await resp.text()
+            tickets.append(str((await resp.json())["ticket"]))
+    return tickets
+
+
+async def edge_memory(args: argparse.Namespace) -> None:
+    """The edge's RSS with 200 waiting and with ``args.waiters`` + 400 waiting (module docstring)."""
+    from loadtests.bench import ADMIN, KEYS, backing_services, rss_mb, spawn, stop
+    from shared.db import connect, migrate
+    from surgegate.embedded import free_port
+
+    with tempfile.TemporaryDirectory() as tmp, backing_services(Path(tmp)) as (dsn, url):
+        con = await connect(dsn)
+        try:
+            await migrate(con)
+        finally:
+            await con.close()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SURGEGATE_")}
+        env.update(
+            SURGEGATE_DATABASE_URL=dsn, SURGEGATE_REDIS_URL=url, SURGEGATE_SECRET_KEYS=KEYS,
+            SURGEGATE_ADMIN_TOKEN=ADMIN, SURGEGATE_JOIN_LIMIT_PER_MIN="0",
+        )  # fmt: skip
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        edge = spawn(["surgegate", "edge", "--port", str(port)], env, f"{base}/healthz")
+        redis = Redis.from_url(url)
+        try:
+            async with aiohttp.ClientSession() as session:
+                put = {"name": "Edge memory", "rate_per_s": 0}
+                async with session.put(
+                    f"{base}/admin/v1/events/{EDGE_EVENT}", json=put, headers={"Authorization": f"Bearer {ADMIN}"}
+                ) as resp:
+                    assert resp.status in (200, 201), await resp.text()
+                first = await _join_http(session, base, 200)
+                await _poll_all(session, base, first, 5)
+                small = rss_mb(edge)
+                store = QueueStore(redis)
+                await redis.script_load(store._script.script)
+                seconds = await fill(store, EDGE_EVENT, "anonymous", args.waiters, args.batch)
+                last = await _join_http(session, base, 200)
+                positions = await _poll_all(session, base, first + last, 5)
+                large = rss_mb(edge)
+        finally:
+            await redis.aclose()
+            stop(edge)
+    print(f"command: python -m loadtests.waiters --edge --waiters {args.waiters}")
+    print(f"filled {args.waiters:,} waiters through the script in {seconds:.0f} s")
+    print("| waiting | edge RSS after the polls |")
+    print("|---|---|")
+    print(f"| 200 | {small:.1f} MB |")
+    print(f"| {max(positions):,} (the last position a poll answered) | {large:.1f} MB |")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--waiters", type=int, default=1_000_000)
     p.add_argument("--batch", type=int, default=2000)
     p.add_argument("--shapes", nargs="+", choices=SHAPES, default=list(SHAPES))
+    p.add_argument("--edge", action="store_true", help="measure the edge's RSS against queue length instead")
     return p.parse_args(argv)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse_args()))
+    arguments = parse_args()
+    asyncio.run(edge_memory(arguments) if arguments.edge else main(arguments))
