@@ -31,7 +31,6 @@ from tests.helpers import admission_token, metric_value, seed_site_and_slot, ser
 
 pytestmark = pytest.mark.slow  # starts its own primary and streaming replica
 
-ADD_SITE = "INSERT INTO sites (site_id, name, region, timezone, lat, lng) VALUES ($1, 'S', 'R', 'UTC', 52.5, 13.4)"
 SITE_COUNT = "SELECT count(*) FROM sites"
 
 
@@ -98,6 +97,14 @@ async def _site_ids(api: TestClient, token: str) -> list[str]:
     return sorted(s["site_id"] for s in (await resp.json())["sites"])
 
 
+async def _next_sites(api: TestClient, token: str) -> list[str]:
+    resp = await api.get(
+        "/api/v1/slots/next", params={"lat": "52.5", "lng": "13.4"}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert resp.status == 200, await resp.text()
+    return sorted(s["site"]["site_id"] for s in (await resp.json())["slots"])
+
+
 @pytest.fixture
 def on_pair(settings: Settings, pair: Pair, primary_pool: asyncpg.Pool) -> Settings:
     return replace(settings, database_url=pair.primary.dsn, database_replica_url=pair.replica.dsn, search_cache_s=0.0)
@@ -112,15 +119,17 @@ async def test_search_reads_the_replica_and_falls_back_when_it_lags(
     replica = await asyncpg.connect(pair.replica.dsn)
     try:
         await replica.execute("SELECT pg_wal_replay_pause()")
-        await primary_pool.execute(ADD_SITE, "site-b")  # on the primary only, while replay is paused
+        await seed_site_and_slot(primary_pool, site_id="site-b")  # on the primary only, while replay is paused
         token = admission_token(codec)
         patient = replace(on_pair, replica_max_lag_s=3600.0)  # a bound the pause does not exceed
         async with serve(create_app(patient)) as api:
             assert await _site_ids(api, token) == ["site-a"]  # the replica answered
+            assert await _next_sites(api, token) == ["site-a"]
             assert metric_value(api.app[METRICS], "surgegate_replica_reads_total") >= 1
         strict = replace(on_pair, replica_max_lag_s=0.0)  # any lag is too much: the primary answers
         async with serve(create_app(strict)) as api:
             assert await _site_ids(api, token) == ["site-a", "site-b"]
+            assert await _next_sites(api, token) == ["site-a", "site-b"]
             assert metric_value(api.app[METRICS], "surgegate_replica_fallback_total", reason="lag") >= 1
             assert metric_value(api.app[METRICS], "surgegate_replica_reads_total") == 0
     finally:
