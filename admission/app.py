@@ -48,6 +48,7 @@ from admission.keys import (
     IDENTITIES,
     METRICS,
     POOL,
+    READS,
     RULEBOOK,
     SETTINGS,
     THROTTLE,
@@ -74,7 +75,8 @@ from shared.limits import parse_networks
 from shared.manage import MANAGE_PATH
 from shared.metrics import Metrics
 from shared.persons import PersonVault
-from shared.redis import create_arq_pool, create_redis
+from shared.redis import create_arq_pool, create_redis, refuse_cluster
+from shared.replica import Reads
 from shared.settings import Settings, SettingsError
 from shared.staff import STAFF, StaffDirectory
 from shared.token_failures import TokenFailureCounter, flush_loop
@@ -122,8 +124,19 @@ def create_app(
     async def resources_ctx(app: web.Application) -> AsyncIterator[None]:
         app[POOL] = await create_pool(settings.require_database(), min_size=1, max_size=10)
         app[STAFF].use_pool(app[POOL])
-        app[ARQ] = await create_arq_pool(settings.require_redis(), settings.queue_name)
-        limits_redis = create_redis(settings.require_redis(), timeout_s=REDIS_TIMEOUT_S)
+        replica = None
+        if settings.database_replica_url:  # min_size 0: a replica down at start is a fallback, not a failure
+            replica = await create_pool(settings.database_replica_url, min_size=0, max_size=10)
+        app[READS] = Reads(app[POOL], replica, max_lag_s=settings.replica_max_lag_s, metrics=app[METRICS])
+        # The queue and the API's buckets on one single Redis (a take spans a token's and a client's
+        # bucket in one script: keys of no common hash slot, so never on a cluster).
+        app[ARQ] = await create_arq_pool(settings.require_queue_redis(), settings.queue_name)
+        try:
+            await refuse_cluster(app[ARQ])
+        except SettingsError:
+            await app[ARQ].aclose()
+            raise
+        limits_redis = create_redis(settings.require_queue_redis(), timeout_s=REDIS_TIMEOUT_S)
         app[THROTTLE] = Throttle(limits_redis, settings, trusted, app[METRICS], clock=clock)
         flusher = asyncio.create_task(flush_loop(app[TOKEN_FAILURES], limits_redis))
         try:
@@ -135,6 +148,8 @@ def create_app(
             await app[TOKEN_FAILURES].flush(limits_redis)  # what the last second counted
             await limits_redis.aclose()
             await app[ARQ].aclose()
+            if replica is not None:
+                await replica.close()
             await app[POOL].close()
             app[STAFF].use_pool(None)
             await app[STAFF].close()

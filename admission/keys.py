@@ -15,6 +15,7 @@ from shared.eligibility import RuleBook
 from shared.identity import Identities
 from shared.metrics import Metrics
 from shared.persons import PersonVault
+from shared.replica import Reads
 from shared.settings import Settings
 from shared.token_failures import TokenFailureCounter
 from shared.tokens import Admission, TokenCodec
@@ -33,6 +34,7 @@ FREEZES = web.AppKey("freezes", Freezes)
 TOKEN_FAILURES = web.AppKey("token_failures", TokenFailureCounter)  # flushed to Redis for the console
 IDENTITIES = web.AppKey("identities", Identities)
 RULEBOOK = web.AppKey("rulebook", RuleBook)
+READS = web.AppKey("reads", Reads)  # search and reports: the replica while it keeps up, else POOL
 
 ADMISSION = web.RequestKey("admission", Admission)  # the verified token of this request
 MANAGED = web.RequestKey("managed", uuid.UUID)  # the appointment a verified manage credential names

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from admission.keys import POOL, SETTINGS
+from admission.keys import READS, SETTINGS
 from shared import reports
 from shared.http import json_response, validate
 from shared.staff import Role, requires
@@ -23,7 +23,7 @@ def wants_csv(request: web.Request) -> bool:
 async def get_report(request: web.Request) -> web.Response:
     kind = reports.kind_of(request.match_info["kind"])
     query = validate(reports.ReportQuery, dict(request.query))
-    async with request.app[POOL].acquire() as con:
+    async with (await request.app[READS].pool()).acquire() as con:  # may lag: the replica, if any
         report = await reports.build_report(con, kind, query, request.app[SETTINGS].report_min_cell)
     headers = {"Cache-Control": "no-store"}
     if wants_csv(request):

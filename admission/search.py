@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from admission import queries
 from admission.auth import token_failed
 from admission.availability import bookable, remaining
-from admission.keys import AVAILABILITY, POOL, admission_of
+from admission.keys import AVAILABILITY, READS, admission_of
 from shared.errors import NotFound, TokenScope
 from shared.http import json_response, validate
 
@@ -64,7 +64,7 @@ def haversine_km(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
 
 async def _sites(request: web.Request) -> list[dict[str, Any]]:
     async def load() -> list[dict[str, Any]]:
-        async with request.app[POOL].acquire() as con:
+        async with (await request.app[READS].pool()).acquire() as con:  # may lag: the replica, if any
             return [dict(r) for r in await con.fetch(queries.LIST_SITES)]
 
     sites: list[dict[str, Any]] = await request.app[AVAILABILITY].cache.get(("sites",), load)
@@ -104,7 +104,8 @@ async def list_slots(request: web.Request) -> web.Response:
     end = min(q.to or start + timedelta(days=7), start + MAX_SLOT_WINDOW)
     if not any(s["site_id"] == q.site_id for s in await _sites(request)):
         raise NotFound(f"no site {q.site_id!r}")
-    rows = await request.app[AVAILABILITY].slots_between(request.app[POOL], q.site_id, start, end, now)
+    reads = await request.app[READS].pool()
+    rows = await request.app[AVAILABILITY].slots_between(reads, q.site_id, start, end, now)
     found = []
     for row in rows:
         if q.type_id is not None and row["type_id"] != q.type_id:
@@ -127,8 +128,9 @@ async def next_available(request: web.Request) -> web.Response:
     now = datetime.now(UTC)
     sites = [s for s in _near(await _sites(request), q.lat, q.lng, q.radius_km) if admission.allows_site(s["site_id"])]
     found = []
+    reads = await request.app[READS].pool()
     for site in sites[:200]:
-        for row in await request.app[AVAILABILITY].site_slots(request.app[POOL], site["site_id"], now):
+        for row in await request.app[AVAILABILITY].site_slots(reads, site["site_id"], now):
             if (q.type_id is None or row["type_id"] == q.type_id) and remaining(row) > 0 and bookable(row, now):
                 found.append({**row["json"], "site": {k: site[k] for k in ("site_id", "name", "distance_km")}})
                 break

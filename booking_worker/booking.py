@@ -93,13 +93,16 @@ async def _tell_the_edge(ctx: dict[str, Any], job: BookingJob, outcome: BookingO
     long the attempt took from enqueue to outcome (read by the edge's auto rate controller)."""
     if "redis" not in ctx:
         return
+    # The event's keys live in the waiting room's Redis; arq's own is another when the queue has its
+    # own URL (SURGEGATE_QUEUE_REDIS_URL: then worker.py opens ``room_redis``).
+    room_redis = ctx.get("room_redis", ctx["redis"])
     enqueued = ctx.get("enqueue_time")
     report = executed and isinstance(enqueued, datetime)
     release = outcome.status == AttemptStatus.CONFIRMED and job.rank is not None
     if not (report or release):
         return
     try:
-        async with ctx["redis"].pipeline(transaction=False) as pipe:
+        async with room_redis.pipeline(transaction=False) as pipe:
             if release:
                 pipe.zrem(active_admissions_key(job.event_id), job.rank)
             if report and isinstance(enqueued, datetime):

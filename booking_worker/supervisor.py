@@ -42,8 +42,8 @@ from booking_worker.worker import WorkerSettings, build_worker, open_database
 from shared.db import DATABASE_UNAVAILABLE
 from shared.http import healthz, metrics_handler
 from shared.metrics import Metrics
-from shared.redis import create_arq_pool
-from shared.settings import Settings
+from shared.redis import create_arq_pool, refuse_cluster
+from shared.settings import Settings, SettingsError
 
 log = logging.getLogger("surgegate.booking_worker")
 
@@ -108,11 +108,14 @@ class Supervisor:
         if pool is None:
             return False
         try:
-            redis = await create_arq_pool(self.settings.require_redis(), self.settings.queue_name, connect_retries=0)
+            redis = await create_arq_pool(
+                self.settings.require_queue_redis(), self.settings.queue_name, connect_retries=0
+            )
         except REDIS_UNAVAILABLE as exc:
             self.outages.down(REDIS, exc)
             return False
         try:
+            await refuse_cluster(redis)  # SettingsError: not an outage, the worker stops with the reason
             if self._held:
                 await redis.delete(*(in_progress_key_prefix + job_id for job_id in self._held))
                 self._held.clear()
@@ -123,6 +126,9 @@ class Supervisor:
             await _close(redis)
             self.outages.down(REDIS, exc)
             return False
+        except SettingsError:
+            await _close(redis)
+            raise
         self.outages.up(REDIS)
         ctx = {"pool": pool, "metrics": self.metrics, "outages": self.outages}
         worker = build_worker(self.settings, redis_pool=redis, handle_signals=False, ctx=ctx, **self.worker_options)
@@ -191,6 +197,9 @@ class Supervisor:
             with contextlib.suppress(*REDIS_UNAVAILABLE):
                 await worker.pool.delete(worker.health_check_key)
         await _close(worker.pool)
+        room_redis = worker.ctx.pop("room_redis", None)  # opened by its on_startup (worker.py); arq's
+        if room_redis is not None:  # on_shutdown is not run for a supervised worker
+            await _close(room_redis)
 
     async def _observe(self) -> None:
         """Refresh the gauges a scrape reads: reachability of Redis and PostgreSQL as the outage log

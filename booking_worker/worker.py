@@ -16,6 +16,7 @@ from typing import Any, ClassVar, cast
 import asyncpg
 from arq import cron, func
 from arq.worker import Worker, create_worker
+from redis.exceptions import RedisError
 
 from booking_worker.booking import BOOK_MAX_TRIES, book, requeue_pending
 from booking_worker.outages import Outages
@@ -33,7 +34,7 @@ from shared.audit import AuditKeys
 from shared.db import create_pool
 from shared.metrics import Metrics
 from shared.persons import PersonVault
-from shared.redis import redis_settings
+from shared.redis import connect_redis, redis_settings
 from shared.settings import Settings
 from shared.tokens import TokenCodec
 from shared.waitlist import Waitlist, WaitlistPolicy
@@ -62,9 +63,19 @@ async def startup(ctx: dict[str, Any]) -> None:
     if ctx["audit_keys"].signing is None:
         log.warning("audit checkpoints are not signed: SURGEGATE_AUDIT_SIGNING_KEY is not set")
     ctx["waitlist"] = Waitlist(TokenCodec(settings.secret_keys), ctx["vault"], WaitlistPolicy.from_settings(settings))
+    if settings.queue_redis_url and settings.redis_url and settings.queue_redis_url != settings.redis_url:
+        # The queue has its own Redis: the edge's signals (an admission used, a booking's latency)
+        # belong with the event's keys in the waiting room's Redis (maybe a cluster), not in arq's.
+        # This is the client booking.py's _tell_the_edge writes them through.
+        try:
+            ctx["room_redis"] = await connect_redis(settings.redis_url)
+        except (RedisError, OSError) as exc:
+            log.warning("waiting room Redis unreachable at startup (%s): no booking signals", type(exc).__name__)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    if "room_redis" in ctx:
+        await ctx.pop("room_redis").aclose()
     if ctx.get("owns_pool"):
         await ctx["pool"].close()
 
@@ -108,7 +119,7 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
     cron_jobs = overrides.pop("cron_jobs", WorkerSettings.cron_jobs)
     worker: Worker = create_worker(
         cast(Any, WorkerSettings),  # arq's settings type is a Protocol our plain class satisfies
-        redis_settings=redis_settings(settings.require_redis()),
+        redis_settings=redis_settings(settings.require_queue_redis()),
         queue_name=settings.queue_name,
         ctx=ctx,
         cron_jobs=[replace(job, next_run=None) for job in cron_jobs],

@@ -29,6 +29,7 @@ from typing import Any
 
 import redis.exceptions
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -191,6 +192,10 @@ class Buckets:
                 future.set_result(result)
 
     async def _evaluate(self, calls: list[tuple[list[str], list[str]]], *, loaded: bool = False) -> list[Any]:
+        if isinstance(self._redis, RedisCluster):
+            # redis-py refuses EVALSHA in a cluster pipeline: the calls go out together instead, each
+            # to its key's node (the script loads itself where it is missing); errors come back as results.
+            return await asyncio.gather(*(self._script(keys=k, args=a) for k, a in calls), return_exceptions=True)
         pipe = self._redis.pipeline(transaction=False)
         for keys, args in calls:
             pipe.evalsha(self._script.sha, len(keys), *keys, *args)

@@ -105,6 +105,18 @@ class Metrics:
             "surgegate_appointment_status_changes", "Appointments moved to a status", ["status"], registry=r
         )
         self.search_cache = Counter("surgegate_search_cache", "Search cache lookups", ["result"], registry=r)
+        self.replica_reads = Counter(
+            "surgegate_replica_reads", "Reads that may lag served by the database replica", registry=r
+        )
+        self.replica_fallback = Counter(
+            "surgegate_replica_fallback",
+            "Reads that may lag served by the primary because the replica was unusable (lag, down, not_standby)",
+            ["reason"],
+            registry=r,
+        )
+        self.replica_lag = Gauge(
+            "surgegate_replica_lag_seconds", "How far the database replica was behind at its last check", registry=r
+        )
         self.api_throttled = Counter(
             "surgegate_api_throttled",
             "Booking-API requests refused 429 by a rate limit, by scope (token, client) and kind (read, write)",

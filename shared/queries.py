@@ -889,3 +889,13 @@ WHERE person_ref = $1 AND ($2::text IS NULL OR event_id = $2)
 ORDER BY created_at DESC, decision_id
 LIMIT 100
 """
+
+# --- the read replica (shared/replica.py), asked on the replica ---------------------------------
+# Behind by: nothing when every WAL record received is replayed (an idle primary sends none), else the
+# age of the last transaction replayed.
+REPLICA_LAG = """
+SELECT pg_is_in_recovery() AS standby,
+       pg_last_wal_receive_lsn() IS NOT NULL
+           AND pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() AS caught_up,
+       EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8 AS behind_s
+"""

@@ -303,6 +303,14 @@ class Settings:
     # A PEM file of CA certificates trusted for the SMTP server's certificate (STARTTLS or smtps://), on
     # top of the system's: a private relay's own CA. Certificates are always verified, host name too.
     smtp_ca_file: Annotated[str | None, Env("SURGEGATE_SMTP_CA_FILE", _parse_ca_file)] = None
+    # --- issue 13, "Outgrowing one machine" (README "Scaling out") ---------------------------------
+    # Where the booking queue (arq) and the booking API's rate-limit buckets live: one Redis, never a
+    # cluster (arq does not speak cluster). Unset: the same as SURGEGATE_REDIS_URL.
+    queue_redis_url: Annotated[str | None, Env("SURGEGATE_QUEUE_REDIS_URL")] = None
+    # A PostgreSQL streaming replica serving reads that may lag (search, reports); unset: the primary.
+    database_replica_url: Annotated[str | None, Env("SURGEGATE_DATABASE_REPLICA_URL")] = None
+    # A replica further behind than this (seconds) is not used: reads go to the primary meanwhile.
+    replica_max_lag_s: Annotated[NonNegativeFloat, Env("SURGEGATE_REPLICA_MAX_LAG_S")] = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -359,6 +367,16 @@ class Settings:
     def require_redis(self) -> str:
         if not self.redis_url:
             raise SettingsError("SURGEGATE_REDIS_URL is not set (use `surgegate up` for embedded servers)")
+        return self.redis_url
+
+    def require_queue_redis(self) -> str:
+        """The booking queue's Redis: SURGEGATE_QUEUE_REDIS_URL, else SURGEGATE_REDIS_URL."""
+        if self.queue_redis_url:
+            return self.queue_redis_url
+        if not self.redis_url:
+            raise SettingsError(
+                "SURGEGATE_QUEUE_REDIS_URL or SURGEGATE_REDIS_URL is not set (use `surgegate up` for embedded servers)"
+            )
         return self.redis_url
 
     def require_keys(self) -> None:

@@ -26,7 +26,7 @@ from shared.idp import IdentityProvider
 from shared.limits import Buckets, Limit, parse_networks
 from shared.manage import manage_url
 from shared.metrics import Metrics
-from shared.redis import create_redis
+from shared.redis import connect_redis, create_redis
 from shared.settings import Settings, SettingsError
 from shared.staff import STAFF, StaffDirectory
 from shared.tokens import TokenCodec
@@ -81,9 +81,20 @@ def create_app(
     async def resources_ctx(app: web.Application) -> AsyncIterator[None]:
         pool = await create_pool(settings.require_database(), min_size=1, max_size=4)
         app[STAFF].use_pool(pool)
-        redis = create_redis(settings.require_redis())
+        redis = await connect_redis(settings.require_redis())  # a cluster client if the server is one
+        queue_redis = redis
+        if settings.queue_redis_url and settings.queue_redis_url != settings.redis_url:
+            queue_redis = create_redis(settings.queue_redis_url)
         codec = TokenCodec(settings.secret_keys, leeway_s=settings.token_leeway_s, clock=clock)
-        room = Room(settings=settings, pool=pool, redis=redis, codec=codec, metrics=app[METRICS], clock=clock)
+        room = Room(
+            settings=settings,
+            pool=pool,
+            redis=redis,
+            codec=codec,
+            metrics=app[METRICS],
+            clock=clock,
+            queue_redis=queue_redis,
+        )
         # The page's confirmation on reload carries the appointment's manage link (shared/manage.py).
         room.manage_link = functools.partial(manage_url, settings)
         await room.refresh_events()
@@ -97,6 +108,8 @@ def create_app(
                 ticker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await ticker
+            if queue_redis is not redis:
+                await queue_redis.aclose()
             await redis.aclose()
             await pool.close()
             app[STAFF].use_pool(None)

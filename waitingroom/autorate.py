@@ -54,8 +54,17 @@ def p90(values: list[float]) -> float | None:
 
 
 class RateController:
-    def __init__(self, redis: Redis, *, queue_name: str, edge_id: str, interval_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        queue_name: str,
+        edge_id: str,
+        interval_s: float = 2.0,
+        queue_redis: Redis | None = None,
+    ) -> None:
         self._redis = redis
+        self._queue_redis = redis if queue_redis is None else queue_redis  # where the booking queue is
         self._queue_name = queue_name
         self._edge_id = edge_id
         self.interval_s = interval_s
@@ -68,8 +77,12 @@ class RateController:
 
     async def signals(self, event_id: str) -> tuple[int, float | None]:
         """(booking queue depth, p90 of the event's recent attempt latencies)."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(self._queue_name)
-            pipe.lrange(booking_latency_key(event_id), 0, -1)
-            depth, latencies = await pipe.execute()
+        if self._queue_redis is self._redis:
+            async with self._redis.pipeline(transaction=False) as pipe:  # one round trip
+                pipe.zcard(self._queue_name)
+                pipe.lrange(booking_latency_key(event_id), 0, -1)
+                depth, latencies = await pipe.execute()
+        else:  # the queue on its own Redis (SURGEGATE_QUEUE_REDIS_URL), the latencies with the event's keys
+            depth = await self._queue_redis.zcard(self._queue_name)
+            latencies = await self._redis.lrange(booking_latency_key(event_id), 0, -1)  # type: ignore[misc]
         return int(depth), p90([float(v) for v in latencies])

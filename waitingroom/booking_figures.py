@@ -52,7 +52,7 @@ class BookingFigures:
         now = self._clock()
         if self._failures is not None and now - self._failures[0] < BOOKING_FIGURES_TTL_S:
             return self._failures[1]
-        value = await read_window(room.queue.redis)
+        value = await read_window(room.queue_redis)  # where the booking APIs write them (their limits Redis)
         self._failures = (now, value)
         return value
 
@@ -78,7 +78,7 @@ class BookingFigures:
             refusals = {r["code"]: r["n"] for r in await con.fetch(CONSOLE_REFUSALS, event_id)}
             latency = await con.fetchrow(CONSOLE_LATENCY, event_id, LATENCY_WINDOW_S)
             invites = await con.fetchrow(CONSOLE_INVITES, event_id, datetime.fromtimestamp(room.clock(), UTC))
-        depth = await room.queue.redis.zcard(room.settings.queue_name)
+        depth = await room.queue_redis.zcard(room.settings.queue_name)
         return {
             "booked": booked,
             "slot_full": refusals.get(Code.SLOT_FULL, 0),

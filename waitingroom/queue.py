@@ -24,6 +24,9 @@ from waitingroom.lottery import Lottery
 
 _SCRIPT = """
 local key = KEYS[1]
+-- KEYS[4]: the person's place when ARGV[15] is 1; otherwise KEYS[1] again, unused as a place (a cluster
+-- needs every key of a script in one slot, which an empty name is not).
+local place = ARGV[15] == '1' and KEYS[4] or ''
 local mode = ARGV[1]
 local now = tonumber(ARGV[2])
 local h = redis.call('HMGET', key, 'joined', 'served', 't', 'rate', 'paused', 'opens', 'pre', 'seed', 'abandoned')
@@ -101,18 +104,18 @@ if paused ~= '1' and now > from then
   end
 end
 if now > t then t = now end
--- A join takes the next number, unless its person (KEYS[2], a keyed hash) already holds one.
+-- A join takes the next number, unless its person (KEYS[4], a keyed hash) already holds one.
 local seq, visitor = joined, ''
 if mode == 'join' then
-  local held = KEYS[4] ~= '' and redis.call('HMGET', KEYS[4], 'seq', 'visitor') or {false, false}
+  local held = place ~= '' and redis.call('HMGET', place, 'seq', 'visitor') or {false, false}
   if held[1] then
     seq, visitor = tonumber(held[1]), held[2]
   else
     joined = joined + 1
     seq, visitor = joined, ARGV[11]
-    if KEYS[4] ~= '' then
-      redis.call('HSET', KEYS[4], 'seq', tostring(seq), 'visitor', visitor)
-      redis.call('EXPIRE', KEYS[4], 30 * 86400)
+    if place ~= '' then
+      redis.call('HSET', place, 'seq', tostring(seq), 'visitor', visitor)
+      redis.call('EXPIRE', place, 30 * 86400)
     end
   end
 end
@@ -201,17 +204,45 @@ class QueueStore:
                     pipe.zadd(keys.alive_key(event_id), {str(r): d for r, d in ranks.items()}, gt=True)
             await pipe.execute()
 
-    async def _run(
+    def script_call(
         self, mode: str, event_id: str, now: float, config: QueueConfig, person_ref: str = "", visitor: str = ""
-    ) -> tuple[QueueState, int, str]:
+    ) -> tuple[list[str], list[str]]:
+        """The script's (keys, args) for one call: what :meth:`_run` sends (and a bench pipelines)."""
         script_keys = [
             keys.queue_key(event_id),
             keys.alive_key(event_id),
             keys.abandoned_key(event_id),
-            keys.person_place_key(event_id, person_ref) if person_ref else "",
+            keys.person_place_key(event_id, person_ref) if person_ref else keys.queue_key(event_id),
             keys.active_admissions_key(event_id),
             keys.admission_runs_key(event_id),
         ]
+        args = [
+            mode,
+            repr(now),
+            repr(config.rate_per_s),
+            "1" if config.paused else "0",
+            repr(config.opens_at),
+            str(config.restore_joined),
+            repr(config.restore_served),
+            secrets.token_hex(16),  # the lottery seed, used once: by the call that draws
+            "" if config.restore_lottery is None else str(config.restore_lottery.size),
+            "" if config.restore_lottery is None else config.restore_lottery.seed,
+            visitor,
+            "1" if config.abandonment else "0",
+            "" if config.max_active is None else str(config.max_active),
+            str(config.admission_ttl_s + ACTIVE_GRACE_S),
+            "1" if person_ref else "0",  # whether KEYS[4] is a person's place
+        ]
+        return script_keys, args
+
+    @property
+    def script_sha(self) -> str:
+        return str(self._script.sha)
+
+    async def _run(
+        self, mode: str, event_id: str, now: float, config: QueueConfig, person_ref: str = "", visitor: str = ""
+    ) -> tuple[QueueState, int, str]:
+        script_keys, args = self.script_call(mode, event_id, now, config, person_ref, visitor)
         (
             joined,
             served,
@@ -227,25 +258,7 @@ class QueueStore:
             skipped,
             lapsed,
             active,
-        ) = await self._script(
-            keys=script_keys,
-            args=[
-                mode,
-                repr(now),
-                repr(config.rate_per_s),
-                "1" if config.paused else "0",
-                repr(config.opens_at),
-                str(config.restore_joined),
-                repr(config.restore_served),
-                secrets.token_hex(16),  # the lottery seed, used once: by the call that draws
-                "" if config.restore_lottery is None else str(config.restore_lottery.size),
-                "" if config.restore_lottery is None else config.restore_lottery.seed,
-                visitor,
-                "1" if config.abandonment else "0",
-                "" if config.max_active is None else str(config.max_active),
-                str(config.admission_ttl_s + ACTIVE_GRACE_S),
-            ],
-        )
+        ) = await self._script(keys=script_keys, args=args)
         state = QueueState(
             joined=int(joined),
             served=float(served),

@@ -24,6 +24,7 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
+from shared import keys
 from shared.errors import Code, EventClosed, NotFound, Refused, SpecificRefusal, TicketInvalid, ValidationFailed
 from shared.http import BACKEND_UNAVAILABLE
 from shared.locks import LockNamespace, xact_lock
@@ -107,8 +108,11 @@ class Room:
         codec: TokenCodec,
         metrics: Metrics,
         clock: Clock = time.time,
+        queue_redis: Redis | None = None,
     ) -> None:
         self.settings = settings
+        # The booking queue's Redis (its depth): SURGEGATE_QUEUE_REDIS_URL's, by default ``redis``.
+        self.queue_redis = redis if queue_redis is None else queue_redis
         self.pool = pool
         self.queue = QueueStore(redis)
         self.admissions = Admissions(redis, pool, pin_ttl_s=settings.ticket_max_age_s)
@@ -118,6 +122,7 @@ class Room:
         self.vault = PersonVault.from_settings(settings)
         self._rates = RateController(
             redis,
+            queue_redis=self.queue_redis,
             queue_name=settings.queue_name,
             edge_id=secrets.token_hex(8),
             interval_s=settings.rate_control_interval_s,
@@ -452,7 +457,7 @@ class Room:
         if event.one_place_per_person:
             if not person_id:
                 raise ValidationFailed("this event gives one place per person: send your person_id to join")
-            person_ref = self.vault.ref(person_id, field=("person_id",)).hex()  # only the keyed hash goes to Redis
+            person_ref = keys.person_ref_text(self.vault.ref(person_id, field=("person_id",)))  # only the keyed hash
         new_visitor = secrets.token_urlsafe(16)
         state, seq, visitor = await self.queue.join(
             event_id, now, self._config(event, now), visitor=new_visitor, person_ref=person_ref

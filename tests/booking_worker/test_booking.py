@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -304,3 +305,32 @@ def test_database_errors_are_retried_without_a_try_limit_and_at_most_2_s_apart()
     # a day of tries at the cap: the job expires (arq drops it after a day) before its tries run out
     assert BOOK_MAX_TRIES * RETRY_MAX_S > 24 * 3600
     assert WorkerSettings.functions[0].max_tries == BOOK_MAX_TRIES
+
+
+async def test_the_edges_signals_go_to_the_waiting_rooms_redis_when_the_queue_has_its_own(redis: Redis) -> None:
+    """With SURGEGATE_QUEUE_REDIS_URL apart, a booked admission frees its max_active place and reports its
+    latency in the waiting room's Redis (``room_redis``), not in arq's, where the edge never reads."""
+    from booking_worker.booking import _tell_the_edge
+    from shared.booking import BookingOutcome
+    from shared.keys import active_admissions_key, booking_latency_key
+    from shared.statuses import AttemptStatus
+
+    queue = Redis(**{**redis.connection_pool.connection_kwargs, "db": 14})  # another server's stand-in
+    try:
+        await queue.flushdb()
+        job = replace(job_for(str(uuid.uuid4())), rank=3)
+        outcome = BookingOutcome(attempt_id=job.attempt_id, status=AttemptStatus.CONFIRMED, code=None,
+                                 request_hash=job.request_hash, event_id=job.event_id)  # fmt: skip
+        await redis.delete(booking_latency_key(job.event_id), active_admissions_key(job.event_id))
+        await redis.zadd(active_admissions_key(job.event_id), {"3": 1})
+        ctx = {"redis": queue, "room_redis": redis, "enqueue_time": datetime.now(UTC)}
+        await _tell_the_edge(ctx, job, outcome, executed=True)
+        assert await redis.zcard(active_admissions_key(job.event_id)) == 0
+        assert await redis.llen(booking_latency_key(job.event_id)) == 1
+        assert await queue.dbsize() == 0
+        # the control: without the room's client they land in arq's Redis, where the edge does not look
+        await _tell_the_edge({**ctx, "room_redis": queue}, job, outcome, executed=True)
+        assert await queue.llen(booking_latency_key(job.event_id)) == 1
+    finally:
+        await queue.flushdb()
+        await queue.aclose()

@@ -152,3 +152,23 @@ def test_a_bad_smtp_url_is_refused_without_repeating_it(url: str) -> None:
     assert "s3cret" not in str(refused.value)
     good = Settings.from_env({**GOOD, "SURGEGATE_SMTP_URL": "smtps://u:p%40ss@mail.example.org:465"})
     assert good.smtp_url == "smtps://u:p%40ss@mail.example.org:465"
+
+
+def test_the_queue_redis_defaults_to_the_waiting_rooms_and_the_replica_settings_parse() -> None:
+    s = Settings.from_env({"SURGEGATE_REDIS_URL": "redis://room:6379/0"})
+    assert s.require_queue_redis() == "redis://room:6379/0"
+    assert s.database_replica_url is None and s.replica_max_lag_s == 5.0
+    s = Settings.from_env(
+        {
+            "SURGEGATE_REDIS_URL": "redis://room:6379/0",
+            "SURGEGATE_QUEUE_REDIS_URL": "redis://queue:6379/0",
+            "SURGEGATE_DATABASE_REPLICA_URL": "postgresql://replica/db",
+            "SURGEGATE_REPLICA_MAX_LAG_S": "2.5",
+        }
+    )
+    assert s.require_queue_redis() == "redis://queue:6379/0"
+    assert (s.database_replica_url, s.replica_max_lag_s) == ("postgresql://replica/db", 2.5)
+    with pytest.raises(SettingsError, match="SURGEGATE_REPLICA_MAX_LAG_S"):
+        Settings.from_env({"SURGEGATE_REPLICA_MAX_LAG_S": "-1"})
+    with pytest.raises(SettingsError, match="SURGEGATE_QUEUE_REDIS_URL"):
+        Settings().require_queue_redis()
