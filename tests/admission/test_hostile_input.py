@@ -1,0 +1,68 @@
+"""Hostile input to the issue 9 and 10 routes: every bad body a clear 4xx problem, never a 500 and
+never work out of proportion to the request (real PostgreSQL and Redis)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+import yaml
+from aiohttp.test_utils import TestClient
+
+from admission.app import create_app
+from shared.settings import Settings
+from tests.admission.test_eligibility import EVENT, seed
+from tests.helpers import admin_headers, assert_problem, serve
+from tests.shared.test_rules import rule_set
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[TestClient]:
+    async with serve(create_app(settings)) as client:
+        yield client
+
+
+YAML = {**admin_headers(), "Content-Type": "application/yaml"}
+
+# Four lines of anchors and aliases: 9**4 values once expanded (a real bomb uses a few more lines).
+BOMB = """
+a: &a [x, x, x, x, x, x, x, x, x]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+"""
+
+
+def with_bomb(body: str) -> bytes:
+    """``body`` (a rule set in YAML) with the bomb's anchors in an example's free-form attributes."""
+    lines = "".join(f"    {line}\n" for line in BOMB.strip().splitlines())
+    return (body + "- birth_date: 1950-01-01\n  eligible: false\n  attributes:\n" + lines).encode()
+
+
+async def test_yaml_aliases_are_refused_a_body_without_them_is_stored(api: TestClient, pool: asyncpg.Pool) -> None:
+    await seed(pool)
+    plain = yaml.safe_dump(rule_set(), sort_keys=False)  # examples last, items at the key's indentation
+    assert yaml.safe_load(with_bomb(plain))["examples"][-1]["attributes"]["d"][0][0][0] == ["x"] * 9
+    resp = await api.post(f"/admin/v1/events/{EVENT}/rules", data=with_bomb(plain), headers=YAML)
+    body = await resp.json()
+    assert_problem(resp.status, body, 400, "validation_error")
+    assert await pool.fetchval("SELECT count(*) FROM rule_versions") == 0
+    # the control: the same rule set written out without aliases is stored
+    resp = await api.post(f"/admin/v1/events/{EVENT}/rules", data=plain.encode(), headers=YAML)
+    assert resp.status == 201, await resp.text()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"rules: 2025-02-29\n",  # a date that does not exist
+        b"examples:\n  - birth_date: 2023-02-29\n    eligible: true\nrules: []\n",
+        b"[" * 3000,  # nested past Python's stack
+        b"- " * 3000 + b"x\n",
+    ],
+)
+async def test_yaml_that_cannot_be_read_is_a_400(api: TestClient, pool: asyncpg.Pool, raw: bytes) -> None:
+    await seed(pool)
+    resp = await api.post(f"/admin/v1/events/{EVENT}/rules", data=raw, headers=YAML)
+    assert_problem(resp.status, await resp.json(), 400, "validation_error")
