@@ -66,3 +66,33 @@ async def test_yaml_that_cannot_be_read_is_a_400(api: TestClient, pool: asyncpg.
     await seed(pool)
     resp = await api.post(f"/admin/v1/events/{EVENT}/rules", data=raw, headers=YAML)
     assert_problem(resp.status, await resp.json(), 400, "validation_error")
+
+
+def rule(expr: str) -> dict[str, object]:
+    return {"id": "r", "expr": expr, "reason": "x", "text": {"en": "x", "es": "x"}}
+
+
+@pytest.mark.parametrize(
+    ("expr", "status"),
+    [
+        ('occupations.all(a, occupations.all(b, occupations.all(c, a + b + c != "")))', 400),
+        ("occupations.map(a, occupations.filter(b, occupations.exists(c, c == b))).size() >= 0", 400),
+        ('occupations.exists(a, occupations.exists(b, a != b && a == "nurse"))', 201),
+        # string literals are skipped: a "(" or ".all(" inside one nests nothing
+        ('occupations.exists(a, occupations.exists(b, a + b in [".all(x, ", "(.exists(y, "]))', 201),
+    ],
+)
+async def test_comprehensions_nested_past_two_are_refused(
+    api: TestClient, pool: asyncpg.Pool, expr: str, status: int
+) -> None:
+    """Each nested comprehension multiplies the work by a list's length (50 items): three levels are
+    125,000 steps per person and rule, six are hours on the API's event loop. Two are allowed."""
+    await seed(pool)
+    resp = await api.post(f"/admin/v1/events/{EVENT}/rules", json=rule_set(rules=[rule(expr)], examples=[]),
+                          headers=admin_headers())  # fmt: skip
+    body = await resp.json()
+    if status == 400:
+        assert_problem(resp.status, body, 400, "validation_error")
+        assert "rule 'r' nests comprehensions (all, exists, map, filter) more than 2 deep" in body["detail"]
+    else:
+        assert resp.status == 201, body
