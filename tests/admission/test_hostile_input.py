@@ -3,25 +3,14 @@ never work out of proportion to the request (real PostgreSQL and Redis)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import asyncpg
 import pytest
 import yaml
 from aiohttp.test_utils import TestClient
 
-from admission.app import create_app
-from shared.settings import Settings
 from tests.admission.test_eligibility import EVENT, seed
-from tests.helpers import admin_headers, assert_problem, serve
+from tests.helpers import admin_headers, assert_problem
 from tests.shared.test_rules import rule_set
-
-
-@pytest.fixture
-async def api(settings: Settings) -> AsyncIterator[TestClient]:
-    async with serve(create_app(settings)) as client:
-        yield client
-
 
 YAML = {**admin_headers(), "Content-Type": "application/yaml"}
 
