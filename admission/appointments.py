@@ -52,7 +52,10 @@ log = logging.getLogger("surgegate.admission")
 
 # An answer carrying a manage link carries a credential: no cache keeps it (RFC 9111 no-store).
 CREDENTIAL_HEADERS = {"Cache-Control": "no-store"}
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# One address: no blank or control character, and none of what a mail parser reads as a list, a group,
+# a comment or a quoted part (``a,b@c.d`` is two recipients, the first at the relay's own domain).
+_ADDRESS_PART = r'[^@\s\x00-\x1f\x7f,;:<>()\[\]"\\]+'
+_EMAIL = re.compile(rf"^{_ADDRESS_PART}@{_ADDRESS_PART}\.{_ADDRESS_PART}$")
 # E.164: a plus, a country code and up to 15 digits in all; spaces, dots, dashes and brackets are ignored.
 _PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _PHONE_SEPARATORS = re.compile(r"[\s.\-()]")

@@ -8,8 +8,18 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestClient
 
+from shared.settings import Settings
+from shared.tokens import TokenCodec
 from tests.admission.test_eligibility import EVENT, seed
-from tests.helpers import admin_headers, assert_problem
+from tests.helpers import (
+    admin_headers,
+    admission_token,
+    assert_problem,
+    booking_headers,
+    person,
+    running_worker,
+    seed_typed_slots,
+)
 from tests.shared.test_rules import rule_set
 
 YAML = {**admin_headers(), "Content-Type": "application/yaml"}
@@ -85,3 +95,31 @@ async def test_comprehensions_nested_past_two_are_refused(
         assert "rule 'r' nests comprehensions (all, exists, map, filter) more than 2 deep" in body["detail"]
     else:
         assert resp.status == 201, body
+
+
+@pytest.mark.parametrize(
+    ("email", "status"),
+    [
+        ("postmaster,me@example.org", 400),  # two recipients: "postmaster" (the relay's own domain) and me
+        ("me@example.org,", 400),
+        ("<me@example.org>", 400),
+        ("me@example.org;you", 400),
+        ('"me@example.org', 400),
+        ("me\x00@example.org", 400),
+        ("me\x7f@example.org", 400),
+        ("o'brien+flu@example.org", 201),  # the control: what addresses really hold still books
+    ],
+)
+async def test_an_email_that_names_more_or_other_recipients_is_refused(
+    api: TestClient, settings: Settings, codec: TokenCodec, pool: asyncpg.Pool, email: str, status: int
+) -> None:
+    """The booked email is the confirmation's ``To`` (and the envelope's recipients, which SMTP
+    clients take from it): one address, nothing a mail parser reads as a list, a group or a comment."""
+    (slot,) = await seed_typed_slots(pool, count=1)
+    async with running_worker(settings):
+        resp = await api.post("/api/v1/appointments", json={"slot_id": slot, "person": {**person(1), "email": email}},
+                              headers=booking_headers(admission_token(codec)))  # fmt: skip
+        body = await resp.json()
+    assert resp.status == status, body
+    if status == 400:
+        assert body["errors"][0]["loc"] == ["person", "email"] and email not in str(body)
