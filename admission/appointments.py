@@ -50,7 +50,12 @@ from shared.tokens import Admission
 
 log = logging.getLogger("surgegate.admission")
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# An answer carrying a manage link carries a credential: no cache keeps it (RFC 9111 no-store).
+CREDENTIAL_HEADERS = {"Cache-Control": "no-store"}
+# One address: no blank or control character, and none of what a mail parser reads as a list, a group,
+# a comment or a quoted part (``a,b@c.d`` is two recipients, the first at the relay's own domain).
+_ADDRESS_PART = r'[^@\s\x00-\x1f\x7f,;:<>()\[\]"\\]+'
+_EMAIL = re.compile(rf"^{_ADDRESS_PART}@{_ADDRESS_PART}\.{_ADDRESS_PART}$")
 # E.164: a plus, a country code and up to 15 digits in all; spaces, dots, dashes and brackets are ignored.
 _PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _PHONE_SEPARATORS = re.compile(r"[\s.\-()]")
@@ -162,7 +167,8 @@ def _answer(request: web.Request, outcome: BookingOutcome, request_hash: str) ->
         )
     if outcome.status == AttemptStatus.CONFIRMED:
         metrics.booking_requests.labels(outcome.event_id, "confirmed").inc()
-        return json_response({**outcome.confirmation(), "manage_url": outcome_manage_url(request, outcome)}, status=201)
+        body = {**outcome.confirmation(), "manage_url": outcome_manage_url(request, outcome)}
+        return json_response(body, status=201, headers=CREDENTIAL_HEADERS)
     assert outcome.code is not None
     metrics.booking_requests.labels(outcome.event_id, outcome.code).inc()
     if outcome.code == Code.INELIGIBLE:
@@ -334,7 +340,7 @@ async def get_attempt(request: web.Request) -> web.Response:
     }
     if outcome.status == AttemptStatus.CONFIRMED:
         body["manage_url"] = outcome_manage_url(request, outcome)
-    return json_response(body)
+    return json_response(body, headers=CREDENTIAL_HEADERS)
 
 
 def _appointment_json(row: Any) -> dict[str, Any]:
@@ -361,5 +367,6 @@ async def get_appointment(request: web.Request) -> web.Response:
     if row is None:
         raise NotFound("no such appointment")
     return json_response(
-        {**_appointment_json(row), "manage_url": manage_url(request.app[SETTINGS], appointment_id, row["ends_at"])}
+        {**_appointment_json(row), "manage_url": manage_url(request.app[SETTINGS], appointment_id, row["ends_at"])},
+        headers=CREDENTIAL_HEADERS,
     )

@@ -91,6 +91,7 @@ async def reschedule_appointment(request: web.Request) -> web.Response:
         result = "rescheduled" if response.status == 200 else "refused"
         event_id = access.event_id or (events[0] if events else "-")
         request.app[METRICS].reschedules.labels(event_id, result).inc()
+    response.headers["Cache-Control"] = "no-store"  # the answer carries a fresh manage link
     return response
 
 

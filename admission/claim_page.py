@@ -1,6 +1,6 @@
 """The waitlist claim page: the link in a waitlist offer opens a page, not only an API call.
 
-``GET /claim?c=<claim token>`` trades the signed claim token for an HttpOnly, SameSite=Strict cookie
+``GET /claim?c=<claim token>`` trades the signed claim token for an HttpOnly, SameSite=Lax cookie
 scoped to ``/claim`` and redirects (303) to ``/claim``, which shows the offer (what, where, when, until
 when) with a Claim button. ``POST /claim`` claims it (:meth:`shared.waitlist.Waitlist.claim`: a hold on
 the seat and a fresh admission for the entry's person) and shows the booking form; ``POST /claim/book``
@@ -79,7 +79,7 @@ async def open_claim(request: web.Request) -> web.Response:
         except (TokenInvalid, TokenExpired):
             return _invalid(language)
         response = redirect(f"{CLAIM_PATH}?lang={language}" if "lang" in request.query else CLAIM_PATH)
-        response.set_cookie(COOKIE, given, path=CLAIM_PATH, httponly=True, samesite="Strict",
+        response.set_cookie(COOKIE, given, path=CLAIM_PATH, httponly=True, samesite="Lax",
                             secure=request.secure or request.app[SETTINGS].api_url.startswith("https://"))  # fmt: skip
         return response
     try:

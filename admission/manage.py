@@ -1,7 +1,7 @@
 """The manage page: a person's way back to their appointment, from the link in their confirmation.
 
 ``GET /manage?c=<credential>`` (the ``manage_url`` of :mod:`shared.manage`) trades the credential for
-an HttpOnly, SameSite=Strict cookie scoped to ``/manage/{appointment_id}`` and redirects (303) there,
+an HttpOnly, SameSite=Lax cookie scoped to ``/manage/{appointment_id}`` and redirects (303) there,
 so the credential leaves the address bar, the history and any ``Referer`` (every page also says
 ``Referrer-Policy: no-referrer`` and ``Cache-Control: no-store``). The page shows what, where and
 when, and offers Cancel, Reschedule (another free time of the same type at the same site) and Add to
@@ -89,7 +89,7 @@ def _page_path(appointment_id: uuid.UUID) -> str:
 def _set_cookie(request: web.Request, response: web.StreamResponse, appointment_id: uuid.UUID, credential: str) -> None:
     settings = request.app[SETTINGS]
     response.set_cookie(
-        COOKIE, credential, path=_page_path(appointment_id), httponly=True, samesite="Strict",
+        COOKIE, credential, path=_page_path(appointment_id), httponly=True, samesite="Lax",
         secure=request.secure or settings.api_url.startswith("https://"),
     )  # fmt: skip
 

@@ -88,6 +88,11 @@ _RESERVED = frozenset(
 _BINDER = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,")
 MAX_LIST = 50  # items of a list attribute
 MAX_STRING = 200
+# Comprehensions nested deeper than this are refused: each level multiplies the work by a list's
+# length (four levels over a 50-item list are 6 million steps, six are hours), and an evaluation runs
+# on the API's event loop and inside the booking transaction. Two cover "any of mine in any of theirs".
+MAX_NESTING = 2
+_MACRO_CALL = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*$")
 
 
 class Text(BaseModel):
@@ -263,8 +268,34 @@ def _probes(spec: RuleSetSpec) -> Iterator[dict[str, Any]]:
         yield {k: (not v if isinstance(v, bool) else v) for k, v in probe.items()}
 
 
+def macro_nesting(expr: str) -> int:
+    """How deep comprehension macros (``all``, ``exists``, ``exists_one``, ``map``, ``filter``) nest in
+    ``expr``, string literals skipped: ``xs.all(x, ys.exists(y, x == y))`` is 2."""
+    stack: list[bool] = []  # one per open parenthesis: is it a macro's?
+    deepest = 0
+    i = 0
+    while i < len(expr):
+        char = expr[i]
+        if char in "'\"":
+            quote = expr[i : i + 3] if expr[i : i + 3] in ("'''", '"""') else char
+            i += len(quote)
+            while i < len(expr) and not expr.startswith(quote, i):
+                i += 2 if expr[i] == "\\" else 1
+            i += len(quote)
+            continue
+        if char == "(":
+            stack.append(bool(_MACRO_CALL.search(expr[max(0, i - 20) : i])))
+            deepest = max(deepest, sum(stack))
+        elif char == ")" and stack:
+            stack.pop()
+        i += 1
+    return deepest
+
+
 def _rule_problem(rule: RuleSpec, program: cel.Program, spec: RuleSetSpec) -> str | None:
     """Why ``rule`` cannot be stored, or None."""
+    if macro_nesting(rule.expr) > MAX_NESTING:
+        return f"rule {rule.id!r} nests comprehensions (all, exists, map, filter) more than {MAX_NESTING} deep"
     bound = set(_BINDER.findall(rule.expr))
     unknown = sorted(set(program.variables()) - set(spec.attributes) - set(BUILT_IN) - bound)
     if unknown:

@@ -95,7 +95,7 @@ async def test_the_confirmation_carries_a_link_that_opens_a_clean_page(
     assert resp.headers["Referrer-Policy"] == "no-referrer" and resp.headers["Cache-Control"] == "no-store"
     set_cookie = resp.headers["Set-Cookie"]
     assert f"Path=/manage/{appointment_id}" in set_cookie
-    assert "HttpOnly" in set_cookie and "SameSite=Strict" in set_cookie and "Secure" not in set_cookie
+    assert "HttpOnly" in set_cookie and "SameSite=Lax" in set_cookie and "Secure" not in set_cookie
 
     cookie = f"sg_manage={resp.cookies['sg_manage'].value}"
     api.session.cookie_jar.clear()
