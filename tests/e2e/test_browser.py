@@ -160,7 +160,8 @@ async def test_queue_page_join_wait_admit_book(stack: Settings, pool: asyncpg.Po
         await page.wait_for_selector("#done-heading:focus")
         assert await page.text_content("#announce") == "You're booked."
         shown = {k: await page.text_content(f"#{k}") or "" for k in ("what", "where", "when", "confirmation")}
-        assert await page.is_hidden("#manage-link")  # shown when the 201 carries manage_url (wt-manage)
+        assert await page.is_visible("#manage-link")  # the 201's manage_url
+        manage = await page.get_attribute("#manage-link", "href") or ""
         calendar = await page.get_attribute("#calendar-link", "href") or ""
         await page.screenshot(path=str(shots / "queue-booked.png"))
         await page.reload()  # the confirmation stays: the edge knows what this admission booked
@@ -168,6 +169,7 @@ async def test_queue_page_join_wait_admit_book(stack: Settings, pool: asyncpg.Po
         assert await page.is_hidden("#booking") and await page.is_hidden("#queue")
         assert await page.text_content("#where") == "Site"
         await page.wait_for_selector("#when:has-text('Central European')")
+        reloaded = await page.get_attribute("#manage-link", "href") or ""  # signed again by the edge
         await page.screenshot(path=str(shots / "queue-confirmation.png"))
         await browser.close()
     assert refused == []
@@ -178,6 +180,7 @@ async def test_queue_page_join_wait_admit_book(stack: Settings, pool: asyncpg.Po
     assert "Central European" in shown["when"] and "Europe/Berlin" in shown["when"]
     assert shown["confirmation"] == "We've emailed you a confirmation with these details."
     assert calendar == f"{stack.api_url}/api/v1/appointments/{row['appointment_id']}/calendar.ics"
+    assert manage.startswith(f"{stack.api_url}/manage?c=") and reloaded.startswith(f"{stack.api_url}/manage?c=")
 
 
 async def test_the_turn_counts_down_warns_and_offers_to_rejoin(stack: Settings, pool: asyncpg.Pool) -> None:
