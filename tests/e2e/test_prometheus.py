@@ -171,6 +171,12 @@ async def test_the_dashboards_funnel_counts_what_happened(
             groups = (await r.json())["data"]["groups"]
         loaded = {rule["name"] for group in groups for rule in group["rules"]}
         assert {"WorkerDown", "AdmissionsStalled", "BookingQueueGrowing", "DependencyUnreachable"} <= loaded
-        up = await query('up{job=~"surgegate-.*"}')
-        assert sorted((row["metric"]["job"], row["value"][1]) for row in up) == [
-            ("surgegate-api", "1"), ("surgegate-edge", "1"), ("surgegate-worker", "1")]  # fmt: skip
+        every_target = [("surgegate-api", "1"), ("surgegate-edge", "1"), ("surgegate-worker", "1")]
+
+        async def all_up() -> bool:
+            # an instant query sees a target only once its latest scrape is in: on a loaded machine one
+            # scrape can be late, so ask until every target's last scrape answered
+            up = await query('up{job=~"surgegate-.*"}')
+            return sorted((row["metric"]["job"], row["value"][1]) for row in up) == every_target
+
+        await eventually(all_up, "every process scraped and up", within=30)
