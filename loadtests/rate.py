@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import os
 import secrets
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from pathlib import Path
 import aiohttp
 from redis.asyncio import Redis
 
-from loadtests.bench import ADMIN, KEYS, backing_services, describe_machine, spawn, stop
+from loadtests.bench import ADMIN, KEYS, backing_services, describe_machine, spawn
 from loadtests.waiters import fill
 from shared import keys
 from shared.db import connect, migrate
@@ -58,6 +59,7 @@ class Run:
 
 @dataclass(frozen=True)
 class Figures:
+    event_id: str
     rate: float  # configured
     window_s: float  # wall clock between the rate change and the stop
     admitted: int  # admissions whose moment falls in the window (the active set)
@@ -135,7 +137,7 @@ async def one_rate(
     moments, runs = await admissions(redis, event_id, start, end)
     ranks, span_s = span(runs)
     per_edge = tuple([await admitted_counter(session, base, event_id) for base in bases])
-    return Figures(rate, end - start, len(moments), len(runs), span_s, ranks, per_edge)
+    return Figures(event_id, rate, end - start, len(moments), len(runs), span_s, ranks, per_edge)
 
 
 async def measure(
@@ -167,7 +169,21 @@ async def measure(
         finally:
             await redis.aclose()
     finally:
-        stop(*procs)
+        stop_all(procs)
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Stop the processes (killed if one takes more than 20 s) and close the pipes spawn left open."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        if p.stderr is not None:
+            p.stderr.close()
 
 
 def table(rows: list[Figures]) -> list[str]:
