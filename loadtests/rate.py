@@ -5,7 +5,7 @@
 Starts ``--edges`` ``surgegate edge`` processes against one PostgreSQL and one Redis (embedded ones in
 a temp dir unless SURGEGATE_DATABASE_URL / SURGEGATE_REDIS_URL are set; a fresh event id per rate
 then). Per rate R, a new event is created through the first edge with rate 0, given a backlog of
-``R × seconds × 1.2 + 100`` waiters through the edge's own join script in pipelined batches
+``R * seconds * 1.2 + 100`` waiters through the edge's own join script in pipelined batches
 (:func:`loadtests.waiters.fill`, as in the memory figure), set to rate R through one of the edges (they
 take turns), left alone for ``seconds``, and stopped (rate 0) through the next edge. All edges tick
 meanwhile; each advance that reaches new ranks is done by whichever edge's tick (or join) gets there.

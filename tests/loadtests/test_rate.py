@@ -2,7 +2,7 @@
 
 With the injected clock: two edges sharing one event tick at uneven moments, in either order, each
 reading its clock a little before its call lands (so one edge's call often arrives with a moment older
-than the other's last one); the admissions over a minute of queue time are exactly ``rate × T`` (±1)
+than the other's last one); the admissions over a minute of queue time are exactly ``rate * T`` (±1)
 at 1/s and at 2,000/s, and the estimator of ``loadtests.rate`` (from the runs the script records)
 lands within a tick's share of the configured rate. Then the harness itself against real edge
 processes (small sizes): its figures are the ones Redis and the edges' own counters hold."""
