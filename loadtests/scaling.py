@@ -258,11 +258,19 @@ async def measure(dsn: str, redis_url: str, args: argparse.Namespace) -> list[Fi
     return figures
 
 
+def cost_us(f: Figure) -> tuple[float, float, float]:
+    """CPU microseconds one operation cost (processes under test, Redis, PostgreSQL): CPU-seconds per
+    second / operations per second. Unlike the rates, these hardly depend on what else runs."""
+    rate = f.result.rate or 1.0
+    under = f.cpu.get("edges", 0.0) + f.cpu.get("api", 0.0) + f.cpu.get("workers", 0.0)
+    return under / rate * 1e6, f.cpu.get("redis", 0.0) / rate * 1e6, f.cpu.get("postgresql", 0.0) / rate * 1e6
+
+
 def table(figures: list[Figure]) -> list[str]:
     lines = [
         "| figure | processes | per second | vs 1 process | p99 | CPU: load generator / under test / Redis / "
-        "PostgreSQL / machine | statuses |",
-        "| --- | ---: | ---: | ---: | ---: | --- | --- |",
+        "PostgreSQL / machine | CPU µs per operation: under test / Redis / PostgreSQL | statuses |",
+        "| --- | ---: | ---: | ---: | ---: | --- | --- | --- |",
     ]
     ones = {f.kind: f.result.rate for f in figures if f.processes == 1}
     for f in figures:
@@ -276,9 +284,11 @@ def table(figures: list[Figure]) -> list[str]:
         )
         base = ones.get(f.kind)
         ratio = f"{f.result.rate / base:.2f}" if base else "-"
+        per_op = " / ".join(f"{cost:,.0f}" for cost in cost_us(f))
         lines.append(
             f"| {f.kind} | {f.processes} | {f.result.rate:,.0f} | {ratio} | "
-            f"{f.result.percentile(0.99) * 1000:.1f} ms | {cpu} | {dict(sorted(f.result.statuses.items()))} |"
+            f"{f.result.percentile(0.99) * 1000:.1f} ms | {cpu} | {per_op} | "
+            f"{dict(sorted(f.result.statuses.items()))} |"
         )
     return lines
 

@@ -28,6 +28,8 @@ def test_table_compares_each_figure_with_its_one_process_run() -> None:
     assert rows[2].startswith("| joins/s | 1 | 500 | 1.00 |")
     assert rows[3].startswith("| joins/s | 2 | 750 | 1.50 |")
     assert "/ 1.40 /" in rows[3]
+    assert "| 1,800 / 0 / 0 |" in rows[2]  # 0.9 CPU-seconds per second for 500 joins/s: 1,800 µs each
+    assert "| 1,867 / 0 / 0 |" in rows[3]
 
 
 @pytest.mark.slow
