@@ -226,6 +226,26 @@ def _check_signature(cp: Mapping[str, Any], keys: AuditKeys) -> str | None:
     return None
 
 
+def _checkpoints_ahead(
+    checkpoints: Sequence[Mapping[str, Any]], keys: AuditKeys, start_seq: int, start_hash: bytes
+) -> tuple[dict[int, list[Mapping[str, Any]]], int, Problem | None]:
+    """Checkpoints past ``start_seq`` by seq, once their signatures hold; those of archived rows are
+    left out, the one at ``start_seq`` compared with the archived head. Returns (by seq, checked, problem)."""
+    by_seq: dict[int, list[Mapping[str, Any]]] = {}
+    checked = 0
+    for cp in checkpoints:
+        if (bad := _check_signature(cp, keys)) is not None:
+            return {}, 0, Problem(cp["audit_id"], bad)
+        if cp["seq"] == start_seq and bytes(cp["head_hash"]) != start_hash:
+            reason = f"checkpoint {cp['checkpoint_id']} disagrees with the archived head at seq {start_seq}"
+            return {}, 0, Problem(cp["audit_id"], reason)
+        if cp["seq"] <= start_seq:
+            checked += cp["seq"] == start_seq
+            continue
+        by_seq.setdefault(cp["seq"], []).append(cp)
+    return by_seq, checked, None
+
+
 async def walk(
     rows: AsyncIterator[Mapping[str, Any]],
     checkpoints: Sequence[Mapping[str, Any]],
@@ -240,21 +260,10 @@ async def walk(
     ``archived``: where the chain stood at the last archived partition (``audit_archives``); the walk
     starts after it, and checkpoints of archived rows are checked against it where they meet it
     (the archived rows themselves are proven by their export)."""
-    by_seq: dict[int, list[Mapping[str, Any]]] = {}
     start_seq, start_hash = (archived["seq"], bytes(archived["row_hash"])) if archived else (0, GENESIS)
-    checked = 0
-    for cp in checkpoints:
-        if (bad := _check_signature(cp, keys)) is not None:
-            return 0, 0, Problem(cp["audit_id"], bad)
-        if cp["seq"] < start_seq:
-            continue
-        if cp["seq"] == start_seq:
-            if bytes(cp["head_hash"]) != start_hash:
-                reason = f"checkpoint {cp['checkpoint_id']} disagrees with the archived head at seq {start_seq}"
-                return 0, 0, Problem(cp["audit_id"], reason)
-            checked += 1
-            continue
-        by_seq.setdefault(cp["seq"], []).append(cp)
+    by_seq, checked, bad = _checkpoints_ahead(checkpoints, keys, start_seq, start_hash)
+    if bad is not None:
+        return 0, 0, bad
     expected_seq, prev = start_seq + 1, start_hash
     # Hashes of recent good rows -> the audit_id of the row after each (None: not seen yet).
     recent: OrderedDict[bytes, int | None] = OrderedDict({start_hash: None})

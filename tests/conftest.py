@@ -34,7 +34,11 @@ WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p'
   AND c.relname <> 'schema_migrations'
 GROUP BY c.relname
 """
-APPEND_ONLY = ("audit_log", "audit_checkpoints")  # triggers refuse DELETE; TRUNCATE fires no row trigger
+APPEND_ONLY = (
+    "audit_log",
+    "audit_checkpoints",
+    "audit_archives",
+)  # triggers refuse DELETE; TRUNCATE fires no row trigger
 
 
 @pytest.fixture(scope="session")
