@@ -7,7 +7,8 @@ a DEFAULT partition that catches rows beyond every range so an audit insert neve
 
 :func:`archive_oldest` detaches the oldest range partition after an operator exported it
 (``surgegate audit export``): it refuses unless every row in it is sealed and its rows are exactly
-the start of what is left of the chain (the next ``seq`` values after what was archived before),
+the start of what is left of the chain (the next ``seq`` values after what was archived before;
+when a row that committed late breaks that, the fewest oldest partitions that together are go at once),
 records where the chain stood in ``audit_archives`` (append-only), and detaches the partition.
 The detached table stays in the database, out of ``audit_log``, for the operator to ``pg_dump`` and
 drop. :func:`shared.audit.verify` then starts the chain from the recorded head instead of reporting
@@ -48,38 +49,50 @@ async def ensure_ahead(con: asyncpg.Connection, width: int = PARTITION_IDS) -> i
     return made
 
 
-async def archive_oldest(con: asyncpg.Connection) -> Archived:
-    """Detach the oldest range partition of audit_log, in the caller's transaction, under the chain's
-    lock (the sealer waits meanwhile). Raises :class:`CannotArchive` when it is still being filled,
-    holds unsealed rows, or its rows are not the chain's next ``seq`` values."""
+async def archive_oldest(con: asyncpg.Connection) -> list[Archived]:
+    """Detach the oldest range partitions of audit_log, in the caller's transaction, under the chain's
+    lock (a sealer skips its turn meanwhile): the oldest one, or the fewest oldest ones whose rows together
+    are the chain's next ``seq`` values (a row that committed late was sealed after rows of the next
+    partition). Raises :class:`CannotArchive` when a partition needed is still being filled or holds
+    unsealed rows. Each detached partition is recorded in ``audit_archives``."""
     await xact_lock(con, LockNamespace.AUDIT_CHAIN, "chain")
     parts = await con.fetch(queries.AUDIT_PARTITIONS)
-    if len(parts) < 2:
-        raise CannotArchive("audit_log has only one range partition: it is the one being filled")
-    oldest = parts[0]
-    name = oldest["name"]
     last_id = await con.fetchval(queries.AUDIT_LAST_ID)
-    if last_id < oldest["upper_id"] - 1:
-        raise CannotArchive(f"{name} is still being filled (ids up to {oldest['upper_id'] - 1}, last id {last_id})")
-    span = await con.fetchrow(queries.AUDIT_PARTITION_SPAN.format(partition=_ident(name)))
-    if span["unsealed"]:
-        raise CannotArchive(f"{name} holds {span['unsealed']} unsealed rows: wait for the sealer, then export")
     head = await con.fetchrow(queries.AUDIT_ARCHIVED_HEAD)
     after = head["seq"] if head else 0
-    if span["rows"] and (span["first_seq"] != after + 1 or span["last_seq"] - span["first_seq"] + 1 != span["rows"]):
-        # A row that committed late got a later seq than rows of the next partition: archive the two
-        # together (the next one once it is full) rather than cut the chain in the middle.
-        raise CannotArchive(
-            f"{name}'s rows are not the chain's next run (seq {span['first_seq']}..{span['last_seq']} for "
-            f"{span['rows']} rows after seq {after}): archive it with the next partition"
-        )
+    taken: list[tuple[asyncpg.Record, asyncpg.Record]] = []
+    rows = 0
+    last_seq = after
+    for part in parts[:-1]:  # the newest range partition is the one ahead: never archived
+        name = part["name"]
+        if last_id < part["upper_id"] - 1:
+            raise CannotArchive(f"{name} is still being filled (ids up to {part['upper_id'] - 1}, last id {last_id})")
+        span = await con.fetchrow(queries.AUDIT_PARTITION_SPAN.format(partition=_ident(name)))
+        if span["unsealed"]:
+            raise CannotArchive(f"{name} holds {span['unsealed']} unsealed rows: wait for the sealer, then export")
+        if span["rows"] and span["first_seq"] <= after:
+            raise CannotArchive(f"{name} holds seq {span['first_seq']}, at or before the archived head {after}")
+        taken.append((part, span))
+        rows += span["rows"]
+        last_seq = max(last_seq, span["last_seq"] or 0)
+        if last_seq - after == rows:  # seqs are unique: these rows are exactly after+1 .. last_seq
+            return [await _detach(con, p, s) for p, s in taken]
+    if not taken:
+        raise CannotArchive("audit_log has only one range partition: it is the one being filled")
+    raise CannotArchive(
+        f"the rows of {taken[0][0]['name']}..{taken[-1][0]['name']} are not the chain's next run after seq {after} "
+        "(a row committed late): archive again once the next partition is full"
+    )
+
+
+async def _detach(con: asyncpg.Connection, part: asyncpg.Record, span: asyncpg.Record) -> Archived:
     await con.execute(
         queries.AUDIT_INSERT_ARCHIVE,
-        name, oldest["lower_id"], oldest["upper_id"], span["rows"], span["first_seq"], span["last_seq"],
+        part["name"], part["lower_id"], part["upper_id"], span["rows"], span["first_seq"], span["last_seq"],
         span["last_audit_id"], span["last_row_hash"],
     )  # fmt: skip
-    await con.execute(queries.AUDIT_DETACH_PARTITION.format(partition=_ident(name)))
-    return Archived(name, span["rows"], span["first_seq"], span["last_seq"])
+    await con.execute(queries.AUDIT_DETACH_PARTITION.format(partition=_ident(part["name"])))
+    return Archived(part["name"], span["rows"], span["first_seq"], span["last_seq"])
 
 
 def _ident(name: str) -> str:

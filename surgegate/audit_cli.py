@@ -56,8 +56,8 @@ def add_parser(sub: Any) -> None:
     k.set_defaults(audit_func=_public_key)
 
     a = actions.add_parser(
-        "archive", parents=[common], help="detach the oldest audit_log partition (after exporting it) for pg_dump; "
-        "exit 1 if it cannot be archived yet",
+        "archive", parents=[common], help="detach the oldest audit_log partition(s) (after exporting them) for "
+        "pg_dump; exit 1 if it cannot be archived yet",
     )  # fmt: skip
     a.set_defaults(audit_func=_archive)
 
@@ -158,12 +158,13 @@ def _archive(args: argparse.Namespace, settings: Settings) -> int:
     except partitions.CannotArchive as e:
         print(f"not archived: {e}", file=sys.stderr)
         return 1
-    seqs = f"seq {done.first_seq}..{done.last_seq}" if done.rows else "no rows"
-    print(f"detached {done.partition} ({done.rows} rows, {seqs}); pg_dump it, then DROP TABLE {done.partition}")
+    for part in done:
+        seqs = f"seq {part.first_seq}..{part.last_seq}" if part.rows else "no rows"
+        print(f"detached {part.partition} ({part.rows} rows, {seqs}); pg_dump it, then DROP TABLE {part.partition}")
     return 0
 
 
-async def _run_archive(dsn: str) -> partitions.Archived:
+async def _run_archive(dsn: str) -> list[partitions.Archived]:
     from shared.db import connect
 
     con = await connect(dsn)

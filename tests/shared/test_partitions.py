@@ -267,7 +267,9 @@ async def test_the_oldest_partition_is_archived_and_the_rest_still_verifies(pool
     await seal(pool)
     async with pool.acquire() as con, con.transaction():
         done = await partitions.archive_oldest(con)
-    assert (done.partition, done.rows, done.first_seq, done.last_seq) == ("audit_log_0000000000000000000", 9, 1, 9)
+    assert [(d.partition, d.rows, d.first_seq, d.last_seq) for d in done] == [
+        ("audit_log_0000000000000000000", 9, 1, 9)
+    ]
     # Out of audit_log, still in the database for pg_dump.
     assert await pool.fetchval("SELECT count(*) FROM audit_log WHERE audit_id < 10") == 0
     assert await pool.fetchval('SELECT count(*) FROM "audit_log_0000000000000000000"') == 9
@@ -284,3 +286,38 @@ async def test_the_oldest_partition_is_archived_and_the_rest_still_verifies(pool
     async with pool.acquire() as con:
         report = await audit.verify(con, SEED_KEYS)
     assert report.problem is not None and report.problem.audit_id == 11
+
+
+async def test_a_row_committed_late_archives_with_the_partitions_it_was_sealed_among(
+    pool: asyncpg.Pool, small: None, database_url: str
+) -> None:
+    await write(pool, 5)  # ids 1..5
+    async with pool.acquire() as late:
+        tx = late.transaction()
+        await tx.start()
+        await late.execute(queries.INSERT_AUDIT, "late", "ev", None, None, None, "tok", {})  # id 6, uncommitted
+        await write(pool, 9)  # ids 7..15
+        await seal(pool)  # seq 1..5 for ids 1..5, 6..14 for ids 7..15
+        await write(pool, 5)  # ids 16..20
+        await seal(pool)  # seq 15..19
+        await tx.commit()
+    await seal(pool)  # id 6 (first partition) gets seq 20, after rows of the second and third partitions
+    assert await pool.fetchval("SELECT seq FROM audit_log WHERE audit_id = 6") == 20
+    await write(pool, 5)  # ids 21..25
+    await seal(pool)
+    # The first partition alone is not the chain's start (seq 1..8 and 20), nor with the second (1..18,
+    # 20); with the third it is, and the third is still being filled.
+    async with pool.acquire() as con, con.transaction():
+        with pytest.raises(partitions.CannotArchive, match="audit_log_0000000000000000020 is still being filled"):
+            await partitions.archive_oldest(con)
+    await write(pool, 5)  # ids 26..30
+    await seal(pool)
+    env = {"SURGEGATE_DATABASE_URL": database_url}
+    done = await asyncio.to_thread(run_cli, "archive", **env)
+    assert done.returncode == 0, done.stderr
+    detached = [line.split()[1] for line in done.stdout.splitlines()]
+    assert detached == [f"audit_log_{lo:019d}" for lo in (0, 10, 20)]
+    assert await pool.fetchval("SELECT min(seq) FROM audit_log") == 30
+    ok = await asyncio.to_thread(run_cli, "verify", **env)
+    assert ok.returncode == 0, ok.stderr
+    assert "1 sealed rows" in ok.stdout
