@@ -32,12 +32,12 @@ BEGIN
                CASE contype WHEN 'p' THEN 1 WHEN 'u' THEN 2 ELSE 4 END AS ord
         FROM pg_constraint WHERE conrelid = old AND contype IN ('p', 'u', 'f')
         UNION ALL
-        SELECT regexp_replace(pg_get_indexdef(i.indexrelid), ' ON (ONLY )?(public\.)?' || old_name || ' ',
+        SELECT regexp_replace(pg_get_indexdef(i.indexrelid), ' ON (ONLY )?([a-z0-9_]+\.)?' || old_name || ' ',
                               ' ON ' || quote_ident(new) || ' '), 3
         FROM pg_index i
         WHERE i.indrelid = old AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)
         UNION ALL
-        SELECT regexp_replace(pg_get_triggerdef(t.oid), ' ON (ONLY )?(public\.)?' || old_name || ' ',
+        SELECT regexp_replace(pg_get_triggerdef(t.oid), ' ON (ONLY )?([a-z0-9_]+\.)?' || old_name || ' ',
                               ' ON ' || quote_ident(new) || ' '), 5
         FROM pg_trigger t WHERE t.tgrelid = old AND NOT t.tgisinternal
     ) AS defs;
