@@ -40,7 +40,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from shared import queries
+from shared import partitions, queries
 from shared.locks import LockNamespace, try_xact_lock
 
 SEAL_COLUMNS = frozenset({"seq", "prev_hash", "row_hash"})
@@ -135,13 +135,18 @@ class Sealed:
     checkpoint_id: int | None = None
 
 
-async def seal(con: asyncpg.Connection, *, margin_s: float, limit: int = SEAL_BATCH) -> Sealed | None:
+async def seal(
+    con: asyncpg.Connection, *, margin_s: float, limit: int = SEAL_BATCH, partition_ids: int = partitions.PARTITION_IDS
+) -> Sealed | None:
     """Extend the chain by up to ``limit`` unsealed rows older than ``margin_s``, in the caller's
-    transaction. None when another sealer holds the chain (it will do the work); safe to run any
-    time, from any number of workers."""
+    transaction, after making sure audit_log has a partition of ``partition_ids`` ids ahead
+    (:func:`shared.partitions.ensure_ahead`). None when another sealer holds the chain (it will do
+    the work); safe to run any time, from any number of workers."""
     if not await try_xact_lock(con, LockNamespace.AUDIT_CHAIN, "chain"):
         return None
-    head = await con.fetchrow(queries.AUDIT_HEAD)
+    await partitions.ensure_ahead(con, partition_ids)
+    # Every sealed row may sit in archived partitions: the chain then continues from the archive's head.
+    head = await con.fetchrow(queries.AUDIT_HEAD) or await con.fetchrow(queries.AUDIT_ARCHIVED_HEAD)
     seq, prev = (head["seq"], bytes(head["row_hash"])) if head else (0, GENESIS)
     ids: list[int] = []
     seqs: list[int] = []
@@ -221,26 +226,49 @@ def _check_signature(cp: Mapping[str, Any], keys: AuditKeys) -> str | None:
     return None
 
 
+def _checkpoints_ahead(
+    checkpoints: Sequence[Mapping[str, Any]], keys: AuditKeys, start_seq: int, start_hash: bytes
+) -> tuple[dict[int, list[Mapping[str, Any]]], int, Problem | None]:
+    """Checkpoints past ``start_seq`` by seq, once their signatures hold; those of archived rows are
+    left out, the one at ``start_seq`` compared with the archived head. Returns (by seq, checked, problem)."""
+    by_seq: dict[int, list[Mapping[str, Any]]] = {}
+    checked = 0
+    for cp in checkpoints:
+        if (bad := _check_signature(cp, keys)) is not None:
+            return {}, 0, Problem(cp["audit_id"], bad)
+        if cp["seq"] == start_seq and bytes(cp["head_hash"]) != start_hash:
+            reason = f"checkpoint {cp['checkpoint_id']} disagrees with the archived head at seq {start_seq}"
+            return {}, 0, Problem(cp["audit_id"], reason)
+        if cp["seq"] <= start_seq:
+            checked += cp["seq"] == start_seq
+            continue
+        by_seq.setdefault(cp["seq"], []).append(cp)
+    return by_seq, checked, None
+
+
 async def walk(
     rows: AsyncIterator[Mapping[str, Any]],
     checkpoints: Sequence[Mapping[str, Any]],
     keys: AuditKeys,
     *,
     chain: bool = True,
+    archived: Mapping[str, Any] | None = None,
 ) -> tuple[int, int, Problem | None]:
     """Check sealed rows (in seq order) against each other and against the checkpoints; returns
     (rows walked, checkpoints checked, the first problem). ``chain=False`` trusts each row's stored
-    hashes and only compares checkpoints with them: what a check without the chain would catch."""
-    by_seq: dict[int, list[Mapping[str, Any]]] = {}
-    for cp in checkpoints:
-        if (bad := _check_signature(cp, keys)) is not None:
-            return 0, 0, Problem(cp["audit_id"], bad)
-        by_seq.setdefault(cp["seq"], []).append(cp)
-    expected_seq, prev = 1, GENESIS
+    hashes and only compares checkpoints with them: what a check without the chain would catch.
+    ``archived``: where the chain stood at the last archived partition (``audit_archives``); the walk
+    starts after it, and checkpoints of archived rows are checked against it where they meet it
+    (the archived rows themselves are proven by their export)."""
+    start_seq, start_hash = (archived["seq"], bytes(archived["row_hash"])) if archived else (0, GENESIS)
+    by_seq, checked, bad = _checkpoints_ahead(checkpoints, keys, start_seq, start_hash)
+    if bad is not None:
+        return 0, 0, bad
+    expected_seq, prev = start_seq + 1, start_hash
     # Hashes of recent good rows -> the audit_id of the row after each (None: not seen yet).
-    recent: OrderedDict[bytes, int | None] = OrderedDict({GENESIS: None})
+    recent: OrderedDict[bytes, int | None] = OrderedDict({start_hash: None})
     first_unvouched: int | None = None  # the first row after the last checkpoint that matched
-    walked = checked = 0
+    walked = 0
     async for row in rows:
         audit_id, seq = row["audit_id"], row["seq"]
         if first_unvouched is None:
@@ -302,8 +330,9 @@ async def verify(
     async with con.transaction(isolation="repeatable_read", readonly=True):
         checkpoints = [dict(r) for r in await con.fetch(queries.AUDIT_CHECKPOINTS)] + list(kept)
         unsealed = await con.fetchval(queries.AUDIT_UNSEALED_COUNT)
+        archived = await con.fetchrow(queries.AUDIT_ARCHIVED_HEAD)
         rows = con.cursor(queries.AUDIT_CHAIN, prefetch=1000)
-        walked, checked, problem = await walk(rows.__aiter__(), checkpoints, keys, chain=chain)
+        walked, checked, problem = await walk(rows.__aiter__(), checkpoints, keys, chain=chain, archived=archived)
     return Report(walked, checked, unsealed, problem)
 
 

@@ -35,6 +35,7 @@ class LockNamespace(IntEnum):
     # New Idempotency-Keys of one admission are counted against its cap one at a time (transaction lock).
     ADMISSION_KEYS = 17
     # One audit sealer at a time extends the hash chain and signs its head (try-lock, transaction, key "chain").
+    # The trigger audit_log_seq_unique (migration 0029) takes the same lock in SQL, hashtextextended('chain', 19).
     AUDIT_CHAIN = 19
     # Changes of one event (create, update, close) one at a time, so each is checked against the one
     # before it, also when the event does not exist yet (transaction lock, key the event id).

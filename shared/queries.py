@@ -756,6 +756,41 @@ AUDIT_CHAIN_SINCE = "SELECT * FROM audit_log WHERE seq IS NOT NULL AND at >= $1 
 
 AUDIT_UNSEALED_COUNT = "SELECT count(*) FROM audit_log WHERE seq IS NULL"
 
+# --- audit partitions (shared/partitions.py, migration 0029) ---
+
+# Keep a partition of $1 ids ahead of the last audit_id handed out; returns how many were created.
+AUDIT_PARTITIONS_AHEAD = "SELECT audit_log_partitions_ahead($1)"
+
+# The range partitions of audit_log, lowest ids first (the default partition is not listed).
+AUDIT_PARTITIONS = "SELECT name, lower_id, upper_id FROM audit_log_partitions ORDER BY lower_id"
+
+# What a partition holds, for archiving it: rows, unsealed rows, its seq span and its last sealed row.
+# (The partition's name comes from AUDIT_PARTITIONS, never from a caller: it is quoted as an identifier.)
+AUDIT_PARTITION_SPAN = """
+SELECT count(*) AS rows, count(*) FILTER (WHERE seq IS NULL) AS unsealed, min(seq) AS first_seq, max(seq) AS last_seq,
+       (array_agg(audit_id ORDER BY seq DESC) FILTER (WHERE seq IS NOT NULL))[1] AS last_audit_id,
+       (array_agg(row_hash ORDER BY seq DESC) FILTER (WHERE seq IS NOT NULL))[1] AS last_row_hash
+FROM {partition}
+"""
+
+# The last id handed out (what counts as a partition being full).
+AUDIT_LAST_ID = "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM audit_log_audit_id_seq"
+
+# Where the chain continues after the archived partitions (None: nothing archived, it starts at seq 1),
+# named as AUDIT_HEAD names the head.
+AUDIT_ARCHIVED_HEAD = """
+SELECT last_seq AS seq, last_audit_id AS audit_id, last_row_hash AS row_hash FROM audit_archives
+WHERE last_seq IS NOT NULL ORDER BY last_seq DESC LIMIT 1
+"""
+
+AUDIT_INSERT_ARCHIVE = """
+INSERT INTO audit_archives (partition, lower_id, upper_id, rows, first_seq, last_seq, last_audit_id, last_row_hash)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+RETURNING *
+"""
+
+AUDIT_DETACH_PARTITION = "ALTER TABLE audit_log DETACH PARTITION {partition}"
+
 # The admin listing, oldest first, filtered, keyset-paginated by audit_id ($4: after this id).
 AUDIT_PAGE = """
 SELECT audit_id, at, action, event_id, slot_id, appointment_id, attempt_id, actor, detail, seq

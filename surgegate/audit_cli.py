@@ -1,6 +1,7 @@
-"""``surgegate audit verify|export|public-key``: prove the audit log, or hand it over for safekeeping.
+"""``surgegate audit verify|export|public-key|archive``: prove the audit log, or hand it over for safekeeping.
 
-These read PostgreSQL directly (``--database-url`` or ``SURGEGATE_DATABASE_URL``), read-only: an
+These read PostgreSQL directly (``--database-url`` or ``SURGEGATE_DATABASE_URL``), read-only but
+``archive`` (which detaches the oldest audit_log partition, shared/partitions.py): an
 auditor checks the database itself, not what an API in front of it says. Checkpoint signatures are
 checked with the public keys derived from ``SURGEGATE_AUDIT_SIGNING_KEY`` or given with
 ``--public-key`` (what ``surgegate audit public-key`` prints), so an auditor needs no private key.
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shared import audit
+from shared import audit, partitions
 from shared.settings import Settings, SettingsError
 from surgegate.options import SharedOptions
 
@@ -53,6 +54,12 @@ def add_parser(sub: Any) -> None:
 
     k = actions.add_parser("public-key", parents=[common], help="print the public key(s) that verify the checkpoints")
     k.set_defaults(audit_func=_public_key)
+
+    a = actions.add_parser(
+        "archive", parents=[common], help="detach the oldest audit_log partition(s) (after exporting them) for "
+        "pg_dump; exit 1 if it cannot be archived yet",
+    )  # fmt: skip
+    a.set_defaults(audit_func=_archive)
 
 
 def _moment(text: str) -> datetime:
@@ -141,5 +148,28 @@ async def _run_export(dsn: str, since: datetime, out: Any) -> tuple[int, int]:
     con = await connect(dsn)
     try:
         return await audit.export(con, since, out)
+    finally:
+        await con.close()
+
+
+def _archive(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        done = asyncio.run(_run_archive(_database_url(args, settings)))
+    except partitions.CannotArchive as e:
+        print(f"not archived: {e}", file=sys.stderr)
+        return 1
+    for part in done:
+        seqs = f"seq {part.first_seq}..{part.last_seq}" if part.rows else "no rows"
+        print(f"detached {part.partition} ({part.rows} rows, {seqs}); pg_dump it, then DROP TABLE {part.partition}")
+    return 0
+
+
+async def _run_archive(dsn: str) -> list[partitions.Archived]:
+    from shared.db import connect
+
+    con = await connect(dsn)
+    try:
+        async with con.transaction():
+            return await partitions.archive_oldest(con)
     finally:
         await con.close()

@@ -30,10 +30,15 @@ SELECT c.relname AS name, array_remove(array_agg(DISTINCT p.relname::text), NULL
 FROM pg_class c
 LEFT JOIN pg_constraint k ON k.conrelid = c.oid AND k.contype = 'f' AND k.confrelid <> c.oid
 LEFT JOIN pg_class p ON p.oid = k.confrelid
-WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r' AND c.relname <> 'schema_migrations'
+WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+  AND c.relname <> 'schema_migrations'
 GROUP BY c.relname
 """
-APPEND_ONLY = ("audit_log", "audit_checkpoints")  # triggers refuse DELETE; TRUNCATE fires no row trigger
+APPEND_ONLY = (
+    "audit_log",
+    "audit_checkpoints",
+    "audit_archives",
+)  # triggers refuse DELETE; TRUNCATE fires no row trigger
 
 
 @pytest.fixture(scope="session")

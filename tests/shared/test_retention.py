@@ -43,6 +43,8 @@ DETAILS = [p[field] for p in (ZELDA, OTTO) for field in ("name", "email", "birth
 COLUMNS = """
 SELECT table_name, column_name, data_type FROM information_schema.columns
 WHERE table_schema = current_schema() AND data_type IN ('text', 'character varying', 'bytea', 'jsonb', 'json', 'ARRAY')
+  -- a partition's rows are searched through its partitioned table
+  AND table_name NOT IN (SELECT relname::text FROM pg_class WHERE relispartition)
 ORDER BY table_name, column_name
 """
 
