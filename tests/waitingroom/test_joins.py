@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import asyncpg
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -29,6 +30,7 @@ from waitingroom.joins import JoinBatcher, _Lane
 from waitingroom.keys import ROOM
 from waitingroom.queue import Arrival, QueueConfig, QueueState, QueueStore, Seat
 from waitingroom.room import Room
+from waitingroom.views import set_ticket_cookie
 
 CONFIG = QueueConfig(rate_per_s=0.0, paused=True, opens_at=0.0)
 LIMIT = Limit(per_minute=6, burst=3)
@@ -192,3 +194,19 @@ async def test_batches_of_one_event_keep_arrival_order(
         assert seqs == list(range(1, 8))
     else:
         assert seqs != list(range(1, 8))  # the later batches overtook the first
+
+
+@pytest.mark.parametrize("edge_url", ["http://127.0.0.1:8080", "https://queue.example"])
+@pytest.mark.parametrize("ticket", ["k1.eyJlIjoiZXYifQ.abc-_DEF", "needs quoting: a space"])
+def test_the_ticket_cookie_is_the_header_aiohttp_writes(
+    settings: Settings, pool: asyncpg.Pool, redis: Redis, clock: FakeClock, edge_url: str, ticket: str
+) -> None:
+    room = make_room(replace(settings, public_edge_url=edge_url), pool, redis, clock)
+    ours, theirs = web.Response(), web.Response()
+    set_ticket_cookie(ours, room, "ev-1", ticket)
+    theirs.set_cookie(
+        "sg_ticket_ev-1", ticket, max_age=settings.ticket_max_age_s, path="/", httponly=True, samesite="Lax",
+        secure=edge_url.startswith("https://"),
+    )  # fmt: skip
+    written = ours.headers.getall("Set-Cookie", []) + [m.OutputString() for m in ours.cookies.values()]
+    assert written == [m.OutputString() for m in theirs.cookies.values()]
