@@ -7,7 +7,8 @@ Servers run as separate processes (like production); the load generator runs her
 Markdown table: figure, surgegate, baseline, ratio. Nothing is asserted: the numbers are reported.
 
 * status polls/s of one edge process  vs  a bare aiohttp handler returning the same JSON size
-* joins/s of one edge process         vs  the same bare handler
+* joins/s of one edge process         vs  the same bare handler (edge and baseline in turns, --rounds;
+  joins also report Redis script calls per join)
 * bookings committed/s, API -> arq -> worker  vs  the worker's booking transaction run directly
   through asyncpg with the same concurrency (the SQL floor of the path)
 * eligibility evaluations/s of one API process (a published rule set of two CEL rules; each decision
