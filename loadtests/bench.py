@@ -7,7 +7,8 @@ Servers run as separate processes (like production); the load generator runs her
 Markdown table: figure, surgegate, baseline, ratio. Nothing is asserted: the numbers are reported.
 
 * status polls/s of one edge process  vs  a bare aiohttp handler returning the same JSON size
-* joins/s of one edge process         vs  the same bare handler
+* joins/s of one edge process         vs  the same bare handler (edge and baseline in turns, --rounds;
+  joins also report Redis script calls per join)
 * bookings committed/s, API -> arq -> worker  vs  the worker's booking transaction run directly
   through asyncpg with the same concurrency (the SQL floor of the path)
 * eligibility evaluations/s of one API process (a published rule set of two CEL rules; each decision
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -34,12 +36,14 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import psutil
+from redis.asyncio import Redis
 
 from booking_worker.worker import MAX_JOBS
 from loadtests.loadgen import Result, request_bytes, run_load
@@ -126,9 +130,36 @@ async def prepare_database(dsn: str) -> list[uuid.UUID]:
         await con.close()
 
 
+def _shifted(make: Callable[[int], bytes], offset: int, i: int) -> bytes:
+    return make(offset + i)
+
+
+async def alternating(
+    ours: tuple[int, Callable[[int], bytes]], base: tuple[int, Callable[[int], bytes]], args: argparse.Namespace
+) -> tuple[Result, Result]:
+    """The same load on two servers in turns (``--rounds`` of each, ``--seconds`` in all per server):
+    on a VM whose other tenants come and go, both figures then see the same conditions. Each round
+    goes on where the last left off in the request list (fresh client addresses)."""
+    results = (Result(), Result())
+    sent = [0, 0]
+    for _ in range(args.rounds):
+        for k, (port, make) in enumerate((ours, base)):
+            r = await run_load(port, functools.partial(_shifted, make, sent[k]), concurrency=args.concurrency,
+                               seconds=args.seconds / args.rounds)  # fmt: skip
+            sent[k] += r.requests
+            total = results[k]
+            total.requests += r.requests
+            total.seconds += r.seconds
+            total.latencies += r.latencies
+            for code, n in r.statuses.items():
+                total.statuses[code] = total.statuses.get(code, 0) + n
+    return results
+
+
 async def edge_figures(env: dict[str, str], args: argparse.Namespace) -> list[tuple[str, Result, Result, str]]:
     port, base_port = free_port(), free_port()
     edge = spawn(["surgegate", "edge", "--port", str(port)], env, f"http://127.0.0.1:{port}/healthz")
+    base: subprocess.Popen[bytes] | None = None
     try:
         # The event admits nobody (rate 0), so every poll is a waiting visitor's: the common case.
         put = request_bytes(
@@ -151,36 +182,47 @@ async def edge_figures(env: dict[str, str], args: argparse.Namespace) -> list[tu
         head = await reader.readuntil(b"\r\n\r\n")
         size = int(next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")).split(b":")[1])
         writer.close()
+        base = spawn(["loadtests.baseline_server", str(base_port), str(size)], env, f"http://127.0.0.1:{base_port}/")
 
-        status = await run_load(port, lambda i: polls[i % len(polls)], concurrency=args.concurrency,
-                                seconds=args.seconds)  # fmt: skip
+        status, base_status = await alternating(
+            (port, lambda i: polls[i % len(polls)]), (base_port, lambda i: polls[0]), args
+        )
         # Each join from its own address (RFC 2544 benchmarking range) through a trusted proxy, so the
         # per-client limiter runs, and is paid for, on every join without refusing any.
         join_reqs = [
             request_bytes("POST", "/api/v1/events/bench/join", {"X-Forwarded-For": address(i)}) for i in range(50_000)
         ]
-        joins = await run_load(
-            port, lambda i: join_reqs[i % len(join_reqs)], concurrency=args.concurrency, seconds=args.seconds
+        calls_before = await redis_calls(env["SURGEGATE_REDIS_URL"])
+        joins, base_join = await alternating(
+            (port, lambda i: join_reqs[i % len(join_reqs)]), (base_port, lambda i: join_reqs[i % len(join_reqs)]), args
         )
-        edge_rss = rss_mb(edge)
+        calls = await redis_calls(env["SURGEGATE_REDIS_URL"]) - calls_before
+        edge_rss, base_rss = rss_mb(edge), rss_mb(base)
     finally:
-        stop(edge)
-
-    base = spawn(["loadtests.baseline_server", str(base_port), str(size)], env, f"http://127.0.0.1:{base_port}/")
-    try:
-        get_req = request_bytes("GET", "/api/v1/events/bench/status", {"Authorization": f"Bearer {tickets[0]}"})
-        base_status = await run_load(base_port, lambda i: get_req, concurrency=args.concurrency, seconds=args.seconds)
-        base_join = await run_load(
-            base_port, lambda i: join_reqs[i % len(join_reqs)], concurrency=args.concurrency, seconds=args.seconds
-        )
-        base_rss = rss_mb(base)
-    finally:
-        stop(base)
+        stop(edge, *([base] if base is not None else []))
     return [
         ("status polls/s (1 edge process)", status, base_status, f"{size} B JSON"),
-        ("joins/s (1 edge process)", joins, base_join, "each join = 2 Redis round trips (limiter, queue)"),
+        (
+            "joins/s (1 edge process)",
+            joins,
+            base_join,
+            f"{calls / max(1, joins.requests):.3f} script calls (round trips) per join",
+        ),
         ("RSS MB after load", Result(requests=int(edge_rss), seconds=1), Result(requests=int(base_rss), seconds=1), ""),
     ]
+
+
+async def redis_calls(url: str) -> int:
+    """Script calls (``EVALSHA``) the Redis has served so far (``INFO commandstats``; the commands a
+    script runs count there too, so they are left out): both the join limiter and the queue are
+    scripts, so the difference around a run of joins, over the joins, is their Redis round trips per
+    join (the edge's ticker adds a few per second)."""
+    client = Redis.from_url(url)
+    try:
+        stats: dict[str, Any] = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
 
 
 def address(i: int) -> str:
@@ -551,6 +593,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=5, help="edge figures: turns of surgegate and its baseline")
     p.add_argument("--bookings", type=int, default=2000)
     p.add_argument("--reminders", type=int, default=2000)
     p.add_argument(

@@ -311,6 +311,12 @@ class Settings:
     database_replica_url: Annotated[str | None, Env("SURGEGATE_DATABASE_REPLICA_URL")] = None
     # A replica further behind than this (seconds) is not used: reads go to the primary meanwhile.
     replica_max_lag_s: Annotated[NonNegativeFloat, Env("SURGEGATE_REPLICA_MAX_LAG_S")] = 5.0
+    # --- issue 13, "Joins" (README "How joins are batched") -------------------------------------
+    # The joins of one event an edge receives within this window (milliseconds, from the first) take
+    # their numbers in one Redis script call; 0: only those ready in the same turn of the event loop.
+    join_batch_window_ms: Annotated[NonNegativeFloat, Env("SURGEGATE_JOIN_BATCH_WINDOW_MS")] = 1.0
+    # At most this many joins per script call (a full batch is sent at once, before its window ends).
+    join_batch_max: Annotated[PositiveInt, Env("SURGEGATE_JOIN_BATCH_MAX")] = 256
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

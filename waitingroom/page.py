@@ -37,6 +37,7 @@ from waitingroom.views import (
     check_work,
     cookie_name,
     count_malformed,
+    join_charge,
     joined_event,
     set_ticket_cookie,
 )
@@ -254,7 +255,7 @@ async def join_form(request: web.Request) -> web.StreamResponse:
             raise
         person_id = str(form.get("person_id") or "").strip() or None
         proof = {"challenge": str(form.get("challenge") or ""), "solution": str(form.get("solution") or "")}
-        await check_join_limit(request, event.event_id)
+        await check_join_limit(request, event.event_id, join_charge(request))
         await check_work(request, event.event_id, proof if proof["challenge"] else None, presented)
         ticket, _ = await room.join(event.event_id, presented, person_id)
     except Refused as exc:

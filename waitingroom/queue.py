@@ -15,18 +15,21 @@ edge applies to all of them at once. The clock is passed in by the caller (tests
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from shared import keys
+from shared.limits import Charge
 from waitingroom.lottery import Lottery
 
 _SCRIPT = """
 local key = KEYS[1]
--- KEYS[4]: the person's place when ARGV[15] is 1; otherwise KEYS[1] again, unused as a place (a cluster
--- needs every key of a script in one slot, which an empty name is not).
-local place = ARGV[15] == '1' and KEYS[4] or ''
+-- KEYS[1..5]: the event's keys. A join batch (mode 'join') adds, after them, the places of its persons
+-- and (single Redis only: a cluster keeps every key of a script in the event's slot) its clients'
+-- join buckets; ARGV[15] is the number of joins, then five arguments per join (see the join loop).
 local mode = ARGV[1]
 local now = tonumber(ARGV[2])
 local h = redis.call('HMGET', key, 'joined', 'served', 't', 'rate', 'paused', 'opens', 'pre', 'seed', 'abandoned')
@@ -63,14 +66,14 @@ local skipped = 0
 local from = math.max(t, opens)
 -- max_active: admissions handed out and neither used (a booking removes them) nor expired.
 local max_active = tonumber(ARGV[13])
-local lapsed = redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)  -- lapsed unused
+local lapsed = redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)  -- lapsed unused
 if lapsed > 0 then redis.call('HINCRBY', key, 'lapsed', lapsed) end
 local free = math.huge
-if max_active then free = max_active - redis.call('ZCARD', KEYS[5]) end
+if max_active then free = max_active - redis.call('ZCARD', KEYS[4]) end
 if paused ~= '1' and now > from then
   local target = math.min(joined, served + rate * (now - from))
   do
-    -- Walk the ranks the credit reaches; every admission is recorded in KEYS[5] until it is used
+    -- Walk the ranks the credit reaches; every admission is recorded in KEYS[4] until it is used
     -- (the booking worker removes it) or lapses. Abandonment: a rank whose holder stopped polling (deadline
     -- in KEYS[2] passed) is passed over without spending an admission; a rank with no deadline on
     -- record counts as live. max_active: stop at the first live rank there is no room for (the
@@ -88,7 +91,7 @@ if paused ~= '1' and now > from then
           break
         end
         free = free - 1
-        redis.call('ZADD', KEYS[5], now + tonumber(ARGV[14]), r)
+        redis.call('ZADD', KEYS[4], now + tonumber(ARGV[14]), r)
       end
       if deadline then redis.call('ZREM', KEYS[2], r) end
       r = r + 1
@@ -100,23 +103,45 @@ if paused ~= '1' and now > from then
   -- When each rank was reached (waitingroom/admissions.py): one member per run of new ranks.
   local reached = math.floor(served)
   if reached > before then
-    redis.call('ZADD', KEYS[6], reached, string.format('%d:%.17g', before + 1, now))
+    redis.call('ZADD', KEYS[5], reached, string.format('%d:%.17g', before + 1, now))
   end
 end
 if now > t then t = now end
--- A join takes the next number, unless its person (KEYS[4], a keyed hash) already holds one.
-local seq, visitor = joined, ''
+-- A join batch, in arrival order: each join first takes one request from its client's bucket (when
+-- folded in here: the arithmetic of shared/limits.py's take, one bucket), then takes the next number,
+-- unless its person (a keyed hash) already holds one. One argument per join (fewer to encode):
+-- "visitor place bucket rate burst", place and bucket indexes into KEYS (0: none), the bucket's rate
+-- per second and burst.
+local out = {}
 if mode == 'join' then
-  local held = place ~= '' and redis.call('HMGET', place, 'seq', 'visitor') or {false, false}
-  if held[1] then
-    seq, visitor = tonumber(held[1]), held[2]
-  else
-    joined = joined + 1
-    seq, visitor = joined, ARGV[11]
-    if place ~= '' then
-      redis.call('HSET', place, 'seq', tostring(seq), 'visitor', visitor)
-      redis.call('EXPIRE', place, 30 * 86400)
+  for i = 1, tonumber(ARGV[15]) or 0 do
+    local new_visitor, pk, bk, rate, burst = string.match(ARGV[15 + i], '^(%S*) (%d+) (%d+) (%S+) (%S+)$')
+    pk, bk = tonumber(pk), tonumber(bk)
+    local refused = ''
+    if bk > 0 then
+      rate, burst = tonumber(rate), tonumber(burst)
+      local b = redis.call('HMGET', KEYS[bk], 'tokens', 't')
+      local have, bt = tonumber(b[1]) or burst, tonumber(b[2]) or now
+      if now > bt then have = math.min(burst, have + (now - bt) * rate); bt = now end
+      if have < 1 then refused = string.format('%.17g', (1 - have) / rate) else have = have - 1 end
+      redis.call('HSET', KEYS[bk], 'tokens', string.format('%.17g', have), 't', string.format('%.17g', bt))
+      redis.call('PEXPIRE', KEYS[bk], math.ceil(burst / rate * 1000) + 1000)
     end
+    local seq, visitor = '0', ''
+    if refused == '' then
+      local held = pk > 0 and redis.call('HMGET', KEYS[pk], 'seq', 'visitor') or {false, false}
+      if held[1] then
+        seq, visitor = held[1], held[2]
+      else
+        joined = joined + 1
+        seq, visitor = tostring(joined), new_visitor
+        if pk > 0 then
+          redis.call('HSET', KEYS[pk], 'seq', seq, 'visitor', visitor)
+          redis.call('EXPIRE', KEYS[pk], 30 * 86400)
+        end
+      end
+    end
+    out[#out + 1] = seq; out[#out + 1] = visitor; out[#out + 1] = refused
   end
 end
 if mode == 'configure' then
@@ -127,9 +152,11 @@ redis.call('HSET', key, 'joined', tostring(joined), 'served', string.format(fmt,
   't', string.format(fmt, t), 'rate', string.format(fmt, rate), 'paused', paused,
   'opens', string.format(fmt, opens), 'abandoned', tostring(abandoned))
 if pre ~= nil then redis.call('HSET', key, 'pre', tostring(pre), 'seed', seed) end
-return {tostring(joined), string.format(fmt, served), tostring(math.floor(served) - before - skipped),
-  string.format(fmt, rate), paused, restored, pre and tostring(pre) or '', seed or '', tostring(seq), visitor,
-  tostring(abandoned), tostring(skipped), tostring(lapsed), tostring(redis.call('ZCARD', KEYS[5]))}
+local reply = {tostring(joined), string.format(fmt, served), tostring(math.floor(served) - before - skipped),
+  string.format(fmt, rate), paused, restored, pre and tostring(pre) or '', seed or '',
+  tostring(abandoned), tostring(skipped), tostring(lapsed), tostring(redis.call('ZCARD', KEYS[4]))}
+for _, v in ipairs(out) do reply[#reply + 1] = v end
+return reply
 """
 
 
@@ -187,6 +214,26 @@ class QueueConfig:
     admission_ttl_s: int = 900
 
 
+@dataclass(frozen=True)
+class Arrival:
+    """One join of a batch: the new visitor id, the person's ref ("" for none) and, folded into the
+    script, the client's join bucket (never on a cluster: the bucket's key is not in the event's slot)."""
+
+    visitor: str
+    person_ref: str = ""
+    charge: Charge | None = None
+
+
+@dataclass(frozen=True)
+class Seat:
+    """A join's outcome: its number and visitor id (a person's earlier ones if they held a place), or,
+    refused by its bucket, ``retry_after_s`` (seconds) and no number (``seq`` 0)."""
+
+    seq: int
+    visitor: str
+    retry_after_s: float | None = None
+
+
 class QueueStore:
     """Atomic operations on an event's queue (its keys: :mod:`shared.keys`). Each is one Redis
     round trip."""
@@ -194,6 +241,8 @@ class QueueStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._script = redis.register_script(_SCRIPT)
+        # A single Redis (not a cluster): a script may touch keys outside the event's slot.
+        self.single_node = not isinstance(redis, RedisCluster)
 
     async def note_alive(self, deadlines: dict[str, dict[int, float]]) -> None:
         """Record, per event, until when each rank's holder counts as present (one round trip for
@@ -205,14 +254,24 @@ class QueueStore:
             await pipe.execute()
 
     def script_call(
-        self, mode: str, event_id: str, now: float, config: QueueConfig, person_ref: str = "", visitor: str = ""
+        self,
+        mode: str,
+        event_id: str,
+        now: float,
+        config: QueueConfig,
+        person_ref: str = "",
+        visitor: str = "",
+        *,
+        arrivals: Sequence[Arrival] = (),
     ) -> tuple[list[str], list[str]]:
-        """The script's (keys, args) for one call: what :meth:`_run` sends (and a bench pipelines)."""
+        """The script's (keys, args) for one call: what :meth:`_run` sends (and a bench pipelines).
+        A join names its arrivals (in order), or one by ``visitor`` and ``person_ref``."""
+        if mode == "join" and not arrivals:
+            arrivals = (Arrival(visitor, person_ref),)
         script_keys = [
             keys.queue_key(event_id),
             keys.alive_key(event_id),
             keys.abandoned_key(event_id),
-            keys.person_place_key(event_id, person_ref) if person_ref else keys.queue_key(event_id),
             keys.active_admissions_key(event_id),
             keys.admission_runs_key(event_id),
         ]
@@ -227,12 +286,25 @@ class QueueStore:
             secrets.token_hex(16),  # the lottery seed, used once: by the call that draws
             "" if config.restore_lottery is None else str(config.restore_lottery.size),
             "" if config.restore_lottery is None else config.restore_lottery.seed,
-            visitor,
+            "",  # unused (a single join's visitor, before joins came in batches)
             "1" if config.abandonment else "0",
             "" if config.max_active is None else str(config.max_active),
             str(config.admission_ttl_s + ACTIVE_GRACE_S),
-            "1" if person_ref else "0",  # whether KEYS[4] is a person's place
+            str(len(arrivals)),
         ]
+        for arrival in arrivals:
+            if " " in arrival.visitor:
+                raise ValueError("a visitor id has no spaces")  # the script splits its argument on them
+            place = bucket = 0
+            if arrival.person_ref:
+                script_keys.append(keys.person_place_key(event_id, arrival.person_ref))
+                place = len(script_keys)
+            rate, burst = "0", "0"
+            if arrival.charge is not None:
+                script_keys.append(arrival.charge[0])
+                bucket = len(script_keys)
+                rate, burst = repr(arrival.charge[1].per_second), str(arrival.charge[1].burst)
+            args.append(f"{arrival.visitor} {place} {bucket} {rate} {burst}")  # one argument: cheaper to send
         return script_keys, args
 
     @property
@@ -240,25 +312,11 @@ class QueueStore:
         return str(self._script.sha)
 
     async def _run(
-        self, mode: str, event_id: str, now: float, config: QueueConfig, person_ref: str = "", visitor: str = ""
-    ) -> tuple[QueueState, int, str]:
-        script_keys, args = self.script_call(mode, event_id, now, config, person_ref, visitor)
-        (
-            joined,
-            served,
-            new,
-            rate,
-            paused,
-            restored,
-            pre,
-            seed,
-            seq,
-            held_by,
-            abandoned,
-            skipped,
-            lapsed,
-            active,
-        ) = await self._script(keys=script_keys, args=args)
+        self, mode: str, event_id: str, now: float, config: QueueConfig, arrivals: Sequence[Arrival] = ()
+    ) -> tuple[QueueState, list[Seat]]:
+        script_keys, args = self.script_call(mode, event_id, now, config, arrivals=arrivals)
+        reply = await self._script(keys=script_keys, args=args)
+        joined, served, new, rate, paused, restored, pre, seed, abandoned, skipped, lapsed, active = reply[:12]
         state = QueueState(
             joined=int(joined),
             served=float(served),
@@ -272,7 +330,11 @@ class QueueStore:
             newly_lapsed=int(lapsed),
             active=int(active),
         )
-        return state, int(seq), _text(held_by)
+        seats = [
+            Seat(int(seq), _text(visitor), float(refused) if _text(refused) else None)
+            for seq, visitor, refused in zip(reply[12::3], reply[13::3], reply[14::3], strict=True)
+        ]
+        return state, seats
 
     async def advance(self, event_id: str, now: float, config: QueueConfig) -> QueueState:
         """Move the serving position up to ``now``. ``config`` is used only if Redis has no state."""
@@ -284,7 +346,17 @@ class QueueStore:
         """Advance to ``now``, then take the next arrival number for ``visitor``; returns (state,
         number, visitor). With ``person_ref``, a person who already holds a number gets it back
         (and its visitor id) instead: one place per person, decided atomically."""
-        return await self._run("join", event_id, now, config, person_ref, visitor)
+        state, (seat,) = await self.join_many(event_id, now, config, [Arrival(visitor, person_ref)])
+        return state, seat.seq, seat.visitor
+
+    async def join_many(
+        self, event_id: str, now: float, config: QueueConfig, arrivals: Sequence[Arrival]
+    ) -> tuple[QueueState, list[Seat]]:
+        """:meth:`join` for several arrivals in one script call (one round trip): numbered in the
+        order given, each decided as if joined alone in that order. An arrival with a ``charge`` first
+        takes one request from that bucket (a single Redis only; see :class:`Arrival`); refused, it
+        takes no number (its seat says when to retry)."""
+        return await self._run("join", event_id, now, config, arrivals)
 
     async def configure(self, event_id: str, now: float, config: QueueConfig) -> QueueState:
         """Advance under the old settings up to ``now``, then switch to ``config``."""

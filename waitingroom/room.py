@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import time
 from collections import deque
@@ -25,8 +26,18 @@ import asyncpg
 from redis.asyncio import Redis
 
 from shared import keys
-from shared.errors import Code, EventClosed, NotFound, Refused, SpecificRefusal, TicketInvalid, ValidationFailed
+from shared.errors import (
+    Code,
+    EventClosed,
+    NotFound,
+    RateLimited,
+    Refused,
+    SpecificRefusal,
+    TicketInvalid,
+    ValidationFailed,
+)
 from shared.http import BACKEND_UNAVAILABLE
+from shared.limits import Charge
 from shared.locks import LockNamespace, xact_lock
 from shared.metrics import Metrics
 from shared.persons import PersonVault
@@ -48,10 +59,11 @@ from waitingroom.events import (
     save_event,
     unknown_sites,
 )
+from waitingroom.joins import JoinBatcher
 from waitingroom.lottery import ALGORITHM, Lottery
 from waitingroom.polling import poll_after_ms
 from waitingroom.queries import COUNT_USED, PING, SAVE_CHECKPOINT, SAVE_DRAW, SAVE_MARK
-from waitingroom.queue import QueueConfig, QueueState, QueueStore
+from waitingroom.queue import Arrival, QueueConfig, QueueState, QueueStore
 from waitingroom.recovery import Known, restore_point
 from waitingroom.stats import actual_rate, quantile
 
@@ -94,6 +106,10 @@ class Status:
         }
 
 
+# A join refused by its client's allowance (the per-client join limit).
+JOIN_LIMITED = "too many joins from your network; try again shortly"
+
+
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
@@ -115,6 +131,13 @@ class Room:
         self.queue_redis = redis if queue_redis is None else queue_redis
         self.pool = pool
         self.queue = QueueStore(redis)
+        self.joins = JoinBatcher(
+            self.queue,
+            self._batch_inputs,
+            self._remember,
+            window_s=settings.join_batch_window_ms / 1000,
+            max_batch=settings.join_batch_max,
+        )
         self.admissions = Admissions(redis, pool, pin_ttl_s=settings.ticket_max_age_s)
         self.codec = codec
         self.metrics = metrics
@@ -433,10 +456,18 @@ class Room:
     # --- visitors -----------------------------------------------------------------------------
 
     async def join(
-        self, event_id: str, presented: str | None, person_id: str | None = None, device: str | None = None
+        self,
+        event_id: str,
+        presented: str | None,
+        person_id: str | None = None,
+        device: str | None = None,
+        *,
+        charge: Charge | None = None,
     ) -> tuple[str, Status]:
         """Give a visitor a place; a visitor presenting a live ticket of this event keeps theirs, and
-        on a one-place-per-person event a person who already has a place gets that place back."""
+        on a one-place-per-person event a person who already has a place gets that place back. Joins
+        of one event go to Redis in batches (:mod:`waitingroom.joins`), in arrival order. ``charge``: the
+        client's join bucket, taken in the same script call (single Redis only); RateLimited if spent."""
         event = self.event(event_id)
         now = self.clock()
         phase = event.phase(now)
@@ -459,14 +490,18 @@ class Room:
                 raise ValidationFailed("this event gives one place per person: send your person_id to join")
             person_ref = keys.person_ref_text(self.vault.ref(person_id, field=("person_id",)))  # only the keyed hash
         new_visitor = secrets.token_urlsafe(16)
-        state, seq, visitor = await self.queue.join(
-            event_id, now, self._config(event, now), visitor=new_visitor, person_ref=person_ref
-        )
-        self._remember(event_id, state, now)
-        if visitor == new_visitor:
+        state, seat, now = await self.joins.join(event_id, Arrival(new_visitor, person_ref, charge))
+        if seat.retry_after_s is not None:
+            raise RateLimited(JOIN_LIMITED, retry_after=max(1, math.ceil(seat.retry_after_s)))
+        if seat.visitor == new_visitor:
             self.metrics.queue_joined.labels(event_id).inc()
-        ticket = Ticket(event_id=event_id, visitor_id=visitor, seq=seq, issued_at=now, device=device)
+        ticket = Ticket(event_id=event_id, visitor_id=seat.visitor, seq=seat.seq, issued_at=now, device=device)
         return self.codec.sign_ticket(ticket), await self._status(event, ticket, state, now)
+
+    def _batch_inputs(self, event_id: str) -> tuple[float, QueueConfig]:
+        """A join batch's clock and queue config, read when it is sent."""
+        now = self.clock()
+        return now, self._config(self.event(event_id), now)
 
     async def holds_place(self, event_id: str, presented: str) -> bool:
         """Whether this ticket still holds a place (joining with it returns that place)."""

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.errors import NotFound, RateLimited, TicketInvalid, ValidationFailed
 from shared.http import bearer, json_response, read_json
 from shared.keys import join_bucket_key
-from shared.limits import client_key
+from shared.limits import Charge, client_key
 from waitingroom import invites, pow
 from waitingroom.events import Event
 from waitingroom.keys import JOIN_LIMIT, LIMITER, METRICS, ROOM, TRUSTED_PROXIES
-from waitingroom.room import Room
+from waitingroom.room import JOIN_LIMITED, Room
 
 NO_STORE = {"Cache-Control": "no-store"}
+# A cookie name or value that needs no quoting (a ticket is always one: its kid, base64url and dots).
+_COOKIE_SAFE = re.compile(r"[A-Za-z0-9._-]+")
 # The event label of a join to an event that does not exist: the id in the URL is the client's to
 # choose, so it never becomes a label (parentheses: no event id can be this).
 UNKNOWN_EVENT = "(unknown)"
@@ -66,17 +69,42 @@ def presented_ticket(request: web.Request, event_id: str) -> str | None:
     return bearer(request) or request.cookies.get(cookie_name(event_id))
 
 
-async def check_join_limit(request: web.Request, event_id: str) -> None:
-    """Take one join from this client's allowance; raise RateLimited when it is spent."""
+def join_charge(request: web.Request) -> Charge | None:
+    """This client's join bucket and its limit; None when the join limit is off."""
     limit = request.app[JOIN_LIMIT]
     if not limit.enabled:
-        return
+        return None
     trusted = request.app[TRUSTED_PROXIES]
     client = client_key(request.remote, request.headers.get("X-Forwarded-For"), trusted)
-    verdict = await request.app[LIMITER].take(request.app[ROOM].clock(), [(join_bucket_key(client), limit)])
+    return join_bucket_key(client), limit
+
+
+def refused_for_limit(request: web.Request, event_id: str) -> None:
+    request.app[METRICS].join_rejected.labels(event_id, "rate_limited").inc()
+
+
+async def check_join_limit(request: web.Request, event_id: str, charge: Charge | None) -> None:
+    """Take one join from this client's allowance; raise RateLimited when it is spent."""
+    if charge is None:
+        return
+    verdict = await request.app[LIMITER].take(request.app[ROOM].clock(), [charge])
     if not verdict.allowed:
-        request.app[METRICS].join_rejected.labels(event_id, "rate_limited").inc()
-        raise RateLimited("too many joins from your network; try again shortly", retry_after=verdict.retry_after_s)
+        refused_for_limit(request, event_id)
+        raise RateLimited(JOIN_LIMITED, retry_after=verdict.retry_after_s)
+
+
+def folds_limit(room: Room, event: Event, presented: str | None, person_id: str | None) -> bool:
+    """Whether the client's bucket can be taken in the join's own script call, with the same outcome
+    as taking it first: on a single Redis (a cluster keeps a script in one slot: the event's), and
+    when nothing checked between the two could refuse or answer the join without a new place (a
+    ticket presented, proof of work, a missing person_id, a queue not open)."""
+    return (
+        room.queue.single_node
+        and presented is None
+        and not event.pow_difficulty
+        and (person_id is not None or not event.one_place_per_person)
+        and event.phase(room.clock()) in ("open", "prequeue")
+    )
 
 
 async def check_work(request: web.Request, event_id: str, proof: dict[str, str] | None, presented: str | None) -> None:
@@ -101,30 +129,42 @@ async def challenge(request: web.Request) -> web.Response:
 
 
 def set_ticket_cookie(response: web.StreamResponse, room: Room, event_id: str, ticket: str) -> None:
+    name, secure = cookie_name(event_id), room.settings.edge_url.startswith("https://")
+    if _COOKIE_SAFE.fullmatch(name) and _COOKIE_SAFE.fullmatch(ticket):
+        # The header aiohttp's set_cookie writes (tests/waitingroom/test_joins.py compares them), written
+        # directly: through http.cookies it cost about as much as the rest of a join's response.
+        response.headers.add(
+            hdrs.SET_COOKIE,
+            f"{name}={ticket}; HttpOnly; Max-Age={room.settings.ticket_max_age_s}; Path=/; SameSite=Lax"
+            + ("; Secure" if secure else ""),
+        )
+        return
     response.set_cookie(
-        cookie_name(event_id),
-        ticket,
-        max_age=room.settings.ticket_max_age_s,
-        path="/",
-        httponly=True,
-        samesite="Lax",
-        secure=room.settings.edge_url.startswith("https://"),
+        name, ticket, max_age=room.settings.ticket_max_age_s, path="/", httponly=True, samesite="Lax", secure=secure
     )
 
 
 async def join(request: web.Request) -> web.Response:
-    event_id = joined_event(request).event_id  # unknown events are 404 and spend nobody's join allowance
+    event = joined_event(request)  # unknown events are 404 and spend nobody's join allowance
+    event_id = event.event_id
     try:
         body = await read_json(request, JoinRequest) if request.can_read_body else JoinRequest()
     except MALFORMED:
         count_malformed(request, event_id)
         raise
     room = request.app[ROOM]
-    await check_join_limit(request, event_id)
+    charge = join_charge(request)
     presented = presented_ticket(request, event_id)
+    if not folds_limit(room, event, presented, body.person_id):
+        await check_join_limit(request, event_id, charge)
+        charge = None
     proof = None if body.pow is None else body.pow.model_dump(exclude_none=True)
     await check_work(request, event_id, proof, presented)
-    ticket, status = await room.join(event_id, presented, body.person_id, body.device_key_hash)
+    try:
+        ticket, status = await room.join(event_id, presented, body.person_id, body.device_key_hash, charge=charge)
+    except RateLimited:
+        refused_for_limit(request, event_id)
+        raise
     resp = json_response({"ticket": ticket, **status.to_json()}, status=201, headers=NO_STORE)
     set_ticket_cookie(resp, room, event_id, ticket)
     return resp

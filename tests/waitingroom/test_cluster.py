@@ -309,3 +309,34 @@ async def test_one_place_per_person_on_a_cluster(edge: TestClient, cluster_clien
     assert (await edge.app[ROOM].stats("ev"))["joined"] == 2
     places = [k async for k in cluster_client.scan_iter(match=keys.person_place_key("ev", "*"))]
     assert len(places) == 2
+
+
+async def test_a_batch_of_joins_on_a_cluster(
+    settings: Settings, clock: FakeClock, cluster: list[Node], cluster_client: RedisCluster
+) -> None:
+    # One event's batch is one script call in the event's slot (its persons' places carry the event's
+    # tag); the join limit's buckets, in no event's slot, are never folded into it: taken before it.
+    limited = replace(
+        settings, redis_url=cluster[0].url, queue_redis_url=settings.redis_url, join_limit_per_min=1,
+        join_limit_burst=3, trusted_proxies=("127.0.0.1/32",),
+    )  # fmt: skip
+    async with serve(create_app(limited, clock=clock, run_ticker=False)) as edge:
+        body = {"name": "E", "rate_per_s": 1, "one_place_per_person": True}
+        assert (await edge.put("/admin/v1/events/ev", json=body, headers=admin_headers())).status == 200
+        room = edge.app[ROOM]
+        assert not room.queue.single_node
+        before = room.joins.batches
+        people = ["P-1", "P-2", "P-1", "P-3", "P-4", "P-2"]
+        results = await asyncio.gather(*(room.join("ev", None, person_id=p) for p in people))
+        assert room.joins.batches - before == 1
+        assert [room.codec.read_ticket(ticket).seq for ticket, _ in results] == [1, 2, 1, 3, 4, 2]
+        answers = []
+        for i in range(5):
+            edge.session.cookie_jar.clear()
+            resp = await edge.post(
+                "/api/v1/events/ev/join", json={"person_id": f"Q-{i}"}, headers={"X-Forwarded-For": "198.51.100.5"}
+            )
+            answers.append(resp.status)
+        assert answers == [201, 201, 201, 429, 429]
+        assert await cluster_client.exists(keys.join_bucket_key("ip:198.51.100.5")) == 1
+        assert (await room.stats("ev"))["joined"] == 7
