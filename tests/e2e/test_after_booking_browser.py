@@ -82,7 +82,9 @@ async def delivered(pool: asyncpg.Pool, mail: Sink, settings: Settings, kind: st
 def calendar_event(message: EmailMessage) -> Any:
     (ics,) = [p for p in message.iter_attachments() if p.get_content_type() == "text/calendar"]
     assert ics.get_filename() == "appointment.ics"
-    (event,) = Calendar.from_ical(ics.get_content()).walk("VEVENT")
+    calendar = Calendar.from_ical(ics.get_content())
+    assert str(calendar["method"]) == ics.get_param("method") == "PUBLISH"  # RFC 6047: the two agree
+    (event,) = calendar.walk("VEVENT")
     return event
 
 
@@ -160,7 +162,9 @@ async def test_book_on_a_phone_then_reschedule_from_the_emailed_link(
             link = manage_link(confirmation, live.api_url)
 
             # --- the emailed manage link, opened in Chromium -----------------------------------------
-            await page.goto(link)
+            opened = await page.goto(link)
+            assert opened is not None and opened.request.redirected_from is not None  # traded for the cookie
+            assert opened.request.redirected_from.url == link
             assert page.url == f"{live.api_url}/manage/{appointment_id}"  # the credential is gone
             assert "c=" not in page.url
             assert await page.locator("h1").inner_text() == "Your appointment"
