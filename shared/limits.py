@@ -196,10 +196,12 @@ class Buckets:
             # redis-py refuses EVALSHA in a cluster pipeline: the calls go out together instead, each
             # to its key's node (the script loads itself where it is missing); errors come back as results.
             return await asyncio.gather(*(self._script(keys=k, args=a) for k, a in calls), return_exceptions=True)
-        pipe = self._redis.pipeline(transaction=False)
-        for keys, args in calls:
-            pipe.evalsha(self._script.sha, len(keys), *keys, *args)
-        results: list[Any] = await pipe.execute(raise_on_error=False)
+        # ``async with``: a pipeline cut off mid-call (a request cancelled, the app shutting down) is
+        # reset and gives its connection back, instead of being left for the garbage collector.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
         if not loaded and any(isinstance(r, redis.exceptions.NoScriptError) for r in results):
             await self._redis.script_load(_TAKE)  # a new or restarted Redis has not seen it yet
             return await self._evaluate(calls, loaded=True)
