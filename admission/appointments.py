@@ -194,6 +194,15 @@ async def _stored_outcome(request: web.Request, attempt_id: uuid.UUID) -> Bookin
         return await attempts.outcome_of(con, attempt_id)
 
 
+async def stored_answer(request: web.Request, admission: Admission, key: str) -> web.Response | None:
+    """The answer already given to ``admission``'s booking under ``key``, or None when there is none.
+    For a caller whose key already stands for the whole request (the claim page's: the hold and the
+    person's details), so a repeat is answered as the first was even though its eligibility decision
+    is a fresh one; the API's callers go through :func:`book_as`, which compares the bodies."""
+    stored = await _stored_outcome(request, attempt_id_for(admission.token_id, key))
+    return None if stored is None else _answer(request, stored, stored.request_hash)
+
+
 async def create_appointment(request: web.Request) -> web.Response:
     admission = admission_of(request)
     key = idempotency_key(request, required=True)

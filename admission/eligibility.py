@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from admission.keys import CODEC, IDENTITIES, METRICS, POOL, RULEBOOK, SETTINGS, THROTTLE, VAULT
 from shared import eligibility, seats
 from shared.booking import utc_iso
-from shared.eligibility import Current, Inputs
+from shared.eligibility import Current, Decision, Inputs
 from shared.errors import TicketInvalid, TokenInvalid
 from shared.http import bearer, json_response, path_uuid, read_json
 from shared.keys import eligibility_bucket_key
@@ -125,16 +125,21 @@ def _count(
         metrics.eligibility_shadow.labels(event_id, str(current.shadow), flip).inc()
 
 
-async def evaluate(request: web.Request) -> web.Response:
-    event_id = request.match_info["event_id"]
-    visitor = visitor_of(request, event_id)
+async def limit_evaluations(request: web.Request, visitor: str) -> None:
+    """429 ``rate_limited`` past the visitor's evaluations (per ticket or admission)."""
     settings = request.app[SETTINGS]
     limit = Limit(settings.eligibility_limit_per_min, settings.eligibility_limit_burst)
     if limit.enabled:
         await request.app[THROTTLE].check_bucket(
             eligibility_bucket_key(visitor), limit, "too many eligibility checks from this ticket; retry later"
         )
-    body = await read_json(request, EvaluateIn)
+
+
+async def evaluate_for(request: web.Request, event_id: str, visitor: str, body: EvaluateIn) -> tuple[Decision, Current]:
+    """Decide ``body`` for ``visitor`` (the visitor id of a queue ticket or an admission) under the
+    version published now, store the decision (:func:`shared.eligibility.decide`) and count it. The
+    evaluate endpoint and the waitlist claim page both call this. 404 without a published version,
+    400 naming an attribute that does not fit, 403 ``identity_required`` without a valid ID token."""
     current = await request.app[RULEBOOK].current(request.app[POOL], event_id)
     # Verified attributes come from the ID token of the event's identity provider, never the form; an
     # event with a provider needs a valid token at its level from everyone (shared/identity.py).
@@ -146,20 +151,30 @@ async def evaluate(request: web.Request) -> web.Response:
         decision = await eligibility.decide(
             con, request.app[VAULT], current, event_id, id_number=body.person.id_number,
             inputs=Inputs(body.person.birth_date, attributes), credential=visitor, now=seats.utcnow(),
-            ttl_s=settings.eligibility_decision_ttl_s,
+            ttl_s=request.app[SETTINGS].eligibility_decision_ttl_s,
         )  # fmt: skip
     _count(request, event_id, decision.rule_version, decision.evaluation, current, decision.shadow)
-    language = language_of(request)
-    return json_response(
-        {
-            "decision_id": str(decision.decision_id),
-            "eligible": decision.evaluation.eligible,
-            "rule_version": decision.rule_version,
-            "reasons": eligibility.reasons_json(current.compiled, decision.evaluation.reasons, language),
-            "valid_until": utc_iso(decision.valid_until),
-        },
-        headers={"Cache-Control": "no-store"},
-    )
+    return decision, current
+
+
+def decision_json(decision: Decision, current: Current, language: str) -> dict[str, Any]:
+    """The evaluate answer's body."""
+    return {
+        "decision_id": str(decision.decision_id),
+        "eligible": decision.evaluation.eligible,
+        "rule_version": decision.rule_version,
+        "reasons": eligibility.reasons_json(current.compiled, decision.evaluation.reasons, language),
+        "valid_until": utc_iso(decision.valid_until),
+    }
+
+
+async def evaluate(request: web.Request) -> web.Response:
+    event_id = request.match_info["event_id"]
+    visitor = visitor_of(request, event_id)
+    await limit_evaluations(request, visitor)
+    body = await read_json(request, EvaluateIn)
+    decision, current = await evaluate_for(request, event_id, visitor, body)
+    return json_response(decision_json(decision, current, language_of(request)), headers={"Cache-Control": "no-store"})
 
 
 _SUMMARY = {

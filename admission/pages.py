@@ -86,6 +86,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "book_button": "Book",
         "claim_pending": "We are confirming your booking. We'll email you when it is done.",
         "claim_invalid": "This offer link is not valid or has expired.",
+        "claim_eligibility_intro": "This program has rules about who can book. Answer these questions too: the "
+        "place is booked only if they show you can book.",
         "unsub_title": "Reminders",
         "unsub_question": "Stop reminders for your appointment?",
         "unsub_intro": "You will get no more reminder messages. We will still tell you when an appointment is "
@@ -144,6 +146,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "book_button": "Reservar",
         "claim_pending": "Estamos confirmando su reserva. Le avisaremos por correo cuando esté lista.",
         "claim_invalid": "Este enlace de oferta no es válido o ha caducado.",
+        "claim_eligibility_intro": "Este programa tiene reglas sobre quién puede reservar. Responda también a "
+        "estas preguntas: el lugar se reserva solo si muestran que puede reservar.",
         "unsub_title": "Recordatorios",
         "unsub_question": "¿Dejar de recibir recordatorios de su cita?",
         "unsub_intro": "No recibirá más recordatorios. Le seguiremos avisando cuando una cita se reserve, "
@@ -174,6 +178,8 @@ REFUSALS: dict[str, dict[str, str]] = {
         "hold_expired": "the place is no longer held for you.",
         "already_booked": "you already have an appointment for this.",
         "ineligible": "you are not eligible for this appointment.",
+        "identity_required": "this program needs proof of who you are from its sign-in service: sign in there "
+        "and paste the token it gives you.",
     },
     "es": {
         "slot_full": "esa hora acaba de ocuparse; elija otra.",
@@ -192,6 +198,8 @@ REFUSALS: dict[str, dict[str, str]] = {
         "hold_expired": "el lugar ya no está reservado para usted.",
         "already_booked": "ya tiene una cita para esto.",
         "ineligible": "no cumple los requisitos para esta cita.",
+        "identity_required": "este programa necesita comprobar quién es usted con su servicio de acceso: "
+        "identifíquese allí y pegue el token que le dé.",
     },
 }
 

@@ -146,11 +146,11 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return refusal_problem(Overloaded("a concurrent change got in the way; retry", retry_after=1))
     except asyncpg.IntegrityConstraintViolationError as exc:
         # The schema refused the write (a CHECK or foreign key): bad input that validation missed.
-        log.warning("constraint %s refused a write on %s", exc.constraint_name, request.rel_url.path)
+        log.warning("constraint %s refused a write on %s", exc.constraint_name, logged_route(request))
         return refusal_problem(Refused(Code.CONFLICT))
     except Exception:
         # Unexpected: log the type and place, never the request body (it may hold a person's data).
-        log.exception("unhandled error on %s %s", request.method, request.rel_url.path)
+        log.exception("unhandled error on %s %s", request.method, logged_route(request))
         return problem(status_of(Code.INTERNAL_ERROR), Code.INTERNAL_ERROR, message_of(Code.INTERNAL_ERROR))
 
 
@@ -167,6 +167,15 @@ def route_label(request: web.Request) -> str:
     if isinstance(match_info, MatchInfoError):
         return UNMATCHED
     return match_info.route.resource.canonical if match_info.route.resource is not None else UNMATCHED
+
+
+def logged_route(request: web.Request) -> str:
+    """Where a request went, as a log line may say it: the matched route's template (``-`` when none
+    matched), never the path itself. Manage, claim and opt-out links carry their credential in the
+    path or query (``/api/v1/reminders/unsubscribe/{token}``); the access log writes the same
+    (``surgegate.logs.RouteAccessLogger``)."""
+    label = route_label(request)
+    return "-" if label == UNMATCHED else label
 
 
 def http_metrics_middleware(metrics: Metrics, service: str) -> Middleware:

@@ -92,7 +92,13 @@ MAX_STRING = 200
 # length (four levels over a 50-item list are 6 million steps, six are hours), and an evaluation runs
 # on the API's event loop and inside the booking transaction. Two cover "any of mine in any of theirs".
 MAX_NESTING = 2
-_MACRO_CALL = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*$")
+# The rest of the per-evaluation bound (README, "Eligibility"): a rule's size, its `+` (each can copy a
+# list or string into a longer one), and how many rules a version has. Measured worst within them:
+# see the README.
+MAX_EXPR_CHARS = 500
+MAX_TOKENS = 64
+MAX_CONCATENATIONS = 4
+MAX_RULES = 32
 
 
 class Text(BaseModel):
@@ -126,7 +132,7 @@ class AttributeSpec(BaseModel):
 class RuleSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str = Field(pattern=_NAME)
-    expr: str = Field(min_length=1, max_length=2000)
+    expr: str = Field(min_length=1, max_length=MAX_EXPR_CHARS)
     reason: str = Field(pattern=_CODE)
     text: Text
 
@@ -146,7 +152,7 @@ class RuleSetSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     attributes: dict[str, AttributeSpec] = Field(default_factory=dict, max_length=50)
-    rules: list[RuleSpec] = Field(min_length=1, max_length=100)
+    rules: list[RuleSpec] = Field(min_length=1, max_length=MAX_RULES)
     examples: list[ExampleSpec] = Field(default_factory=list, max_length=200)
 
     @field_validator("attributes")
@@ -215,7 +221,12 @@ def _coerce(spec: AttributeSpec, value: Any) -> Any:
         and all(isinstance(v, str) and len(v) <= MAX_STRING for v in value)
     ):
         return list(value)
-    expected = {"enum": f"one of {spec.values}", "date": "a date YYYY-MM-DD", "list": "a list of strings"}
+    expected = {
+        "enum": f"one of {spec.values}",
+        "date": "a date YYYY-MM-DD",
+        "string": f"a string of at most {MAX_STRING} characters",
+        "list": f"a list of at most {MAX_LIST} strings of at most {MAX_STRING} characters each",
+    }
     raise ValueError(expected.get(kind, f"a value of type {kind}"))
 
 
@@ -268,34 +279,84 @@ def _probes(spec: RuleSetSpec) -> Iterator[dict[str, Any]]:
         yield {k: (not v if isinstance(v, bool) else v) for k, v in probe.items()}
 
 
-def macro_nesting(expr: str) -> int:
-    """How deep comprehension macros (``all``, ``exists``, ``exists_one``, ``map``, ``filter``) nest in
-    ``expr``, string literals skipped: ``xs.all(x, ys.exists(y, x == y))`` is 2."""
-    stack: list[bool] = []  # one per open parenthesis: is it a macro's?
+# One lexical token: a string literal (whole), a name, a number, or an operator / bracket. Counting
+# them bounds a rule's syntax tree (every node is at least one token).
+_TOKEN = re.compile(
+    r"""[rRbB]*(?:'\'\'\'.*?\'\'\'|\"\"\".*?\"\"\"|'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")"""
+    r"|[A-Za-z_][A-Za-z0-9_]*|\d+(?:\.\d+)?(?:[eE][+-]?\d+)?[uU]?|0[xX][0-9a-fA-F]+"
+    r"|&&|\|\||[=!<>]=|[-+*/%<>!?:.,()\[\]{}]",
+    re.DOTALL,
+)
+# A comprehension's weight in the nesting: ``map`` and ``filter`` build a list, and the interpreter
+# copies the list built so far at every step (quadratic in the list's length), so each counts as two
+# levels: one may hold no other comprehension nor sit inside one, and its body is an innermost one.
+_WEIGHT = {"all": 1, "exists": 1, "exists_one": 1, "map": 2, "filter": 2}
+# Not in the innermost body of a two-deep nesting (it runs list length² times, 2,500 for 50 items):
+# what builds or walks a whole value there (a list's name, a list or map literal, `+`, a regex).
+_NOT_INNERMOST = frozenset(("[", "{", "+", "matches"))
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What bounds a rule's cost, read from its text (string literals skipped)."""
+
+    nesting: int  # how deep comprehensions nest: ``xs.all(x, ys.exists(y, x == y))`` is 2, ``xs.map(x, x)`` is 2
+    tokens: int  # lexical tokens (names, literals, operators): an upper bound on the syntax tree's nodes
+    concatenations: int  # ``+`` operators: each can copy and grow a list or string
+    innermost: frozenset[str]  # names and operators used where the nesting is deepest (2)
+
+
+def shape(expr: str) -> Shape:
+    """The :class:`Shape` of ``expr``."""
+    tokens = [m.group(0) for m in _TOKEN.finditer(expr)]
+    stack: list[int] = []  # one per open parenthesis: its macro's weight (0: not a macro's)
     deepest = 0
-    i = 0
-    while i < len(expr):
-        char = expr[i]
-        if char in "'\"":
-            quote = expr[i : i + 3] if expr[i : i + 3] in ("'''", '"""') else char
-            i += len(quote)
-            while i < len(expr) and not expr.startswith(quote, i):
-                i += 2 if expr[i] == "\\" else 1
-            i += len(quote)
-            continue
-        if char == "(":
-            stack.append(bool(_MACRO_CALL.search(expr[max(0, i - 20) : i])))
+    innermost: set[str] = set()
+    for i, lexeme in enumerate(tokens):
+        if lexeme == "(":
+            macro = tokens[i - 1] if i >= 2 and tokens[i - 2] == "." else ""
+            stack.append(_WEIGHT.get(macro, 0))
             deepest = max(deepest, sum(stack))
-        elif char == ")" and stack:
+        elif lexeme == ")" and stack:
             stack.pop()
-        i += 1
-    return deepest
+        elif sum(stack) >= MAX_NESTING:
+            innermost.add(lexeme)
+    return Shape(deepest, len(tokens), tokens.count("+"), frozenset(innermost))
+
+
+def macro_nesting(expr: str) -> int:
+    """How deep comprehension macros nest in ``expr`` (``all``, ``exists``, ``exists_one`` one level each,
+    ``map``, ``filter`` two), string literals skipped: ``xs.all(x, ys.exists(y, x == y))`` is 2."""
+    return shape(expr).nesting
+
+
+def _cost_problem(rule: RuleSpec, spec: RuleSetSpec) -> str | None:
+    """Why ``rule`` could cost too much per evaluation, or None (README, "Eligibility": the bounds)."""
+    found = shape(rule.expr)
+    if found.nesting > MAX_NESTING:
+        return (
+            f"rule {rule.id!r} nests comprehensions more than {MAX_NESTING} deep (all, exists and exists_one count "
+            "one level, map and filter two)"
+        )
+    if found.tokens > MAX_TOKENS:
+        return f"rule {rule.id!r} is too large ({found.tokens} tokens; at most {MAX_TOKENS})"
+    if found.concatenations > MAX_CONCATENATIONS:
+        return f"rule {rule.id!r} uses + more than {MAX_CONCATENATIONS} times"
+    lists = {n for n, a in spec.attributes.items() if a.type == "list"}
+    heavy = sorted(found.innermost & (_NOT_INNERMOST | lists))
+    if heavy:
+        return (
+            f"rule {rule.id!r} uses {', '.join(heavy)} inside a comprehension nested {MAX_NESTING} deep, or a map's "
+            "or filter's body (it would run for every pair of items): use only the bound names there"
+        )
+    return None
 
 
 def _rule_problem(rule: RuleSpec, program: cel.Program, spec: RuleSetSpec) -> str | None:
     """Why ``rule`` cannot be stored, or None."""
-    if macro_nesting(rule.expr) > MAX_NESTING:
-        return f"rule {rule.id!r} nests comprehensions (all, exists, map, filter) more than {MAX_NESTING} deep"
+    costly = _cost_problem(rule, spec)
+    if costly is not None:
+        return costly
     bound = set(_BINDER.findall(rule.expr))
     unknown = sorted(set(program.variables()) - set(spec.attributes) - set(BUILT_IN) - bound)
     if unknown:

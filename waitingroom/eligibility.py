@@ -2,9 +2,10 @@
 
 When an event has a published rule set, the queue page of a visitor holding a place (waiting,
 pre-queue or admitted) carries a form rendered here from the version's attribute schema (labels and
-help in the page's language, one input per attribute type) with the person's id number and birth
-date. Attributes marked ``verified`` are not asked: they come from the ID token of the event's
-identity provider (:mod:`shared.identity`), sent as ``id_token``.
+help in the page's language, one input per attribute type: :mod:`shared.eligibility_form`, which the
+waitlist claim page renders too) with the person's id number and birth date. Attributes marked
+``verified`` are not asked: they come from the ID token of the event's identity provider
+(:mod:`shared.identity`), sent as ``id_token``.
 
 The booking API decides (``POST /api/v1/events/{id}/eligibility:evaluate``, with the queue ticket or
 the admission token). The ticket is an HttpOnly cookie of the edge, out of the page script's reach,
@@ -27,13 +28,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import aiohttp
 import asyncpg
 from aiohttp import web
 
+from shared import eligibility_form
+from shared.eligibility_form import STRINGS, Step, evaluate_body, render_decision
 from shared.errors import Code, Overloaded, Refused, TicketInvalid
 from shared.http import read_form
 from waitingroom import queries
@@ -47,93 +49,14 @@ FORWARD_TIMEOUT_S = 10.0
 # script shows it (it joins by itself, so a ticket is there by the time the visitor has answered).
 SHOWN_IN = ("waiting", "prequeue", "admitted")
 NEVER_IN = ("booked", "closed")  # nothing left to check
-MAX_LIST_ITEMS = 50
-
-STRINGS: dict[str, dict[str, str]] = {
-    "en": {
-        "heading": "Check that you can book",
-        "intro": "Answer these questions while you wait: you keep your place in the queue. When it is your "
-        "turn, you can book only once the answer is yes.",
-        "id_number": "ID number",
-        "birth_date": "Date of birth",
-        "yes": "Yes",
-        "no": "No",
-        "choose": "Choose…",
-        "list_help": "Separate several with commas.",
-        "verified_note": "These come from your verified identity, not from this form: {names}.",
-        "id_token": "Identity token from the program's sign-in service",
-        "id_token_help": "The program checks who you are with its sign-in service; paste the token it gave you.",
-        "check": "Check my eligibility",
-        "check_again": "Check again",
-        "checking": "Checking…",
-        "eligible": "You are eligible: you can book an appointment.",
-        "ineligible": "You are not eligible for this program, for these reasons:",
-        "next_eligible": "This answer is valid until {time}. The booking checks the rules again.",
-        "next_ineligible": "If an answer was wrong, correct it and check again. If you think the rules were "
-        "applied wrongly, contact support with this reference: {id}.",
-        "expired": "Your eligibility answer has expired: check again.",
-        "book_blocked": "Check your eligibility above before booking.",
-        "error_identity_required": "This program needs proof of who you are from its sign-in service: sign in "
-        "there, then check again.",
-        "error_rate_limited": "Too many checks in a short time: wait a minute, then try again.",
-        "error_validation_error": "Some answers are missing or not valid: check them and try again.",
-        "error_ticket_invalid": "Join the queue first (or reload this page), then check again.",
-        "error_generic": "The check could not be made right now: try again in a moment.",
-    },
-    "es": {
-        "heading": "Compruebe si puede reservar",
-        "intro": "Responda a estas preguntas mientras espera: conserva su lugar en la fila. Cuando sea su turno, "
-        "solo podrá reservar si la respuesta es sí.",
-        "id_number": "Número de documento",
-        "birth_date": "Fecha de nacimiento",
-        "yes": "Sí",
-        "no": "No",
-        "choose": "Elija…",
-        "list_help": "Separe varios con comas.",
-        "verified_note": "Estos datos proceden de su identidad verificada, no de este formulario: {names}.",
-        "id_token": "Token de identidad del servicio de acceso del programa",
-        "id_token_help": "El programa comprueba quién es usted con su servicio de acceso; pegue el token que le dio.",
-        "check": "Comprobar mi elegibilidad",
-        "check_again": "Volver a comprobar",
-        "checking": "Comprobando…",
-        "eligible": "Es elegible: puede reservar una cita.",
-        "ineligible": "No es elegible para este programa, por estos motivos:",
-        "next_eligible": "Esta respuesta es válida hasta {time}. La reserva vuelve a comprobar las reglas.",
-        "next_ineligible": "Si alguna respuesta era incorrecta, corríjala y vuelva a comprobarlo. Si cree que las "
-        "reglas se aplicaron mal, contacte con soporte indicando esta referencia: {id}.",
-        "expired": "Su respuesta de elegibilidad ha caducado: vuelva a comprobarlo.",
-        "book_blocked": "Compruebe su elegibilidad arriba antes de reservar.",
-        "error_identity_required": "Este programa necesita comprobar quién es usted con su servicio de acceso: "
-        "identifíquese allí y vuelva a comprobarlo.",
-        "error_rate_limited": "Demasiadas comprobaciones en poco tiempo: espere un minuto y vuelva a intentarlo.",
-        "error_validation_error": "Faltan respuestas o alguna no es válida: revíselas y vuelva a intentarlo.",
-        "error_ticket_invalid": "Únase primero a la fila (o vuelva a cargar esta página) y compruébelo de nuevo.",
-        "error_generic": "No se pudo hacer la comprobación ahora: vuelva a intentarlo en un momento.",
-    },
-}
+# The step's words, questions, decision and form reading are shared with the claim page's.
+__all__ = ["STRINGS", "Step", "evaluate_body", "render_decision"]
 
 API_SESSION = web.AppKey("eligibility_api_session", aiohttp.ClientSession)
 
 
 def decision_cookie(event_id: str) -> str:
     return f"sg_decision_{event_id}"
-
-
-@dataclass(frozen=True)
-class Step:
-    """What the page asks: the published version's attributes, and whether an ID token is needed."""
-
-    rule_version: int
-    attributes: Mapping[str, Mapping[str, Any]]
-    identity: bool  # the event names an identity provider: the form asks for its ID token
-
-    @property
-    def asked(self) -> dict[str, Mapping[str, Any]]:
-        return {n: a for n, a in self.attributes.items() if a.get("source", "declared") != "verified"}
-
-    @property
-    def verified(self) -> dict[str, Mapping[str, Any]]:
-        return {n: a for n, a in self.attributes.items() if a.get("source") == "verified"}
 
 
 @dataclass
@@ -175,71 +98,6 @@ async def session_ctx(app: web.Application) -> AsyncIterator[None]:
 # --- rendering ---------------------------------------------------------------------------------------
 
 
-def _text(spec: Mapping[str, Any], key: str, language: str) -> str:
-    value = spec.get(key)
-    if isinstance(value, Mapping):
-        return str(value.get(language) or value.get("en") or "")
-    return str(value or "")
-
-
-def _input(name: str, spec: Mapping[str, Any], t: Mapping[str, str], value: Any, described: str) -> str:
-    e = html.escape
-    field_id, kind = f"el_{name}", spec.get("type")
-    attrs = f'id="{field_id}" name="a_{name}" data-type="{e(str(kind))}"{described}'
-    if kind == "bool":
-        options = "".join(
-            f'<label class="choice"><input type="radio" name="a_{name}" data-type="bool" value="{v}" required'
-            f"{' checked' if value == flag else ''}{described}> {e(t[v])}</label>"
-            for v, flag in (("yes", True), ("no", False))
-        )
-        return f'<div class="choices" id="{field_id}" role="radiogroup">{options}</div>'
-    if kind == "enum":
-        options = f'<option value="">{e(t["choose"])}</option>' + "".join(
-            f'<option value="{e(v)}"{" selected" if v == value else ""}>{e(v)}</option>'
-            for v in spec.get("values") or ()
-        )
-        return f"<select {attrs} required>{options}</select>"
-    shown = "" if value is None else (", ".join(value) if isinstance(value, list) else str(value))
-    typed = {"int": ' type="number" step="1" inputmode="numeric"', "date": ' type="date"'}.get(str(kind), "")
-    return f'<input {attrs}{typed} value="{e(shown)}" maxlength="500" required>'
-
-
-def _question(name: str, spec: Mapping[str, Any], language: str, value: Any) -> str:
-    e, t = html.escape, STRINGS[language]
-    label = _text(spec, "label", language) or name
-    help_text = _text(spec, "help", language)
-    if spec.get("type") == "list":
-        help_text = f"{help_text} {t['list_help']}".strip()
-    described = f' aria-describedby="el_{name}_help"' if help_text else ""
-    if spec.get("type") == "bool":  # a group of radios: its question is a paragraph, not one input's label
-        label_html = f'<p class="question">{e(label)}</p>'
-    else:
-        label_html = f'<label class="question" for="el_{name}">{e(label)}</label>'
-    help_html = f'<p class="help" id="el_{name}_help">{e(help_text)}</p>' if help_text else ""
-    return label_html + help_html + _input(name, spec, t, value, described)
-
-
-def _when(iso: str) -> str:
-    try:
-        return datetime.fromisoformat(iso.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M UTC")
-    except ValueError:
-        return iso
-
-
-def render_decision(decision: Mapping[str, Any], language: str) -> str:
-    """The decision in plain words: the outcome, each reason's text, and what to do next."""
-    e, t = html.escape, STRINGS[language]
-    reasons = "".join(f"<li>{e(str(r.get('text') or r.get('code')))}</li>" for r in decision.get("reasons") or ())
-    if decision.get("eligible"):
-        outcome = f'<p class="state" id="eligibility-outcome">{e(t["eligible"])}</p>'
-        after = t["next_eligible"].format(time=_when(str(decision.get("valid_until", ""))))
-    else:
-        outcome = f'<p class="state" id="eligibility-outcome">{e(t["ineligible"])}</p>'
-        outcome += f'<ul id="eligibility-reasons">{reasons}</ul>'
-        after = t["next_ineligible"].format(id=decision.get("decision_id", ""))
-    return outcome + f'<p id="eligibility-next">{e(after)}</p>'
-
-
 def render_step(
     event: Event,
     step: Step,
@@ -261,17 +119,7 @@ def render_step(
         '<input id="el_birth_date" name="birth_date" type="date" required '
         f'value="{e(str(values.get("birth_date", "")))}">',
     ]
-    questions += [_question(n, spec, language, values.get(n)) for n, spec in step.asked.items()]
-    if step.verified:
-        names = ", ".join(_text(spec, "label", language) or n for n, spec in step.verified.items())
-        questions.append(f'<p class="note">{e(t["verified_note"].format(names=names))}</p>')
-    if step.identity:
-        questions.append(
-            f'<label for="el_id_token">{e(t["id_token"])}</label>'
-            f'<p class="help" id="el_id_token_help">{e(t["id_token_help"])}</p>'
-            '<textarea id="el_id_token" name="id_token" rows="3" maxlength="16384" autocomplete="off" '
-            'aria-describedby="el_id_token_help"></textarea>'
-        )
+    questions.append(eligibility_form.questions(step, language, values))
     result = render_decision(decision, language) if decision else ""
     data = ""
     if decision:
@@ -382,39 +230,6 @@ async def evaluate(request: web.Request) -> web.Response:
     if status == 200:
         _keep_decision(response, request, event.event_id, body)
     return response
-
-
-def _coerce(spec: Mapping[str, Any], raw: list[str]) -> Any:
-    """A form answer as the JSON the API takes (a value that does not convert goes as typed: the API
-    answers 400 naming the attribute)."""
-    kind, text = spec.get("type"), (raw[0].strip() if raw else "")
-    if kind == "bool":
-        return {"yes": True, "no": False}.get(text, text)
-    if kind == "int":
-        try:
-            return int(text)
-        except ValueError:
-            return text
-    if kind == "list":
-        return [item.strip() for item in text.split(",") if item.strip()][:MAX_LIST_ITEMS]
-    return text
-
-
-def evaluate_body(form: Mapping[str, Any], step: Step) -> dict[str, Any]:
-    """The evaluate request a no-JavaScript form stands for."""
-    getall = form.getall if hasattr(form, "getall") else (lambda key, default: [form[key]] if key in form else default)
-    attributes = {name: _coerce(spec, [str(v) for v in getall(f"a_{name}", [])]) for name, spec in step.asked.items()}
-    body: dict[str, Any] = {
-        "person": {
-            "id_number": str(form.get("id_number") or "").strip(),
-            "birth_date": str(form.get("birth_date") or ""),
-        },
-        "attributes": attributes,
-    }
-    token = str(form.get("id_token") or "").strip()
-    if token:
-        body["id_token"] = token
-    return body
 
 
 def _problem_text(body: bytes, language: str) -> str:

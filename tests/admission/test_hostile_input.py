@@ -78,7 +78,7 @@ def rule(expr: str) -> dict[str, object]:
         ("occupations.map(a, occupations.filter(b, occupations.exists(c, c == b))).size() >= 0", 400),
         ('occupations.exists(a, occupations.exists(b, a != b && a == "nurse"))', 201),
         # string literals are skipped: a "(" or ".all(" inside one nests nothing
-        ('occupations.exists(a, occupations.exists(b, a + b in [".all(x, ", "(.exists(y, "]))', 201),
+        ('occupations.exists(a, occupations.exists(b, a == ".all(x, " || b == "(.exists(y, "))', 201),
     ],
 )
 async def test_comprehensions_nested_past_two_are_refused(
@@ -92,7 +92,7 @@ async def test_comprehensions_nested_past_two_are_refused(
     body = await resp.json()
     if status == 400:
         assert_problem(resp.status, body, 400, "validation_error")
-        assert "rule 'r' nests comprehensions (all, exists, map, filter) more than 2 deep" in body["detail"]
+        assert "rule 'r' nests comprehensions more than 2 deep" in body["detail"]
     else:
         assert resp.status == 201, body
 

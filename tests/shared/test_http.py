@@ -9,11 +9,13 @@ import asyncio
 import logging
 import uuid
 
+import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from admission.auth import CLAIMS_PATH
-from shared.http import NOT_A_PAGE_POLICY
+from shared.http import NOT_A_PAGE_POLICY, problem_middleware
 from shared.tokens import TokenCodec
 from tests.helpers import admin_headers, admission_token, assert_problem, booking_headers, seed_site_and_slot
 from waitingroom.keys import SETTINGS
@@ -182,3 +184,34 @@ async def test_a_validation_problem_names_each_field_and_the_kind_of_error(api: 
     kinds = {tuple(e["loc"]): e["type"] for e in problem["errors"]}
     assert kinds == {("person", "name"): "missing", ("person", "email"): "value_error"}
     assert "nobody-at-all" not in str(problem)
+
+
+TOKEN_ROUTE = "/api/v1/reminders/unsubscribe/{token}"
+A_TOKEN = "k1.eyJhIjoiYXBwb2ludG1lbnQifQ.c2VjcmV0LXNpZ25hdHVyZQ"
+
+
+@pytest.mark.parametrize("failure", ["unhandled", "constraint"])
+async def test_an_error_on_a_path_with_a_credential_logs_the_route_not_the_path(
+    pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture, failure: str
+) -> None:
+    """Opt-out, manage and claim links carry their credential in the URL: a 500 or a constraint's
+    refusal on one logs the matched route's template, never the token."""
+
+    async def failing(request: web.Request) -> web.Response:
+        if failure == "unhandled":
+            raise RuntimeError("forced")
+        async with pool.acquire() as con, con.transaction():
+            await con.execute("CREATE TEMP TABLE forced (x int CONSTRAINT positive CHECK (x > 0)) ON COMMIT DROP")
+            await con.execute("INSERT INTO forced VALUES (0)")
+        return web.Response()
+
+    app = web.Application(middlewares=[problem_middleware])
+    app.router.add_post(TOKEN_ROUTE, failing)
+    async with TestClient(TestServer(app)) as client:
+        with caplog.at_level(logging.INFO):
+            resp = await client.post(f"/api/v1/reminders/unsubscribe/{A_TOKEN}?lang=en")
+            assert resp.status == (500 if failure == "unhandled" else 409)
+    # (the test server's own access line is aiohttp's default; the services use RouteAccessLogger)
+    logged = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records if r.name == "surgegate.http")
+    assert TOKEN_ROUTE in logged  # the place is still said
+    assert A_TOKEN not in logged and "c2VjcmV0" not in logged

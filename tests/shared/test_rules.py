@@ -9,7 +9,18 @@ import pytest
 
 from shared.eligibility import local_today
 from shared.errors import ValidationFailed
-from shared.rules import ERROR, FAILED, HELD, RuleSetSpec, age_on, compile_rule_set, evaluate, run_examples
+from shared.rules import (
+    ERROR,
+    FAILED,
+    HELD,
+    MAX_RULES,
+    RuleSetSpec,
+    age_on,
+    coerce_attributes,
+    compile_rule_set,
+    evaluate,
+    run_examples,
+)
 
 
 def rule_set(**changes: Any) -> dict[str, Any]:
@@ -120,3 +131,57 @@ def test_a_rule_that_errs_on_a_real_input_fails_closed() -> None:
 def test_the_digest_is_of_the_content() -> None:
     assert spec().digest() == spec().digest()
     assert spec().digest() != spec(examples=[]).digest()
+
+
+# Rules whose one evaluation would take seconds to minutes over a 50-item list: each is refused at
+# creation by one of the bounds (README, "Eligibility"). Measured before the bounds: the first ~13 s,
+# the list-literal one ~3 min, the concatenation chain ~10 s at 40 terms.
+COSTLY = {
+    "map in map": ("occupations.map(a, occupations.map(b, occupations + occupations)).size() > 0",
+                   "nests comprehensions more than 2 deep"),
+    "lists in the innermost body": ("occupations.all(a, occupations.all(b, [occupations, occupations] == []))",
+                                    "uses [, occupations inside a comprehension nested 2 deep"),
+    "concatenation chain": ("size(" + " + ".join(["occupations"] * 6) + ") > 0", "uses + more than 4 times"),
+    "too many tokens": (" || ".join(["age == 1"] * 22), "is too large (87 tokens; at most 64)"),
+    "a map's body builds lists": ("occupations.map(a, occupations + [a]).size() > 0",
+                                  "uses +, [, occupations inside a comprehension nested 2 deep, or a map's"),
+    "a regex per pair": ("occupations.all(a, occupations.all(b, a.matches(b)))", "uses matches inside"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("expr", "says"), COSTLY.values(), ids=COSTLY.keys())
+def test_a_rule_whose_evaluation_could_cost_too_much_is_refused(expr: str, says: str) -> None:
+    bad = {"id": "bad", "expr": expr, "reason": "bad", "text": {"en": "x", "es": "x"}}
+    with pytest.raises(ValidationFailed) as refused:
+        compile_rule_set(spec(rules=[bad], examples=[]))
+    assert refused.value.detail.startswith("rule 'bad' ") and says in refused.value.detail, refused.value.detail
+
+
+def test_what_the_cost_bounds_still_allow() -> None:
+    """The control: "any of mine in any of theirs", a map over one list, string tests."""
+    fine = [
+        "occupations.exists(a, occupations.exists(b, a != b && a.startsWith(b)))",
+        'occupations.map(o, o == "nurse").exists(x, x) || age >= 65',
+        'size(occupations + ["x"]) > 1 && region + "!" != "B!"',
+    ]
+    rules = [{"id": f"r{i}", "expr": e, "reason": "r", "text": {"en": "x", "es": "x"}} for i, e in enumerate(fine)]
+    compile_rule_set(spec(rules=rules, examples=[]))
+
+
+def test_a_version_has_at_most_max_rules_and_each_expression_at_most_500_characters() -> None:
+    one = {"id": "r", "expr": "age >= 0", "reason": "r", "text": {"en": "x", "es": "x"}}
+    many = [{**one, "id": f"r{i}"} for i in range(MAX_RULES + 1)]
+    with pytest.raises(ValueError, match="at most 32 items"):
+        spec(rules=many)
+    with pytest.raises(ValueError, match="at most 500 characters"):
+        spec(rules=[{**one, "expr": "age >= 0" + " " * 500}])
+
+
+LIST_LIMITS = "must be a list of at most 50 strings of at most 200 characters each"
+
+
+@pytest.mark.parametrize("occupations", [["x"] * 51, ["x" * 201]], ids=["51 items", "201 characters"])
+def test_an_input_past_the_lengths_is_refused_naming_the_attribute(occupations: list[str]) -> None:
+    with pytest.raises(ValidationFailed) as refused:
+        coerce_attributes(spec(), {"region": "A", "occupations": occupations})
+    assert refused.value.errors == [{"loc": ["attributes", "occupations"], "msg": LIST_LIMITS}]
