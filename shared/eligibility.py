@@ -280,11 +280,13 @@ async def check_booking(
     decision_id: str | None,
     on: date,
     now: datetime,
+    lapses: bool = True,
 ) -> BookingCheck:
     """Inside the booking transaction: share the pointer's lock and read it (a publish waits for this
     transaction, see the module docstring) and re-evaluate the decision's stored inputs under the
     version published now, on ``on`` (the appointment's local date). An override decision stands as
-    the staff member decided it. Reasons carry texts in en and es."""
+    the staff member decided it. Reasons carry texts in en and es. ``lapses`` False: the decision's
+    validity does not count (a reschedule re-checks the decision its appointment was booked with)."""
     await locks.xact_lock_shared(con, LockNamespace.RULES_POINTER, event_id)
     published: int | None = await con.fetchval(queries.ELIG_POINTER_FOR_BOOKING, event_id)
     if published is None:
@@ -301,7 +303,7 @@ async def check_booking(
     used = row["decision_id"]
     if not hmac.compare_digest(bytes(row["person_ref"]), person_ref):
         return BookingCheck(published, used, _reasons_all_languages(compiled, [DECISION_MISMATCH]))
-    if row["valid_until"] < now:
+    if lapses and row["valid_until"] < now:
         return BookingCheck(published, used, _reasons_all_languages(compiled, [DECISION_EXPIRED]))
     if row["kind"] == DecisionKind.OVERRIDE:
         codes = [] if row["outcome"] == DecisionOutcome.ELIGIBLE else list(row["reasons"])

@@ -855,6 +855,9 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $
 
 ELIG_DECISION = "SELECT * FROM eligibility_decisions WHERE decision_id = $1"
 
+# What a reschedule re-checks: the decision the appointment was booked with, and whose it is.
+ELIG_APPOINTMENT_DECISION = "SELECT decision_id, person_ref FROM appointments WHERE appointment_id = $1"
+
 ELIG_APPOINTMENT_VERSION = "UPDATE appointments SET rule_version = $2, decision_id = $3 WHERE appointment_id = $1"
 
 ELIG_ATTEMPT_REASONS = "UPDATE booking_attempts SET reasons = $2 WHERE attempt_id = $1"
