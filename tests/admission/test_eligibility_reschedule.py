@@ -14,7 +14,7 @@ from shared.settings import Settings
 from shared.tokens import TokenCodec
 from tests.admission.test_eligibility import api, book, born, create, evaluate, monotonic, move, seed, stricter, ticket
 from tests.admission.test_manage import auth, credential_of, csrf_of, open_page
-from tests.helpers import admin_headers, admission_token, assert_problem, running_worker, seats_of
+from tests.helpers import admin_headers, admission_token, assert_problem, person, running_worker, seats_of
 
 __all__ = ["api", "monotonic"]  # fixtures
 
@@ -114,3 +114,57 @@ async def test_a_move_is_checked_under_the_version_published_at_its_commit(
     status, body = await reschedule(api, mine, a)
     assert status == 200, body
     assert await pool.fetchval("SELECT rule_version FROM appointments") == 1
+
+
+async def test_a_replay_flags_what_to_review_once_and_support_clears_it_with_a_reason(
+    api: TestClient, settings: Settings, pool: asyncpg.Pool, codec: TokenCodec
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    slot_id = await seed(pool, starts=now + timedelta(days=2))
+    await create(api)  # v1: 65+
+    await create(api, stricter())  # v2: 70+
+    await move(api, "1/publish")
+    mine = await booked(api, settings, pool, codec, born(date.today(), 68), slot_id)
+    appointment_id = mine["appointment_id"]
+    decision_id = str(await pool.fetchval("SELECT decision_id FROM appointments"))
+    flagged_url = "/admin/v1/events/ev/eligibility/flagged"
+    assert (await (await api.get(flagged_url, headers=admin_headers())).json())["reviews"] == []
+
+    async def replay(a: int, b: int) -> Any:
+        resp = await api.post("/admin/v1/events/ev/rules/replay", json={"from_version": a, "to_version": b},
+                              headers=admin_headers())  # fmt: skip
+        return await resp.json()
+
+    assert (await replay(1, 1))["newly_flagged"] == 0  # the control: a version agrees with itself
+    assert await pool.fetchval("SELECT count(*) FROM appointment_reviews") == 0
+    report = await replay(1, 2)
+    assert report["appointments_to_review"] == [{"appointment_id": appointment_id, "decision_id": decision_id}]
+    assert report["newly_flagged"] == 1
+    assert (await replay(1, 2))["newly_flagged"] == 0  # idempotent: flagged once
+    [flag] = (await (await api.get(flagged_url, headers=admin_headers())).json())["reviews"]
+    assert (flag["appointment_id"], flag["from_version"], flag["to_version"], flag["reasons"], flag["open"]) == (
+        appointment_id, 1, 2, ["too_young"], True,
+    )  # fmt: skip
+    assert flag["status"] == "confirmed" and flag["slot_id"] == slot_id  # never cancelled by the replay
+
+    # Visible in the support look-up and the decision view.
+    found = await (await api.post("/admin/v1/support/lookup", json={"id_number": person(1)["id_number"]},
+                                  headers=admin_headers())).json()  # fmt: skip
+    assert [r["to_version"] for r in found["appointments"][0]["reviews"]] == [2]
+    view = await (await api.get(f"/admin/v1/eligibility/decisions/{decision_id}", headers=admin_headers())).json()
+    assert [(r["appointment_id"], r["open"]) for r in view["reviews"]] == [(appointment_id, True)]
+
+    # Support clears it with a reason (mandatory), audited; cleared once, kept as history.
+    clear = f"/admin/v1/support/appointments/{appointment_id}/clear-review"
+    resp = await api.post(clear, json={}, headers=admin_headers())
+    assert_problem(resp.status, await resp.json(), 400, "validation_error")
+    resp = await api.post(clear, json={"reason": "doctor's note: high risk"}, headers=admin_headers())
+    assert resp.status == 200 and (await resp.json())["cleared"] == ["1->2"]
+    resp = await api.post(clear, json={"reason": "again"}, headers=admin_headers())
+    assert_problem(resp.status, await resp.json(), 404, "not_found")
+    assert (await (await api.get(flagged_url, headers=admin_headers())).json())["reviews"] == []
+    [kept] = (await (await api.get(flagged_url + "?all=true", headers=admin_headers())).json())["reviews"]
+    assert (kept["open"], kept["clear_reason"], kept["cleared_by"]) == (False, "doctor's note: high risk", "owner")
+    audit = await pool.fetchrow("SELECT actor, detail FROM audit_log WHERE action = 'review_cleared'")
+    assert (audit["actor"], audit["detail"]) == ("owner", {"reason": "doctor's note: high risk", "replays": ["1->2"]})
+    assert (await replay(1, 2))["newly_flagged"] == 0  # a reviewed flag is not raised again by the same replay
