@@ -20,6 +20,9 @@ What a caller can rely on:
   publish waits for the booking to commit, and a booking that starts after a publish waits for it
   and reads the new version. The version recorded on the appointment is therefore the one published
   when the booking committed; a publish never commits between the read and the booking's commit.
+* **A reschedule re-checks the same way** (:func:`shared.appointments.reschedule` and its variants
+  call :func:`check_booking` inside the move's transaction, on the new slot's date, with
+  ``lapses=False``: the decision the appointment was booked with is re-evaluated however old it is).
 
 No attribute value is logged or counted: metrics carry the event, version, outcome and reason codes.
 """
