@@ -3,17 +3,21 @@ decision's stored inputs under the version published at the move's commit, on th
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
+import pytest
 from aiohttp.test_utils import TestClient
 
+from shared import locks, rule_versions
 from shared.settings import Settings
 from shared.tokens import TokenCodec
 from tests.admission.test_eligibility import api, book, born, create, evaluate, monotonic, move, seed, stricter, ticket
 from tests.admission.test_manage import auth, credential_of, csrf_of, open_page
+from tests.booking_worker.test_eligibility_race import until
 from tests.helpers import admin_headers, admission_token, assert_problem, person, running_worker, seats_of
 
 __all__ = ["api", "monotonic"]  # fixtures
@@ -168,3 +172,61 @@ async def test_a_replay_flags_what_to_review_once_and_support_clears_it_with_a_r
     audit = await pool.fetchrow("SELECT actor, detail FROM audit_log WHERE action = 'review_cleared'")
     assert (audit["actor"], audit["detail"]) == ("owner", {"reason": "doctor's note: high risk", "replays": ["1->2"]})
     assert (await replay(1, 2))["newly_flagged"] == 0  # a reviewed flag is not raised again by the same replay
+
+
+async def waiting_on_locks(watcher: asyncpg.Connection) -> int:
+    """Sessions of this test's database waiting on a lock (the server may host other databases)."""
+    return int(
+        await watcher.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+    )
+
+
+async def publish_during_a_move(api: TestClient, pool: asyncpg.Pool, body: dict[str, Any], slot_id: str) -> int:
+    """Publish version 2 in a transaction left open while the move starts; commit once the move
+    either waits on a lock or has answered. Returns the move's status."""
+    async with pool.acquire() as publisher, pool.acquire() as watcher:
+        publishing = publisher.transaction()
+        await publishing.start()
+        await rule_versions.publish(publisher, "ev", 2, actor="test", reason="during a move")
+        moving = asyncio.create_task(reschedule(api, body, slot_id))
+
+        async def waiting_or_done() -> bool:
+            return moving.done() or await waiting_on_locks(watcher) > 0
+
+        await until(waiting_or_done)
+        answered_before_the_publish = moving.done()
+        await publishing.commit()
+        status, _ = await moving
+    assert answered_before_the_publish == (status == 200)
+    return status
+
+
+async def test_a_move_waits_for_a_publish_in_flight_and_is_checked_under_it(
+    api: TestClient, settings: Settings, pool: asyncpg.Pool, codec: TokenCodec
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    a, b = [await seed(pool, starts=now + timedelta(days=d)) for d in (2, 3)]
+    await create(api)
+    await create(api, stricter())
+    await move(api, "1/publish")
+    mine = await booked(api, settings, pool, codec, born(date.today(), 68), a)
+    assert await publish_during_a_move(api, pool, mine, b) == 403  # it waited, then read version 2
+    assert await pool.fetchval("SELECT slot_id::text FROM appointments") == a
+
+
+async def test_negative_control_a_move_without_the_pointer_lock_does_not_wait_for_the_publish(
+    api: TestClient, settings: Settings, pool: asyncpg.Pool, codec: TokenCodec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def no_lock(con: asyncpg.Connection, namespace: locks.LockNamespace, key: str) -> None:
+        return None
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    a, b = [await seed(pool, starts=now + timedelta(days=d)) for d in (2, 3)]
+    await create(api)
+    await create(api, stricter())
+    await move(api, "1/publish")
+    mine = await booked(api, settings, pool, codec, born(date.today(), 68), a)
+    monkeypatch.setattr(locks, "xact_lock_shared", no_lock)
+    assert await publish_during_a_move(api, pool, mine, b) == 200  # moved under version 1 mid-publish
