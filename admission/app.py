@@ -210,6 +210,8 @@ def create_app(
     r.add_post("/admin/v1/support/lookup", support.lookup)
     r.add_post("/admin/v1/support/appointments/{appointment_id}/cancel", support.cancel)
     r.add_post("/admin/v1/support/appointments/{appointment_id}/reschedule", support.reschedule)
+    r.add_post("/admin/v1/support/appointments/{appointment_id}/clear-review", support.clear_review)
+    r.add_get("/admin/v1/events/{event_id}/eligibility/flagged", support.flagged)
     r.add_post("/api/v1/events/{event_id}/eligibility:evaluate", eligibility.evaluate)
     r.add_get("/api/v1/events/{event_id}/eligibility/decisions/{decision_id}", eligibility.get_decision)
     r.add_post("/admin/v1/events/{event_id}/rules", rules.create_rules)

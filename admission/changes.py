@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from admission.auth import AppointmentAccess, appointment_access
 from admission.availability import state_place
+from admission.eligibility import language_of
 from admission.idempotency import run_once
 from admission.keys import AVAILABILITY, METRICS, POOL, SETTINGS, WAITLIST
 from shared import appointments, seats
@@ -102,10 +103,11 @@ async def _move(
     if access.by_link:
         assert target.slot_id is not None
         return await appointments.reschedule_by_link(
-            con, access.appointment_id, target.slot_id, now=now, waitlist=request.app[WAITLIST]
-        )
+            con, access.appointment_id, target.slot_id, now=now, waitlist=request.app[WAITLIST],
+            language=language_of(request),
+        )  # fmt: skip
     assert access.token_id is not None
     return await appointments.reschedule(
         con, access.appointment_id, access.token_id, access.allows_site, slot_id=target.slot_id,
-        hold_id=target.hold_id, now=now, waitlist=request.app[WAITLIST],
+        hold_id=target.hold_id, now=now, waitlist=request.app[WAITLIST], language=language_of(request),
     )  # fmt: skip

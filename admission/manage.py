@@ -44,7 +44,7 @@ from admission.pages import (
     refusal_text,
 )
 from shared import appointments, seats
-from shared.errors import Refused, TokenExpired, TokenInvalid, ValidationFailed
+from shared.errors import Ineligible, Refused, TokenExpired, TokenInvalid, ValidationFailed
 from shared.http import json_response, read_form, read_json, validate
 from shared.manage import CREDENTIAL_PARAM, MANAGE_PATH, manage_credential, resend_link, verify_manage_credential
 from shared.settings import Settings
@@ -367,7 +367,7 @@ async def reschedule(request: web.Request) -> web.Response:
     try:
         if slot_id is None:
             raise ValidationFailed("choose a time")
-        moved = await _move(request, appointment_id, slot_id)
+        moved = await _move(request, appointment_id, slot_id, language)
     except Refused as refused:
         row = await _appointment_row(request, appointment_id)
         csrf = csrf_token(request.app[SETTINGS], credential)
@@ -376,7 +376,7 @@ async def reschedule(request: web.Request) -> web.Response:
             await _choices(request, row),
             csrf,
             language,
-            refusal_text(language, refused.code, refused.detail),
+            _refusal(language, refused),
         )
         return page(language, STRINGS[language]["reschedule_heading"], body, status=refused.status)
     response = redirect(f"{_page_path(appointment_id)}?done=rescheduled&lang={language}")
@@ -386,12 +386,22 @@ async def reschedule(request: web.Request) -> web.Response:
     return response
 
 
-async def _move(request: web.Request, appointment_id: uuid.UUID, slot_id: uuid.UUID) -> appointments.Rescheduled:
+def _refusal(language: str, refused: Refused) -> str:
+    """The refusal in words; an ineligible move also says each reason (the rules' own texts)."""
+    text = refusal_text(language, refused.code, refused.detail)
+    if isinstance(refused, Ineligible) and refused.reasons:
+        text += " " + " ".join(r["text"] for r in refused.reasons)
+    return text
+
+
+async def _move(
+    request: web.Request, appointment_id: uuid.UUID, slot_id: uuid.UUID, language: str
+) -> appointments.Rescheduled:
     metrics = request.app[METRICS]
     try:
         async with request.app[POOL].acquire() as con, con.transaction():
             moved = await appointments.reschedule_by_link(
-                con, appointment_id, slot_id, now=seats.utcnow(), waitlist=request.app[WAITLIST]
+                con, appointment_id, slot_id, now=seats.utcnow(), waitlist=request.app[WAITLIST], language=language
             )
     except Refused:
         metrics.reschedules.labels("-", "refused").inc()

@@ -168,7 +168,7 @@ async def replay(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as con, con.transaction():
         report = await eligibility_review.replay(
             con, request.app[VAULT], request.match_info["event_id"], body.from_version, body.to_version,
-            actor=actor_of(request).audit_name(),
+            actor=actor_of(request).audit_name(), now=seats.utcnow(),
         )  # fmt: skip
     return json_response(report)
 

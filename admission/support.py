@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from admission.availability import slot_place_and_time, state_place
 from admission.keys import AVAILABILITY, METRICS, POOL, VAULT, WAITLIST
-from shared import seats, support
+from shared import eligibility_review, seats, support
 from shared.booking import utc_iso
 from shared.errors import CATALOGUE, Code
 from shared.http import json_response, path_uuid, read_json
@@ -59,6 +59,7 @@ def _appointment(row: dict[str, Any]) -> dict[str, Any]:
         "cancel_reason": row["cancel_reason"],
         "checked_in_at": _at(row["checked_in_at"]),
         "rescheduled_at": _at(row["rescheduled_at"]),
+        "reviews": row["reviews"],  # a replay's flags (shared/eligibility_review.py), open until cleared
     }
 
 
@@ -108,6 +109,28 @@ async def lookup(request: web.Request) -> web.Response:
             "decisions": found.decisions,
         }
     )
+
+
+@requires(Role.SUPPORT)
+async def clear_review(request: web.Request) -> web.Response:
+    """Clear the appointment's open review flags (a replay's), with a reason; audited."""
+    appointment_id = path_uuid(request, "appointment_id", "appointment")
+    body = await read_json(request, ReasonIn)
+    async with request.app[POOL].acquire() as con, con.transaction():
+        done = await eligibility_review.clear_flag(
+            con, appointment_id, reason=body.reason, actor=actor_of(request).audit_name(), now=seats.utcnow()
+        )
+    return json_response(done)
+
+
+@requires(Role.SUPPORT)
+async def flagged(request: web.Request) -> web.Response:
+    """The event's appointments a replay flagged for review (``?all=true``: cleared ones too)."""
+    include_cleared = request.query.get("all", "false") == "true"
+    async with request.app[POOL].acquire() as con:
+        return json_response(
+            await eligibility_review.flagged(con, request.match_info["event_id"], include_cleared=include_cleared)
+        )
 
 
 @requires(Role.SUPPORT)

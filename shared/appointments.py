@@ -13,11 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from shared import notifications, queries, seats
-from shared.errors import CATALOGUE, Code, NotFound, Refused, TokenScope
+from shared import eligibility, notifications, queries, seats
+from shared.errors import CATALOGUE, Code, Ineligible, NotFound, Refused, TokenScope
 from shared.notifications import NotificationKind
 from shared.statuses import AppointmentStatus, CancelledBy
 from shared.waitlist import Waitlist
@@ -112,23 +113,27 @@ async def reschedule(
     hold_id: uuid.UUID | None = None,
     now: datetime,
     waitlist: Waitlist,
+    language: str = "en",
 ) -> Rescheduled:
     """Move the appointment to another seat (a free one of ``slot_id``, or the one ``hold_id`` sets
     aside): the new seat is taken and the old one freed, or nothing changes (every refusal raises
-    before a write, or inside the caller's savepoint). Safe to repeat: moving to where it is changes nothing."""
+    before a write, or inside the caller's savepoint). Safe to repeat: moving to where it is changes nothing.
+    With a published rule set the move is an eligibility check like a booking's (:func:`_recheck`):
+    ineligible on the new slot's date → :class:`Ineligible` (reasons in ``language``), nothing moved."""
     current = await lock_own(con, appointment_id, token_id)
     if current["status"] != AppointmentStatus.CONFIRMED:
         raise Refused(Code.APPOINTMENT_NOT_ACTIVE)
     new = await _target_slot(con, token_id, slot_id, hold_id, now)
     return await _move(
         con, current, new, allows_site, token_id=token_id, hold_id=hold_id, now=now, waitlist=waitlist,
-        actor=token_id, detail={},
+        actor=token_id, detail={}, language=language,
     )  # fmt: skip
 
 
 async def reschedule_by_link(
-    con: asyncpg.Connection, appointment_id: uuid.UUID, slot_id: uuid.UUID, *, now: datetime, waitlist: Waitlist
-) -> Rescheduled:
+    con: asyncpg.Connection, appointment_id: uuid.UUID, slot_id: uuid.UUID, *, now: datetime, waitlist: Waitlist,
+    language: str = "en",
+) -> Rescheduled:  # fmt: skip
     """Move the appointment a manage credential names to a free seat of ``slot_id`` at the same site
     and of the same type (token_scope otherwise): the same rules and guarantees as :func:`reschedule`."""
     current = await con.fetchrow(queries.APPOINTMENT_FOR_CHANGE, appointment_id)
@@ -139,6 +144,7 @@ async def reschedule_by_link(
     return await _move(
         con, current, slot_id, lambda site: site == current["site_id"], token_id=None, hold_id=None, now=now,
         waitlist=waitlist, actor=f"manage:{appointment_id}", detail={"via": "manage_link"}, same_type=True,
+        language=language,
     )  # fmt: skip
 
 
@@ -155,7 +161,10 @@ async def reschedule_on_behalf(
 ) -> Rescheduled:
     """Staff move a person's appointment to a free seat of ``slot_id``, whoever's admission made it:
     the same rules and guarantees as :func:`reschedule` (booking window, capacity, the freed seat
-    offered to the waitlist), audited with the staff ``actor`` and their ``reason``."""
+    offered to the waitlist), audited with the staff ``actor`` and their ``reason``. Eligibility is
+    re-checked on the new date and the version recorded, but an ineligible answer does not refuse:
+    the staff member's reason stands as an override, and the audit row names the version and the
+    reasons overridden (``eligibility_overridden``)."""
     current = await con.fetchrow(queries.APPOINTMENT_FOR_CHANGE, appointment_id)
     if current is None:
         raise NotFound("no such appointment")
@@ -163,7 +172,7 @@ async def reschedule_on_behalf(
         raise Refused(Code.APPOINTMENT_NOT_ACTIVE)
     return await _move(
         con, current, slot_id, allows_site, token_id=None, hold_id=None, now=now, waitlist=waitlist,
-        actor=actor, detail={"reason": reason},
+        actor=actor, detail={"reason": reason}, override=True,
     )  # fmt: skip
 
 
@@ -180,6 +189,8 @@ async def _move(
     actor: str,
     detail: dict[str, Any],
     same_type: bool = False,
+    language: str = "en",
+    override: bool = False,
 ) -> Rescheduled:
     """The move itself, for a confirmed appointment row ``current`` already locked by the caller
     (with its ``type_id`` when ``same_type``: then only a slot of that type will do)."""
@@ -199,6 +210,7 @@ async def _move(
             assert token_id is not None
             await seats.release_hold(con, hold_id, token_id, now)
         return Rescheduled(slot=slots[old], from_slot_id=None, sites=(), event_id=current["event_id"])
+    detail = {**detail, **await _recheck(con, waitlist, current, slots[new], now, language=language, override=override)}
     await _take_new_seat(con, slots[new], token_id, hold_id, now)
     await seats.return_seat(con, old)
     moved = await con.fetchrow(queries.MOVE_APPOINTMENT, appointment_id, new, now)
@@ -211,6 +223,35 @@ async def _move(
     return Rescheduled(
         slot=slots[new], from_slot_id=old, sites=(slots[old].site_id, slots[new].site_id), event_id=current["event_id"]
     )
+
+
+async def _recheck(
+    con: asyncpg.Connection, waitlist: Waitlist, current: Any, slot: seats.SlotState, now: datetime, *,
+    language: str, override: bool,
+) -> dict[str, Any]:  # fmt: skip
+    """The booking's eligibility check (:func:`shared.eligibility.check_booking`: the pointer's lock
+    shared, the version published now) on the decision the appointment was booked with, on the new
+    slot's local date; its lapse does not count. Records the version on the appointment and returns
+    the audit row's detail. Ineligible raises :class:`Ineligible` before any write, unless ``override``
+    (staff): then the move goes on and the detail names what was overridden. No rule set: ``{}``."""
+    appointment_id = current["appointment_id"]
+    booked = await con.fetchrow(queries.ELIG_APPOINTMENT_DECISION, appointment_id)
+    decision_id = booked["decision_id"]
+    check = await eligibility.check_booking(
+        con, waitlist.vault, event_id=current["event_id"], person_ref=bytes(booked["person_ref"] or b""),
+        decision_id=None if decision_id is None else str(decision_id),
+        on=slot.starts_at.astimezone(ZoneInfo(slot.timezone)).date(), now=now, lapses=False,
+    )  # fmt: skip
+    if check.rule_version is None:
+        return {}
+    if check.reasons and not override:
+        raise Ineligible(
+            eligibility.reasons_in(check.reasons, language), CATALOGUE[Code.INELIGIBLE].message + UNCHANGED
+        )
+    await con.execute(queries.ELIG_APPOINTMENT_VERSION, appointment_id, check.rule_version, decision_id)
+    if check.reasons:
+        return {"rule_version": check.rule_version, "eligibility_overridden": [r["code"] for r in check.reasons]}
+    return {"rule_version": check.rule_version}
 
 
 async def _tell_cancelled(con: asyncpg.Connection, row: Any, waitlist: Waitlist, *, by_site: bool) -> None:

@@ -20,6 +20,9 @@ What a caller can rely on:
   publish waits for the booking to commit, and a booking that starts after a publish waits for it
   and reads the new version. The version recorded on the appointment is therefore the one published
   when the booking committed; a publish never commits between the read and the booking's commit.
+* **A reschedule re-checks the same way** (:func:`shared.appointments.reschedule` and its variants
+  call :func:`check_booking` inside the move's transaction, on the new slot's date, with
+  ``lapses=False``: the decision the appointment was booked with is re-evaluated however old it is).
 
 No attribute value is logged or counted: metrics carry the event, version, outcome and reason codes.
 """
@@ -280,11 +283,13 @@ async def check_booking(
     decision_id: str | None,
     on: date,
     now: datetime,
+    lapses: bool = True,
 ) -> BookingCheck:
     """Inside the booking transaction: share the pointer's lock and read it (a publish waits for this
     transaction, see the module docstring) and re-evaluate the decision's stored inputs under the
     version published now, on ``on`` (the appointment's local date). An override decision stands as
-    the staff member decided it. Reasons carry texts in en and es."""
+    the staff member decided it. Reasons carry texts in en and es. ``lapses`` False: the decision's
+    validity does not count (a reschedule re-checks the decision its appointment was booked with)."""
     await locks.xact_lock_shared(con, LockNamespace.RULES_POINTER, event_id)
     published: int | None = await con.fetchval(queries.ELIG_POINTER_FOR_BOOKING, event_id)
     if published is None:
@@ -301,7 +306,7 @@ async def check_booking(
     used = row["decision_id"]
     if not hmac.compare_digest(bytes(row["person_ref"]), person_ref):
         return BookingCheck(published, used, _reasons_all_languages(compiled, [DECISION_MISMATCH]))
-    if row["valid_until"] < now:
+    if lapses and row["valid_until"] < now:
         return BookingCheck(published, used, _reasons_all_languages(compiled, [DECISION_EXPIRED]))
     if row["kind"] == DecisionKind.OVERRIDE:
         codes = [] if row["outcome"] == DecisionOutcome.ELIGIBLE else list(row["reasons"])

@@ -890,6 +890,9 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $
 
 ELIG_DECISION = "SELECT * FROM eligibility_decisions WHERE decision_id = $1"
 
+# What a reschedule re-checks: the decision the appointment was booked with, and whose it is.
+ELIG_APPOINTMENT_DECISION = "SELECT decision_id, person_ref FROM appointments WHERE appointment_id = $1"
+
 ELIG_APPOINTMENT_VERSION = "UPDATE appointments SET rule_version = $2, decision_id = $3 WHERE appointment_id = $1"
 
 ELIG_ATTEMPT_REASONS = "UPDATE booking_attempts SET reasons = $2 WHERE attempt_id = $1"
@@ -914,6 +917,43 @@ ELIG_BOOKED_UNDER = """
 SELECT appointment_id, decision_id, status FROM appointments
 WHERE event_id = $1 AND rule_version = $2 AND status = 'confirmed'
 ORDER BY created_at, appointment_id
+"""
+
+# --- appointments flagged for review by a replay (shared/eligibility_review.py; migration 0030) ---
+
+# Idempotent: the same replay flags an appointment once (the first flag's time and actor stay).
+REVIEW_FLAG = """
+INSERT INTO appointment_reviews (appointment_id, event_id, from_version, to_version, decision_id, reasons,
+                                 flagged_at, flagged_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (appointment_id, from_version, to_version) DO NOTHING
+RETURNING appointment_id
+"""
+
+# An event's flags with where and when the appointment is; $2 false: open flags only.
+REVIEWS_OF_EVENT = """
+SELECT r.appointment_id, r.event_id, r.from_version, r.to_version, r.decision_id, r.reasons, r.flagged_at,
+       r.flagged_by, r.cleared_at, r.cleared_by, r.clear_reason, ap.status, s.slot_id, s.site_id, s.starts_at
+FROM appointment_reviews r
+JOIN appointments ap ON ap.appointment_id = r.appointment_id
+JOIN slots s ON s.slot_id = ap.slot_id
+WHERE r.event_id = $1 AND ($2 OR r.cleared_at IS NULL)
+ORDER BY r.flagged_at, r.appointment_id, r.from_version, r.to_version
+"""
+
+# The flags of some appointments ($1) or of the appointments booked with a decision ($2), oldest first.
+REVIEWS_OF = """
+SELECT r.appointment_id, r.event_id, r.from_version, r.to_version, r.decision_id, r.reasons, r.flagged_at,
+       r.flagged_by, r.cleared_at, r.cleared_by, r.clear_reason
+FROM appointment_reviews r
+WHERE r.appointment_id = ANY($1::uuid[]) OR r.decision_id = $2
+ORDER BY r.flagged_at, r.appointment_id, r.from_version, r.to_version
+"""
+
+REVIEW_CLEAR = """
+UPDATE appointment_reviews SET cleared_at = $2, cleared_by = $3, clear_reason = $4
+WHERE appointment_id = $1 AND cleared_at IS NULL
+RETURNING event_id, from_version, to_version
 """
 
 SUPPORT_DECISIONS = """

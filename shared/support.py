@@ -33,7 +33,7 @@ from cryptography.fernet import InvalidToken
 
 from shared import appointments, queries
 from shared.appointments import Cancelled, Rescheduled
-from shared.eligibility_review import decision_json
+from shared.eligibility_review import decision_json, reviews_of
 from shared.errors import Code, NotFound, Refused
 from shared.persons import PersonVault
 from shared.statuses import AppointmentStatus
@@ -45,7 +45,7 @@ class Found:
     """A person's records, newest first. Rows carry no ciphertext and no keyed reference."""
 
     contact: dict[str, str] | None  # masked name and email of the newest record (None: none readable)
-    appointments: list[Any]
+    appointments: list[Any]  # each with ``reviews``: the replays' flags on it (open or cleared)
     attempts: list[Any]
     waitlist: list[Any]
     decisions: list[dict[str, Any]]
@@ -118,9 +118,13 @@ async def look_up(
     tried = await con.fetch(queries.SUPPORT_ATTEMPTS, person_ref, event_id)
     waiting = await con.fetch(queries.SUPPORT_WAITLIST, person_ref, event_id)
     decisions = await eligibility_decisions(con, person_ref, event_id)
+    flags = await reviews_of(con, [row["appointment_id"] for row in booked])
     found = Found(
         contact=masked_contact(vault, _newest_sealed(booked, waiting)),
-        appointments=_without_person(booked),
+        appointments=[
+            {**row, "reviews": [f for f in flags if f["appointment_id"] == str(row["appointment_id"])]}
+            for row in _without_person(booked)
+        ],
         attempts=[dict(row) for row in tried],
         waitlist=_without_person(waiting),
         decisions=decisions,

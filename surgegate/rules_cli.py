@@ -1,6 +1,7 @@
 """``surgegate rules ...``: eligibility rule-set versions through the booking API's admin endpoints
 (role ``rules``): create from a JSON or YAML file, list with history, show, diff, shadow, publish,
-roll back, the shadow report and replay. Publish, shadow and rollback take ``--reason`` (kept in the
+roll back, the shadow report and replay (which flags appointments for review), and ``flagged``: the
+event's flagged appointments (role ``support``). Publish, shadow and rollback take ``--reason`` (kept in the
 version's history and the audit log)."""
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ def add_parser(sub: Any) -> None:
     rp.add_argument("event_id")
     rp.add_argument("--from", dest="from_version", type=int, required=True)
     rp.add_argument("--to", dest="to_version", type=int, required=True)
+    fl = actions.add_parser("flagged", parents=[common], help="appointments a replay flagged for review (support)")
+    fl.add_argument("event_id")
+    fl.add_argument("--all", action="store_true", help="cleared flags too")
     p.set_defaults(func=shared.wrap(run))
 
 
@@ -75,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     base = (args.api_url or settings.api_url).rstrip("/")
     token = admin_token(args, settings, "rules")
-    rules = f"/admin/v1/events/{urllib.parse.quote(args.event_id, safe='')}/rules"
+    event = f"/admin/v1/events/{urllib.parse.quote(args.event_id, safe='')}"
+    rules = f"{event}/rules"
 
     def send(method: str, path: str, body: Any = None) -> int:
         return call("rules", base, method, path, token, body)
@@ -96,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         return send("POST", f"{rules}/{args.version}/{args.action}", {"reason": args.reason})
     if args.action == "rollback":
         return send("POST", f"{rules}/rollback", {"reason": args.reason})
+    if args.action == "flagged":
+        return send("GET", f"{event}/eligibility/flagged?all={'true' if args.all else 'false'}")
     if args.action == "shadow-report":
         return send("GET", f"{rules}/shadow-report?version={args.version}")
     return send("POST", f"{rules}/replay", {"from_version": args.from_version, "to_version": args.to_version})

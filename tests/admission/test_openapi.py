@@ -300,6 +300,11 @@ async def eligibility_flow(client: Documented, codec: TokenCodec) -> None:
     assert (await client.call("POST", f"{rules_path}/rollback", json={"reason": "wrong"}, headers=admin))[0] == 200
     replay = {"from_version": 1, "to_version": 2}
     assert (await client.call("POST", f"{rules_path}/replay", json=replay, headers=admin))[0] == 200
+    flagged = await client.call("GET", "/admin/v1/events/ev/eligibility/flagged", params={"all": "true"}, headers=admin)
+    assert flagged[0] == 200 and [r["open"] for r in flagged[1]["reviews"]] == [False]  # cleared above
+    clear = f"/admin/v1/support/appointments/{uuid.uuid4()}/clear-review"
+    assert (await client.call("POST", clear, json={"reason": "reviewed"}, headers=admin))[0] == 404
+    assert (await client.call("POST", clear, json={}, headers=admin))[0] == 400
 
 
 async def test_a_real_flow_answers_what_the_document_says(
@@ -431,11 +436,18 @@ async def test_a_real_flow_answers_what_the_document_says(
         status, booked_6 = await client.call("POST", "/api/v1/appointments", json=sixth, headers=auth(e, "e-1"))
     assert status == 201
     lookup = {"id_number": person(6)["id_number"].lower(), "event_id": "ev"}
+    await pool.execute(  # as a replay flags one (tests/admission/test_eligibility_reschedule.py does it for real)
+        "INSERT INTO appointment_reviews (appointment_id, event_id, from_version, to_version, reasons, flagged_at,"
+        " flagged_by) VALUES ($1, 'ev', 1, 2, '{too_young}', now(), 'owner')", uuid.UUID(booked_6["appointment_id"])
+    )  # fmt: skip
     assert (await client.call("POST", "/admin/v1/support/lookup", json=lookup))[0] == 401
     status, found = await client.call("POST", "/admin/v1/support/lookup", json=lookup, headers=admin_headers())
     assert status == 200 and [x["appointment_id"] for x in found["appointments"]] == [booked_6["appointment_id"]]
     assert (await client.call("POST", "/admin/v1/support/lookup", json={}, headers=admin_headers()))[0] == 400
     on_behalf = f"/admin/v1/support/appointments/{booked_6['appointment_id']}"
+    assert found["appointments"][0]["reviews"][0]["open"] is True
+    reviewed = {"reason": "reviewed: stays"}
+    assert (await client.call("POST", f"{on_behalf}/clear-review", json=reviewed, headers=admin_headers()))[0] == 200
     stay = {"slot_id": one_off, "reason": "checked with the site"}
     assert (await client.call("POST", f"{on_behalf}/reschedule", json=stay, headers=admin_headers()))[0] == 200
     called = {"reason": "called: cannot come"}
@@ -592,6 +604,9 @@ BODIES: dict[tuple[str, str], tuple[type[pydantic.BaseModel], list[Json]]] = {
     ("/admin/v1/support/appointments/{appointment_id}/cancel", "post"): (support.ReasonIn, [
         {"reason": "asked by phone"}, {}, {"reason": ""}, {"reason": "   "}, {"reason": "x" * 501},
         {"reason": "r", "late": True},
+    ]),
+    ("/admin/v1/support/appointments/{appointment_id}/clear-review", "post"): (support.ReasonIn, [
+        {"reason": "reviewed: stays"}, {}, {"reason": ""}, {"reason": "x" * 501}, {"reason": "r", "cancel": True},
     ]),
     ("/admin/v1/support/appointments/{appointment_id}/reschedule", "post"): (support.MoveIn, [
         {"slot_id": SLOT, "reason": "r"}, {"slot_id": SLOT}, {"reason": "r"}, {"slot_id": "x", "reason": "r"},

@@ -65,7 +65,9 @@ def test_dashboard_shows_what_an_operator_needs() -> None:
                    "surgegate_queue_wait_seconds_bucket", "surgegate_token_verify_total",
                    "surgegate_booking_seconds_bucket", "surgegate_booking_queue_depth",
                    "surgegate_notifications_backlog", "surgegate_notifications_oldest_due_age_seconds",
-                   "surgegate_notifications_total"):  # fmt: skip
+                   "surgegate_notifications_total", "surgegate_eligibility_decisions_total",
+                   "surgegate_eligibility_reasons_total", "surgegate_eligibility_errors_total",
+                   "surgegate_eligibility_shadow_total"):  # fmt: skip
         assert metric in queries
 
 

@@ -63,6 +63,22 @@ def test_a_broken_rule_fails_its_unit_test(tmp_path: Path) -> None:
     assert "alertname: AdmissionsStalled" in done.stdout + done.stderr
 
 
+@needs_promtool
+def test_eligibility_errors_alert_misses_a_first_error_without_its_second_clause(tmp_path: Path) -> None:
+    """Negative control: EligibilityRulesErring as the plain increase() only, never fires for a rule
+    version whose first error is its series' first sample (a labelled counter appears at 1)."""
+    clause = (" or sum by (event, rule_version) (surgegate_eligibility_errors_total"
+              " unless surgegate_eligibility_errors_total offset 5m) > 0")  # fmt: skip
+    broken = RULES.read_text().replace(clause, "")
+    assert broken != RULES.read_text()
+    (tmp_path / "alerts.yml").write_text(broken)
+    shutil.copy(RULE_TESTS, tmp_path / "alerts_test.yml")
+    done = subprocess.run([str(PROMTOOL), "test", "rules", str(tmp_path / "alerts_test.yml")],
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode != 0
+    assert "alertname: EligibilityRulesErring" in done.stdout + done.stderr
+
+
 def test_every_alert_has_a_case_where_it_fires() -> None:
     alerts = set(re.findall(r"^\s*- alert: (\w+)", RULES.read_text(), re.MULTILINE))
     assert len(alerts) >= 8

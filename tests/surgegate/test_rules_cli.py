@@ -47,7 +47,9 @@ async def test_rules_from_the_command_line(
     code, out, _ = await cli(capsys, *common, "show", "ev", "2")
     assert code == 0 and json.loads(out)["history"][-1]["reason"] == "B was not meant yet"
     code, out, _ = await cli(capsys, *common, "replay", "ev", "--from", "1", "--to", "2")
-    assert code == 0 and json.loads(out)["flips"] == []
+    assert code == 0 and json.loads(out)["flips"] == [] and json.loads(out)["newly_flagged"] == 0
+    code, out, _ = await cli(capsys, *common, "flagged", "ev", "--all")
+    assert code == 0 and json.loads(out) == {"event_id": "ev", "reviews": []}
     # Refusals exit 1 naming the code; a bad file names the file.
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps(rule_set(rules=[{"id": "r", "expr": "age >", "reason": "x",
