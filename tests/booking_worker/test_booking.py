@@ -315,7 +315,8 @@ async def test_the_edges_signals_go_to_the_waiting_rooms_redis_when_the_queue_ha
     from shared.keys import active_admissions_key, booking_latency_key
     from shared.statuses import AttemptStatus
 
-    queue = Redis(**{**redis.connection_pool.connection_kwargs, "db": 14})  # another server's stand-in
+    room_db = int(redis.connection_pool.connection_kwargs.get("db", 0))
+    queue = Redis(**{**redis.connection_pool.connection_kwargs, "db": (room_db + 1) % 16})  # another server's stand-in
     try:
         await queue.flushdb()
         job = replace(job_for(str(uuid.uuid4())), rank=3)
