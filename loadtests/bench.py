@@ -6,9 +6,10 @@ Uses SURGEGATE_DATABASE_URL / SURGEGATE_REDIS_URL when set, else embedded server
 Servers run as separate processes (like production); the load generator runs here. Prints a
 Markdown table: figure, surgegate, baseline, ratio. Nothing is asserted: the numbers are reported.
 
-* status polls/s of one edge process  vs  a bare aiohttp handler returning the same JSON size
-* joins/s of one edge process         vs  the same bare handler (edge and baseline in turns, --rounds;
-  joins also report Redis script calls per join)
+* status polls/s of one edge process  vs  a bare aiohttp handler replaying the edge's own answer (the
+  same JSON and headers: loadtests/baseline_server.py --replay)
+* joins/s of one edge process         vs  the same bare handler (a join's answer, Set-Cookie included;
+  edge and baseline in turns, --rounds; joins also report Redis script calls per join)
 * bookings committed/s, API -> arq -> worker  vs  the worker's booking transaction run directly
   through asyncpg with the same concurrency (the SQL floor of the path)
 * eligibility evaluations/s of one API process (a published rule set of two CEL rules; each decision
@@ -156,6 +157,20 @@ async def alternating(
     return results
 
 
+async def answer(port: int, request: bytes) -> dict[str, Any]:
+    """One request on its own connection; the answer as ``loadtests.baseline_server --replay`` takes it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        headers = [tuple(h.split(": ", 1)) for h in head[1:] if h]
+        length = int(next(v for k, v in headers if k.lower() == "content-length"))
+        body = (await reader.readexactly(length)).decode()
+        return {"status": int(head[0].split()[1]), "headers": headers, "body": body}
+    finally:
+        writer.close()
+
+
 async def edge_figures(env: dict[str, str], args: argparse.Namespace) -> list[tuple[str, Result, Result, str]]:
     port, base_port = free_port(), free_port()
     edge = spawn(["surgegate", "edge", "--port", str(port)], env, f"http://127.0.0.1:{port}/healthz")
@@ -167,22 +182,23 @@ async def edge_figures(env: dict[str, str], args: argparse.Namespace) -> list[tu
             json.dumps({"name": "Bench", "rate_per_s": 0}).encode(),
         )  # fmt: skip
         await run_load(port, lambda i: put, concurrency=1, total=1)
+        answers: dict[str, dict[str, Any]] = {}
         tickets: list[str] = []
         for i in range(200):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(request_bytes("POST", "/api/v1/events/bench/join", {"X-Forwarded-For": f"198.19.0.{i + 1}"}))
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = int(next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")).split(b":")[1])
-            tickets.append(json.loads(await reader.readexactly(length))["ticket"])
-            writer.close()
+            client = {"X-Forwarded-For": f"198.19.0.{i + 1}"}
+            join = await answer(port, request_bytes("POST", "/api/v1/events/bench/join", client))
+            answers.setdefault("POST", join)
+            tickets.append(json.loads(join["body"])["ticket"])
         polls = [request_bytes("GET", "/api/v1/events/bench/status", {"Authorization": f"Bearer {t}"}) for t in tickets]
-        sample = polls[0]
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(sample)
-        head = await reader.readuntil(b"\r\n\r\n")
-        size = int(next(h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")).split(b":")[1])
-        writer.close()
-        base = spawn(["loadtests.baseline_server", str(base_port), str(size)], env, f"http://127.0.0.1:{base_port}/")
+        answers["GET"] = await answer(port, polls[0])
+        size = len(answers["GET"]["body"].encode())
+        # The bare handler replays the edge's own answers (the same JSON and headers) without making them.
+        replay = Path(tempfile.mkdtemp()) / "answers.json"
+        replay.write_text(json.dumps(answers))
+        base = spawn(["loadtests.baseline_server", str(base_port), "--replay", str(replay)], env,
+                     f"http://127.0.0.1:{base_port}/")  # fmt: skip
+        replay.unlink()  # read at start
+        replay.parent.rmdir()
 
         status, base_status = await alternating(
             (port, lambda i: polls[i % len(polls)]), (base_port, lambda i: polls[0]), args

@@ -25,6 +25,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.typedefs import Middleware
 from aiohttp.web_urldispatcher import MatchInfoError
+from prometheus_client import Counter, Histogram
 
 from shared.db import DATABASE_UNAVAILABLE
 from shared.errors import (
@@ -184,6 +185,24 @@ def http_metrics_middleware(metrics: Metrics, service: str) -> Middleware:
     (problems, CORS, throttling) give. A request whose client went away before the answer (cancelled)
     is not counted: it got no status."""
 
+    # prometheus_client's ``labels()`` costs a lock, a tuple check and a dict look-up per call; the
+    # children of each (route, method, status) are taken once. Every label is from a bounded set (routes,
+    # COUNTED_METHODS, statuses), so this cache is as small as the metric itself.
+    children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def count(request: web.Request, status: int, seconds: float) -> None:
+        route = route_label(request)
+        method = request.method if request.method in COUNTED_METHODS else "other"
+        key = (route, method, status)
+        child = children.get(key)
+        if child is None:
+            child = children[key] = (
+                metrics.http_requests.labels(service, route, method, str(status)),
+                metrics.http_request_seconds.labels(service, route, method),
+            )
+        child[0].inc()
+        child[1].observe(seconds)
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
@@ -200,10 +219,7 @@ def http_metrics_middleware(metrics: Metrics, service: str) -> Middleware:
             raise
         finally:
             if status is not None:
-                route = route_label(request)
-                method = request.method if request.method in COUNTED_METHODS else "other"
-                metrics.http_requests.labels(service, route, method, str(status)).inc()
-                metrics.http_request_seconds.labels(service, route, method).observe(time.perf_counter() - started)
+                count(request, status, time.perf_counter() - started)
 
     return middleware
 
@@ -268,8 +284,13 @@ def bearer(request: web.Request) -> str | None:
     return value.strip()
 
 
+# ``json.dumps(v, default=str)`` builds a new encoder per call; this one is built once (same output).
+_encode_json = json.JSONEncoder(default=str).encode
+
+
 def json_response(data: Any, status: int = 200, *, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(data, status=status, headers=headers, dumps=lambda v: json.dumps(v, default=str))
+    """``web.json_response`` (``application/json; charset=utf-8``), its encoder made once."""
+    return web.Response(text=_encode_json(data), status=status, headers=headers, content_type="application/json")
 
 
 def openapi_document(package: str) -> Handler:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadSignature, Signer, URLSafeSerializer
+from itsdangerous.encoding import base64_decode, base64_encode, want_bytes
 
 from shared.errors import TicketInvalid, TokenExpired, TokenInvalid
 
@@ -67,6 +68,55 @@ def device_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+class _KeyedSigner(Signer):
+    """itsdangerous's signer (HMAC with ``digest_method``, its default algorithm: the codec never
+    passes another), its derived keys and their HMAC key set-up made once per key instead of per
+    token: the same signatures byte for byte (tests pin tokens), a few µs less per token."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._macs: dict[bytes, hmac.HMAC] = {}
+
+    def _mac(self, secret_key: bytes) -> hmac.HMAC:
+        mac = self._macs.get(secret_key)
+        if mac is None:
+            mac = self._macs[secret_key] = hmac.new(self.derive_key(secret_key), digestmod=self.digest_method)
+        return mac.copy()
+
+    def get_signature(self, value: str | bytes) -> bytes:
+        mac = self._mac(self.secret_keys[-1])
+        mac.update(want_bytes(value))
+        return base64_encode(mac.digest())
+
+    def verify_signature(self, value: str | bytes, sig: str | bytes) -> bool:
+        try:
+            raw = base64_decode(sig)
+        except Exception:
+            return False
+        value = want_bytes(value)
+        for secret_key in reversed(self.secret_keys):
+            mac = self._mac(secret_key)
+            mac.update(value)
+            if hmac.compare_digest(raw, mac.digest()):
+                return True
+        return False
+
+
+class _Serializer(URLSafeSerializer):
+    """A URLSafeSerializer that builds its signer once (itsdangerous builds one per token)."""
+
+    default_signer = _KeyedSigner
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._signer = super().make_signer(self.salt)
+
+    def make_signer(self, salt: str | bytes | None = None) -> Signer:
+        if salt is None or want_bytes(salt) == self.salt:
+            return self._signer
+        return super().make_signer(salt)
+
+
 class TokenCodec:
     """Signs with the last configured key, verifies under any. Safe to share across tasks."""
 
@@ -89,7 +139,7 @@ class TokenCodec:
         key = (kid, salt)
         serializer = self._serializers.get(key)
         if serializer is None:
-            serializer = URLSafeSerializer(self._keys[kid], salt=salt, signer_kwargs={"digest_method": hashlib.sha256})
+            serializer = _Serializer(self._keys[kid], salt=salt, signer_kwargs={"digest_method": hashlib.sha256})
             self._serializers[key] = serializer
         return serializer
 

@@ -10,10 +10,13 @@ from dataclasses import replace
 
 import asyncpg
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from admission import keys as api_keys
 from admission.app import create_app as create_api
+from shared.errors import NotFound
+from shared.http import http_metrics_middleware, problem_middleware
 from shared.metrics import Metrics
 from shared.settings import Settings
 from shared.tokens import TokenCodec
@@ -145,3 +148,40 @@ async def test_a_thousand_random_urls_make_a_handful_of_series(edge: TestClient)
     methods_seen = {dict(labels)["method"] for labels in series}
     assert "unmatched" in routes and "other" in methods_seen
     assert all(r == "unmatched" or (r.startswith("/") and "{" in r) or r in ("/static", "/") for r in routes), routes
+
+
+async def test_the_middlewares_cached_series_count_each_route_and_status_apart() -> None:
+    """The middleware takes each (route, method, status)'s series once and keeps it: repeated requests
+    still count one by one, a new status or a new route (added after the first requests) gets its own
+    series, and none counts for another."""
+    metrics = Metrics()
+    app = web.Application(middlewares=[http_metrics_middleware(metrics, "edge"), problem_middleware])
+
+    async def item(request: web.Request) -> web.Response:
+        if request.match_info["item_id"] == "missing":
+            raise NotFound("no such item")
+        return web.Response(text="ok")
+
+    async def other(request: web.Request) -> web.Response:
+        return web.Response(text="other")
+
+    app.router.add_get("/items/{item_id}", item)
+    app.router.add_post("/items/{item_id}", item)
+    app.router.add_get("/late", other)
+    async with serve(app) as client:
+        for _ in range(3):
+            assert (await client.get("/items/a")).status == 200
+        assert requests(metrics, "edge", "/items/{item_id}", "GET", 200) == 3
+        assert (await client.get("/items/missing")).status == 404
+        assert (await client.post("/items/b")).status == 200
+        assert (await client.get("/items/c")).status == 200
+        assert requests(metrics, "edge", "/items/{item_id}", "GET", 200) == 4
+        assert requests(metrics, "edge", "/items/{item_id}", "GET", 404) == 1
+        assert requests(metrics, "edge", "/items/{item_id}", "POST", 200) == 1
+        assert timed(metrics, "edge", "/items/{item_id}", "GET") == 5  # both statuses share one histogram
+        assert requests(metrics, "edge", "/late", "GET", 200) == 0
+        for _ in range(2):
+            assert (await client.get("/late")).status == 200
+        assert requests(metrics, "edge", "/late", "GET", 200) == 2
+        assert timed(metrics, "edge", "/late", "GET") == 2
+        assert requests(metrics, "edge", "/items/{item_id}", "GET", 200) == 4

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
+from itsdangerous import URLSafeSerializer
 
 from shared.errors import TicketInvalid, TokenExpired, TokenInvalid
-from shared.tokens import Ticket, TokenCodec
+from shared.tokens import TICKET_SALT, Ticket, TokenCodec
 from tests.helpers import FakeClock
 
 OLD = ("old", "old-secret-0123456789")
@@ -73,3 +76,24 @@ def test_scope(clock: FakeClock) -> None:
     scoped = codec.verify_admission(sign(codec, clock, scope=["a"]))
     assert scoped.allows_site("a") and not scoped.allows_site("b")
     assert codec.verify_admission(sign(codec, clock)).allows_site("anything")
+
+
+def test_the_codec_signs_and_verifies_as_plain_itsdangerous_with_its_signers_made_once(clock: FakeClock) -> None:
+    """The codec keeps each serializer's signer and HMAC key state (shared/tokens.py ``_KeyedSigner``):
+    every token, the hundredth as the first, is what itsdangerous itself makes, and tokens made by
+    itsdangerous (tickets already issued) verify; a bad one after good ones is still refused."""
+    plain = {
+        kid: URLSafeSerializer(secret, salt=TICKET_SALT, signer_kwargs={"digest_method": hashlib.sha256})
+        for kid, secret in (OLD, NEW)
+    }
+    codec = TokenCodec([OLD, NEW], clock=clock)
+    for n in range(1, 101):
+        ticket = Ticket(event_id="ev", visitor_id=f"v{n}", seq=n, issued_at=clock.now)
+        claims = {"e": "ev", "v": f"v{n}", "n": n, "iat": int(clock.now)}
+        assert codec.sign_ticket(ticket) == f"new.{plain['new'].dumps(claims)}"
+        for kid in ("old", "new"):
+            assert codec.read_ticket(f"{kid}.{plain[kid].dumps(claims)}") == ticket
+    body = plain["new"].dumps({"e": "ev", "v": "v1", "n": 1, "iat": int(clock.now)})
+    for forged in (f"old.{body}", f"new.{body[:-1]}{'A' if body[-1] != 'A' else 'B'}"):
+        with pytest.raises(TicketInvalid):
+            codec.read_ticket(forged)
