@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import uuid
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import redis.exceptions
@@ -27,6 +27,7 @@ from admission import queries
 from admission.auth import appointment_access, token_failed
 from admission.availability import slot_place_and_time
 from admission.eligibility import language_of
+from admission.fields import BirthDate, EmailAddress
 from admission.idempotency import check_key_cap, idempotency_key
 from admission.keys import ARQ, FREEZES, METRICS, POOL, RULEBOOK, SETTINGS, VAULT, admission_of
 from shared import attempts, seats
@@ -52,10 +53,6 @@ log = logging.getLogger("surgegate.admission")
 
 # An answer carrying a manage link carries a credential: no cache keeps it (RFC 9111 no-store).
 CREDENTIAL_HEADERS = {"Cache-Control": "no-store"}
-# One address: no blank or control character, and none of what a mail parser reads as a list, a group,
-# a comment or a quoted part (``a,b@c.d`` is two recipients, the first at the relay's own domain).
-_ADDRESS_PART = r'[^@\s\x00-\x1f\x7f,;:<>()\[\]"\\]+'
-_EMAIL = re.compile(rf"^{_ADDRESS_PART}@{_ADDRESS_PART}\.{_ADDRESS_PART}$")
 # E.164: a plus, a country code and up to 15 digits in all; spaces, dots, dashes and brackets are ignored.
 _PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _PHONE_SEPARATORS = re.compile(r"[\s.\-()]")
@@ -65,8 +62,8 @@ class PersonIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     id_number: str = Field(min_length=1, max_length=64)
     name: str = Field(min_length=1, max_length=200)
-    email: str = Field(min_length=3, max_length=254)
-    birth_date: date
+    email: EmailAddress
+    birth_date: BirthDate
     # For text messages (reminders and the rest) through the SMS webhook; kept only sealed.
     phone: str | None = Field(default=None, max_length=32)
 
@@ -79,20 +76,6 @@ class PersonIn(BaseModel):
         if not _PHONE.match(compact):
             raise ValueError("not a phone number in international form (+ country code, then the number)")
         return compact
-
-    @field_validator("email")
-    @classmethod
-    def _email(cls, value: str) -> str:
-        if not _EMAIL.match(value):
-            raise ValueError("not an email address")
-        return value
-
-    @field_validator("birth_date")
-    @classmethod
-    def _birth_date(cls, value: date) -> date:
-        if not date(1900, 1, 1) <= value <= date.today():
-            raise ValueError("must be a past date after 1900")
-        return value
 
 
 class BookingIn(BaseModel):

@@ -15,12 +15,12 @@ number or birth date is logged or counted.
 from __future__ import annotations
 
 import time
-from datetime import date
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
+from admission.fields import BirthDate
 from admission.keys import CODEC, IDENTITIES, METRICS, POOL, RULEBOOK, SETTINGS, THROTTLE, VAULT
 from shared import eligibility, seats
 from shared.booking import utc_iso
@@ -45,14 +45,7 @@ def is_eligibility_path(path: str) -> bool:
 class PersonIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     id_number: str = Field(min_length=1, max_length=64)
-    birth_date: date
-
-    @field_validator("birth_date")
-    @classmethod
-    def _birth_date(cls, value: date) -> date:
-        if not date(1900, 1, 1) <= value <= date.today():
-            raise ValueError("must be a past date after 1900")
-        return value
+    birth_date: BirthDate
 
 
 class EvaluateIn(BaseModel):

@@ -15,19 +15,19 @@ the same for apps. Handlers parse, call one service (:mod:`shared.appointments`,
 from __future__ import annotations
 
 import hmac
-import re
 import uuid
 from datetime import datetime
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from admission import queries
 from admission.auth import link_access
 from admission.availability import bookable, remaining
 from admission.calendar import calendar_file
 from admission.changes import cancel_as
+from admission.fields import EmailAddress
 from admission.keys import AVAILABILITY, METRICS, POOL, SETTINGS, THROTTLE, VAULT, WAITLIST
 from admission.pages import (
     STRINGS,
@@ -53,7 +53,6 @@ from shared.statuses import AppointmentStatus
 COOKIE = "sg_manage"
 CSRF_SALT = b"surgegate.manage-csrf.v1"
 MAX_CHOICES = 120  # free times offered on the reschedule page
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 ACCEPTED = {
     "status": "accepted",
     "detail": "If these details match an active appointment, a new manage link is on its way to its email address.",
@@ -64,14 +63,7 @@ class LinkIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     event_id: str = Field(min_length=1, max_length=64)
     id_number: str = Field(min_length=1, max_length=64)
-    email: str = Field(min_length=3, max_length=254)
-
-    @field_validator("email")
-    @classmethod
-    def _email(cls, value: str) -> str:
-        if not _EMAIL.match(value):
-            raise ValueError("not an email address")
-        return value
+    email: EmailAddress
 
 
 # --- the session: the credential in its cookie, and the forms' token ------------------------------
