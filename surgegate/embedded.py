@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import random
 import re
 import shutil
 import signal
@@ -51,10 +52,32 @@ def _checked(password: str | None) -> str | None:
     return password
 
 
+# Below Linux's default ephemeral range (32768-60999), from which the kernel also picks the source
+# port of every outgoing connection: a port found free there can be taken by any client connection
+# between this check and the bind that uses it (seen: a worker's metrics port lost that way).
+_QUIET_PORTS = (20000, 32767)
+_issued: set[int] = set()
+
+
 def free_port() -> int:
+    """A port free on 127.0.0.1 now, never handed out twice by this process; preferably one outside
+    the kernel's ephemeral range (see above), else any the kernel gives."""
+    for _ in range(100):
+        port = random.randint(*_QUIET_PORTS)
+        if port in _issued:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _issued.add(port)
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        port = int(s.getsockname()[1])
+    _issued.add(port)
+    return port
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, log: Path, timeout: float = 60) -> None:
