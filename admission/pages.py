@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
+from shared import wording
 from shared.settings import Settings
 
 DEFAULT = "en"
@@ -209,18 +210,6 @@ def refusal_text(language: str, code: str, detail: str) -> str:
     return REFUSALS[language].get(code, detail)
 
 
-WEEKDAYS = {
-    "en": ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
-    "es": ("lunes", "martes", "miércoles", "jueves", "viernes", "sábado", "domingo"),
-}
-MONTHS = {
-    "en": ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-           "November", "December"),
-    "es": ("enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto", "septiembre", "octubre",
-           "noviembre", "diciembre"),
-}  # fmt: skip
-
-
 def pick_language(request: web.Request, chosen: str | None = None) -> str:
     """The page's language: the one chosen on the page (``lang`` in the query or form), else the best
     of ``Accept-Language`` (q-values honoured), else English."""
@@ -241,13 +230,8 @@ def pick_language(request: web.Request, chosen: str | None = None) -> str:
 
 
 def local_when(moment: datetime, timezone: str, language: str) -> str:
-    """``Monday, 23 November 2026, 09:00 (America/Mexico_City, CST)`` in the site's zone."""
-    local = moment.astimezone(ZoneInfo(timezone))
-    weekday = WEEKDAYS[language][local.weekday()]
-    month = MONTHS[language][local.month - 1]
-    day = f"{weekday}, {local.day} {month} {local.year}" if language == "en" else \
-        f"{weekday}, {local.day} de {month} de {local.year}"  # fmt: skip
-    return f"{day}, {local:%H:%M} ({timezone}, {local.tzname()})"
+    """``Monday 23 November 2026, 09:00 (CET, Europe/Berlin)`` in the site's zone: the queue page's words."""
+    return wording.local_when(moment.astimezone(ZoneInfo(timezone)), language)
 
 
 def local_time(moment: datetime, timezone: str) -> str:
@@ -258,8 +242,8 @@ def local_time(moment: datetime, timezone: str) -> str:
 
 def local_day(moment: datetime, timezone: str, language: str) -> str:
     local = moment.astimezone(ZoneInfo(timezone))
-    month = MONTHS[language][local.month - 1]
-    weekday = WEEKDAYS[language][local.weekday()]
+    month = wording.MONTHS[language][local.month - 1]
+    weekday = wording.WEEKDAYS[language][local.weekday()]
     return f"{weekday} {local.day} {month}" if language == "en" else f"{weekday} {local.day} de {month}"
 
 

@@ -14,13 +14,9 @@ from zoneinfo import ZoneInfo
 
 from shared.notifications import NotificationKind
 from shared.statuses import Language
+from shared.wording import WEEKDAYS  # keyed "en"/"es": a Language (StrEnum) finds its entry
 
 K = NotificationKind
-
-_WEEKDAYS = {
-    Language.EN: ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
-    Language.ES: ("lunes", "martes", "miércoles", "jueves", "viernes", "sábado", "domingo"),
-}
 
 # (subject, body) per kind and language; {when}, {where}, {manage}, {claim}, {expires}, {reason} fill in.
 _TEXT: dict[Language, dict[NotificationKind, tuple[str, str]]] = {
@@ -143,7 +139,7 @@ class Rendered:
 def local_when(moment: datetime, timezone: str, language: Language) -> str:
     """``Sunday 29 March 2026, 10:00 CEST`` (weekday, date, wall time and the zone's abbreviation)."""
     local = moment.astimezone(ZoneInfo(timezone))
-    weekday = _WEEKDAYS[language][local.weekday()]
+    weekday = WEEKDAYS[language][local.weekday()]
     return f"{weekday} {local:%Y-%m-%d}, {local:%H:%M} {local.tzname()}"
 
 
@@ -152,7 +148,7 @@ def _iso_when(value: Any, language: Language) -> str:
     if not isinstance(value, str):
         return ""
     moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return f"{_WEEKDAYS[language][moment.weekday()]} {moment:%Y-%m-%d}, {moment:%H:%M} (UTC{moment:%z})"
+    return f"{WEEKDAYS[language][moment.weekday()]} {moment:%Y-%m-%d}, {moment:%H:%M} (UTC{moment:%z})"
 
 
 def short_when(moment: datetime, language: Language) -> str:

@@ -7,7 +7,7 @@ on either side.
 
 from __future__ import annotations
 
-from datetime import datetime
+from shared.wording import local_when as local_when  # the page's long form of a time (re-exported)
 
 STRINGS: dict[str, dict[str, str]] = {
     "en": {
@@ -291,26 +291,3 @@ def duration(seconds: float) -> str:
     if s < 3600:
         return f"{s // 60} min"
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
-
-
-WEEKDAYS = {
-    "en": ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
-    "es": ("lunes", "martes", "miércoles", "jueves", "viernes", "sábado", "domingo"),
-}
-MONTHS = {
-    "en": ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-           "November", "December"),
-    "es": ("enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto", "septiembre", "octubre",
-           "noviembre", "diciembre"),
-}  # fmt: skip
-
-
-def local_when(moment: datetime, language: str) -> str:
-    """Weekday, date, local time and the zone's name of an aware datetime already in the site's zone:
-    "Monday 23 November 2026, 09:00 (CET, Europe/Berlin)" / "lunes 23 de noviembre de 2026, 09:00 (…)".
-    The page's script writes the same with the browser's Intl (a longer zone name where it has one)."""
-    weekday, month = WEEKDAYS[language][moment.weekday()], MONTHS[language][moment.month - 1]
-    zone = f"{moment.tzname()}, {moment.tzinfo}" if moment.tzname() else str(moment.tzinfo)
-    if language == "es":
-        return f"{weekday} {moment.day} de {month} de {moment.year}, {moment:%H:%M} ({zone})"
-    return f"{weekday} {moment.day} {month} {moment.year}, {moment:%H:%M} ({zone})"
