@@ -9,6 +9,8 @@ the actor (and the reason given) in its own transaction. Handlers parse, call on
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import yaml
 from aiohttp import web
@@ -122,37 +124,29 @@ async def diff_rules(request: web.Request) -> web.Response:
         return json_response(await rule_versions.diff_versions(con, request.match_info["event_id"], old, new))
 
 
+async def _move(request: web.Request, move: Callable[..., Awaitable[dict[str, Any]]], *version: int) -> web.Response:
+    """Move the event's pointer or a version's state (audited with the actor and the reason), then
+    let this process's rulebook see it at once (the others within its refresh)."""
+    event_id, reason = request.match_info["event_id"], await _reason(request)
+    async with request.app[POOL].acquire() as con, con.transaction():
+        done = await move(con, event_id, *version, actor=actor_of(request).audit_name(), reason=reason)
+    request.app[RULEBOOK].changed(event_id)
+    return json_response(done)
+
+
 @requires(Role.RULES)
 async def publish_rules(request: web.Request) -> web.Response:
-    reason = await _reason(request)
-    async with request.app[POOL].acquire() as con, con.transaction():
-        done = await rule_versions.publish(
-            con, request.match_info["event_id"], _version(request), actor=actor_of(request).audit_name(), reason=reason
-        )
-    request.app[RULEBOOK].changed(request.match_info["event_id"])
-    return json_response(done)
+    return await _move(request, rule_versions.publish, _version(request))
 
 
 @requires(Role.RULES)
 async def shadow_rules(request: web.Request) -> web.Response:
-    reason = await _reason(request)
-    async with request.app[POOL].acquire() as con, con.transaction():
-        done = await rule_versions.shadow(
-            con, request.match_info["event_id"], _version(request), actor=actor_of(request).audit_name(), reason=reason
-        )
-    request.app[RULEBOOK].changed(request.match_info["event_id"])
-    return json_response(done)
+    return await _move(request, rule_versions.shadow, _version(request))
 
 
 @requires(Role.RULES)
 async def rollback_rules(request: web.Request) -> web.Response:
-    reason = await _reason(request)
-    async with request.app[POOL].acquire() as con, con.transaction():
-        done = await rule_versions.rollback(
-            con, request.match_info["event_id"], actor=actor_of(request).audit_name(), reason=reason
-        )
-    request.app[RULEBOOK].changed(request.match_info["event_id"])
-    return json_response(done)
+    return await _move(request, rule_versions.rollback)
 
 
 @requires(Role.RULES)
